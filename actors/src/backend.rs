@@ -1,0 +1,131 @@
+//! The `Backend` trait: how runners are provisioned and reclaimed.
+//!
+//! Its callbacks are invoked from the Runner actor's handlers (one Runner per
+//! runner): `init` when the Runner starts, `remote_boot` when the pool asks it
+//! to boot, `handle_info` for backend-specific messages (a Docker event), and
+//! `terminate` when the Runner stops. `system_shutdown` runs on the runner
+//! side, once, when the Terminator is done.
+//!
+//! Calls do not pass through the backend: DESIGN section 2 keeps the data path
+//! off the Runner's mailbox, so a caller sends its call on the runner's
+//! connection ([`RunnerConn`](crate::RunnerConn)) directly.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use crate::error::{BackendError, DownReason};
+use crate::parent::{Parent, RunnerId, RunnerSettings, Token};
+use crate::registry::Registry;
+use crate::runner::RunnerMessage;
+
+/// Everything a backend needs to boot one runner.
+#[derive(Clone)]
+pub struct RunnerContext {
+    /// The runner being booted.
+    pub runner_id: RunnerId,
+    /// The pool's name.
+    pub pool: String,
+    /// The runner's secret, to put in `FLAME_PARENT`.
+    pub token: Token,
+    /// The functions the runner serves (used in-process by the local backend).
+    pub registry: Registry,
+    /// Settings the runner applies.
+    pub settings: RunnerSettings,
+    /// How long the runner has to connect back.
+    pub boot_timeout: Duration,
+    /// The Runner actor; a backend that connects in-process casts
+    /// [`RunnerMessage::RemoteUp`] to it.
+    pub runner: ActorRef<RunnerMessage>,
+}
+
+impl fmt::Debug for RunnerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerContext")
+            .field("runner_id", &self.runner_id)
+            .field("pool", &self.pool)
+            .field("boot_timeout", &self.boot_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunnerContext {
+    /// The `FLAME_PARENT` description for this runner.
+    pub fn parent(&self, addrs: Vec<std::net::SocketAddr>, backend: &str) -> Parent {
+        let mut parent = Parent::new(self.runner_id, addrs, self.token.clone(), backend, self.registry.build_id());
+        parent.node_base = self.pool.clone();
+        parent.settings = self.settings.clone();
+        parent
+    }
+}
+
+/// A way to run runners: in-process, as child processes, as containers.
+///
+/// # Examples
+///
+/// A backend that never manages to boot, for tests of boot failure:
+///
+/// ```
+/// use ractor_flame_actors::{Backend, BackendError, RunnerContext};
+///
+/// struct Broken;
+///
+/// impl Backend for Broken {
+///     type State = ();
+///     fn name(&self) -> &'static str { "broken" }
+///     async fn init(&self, _ctx: &RunnerContext) -> Result<(), BackendError> { Ok(()) }
+///     async fn remote_boot(&self, _s: &mut (), _ctx: &RunnerContext) -> Result<(), BackendError> {
+///         Err(BackendError::new("no capacity"))
+///     }
+/// }
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// Per-runner state the backend keeps on the parent (a child process, a
+    /// container id).
+    type State: Send + 'static;
+
+    /// A short name (`"local"`, `"process"`, `"docker"`), put in
+    /// `FLAME_PARENT`.
+    fn name(&self) -> &'static str;
+
+    /// Prepares a runner's state. Called when its Runner actor starts, in the
+    /// Runner's own task (the pool is not blocked).
+    fn init(&self, ctx: &RunnerContext) -> impl Future<Output = Result<Self::State, BackendError>> + Send;
+
+    /// Provisions the runner and hands it `FLAME_PARENT`. Returns once the
+    /// runner is started; its connection arrives later as
+    /// [`RunnerMessage::RemoteUp`], within `ctx.boot_timeout` or the boot
+    /// fails.
+    fn remote_boot(
+        &self,
+        state: &mut Self::State,
+        ctx: &RunnerContext,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// A backend-specific message reached the Runner (for example an engine
+    /// event). Return `Some(reason)` when it means the runner is gone.
+    fn handle_info(
+        &self,
+        state: &mut Self::State,
+        info: Box<dyn Any + Send>,
+    ) -> impl Future<Output = Option<DownReason>> + Send {
+        let _ = (state, info);
+        async { None }
+    }
+
+    /// Reclaims what the runner used (kill the process, remove the container).
+    /// Called once when the Runner stops, after the drain.
+    fn terminate(&self, state: &mut Self::State) -> impl Future<Output = ()> + Send {
+        let _ = state;
+        async {}
+    }
+
+    /// Runner side: stop the machine once the Terminator is done. The default
+    /// does nothing (the runner's process exits on its own).
+    fn system_shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}

@@ -1,0 +1,478 @@
+//! Pool options: a typed struct with documented defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Default for [`PoolConfig::max_concurrency`].
+pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+/// Default for [`PoolConfig::timeout`], [`PoolConfig::boot_timeout`] and
+/// [`PoolConfig::shutdown_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`PoolConfig::idle_shutdown_after`].
+pub const DEFAULT_IDLE_SHUTDOWN: Duration = Duration::from_secs(30);
+/// Default for [`PoolConfig::failsafe_timeout`].
+pub const DEFAULT_FAILSAFE: Duration = Duration::from_secs(20);
+/// Default for [`PoolConfig::heartbeat_interval`].
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Default for [`PoolConfig::heartbeat_timeout`].
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When a runner with no work stops itself.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ractor_flame_actors::IdleShutdown;
+///
+/// let never = IdleShutdown::Never;
+/// let after = IdleShutdown::After(Duration::from_secs(10));
+/// // Only when the predicate registered as "cache-flushed" agrees on the runner.
+/// let when = IdleShutdown::when(Duration::from_secs(10), "cache-flushed");
+/// assert_eq!(after.duration(), Some(Duration::from_secs(10)));
+/// assert_eq!(never.duration(), None);
+/// assert_eq!(when.duration(), Some(Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdleShutdown {
+    /// Never stop for idleness.
+    Never,
+    /// Stop after this long without work.
+    After(Duration),
+    /// Stop after this long without work, when the predicate registered under
+    /// this name (see [`Registry::idle_predicate`](crate::Registry::idle_predicate))
+    /// returns `true` on the runner.
+    AfterWhen(Duration, String),
+}
+
+impl IdleShutdown {
+    /// Idle shutdown after `after`, when the named predicate agrees.
+    pub fn when(after: Duration, predicate: impl Into<String>) -> Self {
+        IdleShutdown::AfterWhen(after, predicate.into())
+    }
+
+    /// The idle duration, if any.
+    pub fn duration(&self) -> Option<Duration> {
+        match self {
+            IdleShutdown::Never => None,
+            IdleShutdown::After(d) | IdleShutdown::AfterWhen(d, _) => Some(*d),
+        }
+    }
+
+    /// The predicate's name, if any.
+    pub fn predicate(&self) -> Option<&str> {
+        match self {
+            IdleShutdown::AfterWhen(_, name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// How failed boots are retried (B18).
+///
+/// A boot that fails is retried after `initial_backoff`, doubling up to
+/// `max_backoff`, while callers still wait. After `max_attempts` failed boots
+/// in a row the waiting callers get [`Error::BootFailed`]. Boots that refill
+/// `min` keep retrying at `max_backoff`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ractor_flame_actors::BootRetry;
+///
+/// let retry = BootRetry::default();
+/// assert_eq!(retry.backoff(1), Duration::from_millis(100));
+/// assert_eq!(retry.backoff(2), Duration::from_millis(200));
+/// assert_eq!(retry.backoff(30), Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootRetry {
+    /// Failed boots in a row before waiting callers are failed. Default 3.
+    pub max_attempts: u32,
+    /// Delay before the first retry. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// The cap on the delay. Default 5 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for BootRetry {
+    fn default() -> Self {
+        BootRetry {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BootRetry {
+    /// The delay before retry number `failures` (1 = after the first failure).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(20);
+        self.initial_backoff
+            .saturating_mul(1u32 << shift)
+            .min(self.max_backoff)
+    }
+}
+
+/// What a pool hook is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// A growth boot starts; `target` is the runner count once it succeeds.
+    GrowStart {
+        /// Runners (booted and booting) once this boot succeeds.
+        target: usize,
+    },
+    /// A growth boot ended.
+    GrowEnd {
+        /// `Ok(())` or the boot error.
+        result: Result<(), Error>,
+        /// Runners (booted and booting) now.
+        count: usize,
+    },
+    /// A runner left the pool.
+    Shrink {
+        /// Runners (booted and booting) now.
+        count: usize,
+    },
+}
+
+/// A pool hook: called from the pool actor, so keep it quick.
+pub type Hook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
+
+/// The options of a pool.
+///
+/// | option | meaning | default |
+/// |---|---|---|
+/// | `name` | pool name, used in logs, labels and the actor name | `"flame"` |
+/// | `min` | runners kept booted (forced to 0 on a runner) | 0 |
+/// | `max` | most runners at once (required, at least 1) | - |
+/// | `max_concurrency` | concurrent calls per runner | 100 |
+/// | `single_use` | stop each runner after its first call | false |
+/// | `timeout` | execution budget of a call without explicit timeout | 30 s |
+/// | `boot_timeout` | boot budget; also the checkout budget of a call without explicit timeout | 30 s |
+/// | `shutdown_timeout` | drain budget on shutdown | 30 s |
+/// | `idle_shutdown_after` | when a runner with no work stops | after 30 s |
+/// | `min_idle_shutdown_after` | the same for the `min` runners | never |
+/// | `queue_capacity` | bound of the waiting queue (`None`: unbounded) | unbounded |
+/// | `boot_retry` | retry and backoff of failed boots | 3 attempts, 100 ms to 5 s |
+/// | `failsafe_timeout` | a runner with no parent connection by then stops | 20 s |
+/// | `heartbeat_interval` | heartbeat period, both ways | 500 ms |
+/// | `heartbeat_timeout` | silence after which the peer is lost | 2 s |
+/// | `max_frame_size` | largest wire frame (argument or result) | 64 MiB |
+/// | `on_grow_start`, `on_grow_end`, `on_shrink` | hooks | none |
+/// | `log` | level of the pool's lifecycle events | `info` |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ractor_flame_actors::PoolConfig;
+///
+/// let config = PoolConfig::new(8)
+///     .name("thumbnails")
+///     .min(1)
+///     .max_concurrency(4)
+///     .idle_shutdown_after(Duration::from_secs(60));
+/// assert!(config.validate().is_ok());
+/// assert!(PoolConfig::new(0).validate().is_err());
+/// ```
+#[derive(Clone)]
+pub struct PoolConfig {
+    pub(crate) name: String,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) max_concurrency: usize,
+    pub(crate) single_use: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) boot_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) idle_shutdown_after: IdleShutdown,
+    pub(crate) min_idle_shutdown_after: IdleShutdown,
+    pub(crate) queue_capacity: Option<usize>,
+    pub(crate) boot_retry: BootRetry,
+    pub(crate) failsafe_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) max_frame_size: usize,
+    pub(crate) on_grow_start: Option<Hook>,
+    pub(crate) on_grow_end: Option<Hook>,
+    pub(crate) on_shrink: Option<Hook>,
+    pub(crate) log: tracing::Level,
+}
+
+impl fmt::Debug for PoolConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolConfig")
+            .field("name", &self.name)
+            .field("min", &self.min)
+            .field("max", &self.max)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("single_use", &self.single_use)
+            .field("timeout", &self.timeout)
+            .field("boot_timeout", &self.boot_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("idle_shutdown_after", &self.idle_shutdown_after)
+            .field("min_idle_shutdown_after", &self.min_idle_shutdown_after)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("boot_retry", &self.boot_retry)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+}
+
+impl PoolConfig {
+    /// Options for a pool of at most `max` runners, every other option at its
+    /// default.
+    pub fn new(max: usize) -> Self {
+        PoolConfig {
+            name: "flame".to_owned(),
+            min: 0,
+            max,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            single_use: false,
+            timeout: DEFAULT_TIMEOUT,
+            boot_timeout: DEFAULT_TIMEOUT,
+            shutdown_timeout: DEFAULT_TIMEOUT,
+            idle_shutdown_after: IdleShutdown::After(DEFAULT_IDLE_SHUTDOWN),
+            min_idle_shutdown_after: IdleShutdown::Never,
+            queue_capacity: None,
+            boot_retry: BootRetry::default(),
+            failsafe_timeout: DEFAULT_FAILSAFE,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            max_frame_size: crate::wire::DEFAULT_MAX_FRAME,
+            on_grow_start: None,
+            on_grow_end: None,
+            on_shrink: None,
+            log: tracing::Level::INFO,
+        }
+    }
+
+    /// The pool's name (default `"flame"`), used in logs and labels.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    setter!(
+        /// Runners kept booted (default 0). Forced to 0 on a runner (B11).
+        min: usize
+    );
+    setter!(
+        /// Most runners at once (required, at least 1).
+        max: usize
+    );
+    setter!(
+        /// Concurrent calls, casts and placed children per runner (default 100).
+        max_concurrency: usize
+    );
+    setter!(
+        /// Stop each runner after its first call completes (default false).
+        single_use: bool
+    );
+    setter!(
+        /// Execution budget of a call without an explicit timeout (default 30 s).
+        timeout: Duration
+    );
+    setter!(
+        /// How long a boot may take to connect back (default 30 s). Also the
+        /// checkout budget of a call without an explicit timeout (B02).
+        boot_timeout: Duration
+    );
+    setter!(
+        /// How long a runner drains calls in flight on shutdown (default 30 s).
+        shutdown_timeout: Duration
+    );
+    setter!(
+        /// How long a runner may wait for a parent connection (default 20 s).
+        failsafe_timeout: Duration
+    );
+    setter!(
+        /// Heartbeat period, both ways (default 500 ms).
+        heartbeat_interval: Duration
+    );
+    setter!(
+        /// Silence after which a peer is declared lost (default 2 s).
+        heartbeat_timeout: Duration
+    );
+    setter!(
+        /// Largest wire frame in bytes (default 64 MiB). A larger argument or
+        /// result fails that call with a codec error; the connection survives.
+        max_frame_size: usize
+    );
+    setter!(
+        /// Retry and backoff of failed boots (default: 3 attempts, 100 ms
+        /// doubling to 5 s).
+        boot_retry: BootRetry
+    );
+    setter!(
+        /// Level of the pool's lifecycle events (default `INFO`).
+        log: tracing::Level
+    );
+
+    /// Idle shutdown of runners (default: after 30 s without work).
+    pub fn idle_shutdown_after(mut self, after: impl Into<IdleShutdown>) -> Self {
+        self.idle_shutdown_after = after.into();
+        self
+    }
+
+    /// Idle shutdown of the `min` runners (default: never).
+    pub fn min_idle_shutdown_after(mut self, after: impl Into<IdleShutdown>) -> Self {
+        self.min_idle_shutdown_after = after.into();
+        self
+    }
+
+    /// Bound the waiting queue: a caller that would be queued beyond
+    /// `capacity` gets [`Error::QueueFull`] at once (default: unbounded).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// Called before each growth boot with the target count.
+    pub fn on_grow_start(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
+        self.on_grow_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after each growth boot with its result and the new count.
+    pub fn on_grow_end(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
+        self.on_grow_end = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when a runner leaves the pool, with the new count.
+    pub fn on_shrink(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
+        self.on_shrink = Some(Arc::new(hook));
+        self
+    }
+
+    /// The pool's name.
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configured `min`.
+    pub fn get_min(&self) -> usize {
+        self.min
+    }
+
+    /// The configured `max`.
+    pub fn get_max(&self) -> usize {
+        self.max
+    }
+
+    /// The configured per-runner concurrency.
+    pub fn get_max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// The default execution budget.
+    pub fn get_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The boot budget, also the default checkout budget.
+    pub fn get_boot_timeout(&self) -> Duration {
+        self.boot_timeout
+    }
+
+    /// The drain budget.
+    pub fn get_shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Idle shutdown of ordinary runners.
+    pub fn get_idle_shutdown_after(&self) -> &IdleShutdown {
+        &self.idle_shutdown_after
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `max` is 0, `min > max`, `max_concurrency` is 0,
+    /// a queue bound is 0, the heartbeat timeout is not above the interval, or
+    /// the frame limit is below 1 KiB.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        if self.max == 0 {
+            return fail("max must be at least 1".into());
+        }
+        if self.min > self.max {
+            return fail(format!("min ({}) exceeds max ({})", self.min, self.max));
+        }
+        if self.max_concurrency == 0 {
+            return fail("max_concurrency must be at least 1".into());
+        }
+        if self.queue_capacity == Some(0) {
+            return fail("queue_capacity must be at least 1".into());
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return fail(format!(
+                "heartbeat_timeout ({:?}) must exceed heartbeat_interval ({:?})",
+                self.heartbeat_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.max_frame_size < 1024 {
+            return fail("max_frame_size must be at least 1024 bytes".into());
+        }
+        if self.name.is_empty() {
+            return fail("name must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl From<Duration> for IdleShutdown {
+    fn from(d: Duration) -> Self {
+        IdleShutdown::After(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b10_defaults_mirror_flame() {
+        let c = PoolConfig::new(3);
+        assert_eq!(c.min, 0);
+        assert_eq!(c.max_concurrency, 100);
+        assert!(!c.single_use);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.boot_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.idle_shutdown_after, IdleShutdown::After(Duration::from_secs(30)));
+        assert_eq!(c.min_idle_shutdown_after, IdleShutdown::Never);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn b10_invalid_options_are_rejected() {
+        for (config, needle) in [
+            (PoolConfig::new(0), "max must be at least 1"),
+            (PoolConfig::new(1).min(2), "min (2) exceeds max (1)"),
+            (PoolConfig::new(1).max_concurrency(0), "max_concurrency"),
+            (PoolConfig::new(1).queue_capacity(0), "queue_capacity"),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+}

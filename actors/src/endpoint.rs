@@ -1,0 +1,234 @@
+//! The parent's side of runner connections: a TCP listener that
+//! authenticates runners (remote backends), and the in-process equivalent
+//! for the local backend. Both end the same way: `RemoteUp` cast to the
+//! runner's Runner actor, with a [`RunnerConn`] to send calls on.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use ractor::ActorRef;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::backend::RunnerContext;
+use crate::error::DownReason;
+use crate::link::RunnerConn;
+use crate::parent::{RunnerId, Token};
+use crate::registry::BuildId;
+use crate::runner::{RemoteShutdownReason, RunnerMessage};
+use crate::terminator::{SystemShutdown, TerminatorLink, spawn_terminator};
+use crate::wire::codec::{encode_frame, read_frame};
+use crate::wire::connection::{self, LinkOptions};
+use crate::wire::frame::{ToParent, ToRunner, Welcome};
+use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
+
+/// A runner the endpoint waits for.
+struct Expected {
+    token: Token,
+    runner: ActorRef<RunnerMessage>,
+    opts: LinkOptions,
+}
+
+/// A listener runners connect back to.
+///
+/// Before a peer has proven its token it may send one frame of at most
+/// [`HANDSHAKE_MAX_FRAME`] bytes within [`HANDSHAKE_DEADLINE`]; anything else
+/// closes the connection and changes no state (B36).
+#[derive(Clone)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    expected: Arc<Mutex<HashMap<RunnerId, Expected>>>,
+    accept: Arc<tokio::task::AbortHandle>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.accept) == 1 {
+            self.accept.abort();
+        }
+    }
+}
+
+impl Endpoint {
+    /// Binds `addr` (port 0 for any) and starts accepting runners of
+    /// `build_id`.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn bind(addr: SocketAddr, build_id: BuildId) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let expected: Arc<Mutex<HashMap<RunnerId, Expected>>> = Arc::default();
+        let table = Arc::clone(&expected);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let table = Arc::clone(&table);
+                tokio::spawn(async move {
+                    if let Err(reason) = authenticate(stream, &table, build_id).await {
+                        tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
+                    }
+                });
+            }
+        });
+        Ok(Endpoint {
+            addr,
+            expected,
+            accept: Arc::new(accept.abort_handle()),
+        })
+    }
+
+    /// Where runners connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits for the runner of `ctx` to connect and prove its token.
+    pub fn expect(&self, ctx: &RunnerContext) {
+        let opts = LinkOptions {
+            max_frame: ctx.settings.max_frame_size,
+            heartbeat_interval: ctx.settings.heartbeat_interval,
+            heartbeat_timeout: ctx.settings.heartbeat_timeout,
+        };
+        let expected = Expected {
+            token: ctx.token.clone(),
+            runner: ctx.runner.clone(),
+            opts,
+        };
+        self.expected.lock().expect("poisoned").insert(ctx.runner_id, expected);
+    }
+
+    /// Stops waiting for a runner (its boot failed or it was reclaimed).
+    pub fn forget(&self, runner: RunnerId) {
+        self.expected.lock().expect("poisoned").remove(&runner);
+    }
+
+    /// Runners still expected (for tests: refused peers change nothing).
+    pub fn expected(&self) -> usize {
+        self.expected.lock().expect("poisoned").len()
+    }
+}
+
+async fn authenticate(
+    mut stream: TcpStream,
+    table: &Mutex<HashMap<RunnerId, Expected>>,
+    build_id: BuildId,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(
+        HANDSHAKE_DEADLINE,
+        read_frame::<_, ToParent>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
+    )
+    .await
+    .map_err(|_| "no handshake in time".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let Some(ToParent::Hello(hello)) = first else {
+        return Err("the first frame was not a handshake".into());
+    };
+    let verdict = {
+        let mut table = table.lock().expect("poisoned");
+        match table.get(&hello.runner_id) {
+            None => Err(format!("unknown runner {}", hello.runner_id)),
+            Some(_) if hello.version != PROTOCOL_VERSION => Err(format!("protocol version {}", hello.version)),
+            Some(e) if !e.token.verify(hello.token.as_bytes()) => Err("wrong token".to_owned()),
+            Some(_) if hello.build_id != build_id => Err(format!(
+                "runner build {} differs from parent build {build_id}",
+                hello.build_id
+            )),
+            // Proven: the runner is no longer expected (one connection each).
+            Some(_) => Ok(table.remove(&hello.runner_id).expect("present")),
+        }
+    };
+    let welcome = match &verdict {
+        Ok(_) => Welcome::Accepted,
+        Err(reason) => Welcome::Refused(reason.clone()),
+    };
+    buf.clear();
+    encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    let expected = verdict?;
+    up(stream, hello.runner_id, expected);
+    Ok(())
+}
+
+/// Starts the driver of an authenticated connection and casts `RemoteUp`.
+fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
+    let (tx, rx) = mpsc::unbounded_channel::<ToRunner>();
+    let conn = RunnerConn::remote(runner_id, tx, expected.opts.max_frame);
+    let runner = expected.runner;
+    let (frame_conn, frame_runner) = (conn.clone(), runner.clone());
+    let (close_conn, close_runner) = (conn.clone(), runner.clone());
+    connection::spawn(
+        stream,
+        expected.opts,
+        rx,
+        move |frame: ToParent| on_runner_frame(frame, &frame_conn, &frame_runner),
+        move |reason| on_runner_closed(reason, &close_conn, &close_runner),
+    );
+    let _ = runner.cast(RunnerMessage::RemoteUp(conn));
+}
+
+fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
+    let reason = match frame {
+        ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
+        ToParent::IdleRequest => RemoteShutdownReason::Idle,
+        ToParent::Stopping { reason } => RemoteShutdownReason::Stopping(reason),
+        ToParent::Hello(_) | ToParent::Ping => return,
+    };
+    let _ = runner.cast(RunnerMessage::RemoteShutdown { reason });
+}
+
+fn on_runner_closed(reason: DownReason, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
+    // Fail the calls in flight at once; then let the Runner clean up.
+    conn.close(reason.clone());
+    let _ = runner.cast(RunnerMessage::ConnectionLost(reason));
+}
+
+/// Boots an in-process runner for `ctx`: a Terminator in this process whose
+/// frames to the parent travel on a channel, then `RemoteUp`.
+///
+/// # Errors
+///
+/// When the Terminator cannot be spawned.
+#[doc(hidden)]
+pub async fn boot_in_process(
+    ctx: &RunnerContext,
+    system_shutdown: Option<SystemShutdown>,
+) -> Result<ractor::ActorRef<crate::terminator::TerminatorMessage>, ractor::SpawnErr> {
+    let (to_parent, mut from_runner) = mpsc::unbounded_channel::<ToParent>();
+    let (terminator, handle, serve) = spawn_terminator(
+        ctx.registry.clone(),
+        ctx.settings.clone(),
+        TerminatorLink::Local(to_parent),
+        system_shutdown,
+        // Linked to its Runner: an in-process runner never outlives it.
+        Some(ctx.runner.get_cell()),
+    )
+    .await?;
+    let conn = RunnerConn::local(ctx.runner_id, serve, terminator.clone());
+    let runner = ctx.runner.clone();
+    let (frame_conn, frame_runner) = (conn.clone(), runner.clone());
+    tokio::spawn(async move {
+        while let Some(frame) = from_runner.recv().await {
+            on_runner_frame(frame, &frame_conn, &frame_runner);
+        }
+        // The channel closes when the Terminator is gone; wait for its exit
+        // so its drain and shutdown hook have finished.
+        let _ = handle.await;
+        on_runner_closed(DownReason::ConnectionLost("runner stopped".into()), &frame_conn, &frame_runner);
+    });
+    let _ = runner.cast(RunnerMessage::RemoteUp(conn));
+    Ok(terminator)
+}

@@ -1,0 +1,190 @@
+//! The one error type callers match on, and the reasons it carries.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything that can go wrong with a call, a cast or a pool.
+///
+/// The variants name the cause: there is no bare "timeout". A slot that was not
+/// found in time is [`Error::CheckoutTimeout`]; work that ran too long is
+/// [`Error::Deadline`].
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::Error;
+///
+/// fn retryable(err: &Error) -> bool {
+///     matches!(err, Error::CheckoutTimeout { .. } | Error::RunnerDown { .. } | Error::QueueFull { .. })
+/// }
+/// assert!(retryable(&Error::QueueFull { capacity: 8 }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No runner slot became free before the caller's checkout budget ran out.
+    /// The caller has left the queue.
+    #[error("no runner slot within {waited:?}")]
+    CheckoutTimeout {
+        /// How long the caller waited for a slot.
+        waited: Duration,
+    },
+    /// The work was still running at its deadline; the runner aborted it.
+    #[error("`{function}` passed its deadline of {timeout:?}")]
+    Deadline {
+        /// The remote function's name.
+        function: String,
+        /// The execution budget the call had when it was sent.
+        timeout: Duration,
+    },
+    /// The remote function returned an error.
+    #[error("`{function}` failed: {message}")]
+    Remote {
+        /// The remote function's name.
+        function: String,
+        /// The error's message, as the function's error displayed it.
+        message: String,
+    },
+    /// The remote function panicked. The runner survived and serves other calls.
+    #[error("`{function}` panicked: {message}")]
+    Panic {
+        /// The remote function's name.
+        function: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The runner the call was on went away before it answered.
+    #[error("runner down: {reason}")]
+    RunnerDown {
+        /// Why the runner is gone.
+        reason: DownReason,
+    },
+    /// A runner could not be booted; carries the backend's reason.
+    #[error("boot failed: {reason}")]
+    BootFailed {
+        /// The backend's explanation.
+        reason: String,
+    },
+    /// The pool is not running (never started, or stopped).
+    #[error("pool is not running")]
+    PoolNotRunning,
+    /// The pool's bounded waiting queue is full.
+    #[error("waiting queue is full ({capacity} callers)")]
+    QueueFull {
+        /// The configured queue bound.
+        capacity: usize,
+    },
+    /// No function of that name is registered on the runner.
+    #[error("no remote function named `{function}` is registered")]
+    UnknownFunction {
+        /// The name that was called.
+        function: String,
+    },
+    /// A value could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The call was cancelled before it completed (for example, its runner
+    /// started draining before the call began).
+    #[error("call cancelled: {0}")]
+    Cancelled(String),
+    /// The pool configuration is invalid.
+    #[error("invalid pool configuration: {0}")]
+    Config(String),
+}
+
+/// Why a runner went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The connection to the runner closed unexpectedly.
+    ConnectionLost(String),
+    /// No heartbeat arrived within the heartbeat timeout.
+    HeartbeatLost(Duration),
+    /// The runner's process or container exited with this code.
+    Exited(i64),
+    /// The runner was killed (by a signal or by the engine).
+    Killed,
+    /// The runner was killed for exceeding its memory limit.
+    OutOfMemory,
+    /// The runner is shutting down and takes no new work.
+    ShuttingDown,
+    /// The pool stopped the runner.
+    Stopped,
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::ConnectionLost(why) => write!(f, "connection lost ({why})"),
+            DownReason::HeartbeatLost(after) => write!(f, "no heartbeat for {after:?}"),
+            DownReason::Exited(code) => write!(f, "exited with code {code}"),
+            DownReason::Killed => f.write_str("killed"),
+            DownReason::OutOfMemory => f.write_str("killed: out of memory"),
+            DownReason::ShuttingDown => f.write_str("shutting down"),
+            DownReason::Stopped => f.write_str("stopped by the pool"),
+        }
+    }
+}
+
+/// The error a remote function returns, carried to the caller as
+/// [`Error::Remote`].
+///
+/// Any [`std::error::Error`] converts into it, so `?` works in a remote
+/// function's body.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::FnError;
+///
+/// fn parse(s: &str) -> Result<u32, FnError> {
+///     let n: u32 = s.parse()?;
+///     if n == 0 {
+///         return Err(FnError::msg("zero is not allowed"));
+///     }
+///     Ok(n)
+/// }
+/// assert_eq!(parse("0").unwrap_err().to_string(), "zero is not allowed");
+/// assert!(parse("x").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FnError(String);
+
+impl FnError {
+    /// An error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        FnError(message.to_string())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for FnError {
+    fn from(err: E) -> Self {
+        FnError(err.to_string())
+    }
+}
+
+/// An error of a [`Backend`](crate::Backend) callback: a message for humans,
+/// turned into [`Error::BootFailed`] for callers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+impl BackendError {
+    /// An error with this message.
+    pub fn new(message: impl fmt::Display) -> Self {
+        BackendError(message.to_string())
+    }
+}

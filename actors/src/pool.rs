@@ -1,0 +1,230 @@
+//! The Pool: owns the runner set, the FIFO waiting queue, growth and shrink.
+//!
+//! A caller checks out a slot with one round trip to the Pool, gets a
+//! [`Lease`] holding the runner's connection, sends its call on that
+//! connection itself, and checks in by dropping the lease (a cast). The Pool
+//! is never on the data path of a call.
+//!
+//! The decisions live in [`state::PoolState`] (checkout choice, growth,
+//! backoff), so they read and test without a mailbox; this file is the
+//! message plumbing.
+
+mod state;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::backend::Backend;
+use crate::config::PoolConfig;
+use crate::error::Error;
+use crate::link::RunnerConn;
+use crate::parent::RunnerId;
+use crate::registry::Registry;
+
+pub use state::PoolStats;
+use state::PoolState;
+
+/// Messages of the Pool actor.
+#[non_exhaustive]
+pub enum PoolMessage {
+    /// A caller wants a slot. The reply port's timeout is its checkout budget.
+    Checkout(RpcReplyPort<Result<Lease, Error>>),
+    /// A slot is returned (cast by a dropped [`Lease`]).
+    Checkin(RunnerId),
+    /// A snapshot of the pool.
+    Stats(RpcReplyPort<PoolStats>),
+    /// A runner connected and serves.
+    RunnerUp {
+        /// Which.
+        runner: RunnerId,
+        /// Its connection.
+        conn: RunnerConn,
+    },
+    /// A boot failed.
+    BootFailed {
+        /// Which runner.
+        runner: RunnerId,
+        /// The backend's reason.
+        reason: String,
+    },
+    /// A runner is gone.
+    RunnerLost {
+        /// Which.
+        runner: RunnerId,
+    },
+    /// A runner has been idle and asks to stop.
+    IdleRequest {
+        /// Which.
+        runner: RunnerId,
+    },
+    /// A runner is stopping on its own; send it no more work.
+    RunnerStopping {
+        /// Which.
+        runner: RunnerId,
+    },
+    /// The boot backoff timer fired.
+    RetryBoot,
+}
+
+impl fmt::Debug for PoolMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolMessage::Checkout(_) => f.write_str("Checkout"),
+            PoolMessage::Checkin(r) => write!(f, "Checkin({r})"),
+            PoolMessage::Stats(_) => f.write_str("Stats"),
+            PoolMessage::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
+            PoolMessage::BootFailed { runner, reason } => write!(f, "BootFailed({runner}, {reason})"),
+            PoolMessage::RunnerLost { runner } => write!(f, "RunnerLost({runner})"),
+            PoolMessage::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
+            PoolMessage::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
+            PoolMessage::RetryBoot => f.write_str("RetryBoot"),
+        }
+    }
+}
+
+/// A checked-out slot on one runner. Dropping it checks the slot in, exactly
+/// once, whatever happened to the call (B20).
+pub struct Lease {
+    runner: RunnerId,
+    conn: RunnerConn,
+    pool: ActorRef<PoolMessage>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease").field("runner", &self.runner).finish()
+    }
+}
+
+impl Lease {
+    /// The runner's connection.
+    pub fn conn(&self) -> &RunnerConn {
+        &self.conn
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> RunnerId {
+        self.runner
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // A cast never blocks; if the pool is gone there is nothing to return.
+        let _ = self.pool.cast(PoolMessage::Checkin(self.runner));
+    }
+}
+
+/// The Pool actor, generic over its backend. Spawn it with [`Actor::spawn`]
+/// or under your own supervisor with [`Actor::spawn_linked`].
+pub struct Pool<B> {
+    _backend: PhantomData<fn() -> B>,
+}
+
+impl<B> Default for Pool<B> {
+    fn default() -> Self {
+        Pool { _backend: PhantomData }
+    }
+}
+
+impl<B> fmt::Debug for Pool<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+/// Arguments of the Pool actor.
+pub struct PoolArguments<B> {
+    /// Validated at start; an invalid configuration fails the spawn.
+    pub config: PoolConfig,
+    /// The backend runners boot with.
+    pub backend: Arc<B>,
+    /// The functions runners serve.
+    pub registry: Registry,
+    /// `true` when this process is itself a runner: `min` is forced to 0 (B11).
+    pub on_runner: bool,
+}
+
+impl<B> fmt::Debug for PoolArguments<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolArguments")
+            .field("config", &self.config)
+            .field("on_runner", &self.on_runner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Actor for Pool<B> {
+    type Msg = PoolMessage;
+    type State = PoolState<B>;
+    type Arguments = PoolArguments<B>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        args.config.validate()?;
+        Ok(PoolState::new(args))
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // Min runners boot in parallel (each Runner boots in its own task);
+        // a failure is retried with backoff, never fatal (B12).
+        state.refill_min(&myself).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PoolMessage::Checkout(reply) => state.checkout(&myself, reply).await,
+            PoolMessage::Checkin(runner) => state.checkin(&myself, runner).await,
+            PoolMessage::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
+            PoolMessage::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
+            PoolMessage::BootFailed { runner, reason } => state.boot_failed(&myself, runner, reason).await,
+            PoolMessage::RunnerLost { runner } => state.runner_lost(&myself, runner).await,
+            PoolMessage::IdleRequest { runner } => state.idle_request(runner),
+            PoolMessage::RunnerStopping { runner } => state.runner_stopping(runner),
+            PoolMessage::RetryBoot => state.retry_boot(&myself).await,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A runner's exit never stops the pool (ractor's default would).
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) | SupervisionEvent::ActorFailed(cell, _) => {
+                if let Some(runner) = state.runner_of(cell.get_id()) {
+                    state.runner_lost(&myself, runner).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // Waiters learn at once; runners drain their calls, then stop (B24).
+        state.stopping();
+        let budget = state.config().shutdown_timeout + std::time::Duration::from_secs(2);
+        myself
+            .stop_children_and_wait(Some("pool stopped".into()), Some(budget))
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,424 @@
+//! The Pool's decisions: checkout choice (B13), growth (B14, B17), the FIFO
+//! queue (B15, B16), boot retry with backoff (B18), refill to `min` (B21),
+//! idle verdicts (B22) and single use (B23).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
+
+use super::{Lease, PoolArguments, PoolMessage};
+use crate::backend::{Backend, RunnerContext};
+use crate::config::{Hook, PoolConfig, PoolEvent};
+use crate::error::Error;
+use crate::link::RunnerConn;
+use crate::parent::{RunnerId, RunnerSettings, Token};
+use crate::registry::Registry;
+use crate::runner::{Runner, RunnerArguments, RunnerMessage};
+use crate::wire::frame::ToRunner;
+
+type Waiter = RpcReplyPort<Result<Lease, Error>>;
+
+/// A snapshot of a pool.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::PoolStats;
+///
+/// let idle = PoolStats::default();
+/// assert_eq!(idle.runners + idle.booting, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Runners booted and serving (draining ones included).
+    pub runners: usize,
+    /// Runners booting.
+    pub booting: usize,
+    /// Slots in use (calls, casts and placed children in flight).
+    pub busy: usize,
+    /// Callers waiting for a slot.
+    pub waiting: usize,
+}
+
+/// One runner, as the pool sees it.
+#[derive(Debug)]
+struct Slot {
+    actor: ActorRef<RunnerMessage>,
+    /// `None` while booting.
+    conn: Option<RunnerConn>,
+    active: usize,
+    /// Booted to satisfy `min`.
+    is_min: bool,
+    /// Takes no new work (idle verdict given, stopping on its own, used up).
+    draining: bool,
+    /// Left because it was idle: not refilled.
+    idle_exit: bool,
+}
+
+/// State of the Pool actor.
+pub struct PoolState<B: Backend> {
+    config: PoolConfig,
+    backend: Arc<B>,
+    registry: Registry,
+    min: usize,
+    runners: HashMap<RunnerId, Slot>,
+    by_actor: HashMap<ActorId, RunnerId>,
+    waiting: VecDeque<Waiter>,
+    /// Failed boots in a row.
+    failures: u32,
+    retry_armed: bool,
+    stopping: bool,
+}
+
+impl<B: Backend> std::fmt::Debug for PoolState<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolState").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> PoolState<B> {
+    pub(super) fn new(args: PoolArguments<B>) -> Self {
+        let min = if args.on_runner { 0 } else { args.config.min };
+        PoolState {
+            config: args.config,
+            backend: args.backend,
+            registry: args.registry,
+            min,
+            runners: HashMap::new(),
+            by_actor: HashMap::new(),
+            waiting: VecDeque::new(),
+            failures: 0,
+            retry_armed: false,
+            stopping: false,
+        }
+    }
+
+    pub(super) fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    pub(super) fn runner_of(&self, actor: ActorId) -> Option<RunnerId> {
+        self.by_actor.get(&actor).copied()
+    }
+
+    pub(super) fn stats(&self) -> PoolStats {
+        let booting = self.runners.values().filter(|s| s.conn.is_none()).count();
+        PoolStats {
+            runners: self.runners.len() - booting,
+            booting,
+            busy: self.runners.values().map(|s| s.active).sum(),
+            waiting: self.waiting.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+
+    /// Slots a runner offers.
+    fn per_runner(&self) -> usize {
+        if self.config.single_use { 1 } else { self.config.max_concurrency }
+    }
+
+    /// The booted runner with the fewest checkouts below its limit (B13).
+    fn pick(&self) -> Option<RunnerId> {
+        let limit = self.per_runner();
+        self.runners
+            .iter()
+            .filter(|(_, s)| s.conn.is_some() && !s.draining && s.active < limit)
+            .min_by_key(|(_, s)| s.active)
+            .map(|(id, _)| *id)
+    }
+
+    /// Hands `runner`'s slot to `waiter`. A waiter that already gave up gets
+    /// nothing and the slot stays free (its lease is dropped, which checks in).
+    fn grant(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, waiter: Waiter) {
+        let single_use = self.config.single_use;
+        let slot = self.runners.get_mut(&runner).expect("picked runner exists");
+        slot.active += 1;
+        if single_use {
+            // One checkout per runner (B23).
+            slot.draining = true;
+        }
+        let lease = Lease {
+            runner,
+            conn: slot.conn.clone().expect("picked runner is booted"),
+            pool: myself.clone(),
+        };
+        let _ = waiter.send(Ok(lease));
+    }
+
+    pub(super) async fn checkout(&mut self, myself: &ActorRef<PoolMessage>, waiter: Waiter) {
+        if self.stopping {
+            let _ = waiter.send(Err(Error::PoolNotRunning));
+            return;
+        }
+        // FIFO: a new caller only jumps in when nobody waits (B15).
+        if self.waiting.iter().all(|w| w.is_closed()) {
+            self.waiting.clear();
+            if let Some(runner) = self.pick() {
+                return self.grant(myself, runner, waiter);
+            }
+        }
+        if let Some(capacity) = self.config.queue_capacity {
+            self.waiting.retain(|w| !w.is_closed());
+            if self.waiting.len() >= capacity {
+                let _ = waiter.send(Err(Error::QueueFull { capacity }));
+                return;
+            }
+        }
+        self.waiting.push_back(waiter);
+        self.maybe_grow(myself).await;
+    }
+
+    pub(super) async fn checkin(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {
+        // A late or duplicate checkin is harmless (B20).
+        let Some(slot) = self.runners.get_mut(&runner) else {
+            return;
+        };
+        slot.active = slot.active.saturating_sub(1);
+        if self.config.single_use
+            && slot.active == 0
+            && let Some(conn) = &slot.conn
+        {
+            conn.control(ToRunner::Shutdown);
+        }
+        self.serve_waiters(myself);
+        self.maybe_grow(myself).await;
+    }
+
+    /// Serves waiters in order while runners have free slots (B16, B17).
+    fn serve_waiters(&mut self, myself: &ActorRef<PoolMessage>) {
+        while let Some(front) = self.waiting.front() {
+            if front.is_closed() {
+                self.waiting.pop_front();
+                continue;
+            }
+            let Some(runner) = self.pick() else { break };
+            let waiter = self.waiting.pop_front().expect("front exists");
+            self.grant(myself, runner, waiter);
+        }
+    }
+
+    /// Boots more runners while the waiting callers exceed what booting
+    /// runners will absorb and `max` allows (B14).
+    async fn maybe_grow(&mut self, myself: &ActorRef<PoolMessage>) {
+        if self.stopping || self.retry_armed {
+            return;
+        }
+        self.waiting.retain(|w| !w.is_closed());
+        let per_runner = self.per_runner();
+        let booting = self.runners.values().filter(|s| s.conn.is_none()).count();
+        let mut absorbed = booting * per_runner;
+        while self.waiting.len() > absorbed && self.runners.len() < self.config.max {
+            self.boot(myself, false).await;
+            absorbed += per_runner;
+        }
+    }
+
+    /// Boots runners until `min` are up or booting (B12, B21).
+    pub(super) async fn refill_min(&mut self, myself: &ActorRef<PoolMessage>) {
+        if self.stopping {
+            return;
+        }
+        let have = self.runners.values().filter(|s| s.is_min).count();
+        for _ in have..self.min {
+            if self.runners.len() >= self.config.max {
+                break;
+            }
+            self.boot(myself, true).await;
+        }
+    }
+
+    fn hook(&self, hook: &Option<Hook>, event: PoolEvent) {
+        if let Some(hook) = hook {
+            hook(&event);
+        }
+    }
+
+    async fn boot(&mut self, myself: &ActorRef<PoolMessage>, is_min: bool) {
+        let runner_id = RunnerId::new();
+        let target = self.runners.len() + 1;
+        self.hook(&self.config.on_grow_start, PoolEvent::GrowStart { target });
+        tracing::event!(target: "ractor_flame::pool", tracing::Level::DEBUG, pool = %self.config.name, runner = %runner_id, target, "grow");
+        let settings = self.settings(is_min);
+        let (pool, registry, boot_timeout) = (self.config.name.clone(), self.registry.clone(), self.config.boot_timeout);
+        let context = Box::new(move |runner| RunnerContext {
+            runner_id,
+            pool,
+            token: Token::generate(),
+            registry,
+            settings,
+            boot_timeout,
+            runner,
+        });
+        let args = RunnerArguments {
+            pool: myself.clone(),
+            context,
+        };
+        let spawned = Actor::spawn_linked(None, Runner::new(Arc::clone(&self.backend)), args, myself.get_cell()).await;
+        match spawned {
+            Ok((actor, _)) => {
+                self.by_actor.insert(actor.get_id(), runner_id);
+                let _ = actor.cast(RunnerMessage::Boot);
+                self.runners.insert(
+                    runner_id,
+                    Slot {
+                        actor,
+                        conn: None,
+                        active: 0,
+                        is_min,
+                        draining: false,
+                        idle_exit: false,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(target: "ractor_flame::pool", error = %e, "could not spawn a runner actor");
+            }
+        }
+    }
+
+    fn settings(&self, is_min: bool) -> RunnerSettings {
+        let idle = if is_min {
+            &self.config.min_idle_shutdown_after
+        } else {
+            &self.config.idle_shutdown_after
+        };
+        RunnerSettings {
+            failsafe_timeout: self.config.failsafe_timeout,
+            heartbeat_interval: self.config.heartbeat_interval,
+            heartbeat_timeout: self.config.heartbeat_timeout,
+            idle_after: idle.duration(),
+            idle_predicate: idle.predicate().map(str::to_owned),
+            shutdown_timeout: self.config.shutdown_timeout,
+            max_frame_size: self.config.max_frame_size,
+        }
+    }
+
+    pub(super) async fn runner_up(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, conn: RunnerConn) {
+        let Some(slot) = self.runners.get_mut(&runner) else {
+            return;
+        };
+        slot.conn = Some(conn);
+        self.failures = 0;
+        let count = self.runners.len();
+        tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner up");
+        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Ok(()), count });
+        if self.stopping {
+            return;
+        }
+        self.serve_waiters(myself);
+        self.maybe_grow(myself).await;
+    }
+
+    pub(super) async fn boot_failed(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, reason: String) {
+        let Some(slot) = self.remove(runner) else {
+            return;
+        };
+        self.failures += 1;
+        let count = self.runners.len();
+        let error = Error::BootFailed { reason: reason.clone() };
+        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Err(error.clone()), count });
+        if self.stopping {
+            return;
+        }
+        let retry = self.config.boot_retry;
+        let wanted = slot.is_min || self.waiting.iter().any(|w| !w.is_closed());
+        if !slot.is_min && self.failures >= retry.max_attempts {
+            // Out of attempts: the waiters learn why (B18).
+            tracing::error!(target: "ractor_flame::pool", pool = %self.config.name, %reason, attempts = self.failures, "boot failed, giving up");
+            for waiter in self.waiting.drain(..) {
+                let _ = waiter.send(Err(error.clone()));
+            }
+            self.failures = 0;
+            return;
+        }
+        if wanted && !self.retry_armed {
+            let delay = retry.backoff(self.failures);
+            tracing::warn!(target: "ractor_flame::pool", pool = %self.config.name, %reason, ?delay, "boot failed, retrying");
+            self.retry_armed = true;
+            myself.send_after(delay, || PoolMessage::RetryBoot);
+        }
+    }
+
+    pub(super) async fn retry_boot(&mut self, myself: &ActorRef<PoolMessage>) {
+        self.retry_armed = false;
+        self.refill_min(myself).await;
+        self.maybe_grow(myself).await;
+    }
+
+    pub(super) async fn runner_lost(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {
+        let Some(slot) = self.remove(runner) else {
+            return;
+        };
+        if slot.conn.is_none() {
+            // It died while booting without saying why: count a failed boot.
+            self.runners.insert(runner, slot);
+            return self.boot_failed(myself, runner, "runner exited while booting".into()).await;
+        }
+        let count = self.runners.len();
+        tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner left");
+        self.hook(&self.config.on_shrink, PoolEvent::Shrink { count });
+        if self.stopping {
+            return;
+        }
+        if !slot.idle_exit && !self.retry_armed {
+            self.refill_min(myself).await;
+        }
+        self.serve_waiters(myself);
+        self.maybe_grow(myself).await;
+    }
+
+    fn remove(&mut self, runner: RunnerId) -> Option<Slot> {
+        let slot = self.runners.remove(&runner)?;
+        self.by_actor.remove(&slot.actor.get_id());
+        Some(slot)
+    }
+
+    /// Grants an idle runner's wish to stop only when nothing is checked out
+    /// on it; the runner stays otherwise (B22, B29).
+    pub(super) fn idle_request(&mut self, runner: RunnerId) {
+        let stopping = self.stopping;
+        let Some(slot) = self.runners.get_mut(&runner) else {
+            return;
+        };
+        let granted = slot.active == 0 && !stopping;
+        if granted {
+            slot.draining = true;
+            slot.idle_exit = true;
+        }
+        if let Some(conn) = &slot.conn {
+            conn.control(ToRunner::IdleVerdict { granted });
+        }
+    }
+
+    pub(super) fn runner_stopping(&mut self, runner: RunnerId) {
+        if let Some(slot) = self.runners.get_mut(&runner) {
+            slot.draining = true;
+        }
+    }
+
+    /// The pool is stopping: fail every waiter with `PoolNotRunning`.
+    pub(super) fn stopping(&mut self) {
+        self.stopping = true;
+        for waiter in self.waiting.drain(..) {
+            let _ = waiter.send(Err(Error::PoolNotRunning));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::BootRetry;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let r = BootRetry {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        let delays: Vec<_> = (1..=5).map(|n| r.backoff(n).as_millis()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 50, 50]);
+    }
+}

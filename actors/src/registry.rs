@@ -1,0 +1,248 @@
+//! Typed remote functions and the registry that names them.
+//!
+//! Rust cannot ship closures to another process, and FLAME's runners run the
+//! same binary as the parent, so work is *named*: a [`RemoteFn`] has a stable
+//! name, a serde argument and a serde output. Both sides run the same
+//! registration code; the handshake compares a [`BuildId`] derived from the
+//! registered names and types so a runner from another build is refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::FnError;
+
+/// A function that runs on a runner.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{FnError, RemoteFn};
+///
+/// struct Square;
+///
+/// impl RemoteFn for Square {
+///     const NAME: &'static str = "square";
+///     type Args = u64;
+///     type Output = u64;
+///
+///     async fn run(n: u64) -> Result<u64, FnError> {
+///         n.checked_mul(n).ok_or_else(|| FnError::msg("overflow"))
+///     }
+/// }
+/// ```
+pub trait RemoteFn: Send + Sync + 'static {
+    /// The stable name the function is called by. Unique in a registry.
+    const NAME: &'static str;
+    /// The argument, encoded with rmp-serde on its way to the runner.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The output, encoded with rmp-serde on its way back.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The function's body. Runs in its own task on the runner; it is aborted
+    /// (dropped at its next `.await`) at its deadline or when the caller
+    /// cancels.
+    fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
+}
+
+/// The outcome of running an encoded call, before it reaches the caller.
+pub(crate) type Encoded = Result<Vec<u8>, RunFailure>;
+
+/// Why an encoded call produced no output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum RunFailure {
+    /// The function returned an error.
+    Returned(String),
+    /// The arguments did not decode, or the output did not encode.
+    Codec(String),
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
+type Handler = Arc<dyn Fn(&[u8]) -> BoxFuture + Send + Sync>;
+type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The functions a binary can run as a runner.
+///
+/// Cheap to clone. Build it once at the top of `main`, on the parent and the
+/// runner alike (they run the same code).
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{FnError, Registry, RemoteFn};
+///
+/// struct Echo;
+/// impl RemoteFn for Echo {
+///     const NAME: &'static str = "echo";
+///     type Args = String;
+///     type Output = String;
+///     async fn run(s: String) -> Result<String, FnError> { Ok(s) }
+/// }
+///
+/// let registry = Registry::new().register::<Echo>();
+/// assert!(registry.contains("echo"));
+/// assert!(!registry.contains("missing"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    functions: BTreeMap<&'static str, Entry>,
+    predicates: BTreeMap<String, Predicate>,
+    app_version: Option<String>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    signature: String,
+    handler: Handler,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("predicates", &self.predicates.keys().collect::<Vec<_>>())
+            .field("build_id", &self.build_id())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds `F`.
+    ///
+    /// # Panics
+    ///
+    /// When a function of the same name is already registered: two functions
+    /// answering to one name is a programming error found at startup.
+    #[track_caller]
+    pub fn register<F: RemoteFn>(mut self) -> Self {
+        self.insert::<F>();
+        self
+    }
+
+    #[track_caller]
+    fn insert<F: RemoteFn>(&mut self) {
+        let signature = format!(
+            "{}({})->{}",
+            F::NAME,
+            std::any::type_name::<F::Args>(),
+            std::any::type_name::<F::Output>()
+        );
+        let handler: Handler = Arc::new(|bytes: &[u8]| {
+            let args = rmp_serde::from_slice::<F::Args>(bytes);
+            Box::pin(async move {
+                let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
+                let output = F::run(args)
+                    .await
+                    .map_err(|e| RunFailure::Returned(e.to_string()))?;
+                encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+            })
+        });
+        let previous = self.functions.insert(F::NAME, Entry { signature, handler });
+        assert!(
+            previous.is_none(),
+            "remote function `{}` registered twice",
+            F::NAME
+        );
+    }
+
+    /// Registers a named predicate for
+    /// [`IdleShutdown::AfterWhen`](crate::IdleShutdown::AfterWhen): the runner
+    /// idles down only when it returns `true`.
+    pub fn idle_predicate(
+        mut self,
+        name: impl Into<String>,
+        predicate: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.predicates.insert(name.into(), Arc::new(predicate));
+        self
+    }
+
+    /// Mixes an application version into the [`BuildId`], so runners of an
+    /// older deployment are refused even when their functions look alike.
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.app_version = Some(version.into());
+        self
+    }
+
+    /// Whether a function of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.functions.contains_key(name)
+    }
+
+    /// The identity of this build: names, argument and output types of every
+    /// function, the protocol version and the application version.
+    pub fn build_id(&self) -> BuildId {
+        let mut h = Fnv::new();
+        h.write(crate::wire::PROTOCOL_VERSION.to_le_bytes().as_slice());
+        h.write(env!("CARGO_PKG_VERSION").as_bytes());
+        if let Some(v) = &self.app_version {
+            h.write(v.as_bytes());
+        }
+        for entry in self.functions.values() {
+            h.write(entry.signature.as_bytes());
+            h.write(&[0]);
+        }
+        BuildId(h.0)
+    }
+
+    /// Starts the named function on encoded arguments; `None` if unknown.
+    pub(crate) fn start(
+        &self,
+        name: &str,
+        args: &[u8],
+    ) -> Option<impl Future<Output = Encoded> + Send + use<>> {
+        self.functions.get(name).map(|e| (e.handler)(args))
+    }
+
+    /// Runs the named predicate; an unknown name counts as "not yet".
+    pub(crate) fn predicate_holds(&self, name: &str) -> bool {
+        match self.predicates.get(name) {
+            Some(p) => p(),
+            None => {
+                tracing::warn!(target: "ractor_flame::terminator", predicate = name, "unknown idle predicate");
+                false
+            }
+        }
+    }
+}
+
+/// The identity of a build's remote functions, compared in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct BuildId(pub u64);
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Encodes a value the way every call does (rmp-serde, named fields).
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(value)
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms (unlike `DefaultHasher`).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The Runner: the parent's actor for one runner. It holds the backend's
+//! state and invokes the backend's callbacks from its handlers.
+//!
+//! Lifecycle: `init` in `post_start`; `Boot` (once: B25) runs `remote_boot`
+//! and arms the boot timer; [`RunnerMessage::RemoteUp`] (the runner proved its
+//! token) tells the pool the runner serves; [`RunnerMessage::RemoteShutdown`]
+//! carries the runner's wish to stop; on stop it drains the runner and calls
+//! the backend's `terminate`. The Runner is never on a call's data path.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument as _;
+
+use crate::backend::{Backend, RunnerContext};
+use crate::error::{BackendError, DownReason};
+use crate::link::RunnerConn;
+use crate::parent::RunnerId;
+use crate::pool::PoolMessage;
+use crate::wire::frame::ToRunner;
+
+/// Extra time, beyond the drain budget, a stopping Runner waits for its
+/// runner to close the connection.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Why a runner wants to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteShutdownReason {
+    /// Idle for long enough: asks the pool's permission.
+    Idle,
+    /// Stopping on its own (SIGTERM, failsafe); the pool stops sending work.
+    Stopping(String),
+}
+
+/// Messages of the Runner actor.
+#[non_exhaustive]
+pub enum RunnerMessage {
+    /// Boot the runner (from the pool). A second `Boot` is refused.
+    Boot,
+    /// The runner connected and proved its token.
+    RemoteUp(RunnerConn),
+    /// The runner wants to stop.
+    RemoteShutdown {
+        /// Why.
+        reason: RemoteShutdownReason,
+    },
+    /// The connection to the runner is gone.
+    ConnectionLost(DownReason),
+    /// The boot timer fired.
+    BootTimeout,
+    /// A backend-specific message, passed to `Backend::handle_info`.
+    Info(Box<dyn Any + Send>),
+}
+
+impl fmt::Debug for RunnerMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunnerMessage::Boot => f.write_str("Boot"),
+            RunnerMessage::RemoteUp(c) => f.debug_tuple("RemoteUp").field(c).finish(),
+            RunnerMessage::RemoteShutdown { reason } => f.debug_struct("RemoteShutdown").field("reason", reason).finish(),
+            RunnerMessage::ConnectionLost(r) => f.debug_tuple("ConnectionLost").field(r).finish(),
+            RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
+            RunnerMessage::Info(_) => f.write_str("Info(..)"),
+        }
+    }
+}
+
+/// The Runner actor, generic over its backend.
+pub struct Runner<B> {
+    backend: Arc<B>,
+}
+
+impl<B> fmt::Debug for Runner<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Runner")
+    }
+}
+
+impl<B: Backend> Runner<B> {
+    /// A Runner using `backend`.
+    pub fn new(backend: Arc<B>) -> Self {
+        Runner { backend }
+    }
+}
+
+/// Arguments of the Runner.
+pub struct RunnerArguments {
+    /// Its pool.
+    pub pool: ActorRef<PoolMessage>,
+    /// The boot context, without the Runner's own reference (filled in at
+    /// start).
+    pub context: Box<dyn FnOnce(ActorRef<RunnerMessage>) -> RunnerContext + Send>,
+}
+
+impl fmt::Debug for RunnerArguments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RunnerArguments")
+    }
+}
+
+/// State of the Runner.
+pub struct RunnerState<S> {
+    ctx: RunnerContext,
+    pool: ActorRef<PoolMessage>,
+    backend: Option<Result<S, BackendError>>,
+    boot_requested: bool,
+    conn: Option<RunnerConn>,
+    _marker: PhantomData<S>,
+}
+
+impl<S> fmt::Debug for RunnerState<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerState")
+            .field("runner", &self.ctx.runner_id)
+            .field("up", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> RunnerState<S> {
+    fn id(&self) -> RunnerId {
+        self.ctx.runner_id
+    }
+
+    fn fail_boot(&self, myself: &ActorRef<RunnerMessage>, reason: String) {
+        tracing::warn!(target: "ractor_flame::runner", runner = %self.id(), %reason, "boot failed");
+        let _ = self.pool.cast(PoolMessage::BootFailed {
+            runner: self.id(),
+            reason: reason.clone(),
+        });
+        myself.stop(Some(reason));
+    }
+}
+
+impl<B: Backend> Actor for Runner<B> {
+    type Msg = RunnerMessage;
+    type State = RunnerState<B::State>;
+    type Arguments = RunnerArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(RunnerState {
+            ctx: (args.context)(myself),
+            pool: args.pool,
+            backend: None,
+            boot_requested: false,
+            conn: None,
+            _marker: PhantomData,
+        })
+    }
+
+    async fn post_start(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // In the Runner's own task: a slow init never blocks the pool.
+        state.backend = Some(self.backend.init(&state.ctx).await);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RunnerMessage::Boot => {
+                if std::mem::replace(&mut state.boot_requested, true) {
+                    tracing::warn!(target: "ractor_flame::runner", runner = %state.id(), "second boot refused");
+                    return Ok(());
+                }
+                let span = tracing::info_span!(target: "ractor_flame::runner", "boot", runner = %state.id(), backend = self.backend.name());
+                let result = match state.backend.as_mut() {
+                    Some(Ok(backend_state)) => self.backend.remote_boot(backend_state, &state.ctx).instrument(span).await,
+                    Some(Err(e)) => Err(BackendError::new(format!("init: {e}"))),
+                    None => Err(BackendError::new("init did not run")),
+                };
+                match result {
+                    Ok(()) => {
+                        myself.send_after(state.ctx.boot_timeout, || RunnerMessage::BootTimeout);
+                    }
+                    Err(e) => state.fail_boot(&myself, e.0),
+                }
+            }
+            RunnerMessage::RemoteUp(conn) => {
+                if state.conn.is_some() {
+                    return Ok(());
+                }
+                tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), "remote up");
+                state.conn = Some(conn.clone());
+                let _ = state.pool.cast(PoolMessage::RunnerUp {
+                    runner: state.id(),
+                    conn,
+                });
+            }
+            RunnerMessage::BootTimeout => {
+                if state.conn.is_none() {
+                    let reason = format!("no connection within the boot timeout of {:?}", state.ctx.boot_timeout);
+                    state.fail_boot(&myself, reason);
+                }
+            }
+            RunnerMessage::RemoteShutdown { reason } => {
+                let runner = state.id();
+                let msg = match reason {
+                    RemoteShutdownReason::Idle => PoolMessage::IdleRequest { runner },
+                    RemoteShutdownReason::Stopping(_) => PoolMessage::RunnerStopping { runner },
+                };
+                let _ = state.pool.cast(msg);
+            }
+            RunnerMessage::ConnectionLost(reason) => self.lost(&myself, state, reason),
+            RunnerMessage::Info(info) => {
+                if let Some(Ok(backend_state)) = state.backend.as_mut()
+                    && let Some(reason) = self.backend.handle_info(backend_state, info).await
+                {
+                    self.lost(&myself, state, reason);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(conn) = &state.conn
+            && conn.down_reason().is_none()
+        {
+            // Drain: the runner finishes its calls, then closes (B24, B30).
+            conn.control(ToRunner::Shutdown);
+            let budget = state.ctx.settings.shutdown_timeout + STOP_GRACE;
+            let _ = tokio::time::timeout(budget, conn.closed()).await;
+            conn.close(DownReason::Stopped);
+        }
+        if let Some(Ok(backend_state)) = state.backend.as_mut() {
+            self.backend.terminate(backend_state).await;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Runner<B> {
+    fn lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
+        tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), %reason, "runner down");
+        if let Some(conn) = &state.conn {
+            conn.close(reason.clone());
+        }
+        let _ = state.pool.cast(PoolMessage::RunnerLost { runner: state.id() });
+        myself.stop(Some(reason.to_string()));
+    }
+}

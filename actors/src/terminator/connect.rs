@@ -1,0 +1,107 @@
+//! The runner's way back to its parent: connect, prove the token, then hand
+//! the connection to the wire driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorRef, ActorStatus};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::{Replier, Serve, TerminatorMessage};
+use crate::link::instant_from_unix_micros;
+use crate::parent::Parent;
+use crate::wire::codec::{encode_frame, read_frame};
+use crate::wire::connection::{self, LinkOptions};
+use crate::wire::frame::{Hello, ToParent, ToRunner, Welcome};
+use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
+
+/// Delay between connection attempts while the parent is unreachable.
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+
+pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: Arc<Serve>) {
+    tokio::spawn(async move {
+        let stream = loop {
+            // The failsafe timer stops the actor; stop trying then.
+            if matches!(myself.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
+                return;
+            }
+            if let Some(stream) = try_addrs(&parent).await {
+                break stream;
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        };
+        match handshake(stream, &parent).await {
+            Ok(stream) => start(myself, &parent, serve, stream),
+            Err(reason) => {
+                let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
+            }
+        }
+    });
+}
+
+async fn try_addrs(parent: &Parent) -> Option<TcpStream> {
+    for addr in &parent.parent_addrs {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            return Some(stream);
+        }
+    }
+    None
+}
+
+async fn handshake(mut stream: TcpStream, parent: &Parent) -> Result<TcpStream, String> {
+    let hello = ToParent::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        runner_id: parent.runner_id,
+        token: parent.token.clone(),
+        build_id: parent.build_id,
+    });
+    let mut buf = Vec::new();
+    encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| format!("handshake: {e}"))?;
+    let welcome = tokio::time::timeout(
+        HANDSHAKE_DEADLINE,
+        read_frame::<_, ToRunner>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
+    )
+    .await
+    .map_err(|_| "no answer to the handshake".to_owned())?
+    .map_err(|e| format!("handshake: {e}"))?;
+    match welcome {
+        Some(ToRunner::Welcome(Welcome::Accepted)) => Ok(stream),
+        Some(ToRunner::Welcome(Welcome::Refused(reason))) => Err(format!("refused by the parent: {reason}")),
+        Some(other) => Err(format!("unexpected handshake answer: {other:?}")),
+        None => Err("the parent closed the connection during the handshake".to_owned()),
+    }
+}
+
+fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>, stream: TcpStream) {
+    let settings = &parent.settings;
+    let opts = LinkOptions {
+        max_frame: settings.max_frame_size,
+        heartbeat_interval: settings.heartbeat_interval,
+        heartbeat_timeout: settings.heartbeat_timeout,
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<ToParent>();
+    // The reader holds only a weak sender: when the Terminator drops its own,
+    // the writer flushes and closes even while the reader still runs.
+    let weak = tx.downgrade();
+    let control = myself.clone();
+    let on_frame = move |frame: ToRunner| match frame {
+        ToRunner::Call(call) => {
+            if let Some(tx) = weak.upgrade() {
+                let deadline = call.deadline_us.map(instant_from_unix_micros);
+                serve.dispatch(call, deadline, Replier::Wire(tx));
+            }
+        }
+        ToRunner::Cancel { id } => serve.cancel(id),
+        other => {
+            let _ = control.cast(TerminatorMessage::FromParent(other));
+        }
+    };
+    let lost = myself.clone();
+    let writer = connection::spawn(stream, opts, rx, on_frame, move |reason| {
+        let _ = lost.cast(TerminatorMessage::ParentLost(reason));
+    });
+    let _ = myself.cast(TerminatorMessage::Connected(tx, writer));
+}

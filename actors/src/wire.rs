@@ -1,0 +1,25 @@
+//! The parent-runner wire protocol (DESIGN section 5).
+//!
+//! Layered as mini-redis layers its protocol: [`frame`] holds the message
+//! types, [`codec`] turns them into length-prefixed rmp-serde frames and back,
+//! [`connection`] drives one TCP connection (batched writes, heartbeats both
+//! ways, a reader that hands decoded frames to a callback).
+
+pub(crate) mod codec;
+pub(crate) mod connection;
+pub(crate) mod frame;
+
+pub use codec::FrameError;
+#[doc(hidden)]
+pub use codec::{decode_body, encode_frame};
+#[doc(hidden)]
+pub use frame::{CallFrame, Hello, Outcome, ToParent, ToRunner, Welcome};
+
+/// The protocol version carried in `FLAME_PARENT` and the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default largest frame after authentication: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest frame a peer may send before it has authenticated.
+pub const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
+/// How long a peer has to authenticate after it connects.
+pub const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1,0 +1,152 @@
+//! Length-prefixed frames: a 4-byte big-endian body length, then the
+//! rmp-serde body.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// A frame that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced or we tried to send a frame above the limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's size.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The body is not a valid message.
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    /// The value could not be encoded.
+    #[error("unencodable frame: {0}")]
+    Encode(String),
+    /// The connection failed or closed mid-frame.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Appends one frame holding `value` to `out`.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] when the body exceeds `limit` (nothing is
+/// appended), [`FrameError::Encode`] when the value does not encode.
+pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
+    if let Err(e) = value.serialize(&mut ser) {
+        out.truncate(start);
+        return Err(FrameError::Encode(e.to_string()));
+    }
+    let size = out.len() - start - 4;
+    if size > limit || size > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    out[start..start + 4].copy_from_slice(&(size as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Decodes a frame body.
+///
+/// # Errors
+///
+/// [`FrameError::Decode`] for anything that is not a `T`; never panics,
+/// whatever the bytes.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Reads one frame, reusing `buf`. `Ok(None)` on a clean end of stream
+/// between frames.
+pub(crate) async fn read_frame<R, T>(reader: &mut R, buf: &mut Vec<u8>, limit: usize) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = u32::from_be_bytes(len) as usize;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    buf.clear();
+    buf.resize(size, 0);
+    reader.read_exact(buf).await?;
+    decode_body(buf).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{CallFrame, ToRunner};
+    use proptest::prelude::*;
+
+    fn call(args: Vec<u8>) -> ToRunner {
+        ToRunner::Call(CallFrame {
+            id: 7,
+            function: "f".into(),
+            args,
+            deadline_us: Some(1),
+            want_result: true,
+            linked: true,
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_back_to_back() {
+        let mut out = Vec::new();
+        encode_frame(&call(vec![1, 2, 3]), 1024, &mut out).unwrap();
+        encode_frame(&ToRunner::Ping, 1024, &mut out).unwrap();
+        let mut reader = out.as_slice();
+        let mut buf = Vec::new();
+        let a: ToRunner = read_frame(&mut reader, &mut buf, 1024).await.unwrap().unwrap();
+        let b: ToRunner = read_frame(&mut reader, &mut buf, 1024).await.unwrap().unwrap();
+        assert_eq!(a, call(vec![1, 2, 3]));
+        assert_eq!(b, ToRunner::Ping);
+        assert!(read_frame::<_, ToRunner>(&mut reader, &mut buf, 1024).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_sending() {
+        let mut out = vec![9];
+        let err = encode_frame(&call(vec![0; 2000]), 1024, &mut out).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { limit: 1024, .. }));
+        assert_eq!(out, vec![9], "nothing appended");
+    }
+
+    #[tokio::test]
+    async fn announced_oversized_frames_are_refused_without_reading() {
+        let bytes = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let mut buf = Vec::new();
+        let err = read_frame::<_, ToRunner>(&mut bytes.as_slice(), &mut buf, 1024).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn bytes_travel_as_binary_not_arrays() {
+        let mut out = Vec::new();
+        encode_frame(&call(vec![200; 1000]), 4096, &mut out).unwrap();
+        assert!(out.len() < 1100, "{} bytes", out.len());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_body::<ToRunner>(&bytes);
+            let _ = decode_body::<crate::wire::frame::ToParent>(&bytes);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut buf = Vec::new();
+            let _ = rt.block_on(read_frame::<_, ToRunner>(&mut bytes.as_slice(), &mut buf, 256));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Drives one authenticated TCP connection: a writer task that batches
+//! outgoing frames and sends heartbeats, and a reader task that decodes
+//! incoming frames, enforces the heartbeat timeout and reports the close.
+//!
+//! Both sides of the protocol use it; they differ only in frame types.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use super::codec::{FrameError, encode_frame, read_frame};
+use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
+use crate::error::DownReason;
+
+/// Limits and timers of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkOptions {
+    pub(crate) max_frame: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+}
+
+/// A frame type the driver can send.
+pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
+    /// What to send instead of a frame that is too large, if anything.
+    fn oversized(self, err: &FrameError) -> Option<Self>
+    where
+        Self: Sized;
+}
+
+impl OutFrame for ToParent {
+    fn oversized(self, err: &FrameError) -> Option<Self> {
+        match self {
+            ToParent::Reply { id, .. } => Some(ToParent::Reply {
+                id,
+                outcome: Outcome::Codec(format!("result: {err}")),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl OutFrame for ToRunner {
+    fn oversized(self, _err: &FrameError) -> Option<Self> {
+        // Calls are size-checked by the caller before they are queued.
+        None
+    }
+}
+
+/// Starts the reader and writer of `stream`. `on_frame` sees every frame but
+/// heartbeats; `on_close` runs once with the reason the connection ended.
+/// Outgoing frames come from `rx`: once every sender is dropped, the queued
+/// frames are written and the connection closes. The returned handle ends
+/// when the writer has flushed (or was aborted because the reader ended).
+pub(crate) fn spawn<In, Out>(
+    stream: TcpStream,
+    opts: LinkOptions,
+    rx: mpsc::UnboundedReceiver<Out>,
+    mut on_frame: impl FnMut(In) + Send + 'static,
+    on_close: impl FnOnce(DownReason) + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    In: DeserializeOwned + Heartbeat + Send + 'static,
+    Out: OutFrame,
+{
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let writer = tokio::spawn(write_loop(write, rx, opts));
+    let abort = writer.abort_handle();
+    tokio::spawn(async move {
+        let reason = read_loop(read, opts, &mut on_frame).await;
+        // The reader owns the connection's fate: once it ends, the writer has
+        // nobody to talk to.
+        abort.abort();
+        on_close(reason);
+    });
+    writer
+}
+
+async fn read_loop<In: DeserializeOwned + Heartbeat>(
+    read: OwnedReadHalf,
+    opts: LinkOptions,
+    on_frame: &mut impl FnMut(In),
+) -> DownReason {
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut buf = Vec::new();
+    loop {
+        // Any frame, heartbeat or not, proves the peer alive.
+        match tokio::time::timeout(opts.heartbeat_timeout, read_next::<_, In>(&mut reader, &mut buf, opts.max_frame)).await {
+            Err(_) => return DownReason::HeartbeatLost(opts.heartbeat_timeout),
+            Ok(Ok(Some(frame))) => {
+                if !frame.is_ping() {
+                    on_frame(frame);
+                }
+            }
+            Ok(Ok(None)) => return DownReason::ConnectionLost("closed by peer".into()),
+            Ok(Err(e)) => return DownReason::ConnectionLost(e.to_string()),
+        }
+    }
+}
+
+async fn read_next<R: AsyncRead + Unpin, In: DeserializeOwned>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<Option<In>, FrameError> {
+    read_frame(reader, buf, limit).await
+}
+
+async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, opts: LinkOptions) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut ticker = tokio::time::interval(opts.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                // Every sender is gone: flush and close our half.
+                None => break,
+            },
+            _ = ticker.tick() => Out::ping(),
+        };
+        push(first, &mut buf, opts.max_frame);
+        // Batch whatever else is already queued into the same write.
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(msg) => push(msg, &mut buf, opts.max_frame),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = write.shutdown().await;
+}
+
+fn push<Out: OutFrame>(msg: Out, buf: &mut Vec<u8>, limit: usize) {
+    if let Err(err) = encode_frame(&msg, limit, buf) {
+        tracing::warn!(target: "ractor_flame::wire", error = %err, "frame not sent");
+        if let Some(substitute) = msg.oversized(&err) {
+            let _ = encode_frame(&substitute, limit, buf);
+        }
+    }
+}

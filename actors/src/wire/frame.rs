@@ -1,0 +1,139 @@
+//! The messages of the protocol. Named fields everywhere (rmp-serde
+//! `to_vec_named`), so a field can be added without breaking older peers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::parent::{RunnerId, Token};
+use crate::registry::BuildId;
+
+/// The runner's first frame: who it is and the proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the runner speaks.
+    pub version: u32,
+    /// The runner's id, as handed to it in `FLAME_PARENT`.
+    pub runner_id: RunnerId,
+    /// The per-runner secret.
+    pub token: Token,
+    /// The runner's registry build id.
+    pub build_id: BuildId,
+}
+
+/// The parent's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Authenticated: frames may flow.
+    Accepted,
+    /// Refused, with the reason; the parent closes the connection.
+    Refused(String),
+}
+
+/// One call or cast sent to a runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFrame {
+    /// Unique on its connection.
+    pub id: u64,
+    /// The registered function's name.
+    pub function: String,
+    /// rmp-serde encoded arguments.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Absolute deadline, microseconds since the Unix epoch; `None` for none.
+    pub deadline_us: Option<u64>,
+    /// `false` for a cast: the runner answers [`Outcome::Done`] without a value.
+    pub want_result: bool,
+    /// Whether the call is linked to its caller (cancelled when the caller
+    /// goes, aborted when the parent goes).
+    pub linked: bool,
+}
+
+/// How a call ended on the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The encoded output.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A cast finished (its value is not sent back).
+    Done,
+    /// The function returned an error with this message.
+    Returned(String),
+    /// The function panicked with this message.
+    Panicked(String),
+    /// The function passed its deadline and was aborted.
+    Deadline,
+    /// No function of that name is registered.
+    UnknownFunction,
+    /// Arguments or output failed to (de)code, or a frame was too large.
+    Codec(String),
+    /// The runner is draining and took no new work.
+    Refused,
+}
+
+/// Frames from parent to runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRunner {
+    /// Answer to the handshake.
+    Welcome(Welcome),
+    /// Run a function.
+    Call(CallFrame),
+    /// Abort the call with this id.
+    Cancel {
+        /// The call's id.
+        id: u64,
+    },
+    /// Heartbeat.
+    Ping,
+    /// Answer to [`ToParent::IdleRequest`].
+    IdleVerdict {
+        /// `true`: stop now; `false`: work arrived, stay.
+        granted: bool,
+    },
+    /// Drain and stop.
+    Shutdown,
+}
+
+/// Frames from runner to parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToParent {
+    /// The handshake.
+    Hello(Hello),
+    /// A call's outcome.
+    Reply {
+        /// The call's id.
+        id: u64,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// Heartbeat.
+    Ping,
+    /// The runner has been idle long enough and asks to stop.
+    IdleRequest,
+    /// The runner is stopping for its own reason (SIGTERM, failsafe).
+    Stopping {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Frames that can be sent as heartbeats.
+pub(crate) trait Heartbeat {
+    fn ping() -> Self;
+    fn is_ping(&self) -> bool;
+}
+
+impl Heartbeat for ToRunner {
+    fn ping() -> Self {
+        ToRunner::Ping
+    }
+    fn is_ping(&self) -> bool {
+        matches!(self, ToRunner::Ping)
+    }
+}
+
+impl Heartbeat for ToParent {
+    fn ping() -> Self {
+        ToParent::Ping
+    }
+    fn is_ping(&self) -> bool {
+        matches!(self, ToParent::Ping)
+    }
+}

@@ -1,0 +1,79 @@
+//! `LocalBackend`: the runner lives in this process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ractor::ActorRef;
+use ractor_flame_actors::terminator::{SystemShutdown, TerminatorMessage};
+use ractor_flame_actors::{Backend, BackendError, RunnerContext, boot_in_process};
+
+/// Runners as in-process Terminators: no process, no network.
+///
+/// Same semantics as the remote backends, copying included: arguments and
+/// results round-trip through the codec, so a type that cannot be serialized
+/// fails in development, not in production. Use it in tests and as the
+/// default while developing.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+///
+/// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+/// let backend = LocalBackend::new();
+/// let pool = Pool::start(PoolConfig::new(4), backend.clone(), &Registry::new()).await?;
+/// pool.stop().await;
+/// assert_eq!(backend.system_shutdowns(), 0, "no runner was booted");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LocalBackend {
+    shutdowns: Arc<AtomicUsize>,
+}
+
+impl LocalBackend {
+    /// A local backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many in-process runners have completed `system_shutdown` (each
+    /// exactly once, B30).
+    pub fn system_shutdowns(&self) -> usize {
+        self.shutdowns.load(Ordering::Acquire)
+    }
+}
+
+impl Backend for LocalBackend {
+    type State = Option<ActorRef<TerminatorMessage>>;
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn init(&self, _ctx: &RunnerContext) -> Result<Self::State, BackendError> {
+        Ok(None)
+    }
+
+    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
+        let shutdowns = Arc::clone(&self.shutdowns);
+        let hook: SystemShutdown = Box::new(move || {
+            Box::pin(async move {
+                shutdowns.fetch_add(1, Ordering::AcqRel);
+            })
+        });
+        let terminator = boot_in_process(ctx, Some(hook))
+            .await
+            .map_err(|e| BackendError::new(format!("in-process runner: {e}")))?;
+        *state = Some(terminator);
+        Ok(())
+    }
+
+    async fn terminate(&self, state: &mut Self::State) {
+        // The Runner drained it already; a Terminator still alive past its
+        // drain budget is killed.
+        if let Some(terminator) = state.take() {
+            terminator.kill();
+        }
+    }
+}

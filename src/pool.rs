@@ -1,0 +1,358 @@
+//! The pool handle: start a pool, call and cast on it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
+use ractor_flame_actors::{
+    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteFn,
+    outcome_into_result,
+};
+use tracing::Instrument as _;
+
+use crate::call::CallOptions;
+
+/// A handle to a running pool. Cheap to clone; every clone talks to the same
+/// Pool actor.
+///
+/// Dropping handles does not stop the pool: stop it with [`Pool::stop`], or
+/// stop the supervisor it was spawned under.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
+///
+/// struct Double;
+/// impl RemoteFn for Double {
+///     const NAME: &'static str = "double";
+///     type Args = u32;
+///     type Output = u32;
+///     async fn run(n: u32) -> Result<u32, FnError> { Ok(n * 2) }
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+/// let registry = Registry::new().register::<Double>();
+/// let pool = Pool::start(PoolConfig::new(2), LocalBackend::new(), &registry).await?;
+/// assert_eq!(pool.call::<Double>(21).await?, 42);
+/// pool.stop().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    actor: ActorRef<PoolMessage>,
+    settings: Arc<Settings>,
+}
+
+/// What the call path needs from the configuration, read once at start.
+#[derive(Debug)]
+struct Settings {
+    name: String,
+    timeout: Duration,
+    boot_timeout: Duration,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("name", &self.settings.name).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Starts a pool on its own (not under a supervisor). `min` runners boot
+    /// in the background; this returns once the Pool actor runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for invalid options, [`Error::PoolNotRunning`] when
+    /// the actor could not start.
+    pub async fn start<B: Backend>(config: PoolConfig, backend: B, registry: &Registry) -> Result<Pool, Error> {
+        Self::spawn(config, backend, registry, None).await
+    }
+
+    /// Starts a pool as a child of `supervisor` (an actor of your ractor
+    /// application). Stopping the supervisor stops the pool and every runner
+    /// (stop the pool first, or call `stop_children_and_wait` in your
+    /// supervisor's `post_stop`, to let calls in flight drain).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor::{Actor, ActorProcessingErr, ActorRef};
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+    ///
+    /// struct App;
+    /// impl Actor for App {
+    ///     type Msg = ();
+    ///     type State = ();
+    ///     type Arguments = ();
+    ///     async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (app, handle) = Actor::spawn(None, App, ()).await?;
+    /// let pool = Pool::spawn_linked(PoolConfig::new(2), LocalBackend::new(), &Registry::new(), app.get_cell()).await?;
+    /// assert_eq!(pool.stats().await?.runners, 0);
+    /// app.stop(None);
+    /// handle.await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn spawn_linked<B: Backend>(
+        config: PoolConfig,
+        backend: B,
+        registry: &Registry,
+        supervisor: ActorCell,
+    ) -> Result<Pool, Error> {
+        Self::spawn(config, backend, registry, Some(supervisor)).await
+    }
+
+    async fn spawn<B: Backend>(
+        config: PoolConfig,
+        backend: B,
+        registry: &Registry,
+        supervisor: Option<ActorCell>,
+    ) -> Result<Pool, Error> {
+        config.validate()?;
+        let settings = Arc::new(Settings {
+            name: config.get_name().to_owned(),
+            timeout: config.get_timeout(),
+            boot_timeout: config.get_boot_timeout(),
+        });
+        let args = PoolArguments {
+            config,
+            backend: Arc::new(backend),
+            registry: registry.clone(),
+            on_runner: crate::runner::is_runner(),
+        };
+        let actor = ractor_flame_actors::Pool::<B>::default();
+        let spawned = match supervisor {
+            Some(sup) => Actor::spawn_linked(None, actor, args, sup).await,
+            None => Actor::spawn(None, actor, args).await,
+        };
+        let (actor, _) = spawned.map_err(|e| {
+            tracing::error!(target: "ractor_flame::pool", error = %e, "pool did not start");
+            Error::PoolNotRunning
+        })?;
+        Ok(Pool { actor, settings })
+    }
+
+    /// Runs `F` on a runner with the pool's default budgets: a slot within
+    /// `boot_timeout`, execution within `timeout` (B02).
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`]: checkout timeout, deadline, the function's own error,
+    /// a panic, runner down, boot failure, pool not running, queue full,
+    /// unknown function, codec.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up the queue place or the slot at once and
+    /// cancels the remote task (B07, B20).
+    pub async fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output, Error> {
+        self.call_with::<F>(args, CallOptions::default()).await
+    }
+
+    /// Runs `F` on a runner with per-call options.
+    ///
+    /// An explicit timeout is a total budget: checkout uses part of it and
+    /// what remains is the execution deadline sent to the runner (B03).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// A linked call (the default) is cancelled on the runner when the future
+    /// is dropped, and its slot returns at once. An unlinked call keeps
+    /// running to completion and holds its slot until then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ractor_flame::{CallOptions, Error, FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
+    ///
+    /// struct Nap;
+    /// impl RemoteFn for Nap {
+    ///     const NAME: &'static str = "nap";
+    ///     type Args = u64;
+    ///     type Output = ();
+    ///     async fn run(ms: u64) -> Result<(), FnError> {
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Error> {
+    /// let registry = Registry::new().register::<Nap>();
+    /// let pool = Pool::start(PoolConfig::new(1), LocalBackend::new(), &registry).await?;
+    /// let opts = CallOptions::new().timeout(Duration::from_millis(50));
+    /// let err = pool.call_with::<Nap>(5_000, opts).await.unwrap_err();
+    /// assert!(matches!(err, Error::Deadline { .. }));
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
+        let args = encode(&args)?;
+        let started = Instant::now();
+        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = self
+            .checkout(checkout_budget)
+            .instrument(tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME))
+            .await?;
+        let exec_budget = match opts.timeout {
+            Some(total) => total.saturating_sub(started.elapsed()),
+            None => self.settings.timeout,
+        };
+        let span = tracing::trace_span!(target: "ractor_flame::pool", "call", function = F::NAME, runner = %lease.runner());
+        let bytes = if opts.link {
+            run(lease, F::NAME, args, exec_budget, true).instrument(span).await?
+        } else {
+            // Unlinked: the call lives in its own task holding the lease, so
+            // dropping this future neither cancels it nor frees its slot early.
+            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).instrument(span));
+            task.await.map_err(|e| Error::Cancelled(e.to_string()))??
+        };
+        rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+    }
+
+    /// Runs `F` on a runner without waiting for it: returns at once; the work
+    /// checks out a slot (waiting up to `boot_timeout`), runs with no deadline,
+    /// holds its slot while it runs, and sends no result back (B08). Failures
+    /// are logged at `warn`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolNotRunning`] at once for a stopped pool (B09);
+    /// [`Error::Codec`] when the arguments do not encode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
+    ///
+    /// struct Log;
+    /// impl RemoteFn for Log {
+    ///     const NAME: &'static str = "log";
+    ///     type Args = String;
+    ///     type Output = ();
+    ///     async fn run(line: String) -> Result<(), FnError> { println!("{line}"); Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let registry = Registry::new().register::<Log>();
+    /// let pool = Pool::start(PoolConfig::new(1), LocalBackend::new(), &registry).await?;
+    /// pool.cast::<Log>("hello".to_owned())?;
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn cast<F: RemoteFn>(&self, args: F::Args) -> Result<(), Error> {
+        if !self.is_running() {
+            return Err(Error::PoolNotRunning);
+        }
+        let args = encode(&args)?;
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let lease = pool.checkout(pool.settings.boot_timeout).await?;
+                let req = CallRequest {
+                    function: F::NAME,
+                    args,
+                    deadline: None,
+                    linked: false,
+                    want_result: false,
+                };
+                let outcome = lease.conn().call(req).await?;
+                outcome_into_result(outcome, F::NAME, Duration::MAX).map(drop)
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(target: "ractor_flame::pool", pool = %pool.settings.name, function = F::NAME, %error, "cast failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// A snapshot: runners, booting, busy slots, waiting callers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolNotRunning`] for a stopped pool.
+    pub async fn stats(&self) -> Result<PoolStats, Error> {
+        match self.actor.call(PoolMessage::Stats, None).await {
+            Ok(CallResult::Success(stats)) => Ok(stats),
+            _ => Err(Error::PoolNotRunning),
+        }
+    }
+
+    /// Stops the pool: callers still waiting get [`Error::PoolNotRunning`],
+    /// calls in flight drain up to `shutdown_timeout`, then every runner stops
+    /// (B24). Returns when the pool actor has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not undo the stop; it only stops waiting.
+    pub async fn stop(&self) {
+        let _ = self.actor.stop_and_wait(Some("stopped".into()), None).await;
+    }
+
+    /// Whether the pool actor is running.
+    pub fn is_running(&self) -> bool {
+        matches!(self.actor.get_status(), ActorStatus::Running | ActorStatus::Starting)
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The Pool actor, to monitor it or send it [`PoolMessage`]s.
+    pub fn actor(&self) -> &ActorRef<PoolMessage> {
+        &self.actor
+    }
+
+    /// Checks out a slot within `budget`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the queue; a slot granted just then is
+    /// returned by the dropped lease.
+    async fn checkout(&self, budget: Duration) -> Result<Lease, Error> {
+        match self.actor.call(PoolMessage::Checkout, Some(budget)).await {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(Error::CheckoutTimeout { waited: budget }),
+            Ok(CallResult::SenderError) | Err(_) => Err(Error::PoolNotRunning),
+        }
+    }
+}
+
+/// Sends one call on a checked-out runner; the lease is held to the end.
+async fn run(lease: Lease, function: &'static str, args: Vec<u8>, budget: Duration, linked: bool) -> Result<Vec<u8>, Error> {
+    if budget.is_zero() {
+        return Err(Error::Deadline {
+            function: function.to_owned(),
+            timeout: budget,
+        });
+    }
+    let req = CallRequest {
+        function,
+        args,
+        deadline: Some(Instant::now() + budget),
+        linked,
+        want_result: true,
+    };
+    let outcome = lease.conn().call(req).await?;
+    drop(lease);
+    outcome_into_result(outcome, function, budget)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(format!("arguments: {e}")))
+}
