@@ -27,7 +27,10 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { timeout: None, link: true }
+        CallOptions {
+            timeout: None,
+            link: true,
+        }
     }
 }
 

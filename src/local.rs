@@ -1,11 +1,12 @@
 //! `LocalBackend`: the runner lives in this process.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ractor::ActorRef;
 use ractor_flame_actors::terminator::{SystemShutdown, TerminatorMessage};
-use ractor_flame_actors::{Backend, BackendError, RunnerContext, boot_in_process};
+use ractor_flame_actors::{Backend, BackendError, RunnerContext, RunnerId, boot_in_process};
 
 /// Runners as in-process Terminators: no process, no network.
 ///
@@ -29,6 +30,8 @@ use ractor_flame_actors::{Backend, BackendError, RunnerContext, boot_in_process}
 #[derive(Debug, Clone, Default)]
 pub struct LocalBackend {
     shutdowns: Arc<AtomicUsize>,
+    /// Live in-process runners, for [`LocalBackend::kill_runners`].
+    live: Arc<Mutex<HashMap<RunnerId, ActorRef<TerminatorMessage>>>>,
 }
 
 impl LocalBackend {
@@ -42,20 +45,37 @@ impl LocalBackend {
     pub fn system_shutdowns(&self) -> usize {
         self.shutdowns.load(Ordering::Acquire)
     }
+
+    /// Kills every in-process runner at once, as a crash would: no drain,
+    /// and their calls in flight fail with [`Error::RunnerDown`]. For fault
+    /// tests; returns how many were killed.
+    ///
+    /// [`Error::RunnerDown`]: crate::Error::RunnerDown
+    pub fn kill_runners(&self) -> usize {
+        let live = std::mem::take(&mut *self.live.lock().expect("poisoned"));
+        for terminator in live.values() {
+            terminator.kill();
+        }
+        live.len()
+    }
 }
 
 impl Backend for LocalBackend {
-    type State = Option<ActorRef<TerminatorMessage>>;
+    type State = (RunnerId, Option<ActorRef<TerminatorMessage>>);
 
     fn name(&self) -> &'static str {
         "local"
     }
 
-    async fn init(&self, _ctx: &RunnerContext) -> Result<Self::State, BackendError> {
-        Ok(None)
+    async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
+        Ok((ctx.runner_id, None))
     }
 
-    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
+    async fn remote_boot(
+        &self,
+        state: &mut Self::State,
+        ctx: &RunnerContext,
+    ) -> Result<(), BackendError> {
         let shutdowns = Arc::clone(&self.shutdowns);
         let hook: SystemShutdown = Box::new(move || {
             Box::pin(async move {
@@ -65,14 +85,19 @@ impl Backend for LocalBackend {
         let terminator = boot_in_process(ctx, Some(hook))
             .await
             .map_err(|e| BackendError::new(format!("in-process runner: {e}")))?;
-        *state = Some(terminator);
+        self.live
+            .lock()
+            .expect("poisoned")
+            .insert(ctx.runner_id, terminator.clone());
+        state.1 = Some(terminator);
         Ok(())
     }
 
     async fn terminate(&self, state: &mut Self::State) {
         // The Runner drained it already; a Terminator still alive past its
         // drain budget is killed.
-        if let Some(terminator) = state.take() {
+        self.live.lock().expect("poisoned").remove(&state.0);
+        if let Some(terminator) = state.1.take() {
             terminator.kill();
         }
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::{
-    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteFn,
-    outcome_into_result,
+    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats,
+    Registry, RemoteFn, outcome_into_result,
 };
 use tracing::Instrument as _;
 
@@ -55,7 +55,9 @@ struct Settings {
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool").field("name", &self.settings.name).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +69,11 @@ impl Pool {
     ///
     /// [`Error::Config`] for invalid options, [`Error::PoolNotRunning`] when
     /// the actor could not start.
-    pub async fn start<B: Backend>(config: PoolConfig, backend: B, registry: &Registry) -> Result<Pool, Error> {
+    pub async fn start<B: Backend>(
+        config: PoolConfig,
+        backend: B,
+        registry: &Registry,
+    ) -> Result<Pool, Error> {
         Self::spawn(config, backend, registry, None).await
     }
 
@@ -199,13 +205,19 @@ impl Pool {
     /// # pool.stop().await;
     /// # Ok(()) }
     /// ```
-    pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
+    pub async fn call_with<F: RemoteFn>(
+        &self,
+        args: F::Args,
+        opts: CallOptions,
+    ) -> Result<F::Output, Error> {
         let args = encode(&args)?;
         let started = Instant::now();
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = self
             .checkout(checkout_budget)
-            .instrument(tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME))
+            .instrument(
+                tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME),
+            )
             .await?;
         let exec_budget = match opts.timeout {
             Some(total) => total.saturating_sub(started.elapsed()),
@@ -213,14 +225,17 @@ impl Pool {
         };
         let span = tracing::trace_span!(target: "ractor_flame::pool", "call", function = F::NAME, runner = %lease.runner());
         let bytes = if opts.link {
-            run(lease, F::NAME, args, exec_budget, true).instrument(span).await?
+            run(lease, F::NAME, args, exec_budget, true)
+                .instrument(span)
+                .await?
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
             // dropping this future neither cancels it nor frees its slot early.
             let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).instrument(span));
             task.await.map_err(|e| Error::Cancelled(e.to_string()))??
         };
-        rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+        rmp_serde::from_slice(&bytes)
+            .map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
     }
 
     /// Runs `F` on a runner without waiting for it: returns at once; the work
@@ -305,7 +320,10 @@ impl Pool {
 
     /// Whether the pool actor is running.
     pub fn is_running(&self) -> bool {
-        matches!(self.actor.get_status(), ActorStatus::Running | ActorStatus::Starting)
+        matches!(
+            self.actor.get_status(),
+            ActorStatus::Running | ActorStatus::Starting
+        )
     }
 
     /// The pool's name.
@@ -334,7 +352,13 @@ impl Pool {
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.
-async fn run(lease: Lease, function: &'static str, args: Vec<u8>, budget: Duration, linked: bool) -> Result<Vec<u8>, Error> {
+async fn run(
+    lease: Lease,
+    function: &'static str,
+    args: Vec<u8>,
+    budget: Duration,
+    linked: bool,
+) -> Result<Vec<u8>, Error> {
     if budget.is_zero() {
         return Err(Error::Deadline {
             function: function.to_owned(),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use ractor::ActorRef;
 use ractor_flame_actors::runner::RunnerMessage;
-use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId};
+use ractor_flame_actors::{
+    Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{OnceCell, oneshot};
@@ -164,7 +166,11 @@ impl Backend for ProcessBackend {
         })
     }
 
-    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
+    async fn remote_boot(
+        &self,
+        state: &mut Self::State,
+        ctx: &RunnerContext,
+    ) -> Result<(), BackendError> {
         let endpoint = self.endpoint(ctx).await?;
         endpoint.expect(ctx);
         let parent = ctx.parent(vec![endpoint.addr()], self.name());
@@ -188,7 +194,11 @@ impl Backend for ProcessBackend {
         Ok(())
     }
 
-    async fn handle_info(&self, _state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
+    async fn handle_info(
+        &self,
+        _state: &mut Self::State,
+        info: Box<dyn std::any::Any + Send>,
+    ) -> Option<DownReason> {
         let Exited(status) = *info.downcast::<Exited>().ok()?;
         Some(exit_reason(status))
     }
@@ -215,7 +225,12 @@ impl Backend for ProcessBackend {
 
 /// Owns the child: reaps it, reports its exit to the Runner, kills it on
 /// request.
-async fn watch(mut child: Child, runner: ActorRef<RunnerMessage>, kill: oneshot::Receiver<()>, reaped: oneshot::Sender<()>) {
+async fn watch(
+    mut child: Child,
+    runner: ActorRef<RunnerMessage>,
+    kill: oneshot::Receiver<()>,
+    reaped: oneshot::Sender<()>,
+) {
     let status = tokio::select! {
         status = child.wait() => status,
         _ = kill => {

@@ -55,7 +55,13 @@ impl fmt::Debug for RunnerContext {
 impl RunnerContext {
     /// The `FLAME_PARENT` description for this runner.
     pub fn parent(&self, addrs: Vec<std::net::SocketAddr>, backend: &str) -> Parent {
-        let mut parent = Parent::new(self.runner_id, addrs, self.token.clone(), backend, self.registry.build_id());
+        let mut parent = Parent::new(
+            self.runner_id,
+            addrs,
+            self.token.clone(),
+            backend,
+            self.registry.build_id(),
+        );
         parent.node_base = self.pool.clone();
         parent.settings = self.settings.clone();
         parent
@@ -93,7 +99,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Prepares a runner's state. Called when its Runner actor starts, in the
     /// Runner's own task (the pool is not blocked).
-    fn init(&self, ctx: &RunnerContext) -> impl Future<Output = Result<Self::State, BackendError>> + Send;
+    fn init(
+        &self,
+        ctx: &RunnerContext,
+    ) -> impl Future<Output = Result<Self::State, BackendError>> + Send;
 
     /// Provisions the runner and hands it `FLAME_PARENT`. Returns once the
     /// runner is started; its connection arrives later as

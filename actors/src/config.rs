@@ -458,7 +458,10 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.boot_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(c.idle_shutdown_after, IdleShutdown::After(Duration::from_secs(30)));
+        assert_eq!(
+            c.idle_shutdown_after,
+            IdleShutdown::After(Duration::from_secs(30))
+        );
         assert_eq!(c.min_idle_shutdown_after, IdleShutdown::Never);
         assert!(c.validate().is_ok());
     }

@@ -46,7 +46,9 @@ pub struct Endpoint {
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,10 @@ impl Endpoint {
             runner: ctx.runner.clone(),
             opts,
         };
-        self.expected.lock().expect("poisoned").insert(ctx.runner_id, expected);
+        self.expected
+            .lock()
+            .expect("poisoned")
+            .insert(ctx.runner_id, expected);
     }
 
     /// Stops waiting for a runner (its boot failed or it was reclaimed).
@@ -141,7 +146,9 @@ async fn authenticate(
         let mut table = table.lock().expect("poisoned");
         match table.get(&hello.runner_id) {
             None => Err(format!("unknown runner {}", hello.runner_id)),
-            Some(_) if hello.version != PROTOCOL_VERSION => Err(format!("protocol version {}", hello.version)),
+            Some(_) if hello.version != PROTOCOL_VERSION => {
+                Err(format!("protocol version {}", hello.version))
+            }
             Some(e) if !e.token.verify(hello.token.as_bytes()) => Err("wrong token".to_owned()),
             Some(_) if hello.build_id != build_id => Err(format!(
                 "runner build {} differs from parent build {build_id}",
@@ -156,7 +163,8 @@ async fn authenticate(
         Err(reason) => Welcome::Refused(reason.clone()),
     };
     buf.clear();
-    encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
+    encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf)
+        .map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
     let expected = verdict?;
     up(stream, hello.runner_id, expected);
@@ -209,6 +217,7 @@ pub async fn boot_in_process(
 ) -> Result<ractor::ActorRef<crate::terminator::TerminatorMessage>, ractor::SpawnErr> {
     let (to_parent, mut from_runner) = mpsc::unbounded_channel::<ToParent>();
     let (terminator, handle, serve) = spawn_terminator(
+        ctx.runner_id,
         ctx.registry.clone(),
         ctx.settings.clone(),
         TerminatorLink::Local(to_parent),
@@ -227,7 +236,11 @@ pub async fn boot_in_process(
         // The channel closes when the Terminator is gone; wait for its exit
         // so its drain and shutdown hook have finished.
         let _ = handle.await;
-        on_runner_closed(DownReason::ConnectionLost("runner stopped".into()), &frame_conn, &frame_runner);
+        on_runner_closed(
+            DownReason::ConnectionLost("runner stopped".into()),
+            &frame_conn,
+            &frame_runner,
+        );
     });
     let _ = runner.cast(RunnerMessage::RemoteUp(conn));
     Ok(terminator)

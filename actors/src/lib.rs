@@ -31,8 +31,9 @@ pub mod wire;
 
 pub use backend::{Backend, RunnerContext};
 pub use config::{
-    BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, PoolConfig, PoolEvent,
+    BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_IDLE_SHUTDOWN, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown,
+    PoolConfig, PoolEvent,
 };
 pub use endpoint::Endpoint;
 #[doc(hidden)]
@@ -42,6 +43,7 @@ pub use link::{CallRequest, RunnerConn, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
 pub use pool::{Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 pub use registry::{BuildId, Registry, RemoteFn};
+pub use terminator::current_runner;
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

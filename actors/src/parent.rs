@@ -277,11 +277,19 @@ mod tests {
     fn b35_malformed_values_are_clear_errors() {
         for bad in ["", "%%%", "aGVsbG8=", &B64.encode([0xc1, 0xff, 0x00])] {
             let err = Parent::decode(bad).unwrap_err();
-            assert!(err.to_string().starts_with("malformed FLAME_PARENT"), "{err}");
+            assert!(
+                err.to_string().starts_with("malformed FLAME_PARENT"),
+                "{err}"
+            );
         }
         let mut p = sample();
         p.protocol_version += 1;
-        assert!(Parent::decode(&p.encode()).unwrap_err().to_string().contains("protocol"));
+        assert!(
+            Parent::decode(&p.encode())
+                .unwrap_err()
+                .to_string()
+                .contains("protocol")
+        );
         let mut p = sample();
         p.parent_addrs.clear();
         assert!(Parent::decode(&p.encode()).is_err());

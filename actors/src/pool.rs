@@ -24,8 +24,8 @@ use crate::link::RunnerConn;
 use crate::parent::RunnerId;
 use crate::registry::Registry;
 
-pub use state::PoolStats;
 use state::PoolState;
+pub use state::PoolStats;
 
 /// Messages of the Pool actor.
 #[non_exhaustive]
@@ -76,7 +76,9 @@ impl fmt::Debug for PoolMessage {
             PoolMessage::Checkin(r) => write!(f, "Checkin({r})"),
             PoolMessage::Stats(_) => f.write_str("Stats"),
             PoolMessage::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
-            PoolMessage::BootFailed { runner, reason } => write!(f, "BootFailed({runner}, {reason})"),
+            PoolMessage::BootFailed { runner, reason } => {
+                write!(f, "BootFailed({runner}, {reason})")
+            }
             PoolMessage::RunnerLost { runner } => write!(f, "RunnerLost({runner})"),
             PoolMessage::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
             PoolMessage::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
@@ -95,7 +97,9 @@ pub struct Lease {
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("runner", &self.runner).finish()
+        f.debug_struct("Lease")
+            .field("runner", &self.runner)
+            .finish()
     }
 }
 
@@ -126,7 +130,9 @@ pub struct Pool<B> {
 
 impl<B> Default for Pool<B> {
     fn default() -> Self {
-        Pool { _backend: PhantomData }
+        Pool {
+            _backend: PhantomData,
+        }
     }
 }
 
@@ -171,7 +177,11 @@ impl<B: Backend> Actor for Pool<B> {
         Ok(PoolState::new(args))
     }
 
-    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Min runners boot in parallel (each Runner boots in its own task);
         // a failure is retried with backoff, never fatal (B12).
         state.refill_min(&myself).await;
@@ -191,7 +201,9 @@ impl<B: Backend> Actor for Pool<B> {
                 let _ = reply.send(state.stats());
             }
             PoolMessage::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
-            PoolMessage::BootFailed { runner, reason } => state.boot_failed(&myself, runner, reason).await,
+            PoolMessage::BootFailed { runner, reason } => {
+                state.boot_failed(&myself, runner, reason).await
+            }
             PoolMessage::RunnerLost { runner } => state.runner_lost(&myself, runner).await,
             PoolMessage::IdleRequest { runner } => state.idle_request(runner),
             PoolMessage::RunnerStopping { runner } => state.runner_stopping(runner),
@@ -208,7 +220,8 @@ impl<B: Backend> Actor for Pool<B> {
     ) -> Result<(), ActorProcessingErr> {
         // A runner's exit never stops the pool (ractor's default would).
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) | SupervisionEvent::ActorFailed(cell, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, _)
+            | SupervisionEvent::ActorFailed(cell, _) => {
                 if let Some(runner) = state.runner_of(cell.get_id()) {
                     state.runner_lost(&myself, runner).await;
                 }
@@ -218,7 +231,11 @@ impl<B: Backend> Actor for Pool<B> {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Waiters learn at once; runners drain their calls, then stop (B24).
         state.stopping();
         let budget = state.config().shutdown_timeout + std::time::Duration::from_secs(2);

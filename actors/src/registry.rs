@@ -227,7 +227,9 @@ impl fmt::Display for BuildId {
 }
 
 /// Encodes a value the way every call does (rmp-serde, named fields).
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(value)
 }
 

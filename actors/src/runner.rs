@@ -62,7 +62,10 @@ impl fmt::Debug for RunnerMessage {
         match self {
             RunnerMessage::Boot => f.write_str("Boot"),
             RunnerMessage::RemoteUp(c) => f.debug_tuple("RemoteUp").field(c).finish(),
-            RunnerMessage::RemoteShutdown { reason } => f.debug_struct("RemoteShutdown").field("reason", reason).finish(),
+            RunnerMessage::RemoteShutdown { reason } => f
+                .debug_struct("RemoteShutdown")
+                .field("reason", reason)
+                .finish(),
             RunnerMessage::ConnectionLost(r) => f.debug_tuple("ConnectionLost").field(r).finish(),
             RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
             RunnerMessage::Info(_) => f.write_str("Info(..)"),
@@ -157,7 +160,11 @@ impl<B: Backend> Actor for Runner<B> {
         })
     }
 
-    async fn post_start(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // In the Runner's own task: a slow init never blocks the pool.
         state.backend = Some(self.backend.init(&state.ctx).await);
         Ok(())
@@ -177,7 +184,12 @@ impl<B: Backend> Actor for Runner<B> {
                 }
                 let span = tracing::info_span!(target: "ractor_flame::runner", "boot", runner = %state.id(), backend = self.backend.name());
                 let result = match state.backend.as_mut() {
-                    Some(Ok(backend_state)) => self.backend.remote_boot(backend_state, &state.ctx).instrument(span).await,
+                    Some(Ok(backend_state)) => {
+                        self.backend
+                            .remote_boot(backend_state, &state.ctx)
+                            .instrument(span)
+                            .await
+                    }
                     Some(Err(e)) => Err(BackendError::new(format!("init: {e}"))),
                     None => Err(BackendError::new("init did not run")),
                 };
@@ -201,7 +213,10 @@ impl<B: Backend> Actor for Runner<B> {
             }
             RunnerMessage::BootTimeout => {
                 if state.conn.is_none() {
-                    let reason = format!("no connection within the boot timeout of {:?}", state.ctx.boot_timeout);
+                    let reason = format!(
+                        "no connection within the boot timeout of {:?}",
+                        state.ctx.boot_timeout
+                    );
                     state.fail_boot(&myself, reason);
                 }
             }
@@ -225,7 +240,11 @@ impl<B: Backend> Actor for Runner<B> {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(conn) = &state.conn
             && conn.down_reason().is_none()
         {
@@ -243,12 +262,19 @@ impl<B: Backend> Actor for Runner<B> {
 }
 
 impl<B: Backend> Runner<B> {
-    fn lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
+    fn lost(
+        &self,
+        myself: &ActorRef<RunnerMessage>,
+        state: &mut RunnerState<B::State>,
+        reason: DownReason,
+    ) {
         tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), %reason, "runner down");
         if let Some(conn) = &state.conn {
             conn.close(reason.clone());
         }
-        let _ = state.pool.cast(PoolMessage::RunnerLost { runner: state.id() });
+        let _ = state
+            .pool
+            .cast(PoolMessage::RunnerLost { runner: state.id() });
         myself.stop(Some(reason.to_string()));
     }
 }

@@ -25,7 +25,7 @@ use crate::registry::Registry;
 use crate::wire::frame::{ToParent, ToRunner};
 
 pub(crate) use serve::Replier;
-pub use serve::Serve;
+pub use serve::{Serve, current_runner};
 
 /// The runner-side shutdown hook: stops the machine. Runs exactly once.
 pub type SystemShutdown = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -125,7 +125,10 @@ impl TerminatorState {
         let Some(idle_after) = self.settings.idle_after else {
             return;
         };
-        if generation != self.idle_generation || self.phase != Phase::Serving || self.awaiting_verdict {
+        if generation != self.idle_generation
+            || self.phase != Phase::Serving
+            || self.awaiting_verdict
+        {
             return;
         }
         // Any call, cast or placed child resets the clock (B29).
@@ -183,7 +186,9 @@ impl Actor for Terminator {
         let (phase, to_parent, parent) = match args.link {
             TerminatorLink::Local(tx) => (Phase::Serving, Some(tx), None),
             TerminatorLink::Remote(parent) => {
-                myself.send_after(args.settings.failsafe_timeout, || TerminatorMessage::FailsafeExpired);
+                myself.send_after(args.settings.failsafe_timeout, || {
+                    TerminatorMessage::FailsafeExpired
+                });
                 (Phase::Connecting, None, Some(parent))
             }
         };
@@ -206,7 +211,11 @@ impl Actor for Terminator {
         Ok(state)
     }
 
-    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(parent) = state.parent.take() {
             connect::spawn(myself, *parent, Arc::clone(&state.serve));
         }
@@ -254,7 +263,9 @@ impl Actor for Terminator {
                 ToRunner::Shutdown => state.begin_drain(&myself, "parent asked"),
                 // Calls and cancels go straight to `Serve`; nothing else is
                 // expected here.
-                other => tracing::trace!(target: "ractor_flame::terminator", ?other, "ignored frame"),
+                other => {
+                    tracing::trace!(target: "ractor_flame::terminator", ?other, "ignored frame")
+                }
             },
             TerminatorMessage::ParentLost(reason) => {
                 tracing::info!(target: "ractor_flame::terminator", %reason, "parent lost");
@@ -265,7 +276,9 @@ impl Actor for Terminator {
                 state.begin_drain(&myself, "parent lost");
             }
             TerminatorMessage::Shutdown(reason) => {
-                state.send(ToParent::Stopping { reason: reason.clone() });
+                state.send(ToParent::Stopping {
+                    reason: reason.clone(),
+                });
                 state.begin_drain(&myself, &reason);
             }
             TerminatorMessage::IdleCheck(generation) => state.on_idle_check(&myself, generation),
@@ -274,7 +287,11 @@ impl Actor for Terminator {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         state.serve.fail_all();
         // Dropping our sender lets the writer flush the last replies and close.
         state.to_parent = None;
@@ -297,13 +314,21 @@ impl Actor for Terminator {
 /// When the actor cannot be spawned.
 #[doc(hidden)]
 pub async fn spawn_terminator(
+    runner: crate::parent::RunnerId,
     registry: Registry,
     settings: RunnerSettings,
     link: TerminatorLink,
     system_shutdown: Option<SystemShutdown>,
     supervisor: Option<ractor::ActorCell>,
-) -> Result<(ActorRef<TerminatorMessage>, tokio::task::JoinHandle<()>, Arc<Serve>), ractor::SpawnErr> {
-    let serve = Serve::new(registry);
+) -> Result<
+    (
+        ActorRef<TerminatorMessage>,
+        tokio::task::JoinHandle<()>,
+        Arc<Serve>,
+    ),
+    ractor::SpawnErr,
+> {
+    let serve = Serve::new(runner, registry);
     let args = TerminatorArguments {
         serve: Arc::clone(&serve),
         settings,

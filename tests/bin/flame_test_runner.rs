@@ -1,1 +1,35 @@
-fn main(){}
+//! The runner binary of the integration tests: it registers the test
+//! functions and becomes a runner under `FLAME_PARENT`.
+//!
+//! Without `FLAME_PARENT` and with the argument `parent`, it is a parent:
+//! it starts a process pool of itself, runs one call, prints
+//! `runner-pid <pid>` and waits to be killed (the parent-loss fault test).
+
+#[path = "../support/functions.rs"]
+mod functions;
+
+use ractor_flame::{Pool, PoolConfig, ProcessBackend};
+
+#[tokio::main]
+async fn main() {
+    let registry = functions::registry();
+    if let Err(e) = ractor_flame::run_if_runner(&registry).await {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    if std::env::args().nth(1).as_deref() != Some("parent") {
+        eprintln!(
+            "flame-test-runner: a runner for the ractor-flame tests; run with FLAME_PARENT set, or with `parent`"
+        );
+        std::process::exit(64);
+    }
+    let backend = ProcessBackend::current_exe()
+        .expect("current exe")
+        .args(Vec::<String>::new());
+    let pool = Pool::start(PoolConfig::new(1), backend, &registry)
+        .await
+        .expect("pool");
+    let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
+    println!("runner-pid {}", place.pid);
+    std::future::pending::<()>().await;
+}

@@ -74,7 +74,9 @@ pub struct PoolState<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for PoolState<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolState").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("PoolState")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,7 +117,11 @@ impl<B: Backend> PoolState<B> {
 
     /// Slots a runner offers.
     fn per_runner(&self) -> usize {
-        if self.config.single_use { 1 } else { self.config.max_concurrency }
+        if self.config.single_use {
+            1
+        } else {
+            self.config.max_concurrency
+        }
     }
 
     /// The booted runner with the fewest checkouts below its limit (B13).
@@ -240,7 +246,11 @@ impl<B: Backend> PoolState<B> {
         self.hook(&self.config.on_grow_start, PoolEvent::GrowStart { target });
         tracing::event!(target: "ractor_flame::pool", tracing::Level::DEBUG, pool = %self.config.name, runner = %runner_id, target, "grow");
         let settings = self.settings(is_min);
-        let (pool, registry, boot_timeout) = (self.config.name.clone(), self.registry.clone(), self.config.boot_timeout);
+        let (pool, registry, boot_timeout) = (
+            self.config.name.clone(),
+            self.registry.clone(),
+            self.config.boot_timeout,
+        );
         let context = Box::new(move |runner| RunnerContext {
             runner_id,
             pool,
@@ -254,7 +264,13 @@ impl<B: Backend> PoolState<B> {
             pool: myself.clone(),
             context,
         };
-        let spawned = Actor::spawn_linked(None, Runner::new(Arc::clone(&self.backend)), args, myself.get_cell()).await;
+        let spawned = Actor::spawn_linked(
+            None,
+            Runner::new(Arc::clone(&self.backend)),
+            args,
+            myself.get_cell(),
+        )
+        .await;
         match spawned {
             Ok((actor, _)) => {
                 self.by_actor.insert(actor.get_id(), runner_id);
@@ -294,7 +310,12 @@ impl<B: Backend> PoolState<B> {
         }
     }
 
-    pub(super) async fn runner_up(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, conn: RunnerConn) {
+    pub(super) async fn runner_up(
+        &mut self,
+        myself: &ActorRef<PoolMessage>,
+        runner: RunnerId,
+        conn: RunnerConn,
+    ) {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
@@ -302,7 +323,13 @@ impl<B: Backend> PoolState<B> {
         self.failures = 0;
         let count = self.runners.len();
         tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner up");
-        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Ok(()), count });
+        self.hook(
+            &self.config.on_grow_end,
+            PoolEvent::GrowEnd {
+                result: Ok(()),
+                count,
+            },
+        );
         if self.stopping {
             return;
         }
@@ -310,14 +337,27 @@ impl<B: Backend> PoolState<B> {
         self.maybe_grow(myself).await;
     }
 
-    pub(super) async fn boot_failed(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, reason: String) {
+    pub(super) async fn boot_failed(
+        &mut self,
+        myself: &ActorRef<PoolMessage>,
+        runner: RunnerId,
+        reason: String,
+    ) {
         let Some(slot) = self.remove(runner) else {
             return;
         };
         self.failures += 1;
         let count = self.runners.len();
-        let error = Error::BootFailed { reason: reason.clone() };
-        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Err(error.clone()), count });
+        let error = Error::BootFailed {
+            reason: reason.clone(),
+        };
+        self.hook(
+            &self.config.on_grow_end,
+            PoolEvent::GrowEnd {
+                result: Err(error.clone()),
+                count,
+            },
+        );
         if self.stopping {
             return;
         }
@@ -353,7 +393,9 @@ impl<B: Backend> PoolState<B> {
         if slot.conn.is_none() {
             // It died while booting without saying why: count a failed boot.
             self.runners.insert(runner, slot);
-            return self.boot_failed(myself, runner, "runner exited while booting".into()).await;
+            return self
+                .boot_failed(myself, runner, "runner exited while booting".into())
+                .await;
         }
         let count = self.runners.len();
         tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner left");

@@ -15,7 +15,23 @@ use futures_util::FutureExt as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::parent::RunnerId;
 use crate::registry::{Registry, RunFailure};
+
+tokio::task_local! {
+    static CURRENT_RUNNER: RunnerId;
+}
+
+/// The runner the current remote function runs on; `None` outside one.
+///
+/// # Examples
+///
+/// ```
+/// assert!(ractor_flame_actors::current_runner().is_none());
+/// ```
+pub fn current_runner() -> Option<RunnerId> {
+    CURRENT_RUNNER.try_with(|id| *id).ok()
+}
 use crate::wire::frame::{CallFrame, Outcome, ToParent};
 
 /// Where a call's outcome goes.
@@ -43,6 +59,7 @@ impl Replier {
 /// The call engine of one runner.
 #[derive(Debug)]
 pub struct Serve {
+    runner: RunnerId,
     registry: Registry,
     /// Abort handles of running calls, with whether each is linked.
     tasks: Mutex<HashMap<u64, (AbortHandle, bool)>>,
@@ -56,8 +73,9 @@ pub struct Serve {
 }
 
 impl Serve {
-    pub(crate) fn new(registry: Registry) -> Arc<Self> {
+    pub(crate) fn new(runner: RunnerId, registry: Registry) -> Arc<Self> {
         Arc::new(Serve {
+            runner,
             registry,
             tasks: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
@@ -95,7 +113,12 @@ impl Serve {
     }
 
     /// Starts a call in its own task.
-    pub(crate) fn dispatch(self: &Arc<Self>, call: CallFrame, deadline: Option<Instant>, replier: Replier) {
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        call: CallFrame,
+        deadline: Option<Instant>,
+        replier: Replier,
+    ) {
         if !self.accepting.load(Ordering::Acquire) {
             return replier.send(call.id, Outcome::Refused);
         }
@@ -110,7 +133,8 @@ impl Serve {
         // Hold the map's lock across the spawn so the task's own removal
         // (in `Finish`) cannot run before its entry exists.
         let mut tasks = self.tasks.lock().expect("poisoned");
-        let handle = tokio::spawn(async move {
+        let runner = self.runner;
+        let handle = tokio::spawn(CURRENT_RUNNER.scope(runner, async move {
             let _finish = Finish { serve: &this, id };
             let run = AssertUnwindSafe(work).catch_unwind();
             let result = match deadline {
@@ -126,7 +150,7 @@ impl Serve {
                 Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
             };
             replier.send(id, outcome);
-        });
+        }));
         tasks.insert(id, (handle.abort_handle(), call.linked));
     }
 

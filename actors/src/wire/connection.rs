@@ -91,7 +91,12 @@ async fn read_loop<In: DeserializeOwned + Heartbeat>(
     let mut buf = Vec::new();
     loop {
         // Any frame, heartbeat or not, proves the peer alive.
-        match tokio::time::timeout(opts.heartbeat_timeout, read_next::<_, In>(&mut reader, &mut buf, opts.max_frame)).await {
+        match tokio::time::timeout(
+            opts.heartbeat_timeout,
+            read_next::<_, In>(&mut reader, &mut buf, opts.max_frame),
+        )
+        .await
+        {
             Err(_) => return DownReason::HeartbeatLost(opts.heartbeat_timeout),
             Ok(Ok(Some(frame))) => {
                 if !frame.is_ping() {
@@ -112,7 +117,11 @@ async fn read_next<R: AsyncRead + Unpin, In: DeserializeOwned>(
     read_frame(reader, buf, limit).await
 }
 
-async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, opts: LinkOptions) {
+async fn write_loop<Out: OutFrame>(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    opts: LinkOptions,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

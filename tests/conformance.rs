@@ -1,0 +1,743 @@
+//! The behaviour suite of `shared/FLAME-BEHAVIOUR.md`, run unchanged on every
+//! backend: each behaviour is an `async fn(kind)`, instantiated per backend
+//! by the `conformance!` macro at the bottom.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ractor_flame::{CallOptions, Error, PoolEvent};
+use support::functions::{Echo, Fail, Panic, Sleep, WhereAmI};
+use support::{Events, Kind, config, eventually, key, pool_with, probe, sleep};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    assert_eq!(pool.call::<Echo>("hi".into()).await.unwrap(), "hi");
+    let place = pool.call::<WhereAmI>(()).await.unwrap();
+    assert!(!place.runner.is_empty(), "ran inside a runner");
+    let here = tokio::task::try_id()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    assert_ne!(place.task, here, "not in the caller's task");
+    if kind == Kind::Process {
+        assert_ne!(place.pid, std::process::id(), "in another process");
+    }
+    pool.stop().await;
+}
+
+async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
+    let cfg = config(1)
+        .max_concurrency(1)
+        .timeout(Duration::from_millis(200))
+        .boot_timeout(Duration::from_millis(300));
+    let pool = pool_with(kind, cfg).await;
+    // Execution is bounded by `timeout`.
+    let err = pool.call::<Sleep>(sleep(&key(), 5_000)).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::Deadline {
+            function: "test.sleep".into(),
+            timeout: Duration::from_millis(200)
+        }
+    );
+    // Checkout is bounded by `boot_timeout`.
+    let holder = pool.pool.clone();
+    let busy = tokio::spawn(async move { holder.call::<Sleep>(sleep(&key(), 150)).await });
+    eventually("the slot is taken", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let held = tokio::spawn({
+        let pool = pool.pool.clone();
+        async move {
+            // Take the slot again right after it frees, for longer than the
+            // checkout budget of the next caller.
+            pool.call_with::<Sleep>(
+                sleep(&key(), 2_000),
+                CallOptions::new().timeout(Duration::from_secs(5)),
+            )
+            .await
+        }
+    });
+    busy.await.unwrap().unwrap();
+    eventually("the slot is taken again", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let err = pool.call::<Echo>("x".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::CheckoutTimeout {
+            waited: Duration::from_millis(300)
+        }
+    );
+    held.abort();
+    pool.stop().await;
+}
+
+async fn b03_explicit_timeout_is_a_total_budget(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(1)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let holder = pool.pool.clone();
+    let busy = tokio::spawn(async move { holder.call::<Sleep>(sleep(&key(), 300)).await });
+    eventually("the slot is taken", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let started = Instant::now();
+    let err = pool
+        .call_with::<Sleep>(
+            sleep(&key(), 5_000),
+            CallOptions::new().timeout(Duration::from_millis(800)),
+        )
+        .await
+        .unwrap_err();
+    let Error::Deadline { timeout, .. } = err else {
+        panic!("expected a deadline error, got {err:?}")
+    };
+    // What remained after waiting for the slot was sent as the deadline.
+    assert!(
+        timeout < Duration::from_millis(650),
+        "execution budget {timeout:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(800) + Duration::from_millis(400));
+    busy.await.unwrap().unwrap();
+    pool.stop().await;
+}
+
+async fn b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(1)).await;
+    let holder = pool.pool.clone();
+    let k = key();
+    let busy = tokio::spawn({
+        let k = k.clone();
+        async move { holder.call::<Sleep>(sleep(&k, 3_000)).await }
+    });
+    eventually("the slot is taken", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let err = pool
+        .call_with::<Echo>(
+            "late".into(),
+            CallOptions::new().timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::CheckoutTimeout {
+            waited: Duration::from_millis(100)
+        }
+    );
+    assert_eq!(
+        pool.stats().await.unwrap().waiting,
+        0,
+        "the caller left the queue"
+    );
+    busy.abort();
+    pool.stop().await;
+}
+
+async fn b05_deadline_aborts_the_remote_task(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    let k = key();
+    let err = pool
+        .call_with::<Sleep>(
+            sleep(&k, 10_000),
+            CallOptions::new().timeout(Duration::from_millis(150)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
+    let counts = probe(&pool, &k).await;
+    assert_eq!(
+        (counts.running, counts.dropped, counts.completed),
+        (0, 1, 0),
+        "aborted at the deadline"
+    );
+    pool.stop().await;
+}
+
+async fn b06_remote_error_and_panic_reach_the_caller_typed(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    let err = pool.call::<Fail>("disk full".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::Remote {
+            function: "test.fail".into(),
+            message: "disk full".into()
+        }
+    );
+    let err = pool.call::<Panic>("boom".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::Panic {
+            function: "test.panic".into(),
+            message: "boom".into()
+        }
+    );
+    // The runner survived and serves the next call.
+    let before = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_eq!(
+        pool.call::<Echo>("still here".into()).await.unwrap(),
+        "still here"
+    );
+    assert_eq!(
+        pool.call::<WhereAmI>(()).await.unwrap().runner,
+        before.runner
+    );
+    assert_eq!(pool.stats().await.unwrap().runners, 1);
+    pool.stop().await;
+}
+
+async fn b07_dropping_the_call_cancels_the_remote_task(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    let k = key();
+    let caller = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move { pool.call::<Sleep>(sleep(&k, 10_000)).await }
+    });
+    eventually("the call runs", WAIT, || async {
+        probe(&pool, &k).await.running == 1
+    })
+    .await;
+    caller.abort();
+    eventually("the remote task is aborted", WAIT, || async {
+        probe(&pool, &k).await.dropped == 1
+    })
+    .await;
+    eventually("its slot is free", WAIT, || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+
+    // Unlinked: the work runs to completion although the caller went away.
+    let k = key();
+    let caller = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move {
+            pool.call_with::<Sleep>(sleep(&k, 200), CallOptions::new().link(false))
+                .await
+        }
+    });
+    eventually("the call runs", WAIT, || async {
+        probe(&pool, &k).await.running == 1
+    })
+    .await;
+    caller.abort();
+    eventually("the unlinked task completes", WAIT, || async {
+        probe(&pool, &k).await.completed == 1
+    })
+    .await;
+    assert_eq!(probe(&pool, &k).await.dropped, 0);
+    pool.stop().await;
+}
+
+async fn b08_cast_returns_at_once_and_holds_a_slot_while_it_runs(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let k = key();
+    let started = Instant::now();
+    pool.cast::<Sleep>(sleep(&k, 400)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "cast returned at once"
+    );
+    eventually("the cast runs remotely and holds a slot", WAIT, || async {
+        pool.stats().await.unwrap().busy >= 1 && probe(&pool, &k).await.running == 1
+    })
+    .await;
+    eventually("the cast completes and frees its slot", WAIT, || async {
+        probe(&pool, &k).await.completed == 1 && pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    pool.stop().await;
+}
+
+async fn b09_calls_to_a_stopped_pool_fail_at_once(kind: Kind) {
+    let pool = pool_with(kind, config(1)).await;
+    pool.stop().await;
+    let started = Instant::now();
+    assert_eq!(
+        pool.call::<Echo>("x".into()).await.unwrap_err(),
+        Error::PoolNotRunning
+    );
+    assert_eq!(
+        pool.cast::<Echo>("x".into()).unwrap_err(),
+        Error::PoolNotRunning
+    );
+    assert_eq!(pool.stats().await.unwrap_err(), Error::PoolNotRunning);
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+async fn b10_invalid_options_are_rejected(kind: Kind) {
+    for bad in [config(0), config(1).min(2), config(1).max_concurrency(0)] {
+        let registry = support::functions::registry();
+        let err = match kind {
+            Kind::Local => {
+                ractor_flame::Pool::start(bad, ractor_flame::LocalBackend::new(), &registry).await
+            }
+            Kind::Process => {
+                ractor_flame::Pool::start(
+                    bad,
+                    ractor_flame::ProcessBackend::new(support::runner_exe()),
+                    &registry,
+                )
+                .await
+            }
+        }
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+    }
+}
+
+async fn b12_min_runners_boot_in_parallel_at_start(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(3).min(2))).await;
+    eventually("min runners are up", WAIT, || async {
+        pool.stats().await.unwrap().runners == 2
+    })
+    .await;
+    // Both boots started before either finished: in parallel.
+    assert_eq!(
+        events.all()[..2],
+        [
+            PoolEvent::GrowStart { target: 1 },
+            PoolEvent::GrowStart { target: 2 }
+        ]
+    );
+    pool.stop().await;
+}
+
+async fn b13_checkout_picks_the_least_loaded_runner(kind: Kind) {
+    let pool = pool_with(kind, config(2).min(2).max_concurrency(10)).await;
+    eventually("min runners are up", WAIT, || async {
+        pool.stats().await.unwrap().runners == 2
+    })
+    .await;
+    let k = key();
+    let first = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move { pool.call::<Sleep>(sleep(&k, 2_000)).await }
+    });
+    eventually("one runner is loaded", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    // The next two calls go to the idle runner, then alternate; WhereAmI
+    // runs on the runner with fewer checkouts.
+    let a = pool.call::<WhereAmI>(()).await.unwrap();
+    let b = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_eq!(
+        a.runner, b.runner,
+        "both went to the runner without the sleep"
+    );
+    first.abort();
+    pool.stop().await;
+}
+
+async fn b14_growth_boots_only_what_booting_runners_cannot_absorb(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(4).max_concurrency(2))).await;
+    let k = key();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.pool.clone();
+            let k = k.clone();
+            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 100)).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // Three waiting callers, two slots per runner: two boots, not three.
+    assert_eq!(events.grow_starts(), 2, "{:?}", events.all());
+    pool.stop().await;
+}
+
+async fn b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(1).queue_capacity(2)).await;
+    let holder = tokio::spawn({
+        let pool = pool.pool.clone();
+        async move { pool.call::<Sleep>(sleep(&key(), 300)).await }
+    });
+    eventually("the slot is taken", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for (n, name) in ["first", "second"].into_iter().enumerate() {
+        let (pool2, order) = (pool.pool.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let out = pool2.call::<Echo>(name.into()).await.unwrap();
+            order.lock().unwrap().push(out);
+        }));
+        eventually("the caller queues", WAIT, || async {
+            pool.stats().await.unwrap().waiting == n + 1
+        })
+        .await;
+    }
+    let err = pool.call::<Echo>("third".into()).await.unwrap_err();
+    assert_eq!(err, Error::QueueFull { capacity: 2 });
+    holder.await.unwrap().unwrap();
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec!["first", "second"]);
+    pool.stop().await;
+}
+
+async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(2)).await;
+    let (k_hold, k_gave_up) = (key(), key());
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.pool.clone();
+            let k = k_hold.clone();
+            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 300)).await })
+        })
+        .collect();
+    eventually("both slots are taken", WAIT, || async {
+        pool.stats().await.unwrap().busy == 2
+    })
+    .await;
+    let err = pool
+        .call_with::<Sleep>(
+            sleep(&k_gave_up, 1),
+            CallOptions::new().timeout(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CheckoutTimeout { .. }));
+    let served = pool.call::<Echo>("served".into()).await.unwrap();
+    assert_eq!(served, "served");
+    for h in holders {
+        h.await.unwrap().unwrap();
+    }
+    let counts = probe(&pool, &k_gave_up).await;
+    assert_eq!(
+        counts.running + counts.completed + counts.dropped,
+        0,
+        "never served"
+    );
+    eventually("no slot leaks", WAIT, || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    pool.stop().await;
+}
+
+async fn b17_a_fresh_runner_serves_its_waiters_at_once(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(1).max_concurrency(3))).await;
+    let k = key();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.pool.clone();
+            let k = k.clone();
+            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 400)).await })
+        })
+        .collect();
+    eventually("three calls run at once on one runner", WAIT, || async {
+        pool.stats().await.unwrap().busy == 3
+    })
+    .await;
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(events.grow_starts(), 1);
+    pool.stop().await;
+}
+
+async fn b19_hooks_report_growth_and_shrink(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(
+        kind,
+        events.hooks(config(1).idle_shutdown_after(Duration::from_millis(100))),
+    )
+    .await;
+    pool.call::<Echo>("x".into()).await.unwrap();
+    eventually("the idle runner leaves", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    assert_eq!(
+        events.all(),
+        vec![
+            PoolEvent::GrowStart { target: 1 },
+            PoolEvent::GrowEnd {
+                result: Ok(()),
+                count: 1
+            },
+            PoolEvent::Shrink { count: 0 },
+        ]
+    );
+    pool.stop().await;
+}
+
+async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(4)).await;
+    pool.call::<Echo>("ok".into()).await.unwrap();
+    let _ = pool.call::<Fail>("e".into()).await.unwrap_err();
+    let _ = pool.call::<Panic>("p".into()).await.unwrap_err();
+    let _ = pool
+        .call_with::<Sleep>(
+            sleep(&key(), 5_000),
+            CallOptions::new().timeout(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    let k = key();
+    let cancelled = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move { pool.call::<Sleep>(sleep(&k, 5_000)).await }
+    });
+    eventually("the call runs", WAIT, || async {
+        probe(&pool, &k).await.running == 1
+    })
+    .await;
+    cancelled.abort();
+    eventually("every slot came back", WAIT, || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    // A late or duplicate checkin for an unknown runner is harmless.
+    pool.actor()
+        .cast(ractor_flame::PoolMessage::Checkin(
+            ractor_flame::RunnerId::new(),
+        ))
+        .unwrap();
+    assert_eq!(pool.call::<Echo>("alive".into()).await.unwrap(), "alive");
+    assert_eq!(pool.stats().await.unwrap().busy, 0);
+    pool.stop().await;
+}
+
+async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Kind) {
+    let pool = pool_with(kind, config(2).min(1)).await;
+    eventually("the min runner is up", WAIT, || async {
+        pool.stats().await.unwrap().runners == 1
+    })
+    .await;
+    let first = pool.call::<WhereAmI>(()).await.unwrap();
+    let k = key();
+    let in_flight = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move { pool.call::<Sleep>(sleep(&k, 10_000)).await }
+    });
+    eventually("the call runs", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let started = Instant::now();
+    match &pool.local {
+        Some(local) => assert_eq!(local.kill_runners(), 1),
+        None => support::kill(first.pid, "KILL"),
+    }
+    let err = in_flight.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "failed within 1 s"
+    );
+    eventually("the pool refilled to min", WAIT, || async {
+        pool.stats().await.unwrap().runners == 1
+    })
+    .await;
+    let second = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_ne!(first.runner, second.runner, "a new runner");
+    pool.stop().await;
+}
+
+async fn b22_idle_runners_stop_and_min_runners_follow_their_own_setting(kind: Kind) {
+    let cfg = config(2)
+        .min(1)
+        .max_concurrency(1)
+        .idle_shutdown_after(Duration::from_millis(100));
+    let pool = pool_with(kind, cfg).await;
+    // Two concurrent calls: the min runner and one more.
+    let k = key();
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.pool.clone();
+            let k = k.clone();
+            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 200)).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(pool.stats().await.unwrap().runners, 2);
+    eventually("the extra runner idles down", WAIT, || async {
+        let s = pool.stats().await.unwrap();
+        s.runners == 1 && s.booting == 0
+    })
+    .await;
+    pool.stop().await;
+
+    // Min runners with their own idle setting leave too, and are not refilled.
+    let events = Events::default();
+    let cfg = config(1)
+        .min(1)
+        .min_idle_shutdown_after(Duration::from_millis(100));
+    let pool = pool_with(kind, events.hooks(cfg)).await;
+    eventually("the min runner idles down", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    let s = pool.stats().await.unwrap();
+    assert_eq!((s.runners, s.booting), (0, 0));
+    pool.stop().await;
+}
+
+async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(2).single_use(true))).await;
+    let a = pool.call::<WhereAmI>(()).await.unwrap();
+    eventually("the used runner stops", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    let _ = pool.call::<Fail>("x".into()).await.unwrap_err();
+    eventually("the failed call's runner stops too", WAIT, || async {
+        events.shrinks() == 2
+    })
+    .await;
+    let b = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_ne!(a.runner, b.runner);
+    assert_eq!(events.grow_starts(), 3);
+    pool.stop().await;
+}
+
+async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
+    let pool = pool_with(kind, config(2).min(2)).await;
+    eventually("min runners are up", WAIT, || async {
+        pool.stats().await.unwrap().runners == 2
+    })
+    .await;
+    let place = pool.call::<WhereAmI>(()).await.unwrap();
+    let k = key();
+    let in_flight = tokio::spawn({
+        let pool = pool.pool.clone();
+        let k = k.clone();
+        async move { pool.call::<Sleep>(sleep(&k, 300)).await }
+    });
+    eventually("the call runs", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    pool.stop().await;
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        300,
+        "the call in flight drained"
+    );
+    match &pool.local {
+        Some(local) => assert_eq!(local.system_shutdowns(), 2, "each runner shut down once"),
+        None => assert!(!support::alive(place.pid), "runner process is gone"),
+    }
+}
+
+async fn b29_idle_shutdown_never_interrupts_work(kind: Kind) {
+    let events = Events::default();
+    let pool = pool_with(
+        kind,
+        events.hooks(config(1).idle_shutdown_after(Duration::from_millis(50))),
+    )
+    .await;
+    let k = key();
+    pool.cast::<Sleep>(sleep(&k, 300)).unwrap();
+    assert_eq!(pool.call::<Sleep>(sleep(&k, 300)).await.unwrap(), 300);
+    eventually("the cast completed", WAIT, || async {
+        probe(&pool, &k).await.completed == 2
+    })
+    .await;
+    assert_eq!(events.grow_starts(), 1, "the same runner served all of it");
+    eventually("then it idles down", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    pool.stop().await;
+}
+
+async fn b06_unknown_function_is_a_clear_error(kind: Kind) {
+    use ractor_flame::{FnError, RemoteFn};
+    struct NotRegistered;
+    impl RemoteFn for NotRegistered {
+        const NAME: &'static str = "test.not_registered";
+        type Args = ();
+        type Output = ();
+        async fn run(_: ()) -> Result<(), FnError> {
+            Ok(())
+        }
+    }
+    let pool = pool_with(kind, config(1)).await;
+    let err = pool.call::<NotRegistered>(()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnknownFunction {
+            function: "test.not_registered".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "no remote function named `test.not_registered` is registered"
+    );
+    pool.stop().await;
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Local).await
+                }
+            )*
+        }
+        mod process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Process).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    b01_call_runs_on_a_runner_and_returns_its_value,
+    b02_default_budgets_are_boot_timeout_then_timeout,
+    b03_explicit_timeout_is_a_total_budget,
+    b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue,
+    b05_deadline_aborts_the_remote_task,
+    b06_remote_error_and_panic_reach_the_caller_typed,
+    b06_unknown_function_is_a_clear_error,
+    b07_dropping_the_call_cancels_the_remote_task,
+    b08_cast_returns_at_once_and_holds_a_slot_while_it_runs,
+    b09_calls_to_a_stopped_pool_fail_at_once,
+    b10_invalid_options_are_rejected,
+    b12_min_runners_boot_in_parallel_at_start,
+    b13_checkout_picks_the_least_loaded_runner,
+    b14_growth_boots_only_what_booting_runners_cannot_absorb,
+    b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses,
+    b16_waiters_that_gave_up_are_skipped,
+    b17_a_fresh_runner_serves_its_waiters_at_once,
+    b19_hooks_report_growth_and_shrink,
+    b20_every_call_checks_in_exactly_once,
+    b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min,
+    b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
+    b23_single_use_runners_stop_after_their_first_call,
+    b24_stopping_a_pool_drains_then_stops_every_runner,
+    b29_idle_shutdown_never_interrupts_work,
+);

@@ -1,0 +1,225 @@
+//! Remote functions shared by the integration tests and the test runner
+//! binary (`flame-test-runner`), which registers exactly these.
+//!
+//! Probes are keyed by a string each test chooses, so tests running in
+//! parallel in one process never see each other's counts.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use ractor_flame::{FnError, Registry, RemoteFn};
+use serde::{Deserialize, Serialize};
+
+/// Counts of one probe key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Sleeps running now.
+    pub running: u32,
+    /// Sleeps that ended without finishing (aborted).
+    pub dropped: u32,
+    /// Sleeps that finished.
+    pub completed: u32,
+}
+
+fn probes() -> &'static Mutex<HashMap<String, Counts>> {
+    static PROBES: OnceLock<Mutex<HashMap<String, Counts>>> = OnceLock::new();
+    PROBES.get_or_init(Mutex::default)
+}
+
+fn update(key: &str, f: impl FnOnce(&mut Counts)) {
+    f(probes().lock().unwrap().entry(key.to_owned()).or_default());
+}
+
+/// Sleeps for `ms`, counting starts, completions and aborts under `key`.
+pub struct Sleep;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SleepArgs {
+    pub key: String,
+    pub ms: u64,
+}
+
+struct Running(String, bool);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let done = self.1;
+        update(&self.0, |c| {
+            c.running -= 1;
+            if done {
+                c.completed += 1
+            } else {
+                c.dropped += 1
+            }
+        });
+    }
+}
+
+impl RemoteFn for Sleep {
+    const NAME: &'static str = "test.sleep";
+    type Args = SleepArgs;
+    type Output = u64;
+    async fn run(args: SleepArgs) -> Result<u64, FnError> {
+        update(&args.key, |c| c.running += 1);
+        let mut guard = Running(args.key, false);
+        tokio::time::sleep(Duration::from_millis(args.ms)).await;
+        guard.1 = true;
+        Ok(args.ms)
+    }
+}
+
+/// The counts of a key.
+pub struct Probe;
+
+impl RemoteFn for Probe {
+    const NAME: &'static str = "test.probe";
+    type Args = String;
+    type Output = Counts;
+    async fn run(key: String) -> Result<Counts, FnError> {
+        Ok(probes()
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or_default())
+    }
+}
+
+/// Echoes its argument.
+pub struct Echo;
+
+impl RemoteFn for Echo {
+    const NAME: &'static str = "test.echo";
+    type Args = String;
+    type Output = String;
+    async fn run(s: String) -> Result<String, FnError> {
+        Ok(s)
+    }
+}
+
+/// Where the call ran: the process id, the runner id, the task id.
+pub struct WhereAmI;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub pid: u32,
+    pub runner: String,
+    pub task: String,
+}
+
+impl RemoteFn for WhereAmI {
+    const NAME: &'static str = "test.where";
+    type Args = ();
+    type Output = Place;
+    async fn run(_: ()) -> Result<Place, FnError> {
+        Ok(Place {
+            pid: std::process::id(),
+            runner: ractor_flame::current_runner()
+                .map(|r| format!("{r:?}"))
+                .unwrap_or_default(),
+            task: tokio::task::try_id()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Returns an error with the given message.
+pub struct Fail;
+
+impl RemoteFn for Fail {
+    const NAME: &'static str = "test.fail";
+    type Args = String;
+    type Output = ();
+    async fn run(message: String) -> Result<(), FnError> {
+        Err(FnError::msg(message))
+    }
+}
+
+/// Panics with the given message.
+pub struct Panic;
+
+impl RemoteFn for Panic {
+    const NAME: &'static str = "test.panic";
+    type Args = String;
+    type Output = ();
+    async fn run(message: String) -> Result<(), FnError> {
+        panic!("{message}")
+    }
+}
+
+/// Returns the length of its argument.
+pub struct Len;
+
+impl RemoteFn for Len {
+    const NAME: &'static str = "test.len";
+    type Args = serde_bytes::ByteBuf;
+    type Output = usize;
+    async fn run(bytes: serde_bytes::ByteBuf) -> Result<usize, FnError> {
+        Ok(bytes.len())
+    }
+}
+
+/// Returns `n` bytes.
+pub struct Bytes;
+
+impl RemoteFn for Bytes {
+    const NAME: &'static str = "test.bytes";
+    type Args = usize;
+    type Output = serde_bytes::ByteBuf;
+    async fn run(n: usize) -> Result<serde_bytes::ByteBuf, FnError> {
+        Ok(serde_bytes::ByteBuf::from(vec![7u8; n]))
+    }
+}
+
+/// Exits the runner process with the given code (process backend only).
+pub struct Exit;
+
+impl RemoteFn for Exit {
+    const NAME: &'static str = "test.exit";
+    type Args = i32;
+    type Output = ();
+    async fn run(code: i32) -> Result<(), FnError> {
+        std::process::exit(code)
+    }
+}
+
+/// Starts a pool with `min` 2 where it runs and reports its runners plus
+/// booting (B11: 0 on a runner).
+pub struct NestedPool;
+
+impl RemoteFn for NestedPool {
+    const NAME: &'static str = "test.nested_pool";
+    type Args = ();
+    type Output = usize;
+    async fn run(_: ()) -> Result<usize, FnError> {
+        let config = ractor_flame::PoolConfig::new(2)
+            .min(2)
+            .name(format!("nested-{}", std::process::id()));
+        let pool =
+            ractor_flame::Pool::start(config, ractor_flame::LocalBackend::new(), &registry())
+                .await
+                .map_err(FnError::from)?;
+        let stats = pool.stats().await.map_err(FnError::from)?;
+        pool.stop().await;
+        Ok(stats.runners + stats.booting)
+    }
+}
+
+/// Every function above, as both sides register them.
+pub fn registry() -> Registry {
+    Registry::new()
+        .register::<Sleep>()
+        .register::<Probe>()
+        .register::<Echo>()
+        .register::<WhereAmI>()
+        .register::<Fail>()
+        .register::<Panic>()
+        .register::<Len>()
+        .register::<Bytes>()
+        .register::<Exit>()
+        .register::<NestedPool>()
+}

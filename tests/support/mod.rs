@@ -1,0 +1,166 @@
+//! Helpers shared by the integration tests: pools on each backend, an
+//! `eventually` poller, hook recorders.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod functions;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor_flame::{LocalBackend, Pool, PoolConfig, PoolEvent, ProcessBackend};
+
+/// The backends the conformance suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    Process,
+}
+
+/// The path of the test runner binary.
+pub fn runner_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_flame-test-runner")
+}
+
+/// A pool handle plus what the test may need of its backend.
+pub struct TestPool {
+    pub pool: Pool,
+    pub local: Option<LocalBackend>,
+}
+
+impl std::ops::Deref for TestPool {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// Test defaults: short timeouts so faults show in milliseconds.
+pub fn config(max: usize) -> PoolConfig {
+    PoolConfig::new(max)
+        .name(format!("test-{}", uuid::Uuid::new_v4().simple()))
+        .boot_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .shutdown_timeout(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(1000))
+        .failsafe_timeout(Duration::from_secs(5))
+}
+
+/// Starts a pool of `kind` with `config`.
+pub async fn pool_with(kind: Kind, config: PoolConfig) -> TestPool {
+    let registry = functions::registry();
+    match kind {
+        Kind::Local => {
+            let backend = LocalBackend::new();
+            let pool = Pool::start(config, backend.clone(), &registry)
+                .await
+                .expect("pool starts");
+            TestPool {
+                pool,
+                local: Some(backend),
+            }
+        }
+        Kind::Process => {
+            let pool = Pool::start(config, ProcessBackend::new(runner_exe()), &registry)
+                .await
+                .expect("pool starts");
+            TestPool { pool, local: None }
+        }
+    }
+}
+
+/// Polls `check` until it returns `true` or `timeout` passes; panics with
+/// `what` then.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Records pool hook events.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<PoolEvent>>>);
+
+impl Events {
+    pub fn hooks(&self, config: PoolConfig) -> PoolConfig {
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        config
+            .on_grow_start(move |e| a.0.lock().unwrap().push(e.clone()))
+            .on_grow_end(move |e| b.0.lock().unwrap().push(e.clone()))
+            .on_shrink(move |e| c.0.lock().unwrap().push(e.clone()))
+    }
+
+    pub fn all(&self) -> Vec<PoolEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn grow_starts(&self) -> usize {
+        self.all()
+            .iter()
+            .filter(|e| matches!(e, PoolEvent::GrowStart { .. }))
+            .count()
+    }
+
+    pub fn shrinks(&self) -> usize {
+        self.all()
+            .iter()
+            .filter(|e| matches!(e, PoolEvent::Shrink { .. }))
+            .count()
+    }
+}
+
+/// A unique probe key.
+pub fn key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A sleep of `ms` counted under `key`.
+pub fn sleep(key: &str, ms: u64) -> functions::SleepArgs {
+    functions::SleepArgs {
+        key: key.to_owned(),
+        ms,
+    }
+}
+
+/// The counts of `key` as seen on a runner of `pool`.
+pub async fn probe(pool: &Pool, key: &str) -> functions::Counts {
+    pool.call::<functions::Probe>(key.to_owned())
+        .await
+        .expect("probe call")
+}
+
+/// Sends `signal` (a name such as `KILL`, `STOP`, `TERM`) to `pid`.
+pub fn kill(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
