@@ -1,1 +1,358 @@
-fn main() {}
+//! The bench report: one JSON object per line,
+//! `{"metric": NAME, "value": NUMBER, "unit": UNIT}`.
+//!
+//! ```text
+//! cargo bench --bench report -- --quick     # about a minute
+//! cargo bench --bench report                # longer runs, steadier figures
+//! ```
+//!
+//! Floors are measured in the same run as the figures they bound (a bare
+//! ractor call, a plain TCP request/response), so ratios stay meaningful on a
+//! noisy machine. The binary is also its own runner for the process backend.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, ProcessBackend, Registry, RemoteFn};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---- remote functions -------------------------------------------------------
+
+struct Noop;
+impl RemoteFn for Noop {
+    const NAME: &'static str = "bench.noop";
+    type Args = u64;
+    type Output = u64;
+    async fn run(n: u64) -> Result<u64, FnError> {
+        Ok(n)
+    }
+}
+
+static CASTS: AtomicU64 = AtomicU64::new(0);
+
+struct CountCast;
+impl RemoteFn for CountCast {
+    const NAME: &'static str = "bench.count";
+    type Args = u64;
+    type Output = ();
+    async fn run(_: u64) -> Result<(), FnError> {
+        CASTS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Len;
+impl RemoteFn for Len {
+    const NAME: &'static str = "bench.len";
+    type Args = ByteBuf;
+    type Output = u64;
+    async fn run(b: ByteBuf) -> Result<u64, FnError> {
+        Ok(b.len() as u64)
+    }
+}
+
+struct Pid;
+impl RemoteFn for Pid {
+    const NAME: &'static str = "bench.pid";
+    type Args = ();
+    type Output = u32;
+    async fn run(_: ()) -> Result<u32, FnError> {
+        Ok(std::process::id())
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .register::<Noop>()
+        .register::<CountCast>()
+        .register::<Len>()
+        .register::<Pid>()
+}
+
+// ---- output -----------------------------------------------------------------
+
+fn emit(metric: &str, value: f64, unit: &str) {
+    println!("{{\"metric\": \"{metric}\", \"value\": {value:.3}, \"unit\": \"{unit}\"}}");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+struct Plan {
+    samples: usize,
+    throughput_for: Duration,
+    casts: u64,
+    boots: usize,
+}
+
+// ---- measurements -----------------------------------------------------------
+
+/// Sequential call latencies after a warm-up.
+async fn latencies(pool: &Pool, samples: usize) -> Vec<Duration> {
+    for i in 0..samples / 10 {
+        pool.call::<Noop>(i as u64).await.expect("warm-up call");
+    }
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let t = Instant::now();
+        pool.call::<Noop>(i as u64).await.expect("call");
+        out.push(t.elapsed());
+    }
+    out.sort();
+    out
+}
+
+/// Calls per second with `callers` concurrent callers for `for_`.
+async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (pool, done) = (pool.clone(), done.clone());
+            tokio::spawn(async move {
+                while start.elapsed() < for_ {
+                    pool.call::<Noop>(1).await.expect("call");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn local(plan: &Plan, registry: &Registry) -> f64 {
+    let config = PoolConfig::new(1).name("bench-local").max_concurrency(100_000);
+    let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
+    let lat = latencies(&pool, plan.samples).await;
+    let p50 = percentile(&lat, 0.5);
+    emit("local_call_p50_us", us(p50), "us");
+    emit("local_call_p99_us", us(percentile(&lat, 0.99)), "us");
+    emit("local_call_throughput_per_s", throughput(&pool, 64, plan.throughput_for).await, "calls/s");
+
+    CASTS.store(0, Ordering::Relaxed);
+    let start = Instant::now();
+    for i in 0..plan.casts {
+        pool.cast::<CountCast>(i).unwrap();
+    }
+    while CASTS.load(Ordering::Relaxed) < plan.casts {
+        tokio::task::yield_now().await;
+    }
+    emit(
+        "local_cast_throughput_per_s",
+        plan.casts as f64 / start.elapsed().as_secs_f64(),
+        "casts/s",
+    );
+    pool.stop().await;
+    us(p50)
+}
+
+/// A trivial actor: the floor of one ractor call.
+struct Pong;
+impl Actor for Pong {
+    type Msg = RpcReplyPort<u64>;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(&self, _: ActorRef<Self::Msg>, port: Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        let _ = port.send(1);
+        Ok(())
+    }
+}
+
+async fn ractor_floor(plan: &Plan) -> f64 {
+    let (actor, handle) = Actor::spawn(None, Pong, ()).await.unwrap();
+    for _ in 0..plan.samples / 10 {
+        actor.call(|p| p, None).await.unwrap();
+    }
+    let mut lat = Vec::with_capacity(plan.samples);
+    for _ in 0..plan.samples {
+        let t = Instant::now();
+        actor.call(|p| p, None).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    actor.stop(None);
+    let _ = handle.await;
+    let p50 = us(percentile(&lat, 0.5));
+    emit("ractor_call_rtt_p50_us", p50, "us");
+    p50
+}
+
+async fn remote(plan: &Plan, registry: &Registry) -> f64 {
+    let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+    let config = PoolConfig::new(1).name("bench-remote").max_concurrency(100_000);
+    let pool = Pool::start(config, backend, registry).await.unwrap();
+    let lat = latencies(&pool, plan.samples).await;
+    let p50 = percentile(&lat, 0.5);
+    emit("remote_call_p50_us", us(p50), "us");
+    emit("remote_call_p99_us", us(percentile(&lat, 0.99)), "us");
+    emit("remote_call_throughput_per_s", throughput(&pool, 64, plan.throughput_for).await, "calls/s");
+
+    let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
+    let mut lat = Vec::new();
+    for _ in 0..(plan.samples / 200).max(20) {
+        let arg = mib.clone();
+        let t = Instant::now();
+        pool.call::<Len>(arg).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    emit("remote_1mib_arg_p50_ms", us(percentile(&lat, 0.5)) / 1000.0, "ms");
+
+    let pid = pool.call::<Pid>(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(kib) = vm_rss_kib(pid) {
+        emit("runner_rss_idle_kib", kib as f64, "KiB");
+    }
+    pool.stop().await;
+    us(p50)
+}
+
+async fn cold_boot(plan: &Plan, registry: &Registry) {
+    let mut boots = Vec::new();
+    for n in 0..plan.boots {
+        let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+        let config = PoolConfig::new(1).name(format!("bench-boot-{n}"));
+        let start = Instant::now();
+        let pool = Pool::start(config, backend, registry).await.unwrap();
+        pool.call::<Noop>(1).await.unwrap();
+        boots.push(start.elapsed());
+        pool.stop().await;
+    }
+    boots.sort();
+    emit("process_cold_boot_ms", us(percentile(&boots, 0.5)) / 1000.0, "ms");
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- the raw TCP floor --------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct RawFrame {
+    id: u64,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+async fn read_raw(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RawFrame> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    buf.resize(u32::from_be_bytes(len) as usize, 0);
+    stream.read_exact(buf).await.ok()?;
+    rmp_serde::from_slice(buf).ok()
+}
+
+async fn write_raw(stream: &mut TcpStream, frame: &RawFrame, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write_named(out, frame).unwrap();
+    let n = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&n.to_be_bytes());
+    stream.write_all(out).await.unwrap();
+}
+
+/// Serves echo frames (run in a child process, like a runner).
+async fn raw_echo_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let (mut stream, _) = listener.accept().await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    while let Some(frame) = read_raw(&mut stream, &mut buf).await {
+        write_raw(&mut stream, &frame, &mut out).await;
+    }
+}
+
+async fn raw_floor(plan: &Plan) -> f64 {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env("FLAME_BENCH_RAW_ECHO", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await.unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut lat = Vec::with_capacity(plan.samples);
+    for i in 0..plan.samples + plan.samples / 10 {
+        let frame = RawFrame {
+            id: i as u64,
+            body: rmp_serde::to_vec(&(i as u64)).unwrap(),
+        };
+        let t = Instant::now();
+        write_raw(&mut stream, &frame, &mut out).await;
+        read_raw(&mut stream, &mut buf).await.unwrap();
+        if i >= plan.samples / 10 {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    drop(stream);
+    let _ = child.kill().await;
+    let p50 = us(percentile(&lat, 0.5));
+    emit("raw_tcp_rtt_p50_us", p50, "us");
+    p50
+}
+
+// ---- main -------------------------------------------------------------------
+
+#[tokio::main]
+async fn main() {
+    let registry = registry();
+    if let Err(e) = ractor_flame::run_if_runner(&registry).await {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    if std::env::var_os("FLAME_BENCH_RAW_ECHO").is_some() {
+        return raw_echo_server().await;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            samples: 20_000,
+            throughput_for: Duration::from_secs(1),
+            casts: 200_000,
+            boots: 5,
+        }
+    } else {
+        Plan {
+            samples: 100_000,
+            throughput_for: Duration::from_secs(5),
+            casts: 1_000_000,
+            boots: 15,
+        }
+    };
+    let floor = ractor_floor(&plan).await;
+    let local_p50 = local(&plan, &registry).await;
+    emit("local_vs_ractor_ratio", local_p50 / floor, "ratio");
+    let raw = raw_floor(&plan).await;
+    let remote_p50 = remote(&plan, &registry).await;
+    emit("remote_vs_raw_ratio", remote_p50 / raw, "ratio");
+    cold_boot(&plan, &registry).await;
+}
