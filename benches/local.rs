@@ -22,7 +22,10 @@ impl RemoteFn for Noop {
 }
 
 fn local_call(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = Registry::new().register::<Noop>();
     let pool = rt.block_on(async {
         let config = PoolConfig::new(1).name("criterion-local").max_concurrency(10_000);

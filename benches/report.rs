@@ -143,7 +143,11 @@ async fn local(plan: &Plan, registry: &Registry) -> f64 {
     let p50 = percentile(&lat, 0.5);
     emit("local_call_p50_us", us(p50), "us");
     emit("local_call_p99_us", us(percentile(&lat, 0.99)), "us");
-    emit("local_call_throughput_per_s", throughput(&pool, 64, plan.throughput_for).await, "calls/s");
+    emit(
+        "local_call_throughput_per_s",
+        throughput(&pool, 64, plan.throughput_for).await,
+        "calls/s",
+    );
 
     CASTS.store(0, Ordering::Relaxed);
     let start = Instant::now();
@@ -204,7 +208,11 @@ async fn remote(plan: &Plan, registry: &Registry) -> f64 {
     let p50 = percentile(&lat, 0.5);
     emit("remote_call_p50_us", us(p50), "us");
     emit("remote_call_p99_us", us(percentile(&lat, 0.99)), "us");
-    emit("remote_call_throughput_per_s", throughput(&pool, 64, plan.throughput_for).await, "calls/s");
+    emit(
+        "remote_call_throughput_per_s",
+        throughput(&pool, 64, plan.throughput_for).await,
+        "calls/s",
+    );
 
     let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
     let mut lat = Vec::new();
@@ -294,7 +302,9 @@ async fn raw_floor(plan: &Plan) -> f64 {
         .unwrap();
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line).await.unwrap();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
     let port: u16 = line.trim().parse().unwrap();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream.set_nodelay(true).unwrap();

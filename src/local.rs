@@ -71,11 +71,7 @@ impl Backend for LocalBackend {
         Ok((ctx.runner_id, None))
     }
 
-    async fn remote_boot(
-        &self,
-        state: &mut Self::State,
-        ctx: &RunnerContext,
-    ) -> Result<(), BackendError> {
+    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         let shutdowns = Arc::clone(&self.shutdowns);
         let hook: SystemShutdown = Box::new(move || {
             Box::pin(async move {

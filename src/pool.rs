@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::{
-    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats,
-    Registry, RemoteFn, outcome_into_result,
+    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteFn,
+    outcome_into_result,
 };
 use tracing::Instrument as _;
 
@@ -69,11 +69,7 @@ impl Pool {
     ///
     /// [`Error::Config`] for invalid options, [`Error::PoolNotRunning`] when
     /// the actor could not start.
-    pub async fn start<B: Backend>(
-        config: PoolConfig,
-        backend: B,
-        registry: &Registry,
-    ) -> Result<Pool, Error> {
+    pub async fn start<B: Backend>(config: PoolConfig, backend: B, registry: &Registry) -> Result<Pool, Error> {
         Self::spawn(config, backend, registry, None).await
     }
 
@@ -205,37 +201,29 @@ impl Pool {
     /// # pool.stop().await;
     /// # Ok(()) }
     /// ```
-    pub async fn call_with<F: RemoteFn>(
-        &self,
-        args: F::Args,
-        opts: CallOptions,
-    ) -> Result<F::Output, Error> {
+    pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
         let args = encode(&args)?;
         let started = Instant::now();
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = self
             .checkout(checkout_budget)
-            .instrument(
-                tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME),
-            )
+            .instrument(tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME))
             .await?;
         let exec_budget = match opts.timeout {
             Some(total) => total.saturating_sub(started.elapsed()),
             None => self.settings.timeout,
         };
-        let span = tracing::trace_span!(target: "ractor_flame::pool", "call", function = F::NAME, runner = %lease.runner());
+        let span =
+            tracing::trace_span!(target: "ractor_flame::pool", "call", function = F::NAME, runner = %lease.runner());
         let bytes = if opts.link {
-            run(lease, F::NAME, args, exec_budget, true)
-                .instrument(span)
-                .await?
+            run(lease, F::NAME, args, exec_budget, true).instrument(span).await?
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
             // dropping this future neither cancels it nor frees its slot early.
             let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).instrument(span));
             task.await.map_err(|e| Error::Cancelled(e.to_string()))??
         };
-        rmp_serde::from_slice(&bytes)
-            .map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+        rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
     }
 
     /// Runs `F` on a runner without waiting for it: returns at once; the work
@@ -320,10 +308,7 @@ impl Pool {
 
     /// Whether the pool actor is running.
     pub fn is_running(&self) -> bool {
-        matches!(
-            self.actor.get_status(),
-            ActorStatus::Running | ActorStatus::Starting
-        )
+        matches!(self.actor.get_status(), ActorStatus::Running | ActorStatus::Starting)
     }
 
     /// The pool's name.

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use ractor::ActorRef;
 use ractor_flame_actors::runner::RunnerMessage;
-use ractor_flame_actors::{
-    Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId,
-};
+use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{OnceCell, oneshot};
@@ -111,6 +109,11 @@ impl ProcessBackend {
         self
     }
 
+    /// Where runners connect back, once the first runner has booted.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.get().map(Endpoint::addr)
+    }
+
     /// The command a runner is started with (for inspection and tests).
     pub fn command(&self, flame_parent: &str) -> Command {
         let mut cmd = Command::new(&self.program);
@@ -166,11 +169,7 @@ impl Backend for ProcessBackend {
         })
     }
 
-    async fn remote_boot(
-        &self,
-        state: &mut Self::State,
-        ctx: &RunnerContext,
-    ) -> Result<(), BackendError> {
+    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         let endpoint = self.endpoint(ctx).await?;
         endpoint.expect(ctx);
         let parent = ctx.parent(vec![endpoint.addr()], self.name());
@@ -194,11 +193,7 @@ impl Backend for ProcessBackend {
         Ok(())
     }
 
-    async fn handle_info(
-        &self,
-        _state: &mut Self::State,
-        info: Box<dyn std::any::Any + Send>,
-    ) -> Option<DownReason> {
+    async fn handle_info(&self, _state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
         let Exited(status) = *info.downcast::<Exited>().ok()?;
         Some(exit_reason(status))
     }

@@ -81,10 +81,7 @@ pub async fn serve_as_runner(registry: &Registry, parent: Parent) -> i32 {
     let on_signal = terminator.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;
         };
         let name = tokio::select! {

@@ -17,9 +17,7 @@ async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) {
     assert_eq!(pool.call::<Echo>("hi".into()).await.unwrap(), "hi");
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     assert!(!place.runner.is_empty(), "ran inside a runner");
-    let here = tokio::task::try_id()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
+    let here = tokio::task::try_id().map(|t| t.to_string()).unwrap_or_default();
     assert_ne!(place.task, here, "not in the caller's task");
     if kind == Kind::Process {
         assert_ne!(place.pid, std::process::id(), "in another process");
@@ -54,11 +52,8 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
         async move {
             // Take the slot again right after it frees, for longer than the
             // checkout budget of the next caller.
-            pool.call_with::<Sleep>(
-                sleep(&key(), 2_000),
-                CallOptions::new().timeout(Duration::from_secs(5)),
-            )
-            .await
+            pool.call_with::<Sleep>(sleep(&key(), 2_000), CallOptions::new().timeout(Duration::from_secs(5)))
+                .await
         }
     });
     busy.await.unwrap().unwrap();
@@ -98,10 +93,7 @@ async fn b03_explicit_timeout_is_a_total_budget(kind: Kind) {
         panic!("expected a deadline error, got {err:?}")
     };
     // What remained after waiting for the slot was sent as the deadline.
-    assert!(
-        timeout < Duration::from_millis(650),
-        "execution budget {timeout:?}"
-    );
+    assert!(timeout < Duration::from_millis(650), "execution budget {timeout:?}");
     assert!(started.elapsed() < Duration::from_millis(800) + Duration::from_millis(400));
     busy.await.unwrap().unwrap();
     pool.stop().await;
@@ -120,10 +112,7 @@ async fn b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue(kind: Ki
     })
     .await;
     let err = pool
-        .call_with::<Echo>(
-            "late".into(),
-            CallOptions::new().timeout(Duration::from_millis(100)),
-        )
+        .call_with::<Echo>("late".into(), CallOptions::new().timeout(Duration::from_millis(100)))
         .await
         .unwrap_err();
     assert_eq!(
@@ -132,11 +121,7 @@ async fn b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue(kind: Ki
             waited: Duration::from_millis(100)
         }
     );
-    assert_eq!(
-        pool.stats().await.unwrap().waiting,
-        0,
-        "the caller left the queue"
-    );
+    assert_eq!(pool.stats().await.unwrap().waiting, 0, "the caller left the queue");
     busy.abort();
     pool.stop().await;
 }
@@ -181,14 +166,8 @@ async fn b06_remote_error_and_panic_reach_the_caller_typed(kind: Kind) {
     );
     // The runner survived and serves the next call.
     let before = pool.call::<WhereAmI>(()).await.unwrap();
-    assert_eq!(
-        pool.call::<Echo>("still here".into()).await.unwrap(),
-        "still here"
-    );
-    assert_eq!(
-        pool.call::<WhereAmI>(()).await.unwrap().runner,
-        before.runner
-    );
+    assert_eq!(pool.call::<Echo>("still here".into()).await.unwrap(), "still here");
+    assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, before.runner);
     assert_eq!(pool.stats().await.unwrap().runners, 1);
     pool.stop().await;
 }
@@ -201,10 +180,7 @@ async fn b07_dropping_the_call_cancels_the_remote_task(kind: Kind) {
         let k = k.clone();
         async move { pool.call::<Sleep>(sleep(&k, 10_000)).await }
     });
-    eventually("the call runs", WAIT, || async {
-        probe(&pool, &k).await.running == 1
-    })
-    .await;
+    eventually("the call runs", WAIT, || async { probe(&pool, &k).await.running == 1 }).await;
     caller.abort();
     eventually("the remote task is aborted", WAIT, || async {
         probe(&pool, &k).await.dropped == 1
@@ -225,10 +201,7 @@ async fn b07_dropping_the_call_cancels_the_remote_task(kind: Kind) {
                 .await
         }
     });
-    eventually("the call runs", WAIT, || async {
-        probe(&pool, &k).await.running == 1
-    })
-    .await;
+    eventually("the call runs", WAIT, || async { probe(&pool, &k).await.running == 1 }).await;
     caller.abort();
     eventually("the unlinked task completes", WAIT, || async {
         probe(&pool, &k).await.completed == 1
@@ -244,10 +217,7 @@ async fn b08_cast_returns_at_once_and_holds_a_slot_while_it_runs(kind: Kind) {
     let k = key();
     let started = Instant::now();
     pool.cast::<Sleep>(sleep(&k, 400)).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(50),
-        "cast returned at once"
-    );
+    assert!(started.elapsed() < Duration::from_millis(50), "cast returned at once");
     eventually("the cast runs remotely and holds a slot", WAIT, || async {
         pool.stats().await.unwrap().busy >= 1 && probe(&pool, &k).await.running == 1
     })
@@ -263,14 +233,8 @@ async fn b09_calls_to_a_stopped_pool_fail_at_once(kind: Kind) {
     let pool = pool_with(kind, config(1)).await;
     pool.stop().await;
     let started = Instant::now();
-    assert_eq!(
-        pool.call::<Echo>("x".into()).await.unwrap_err(),
-        Error::PoolNotRunning
-    );
-    assert_eq!(
-        pool.cast::<Echo>("x".into()).unwrap_err(),
-        Error::PoolNotRunning
-    );
+    assert_eq!(pool.call::<Echo>("x".into()).await.unwrap_err(), Error::PoolNotRunning);
+    assert_eq!(pool.cast::<Echo>("x".into()).unwrap_err(), Error::PoolNotRunning);
     assert_eq!(pool.stats().await.unwrap_err(), Error::PoolNotRunning);
     assert!(started.elapsed() < Duration::from_millis(100));
 }
@@ -279,16 +243,10 @@ async fn b10_invalid_options_are_rejected(kind: Kind) {
     for bad in [config(0), config(1).min(2), config(1).max_concurrency(0)] {
         let registry = support::functions::registry();
         let err = match kind {
-            Kind::Local => {
-                ractor_flame::Pool::start(bad, ractor_flame::LocalBackend::new(), &registry).await
-            }
+            Kind::Local => ractor_flame::Pool::start(bad, ractor_flame::LocalBackend::new(), &registry).await,
             Kind::Process => {
-                ractor_flame::Pool::start(
-                    bad,
-                    ractor_flame::ProcessBackend::new(support::runner_exe()),
-                    &registry,
-                )
-                .await
+                ractor_flame::Pool::start(bad, ractor_flame::ProcessBackend::new(support::runner_exe()), &registry)
+                    .await
             }
         }
         .unwrap_err();
@@ -306,10 +264,7 @@ async fn b12_min_runners_boot_in_parallel_at_start(kind: Kind) {
     // Both boots started before either finished: in parallel.
     assert_eq!(
         events.all()[..2],
-        [
-            PoolEvent::GrowStart { target: 1 },
-            PoolEvent::GrowStart { target: 2 }
-        ]
+        [PoolEvent::GrowStart { target: 1 }, PoolEvent::GrowStart { target: 2 }]
     );
     pool.stop().await;
 }
@@ -334,10 +289,7 @@ async fn b13_checkout_picks_the_least_loaded_runner(kind: Kind) {
     // runs on the runner with fewer checkouts.
     let a = pool.call::<WhereAmI>(()).await.unwrap();
     let b = pool.call::<WhereAmI>(()).await.unwrap();
-    assert_eq!(
-        a.runner, b.runner,
-        "both went to the runner without the sleep"
-    );
+    assert_eq!(a.runner, b.runner, "both went to the runner without the sleep");
     first.abort();
     pool.stop().await;
 }
@@ -422,11 +374,7 @@ async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
         h.await.unwrap().unwrap();
     }
     let counts = probe(&pool, &k_gave_up).await;
-    assert_eq!(
-        counts.running + counts.completed + counts.dropped,
-        0,
-        "never served"
-    );
+    assert_eq!(counts.running + counts.completed + counts.dropped, 0, "never served");
     eventually("no slot leaks", WAIT, || async {
         pool.stats().await.unwrap().busy == 0
     })
@@ -464,10 +412,7 @@ async fn b19_hooks_report_growth_and_shrink(kind: Kind) {
     )
     .await;
     pool.call::<Echo>("x".into()).await.unwrap();
-    eventually("the idle runner leaves", WAIT, || async {
-        events.shrinks() == 1
-    })
-    .await;
+    eventually("the idle runner leaves", WAIT, || async { events.shrinks() == 1 }).await;
     assert_eq!(
         events.all(),
         vec![
@@ -500,10 +445,7 @@ async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
         let k = k.clone();
         async move { pool.call::<Sleep>(sleep(&k, 5_000)).await }
     });
-    eventually("the call runs", WAIT, || async {
-        probe(&pool, &k).await.running == 1
-    })
-    .await;
+    eventually("the call runs", WAIT, || async { probe(&pool, &k).await.running == 1 }).await;
     cancelled.abort();
     eventually("every slot came back", WAIT, || async {
         pool.stats().await.unwrap().busy == 0
@@ -511,9 +453,7 @@ async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
     .await;
     // A late or duplicate checkin for an unknown runner is harmless.
     pool.actor()
-        .cast(ractor_flame::PoolMessage::Checkin(
-            ractor_flame::RunnerId::new(),
-        ))
+        .cast(ractor_flame::PoolMessage::Checkin(ractor_flame::RunnerId::new()))
         .unwrap();
     assert_eq!(pool.call::<Echo>("alive".into()).await.unwrap(), "alive");
     assert_eq!(pool.stats().await.unwrap().busy, 0);
@@ -544,10 +484,7 @@ async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Ki
     }
     let err = in_flight.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "failed within 1 s"
-    );
+    assert!(started.elapsed() < Duration::from_secs(1), "failed within 1 s");
     eventually("the pool refilled to min", WAIT, || async {
         pool.stats().await.unwrap().runners == 1
     })
@@ -585,14 +522,9 @@ async fn b22_idle_runners_stop_and_min_runners_follow_their_own_setting(kind: Ki
 
     // Min runners with their own idle setting leave too, and are not refilled.
     let events = Events::default();
-    let cfg = config(1)
-        .min(1)
-        .min_idle_shutdown_after(Duration::from_millis(100));
+    let cfg = config(1).min(1).min_idle_shutdown_after(Duration::from_millis(100));
     let pool = pool_with(kind, events.hooks(cfg)).await;
-    eventually("the min runner idles down", WAIT, || async {
-        events.shrinks() == 1
-    })
-    .await;
+    eventually("the min runner idles down", WAIT, || async { events.shrinks() == 1 }).await;
     let s = pool.stats().await.unwrap();
     assert_eq!((s.runners, s.booting), (0, 0));
     pool.stop().await;
@@ -602,10 +534,7 @@ async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(2).single_use(true))).await;
     let a = pool.call::<WhereAmI>(()).await.unwrap();
-    eventually("the used runner stops", WAIT, || async {
-        events.shrinks() == 1
-    })
-    .await;
+    eventually("the used runner stops", WAIT, || async { events.shrinks() == 1 }).await;
     let _ = pool.call::<Fail>("x".into()).await.unwrap_err();
     eventually("the failed call's runner stops too", WAIT, || async {
         events.shrinks() == 2
@@ -635,11 +564,7 @@ async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
     })
     .await;
     pool.stop().await;
-    assert_eq!(
-        in_flight.await.unwrap().unwrap(),
-        300,
-        "the call in flight drained"
-    );
+    assert_eq!(in_flight.await.unwrap().unwrap(), 300, "the call in flight drained");
     match &pool.local {
         Some(local) => assert_eq!(local.system_shutdowns(), 2, "each runner shut down once"),
         None => assert!(!support::alive(place.pid), "runner process is gone"),
@@ -661,10 +586,7 @@ async fn b29_idle_shutdown_never_interrupts_work(kind: Kind) {
     })
     .await;
     assert_eq!(events.grow_starts(), 1, "the same runner served all of it");
-    eventually("then it idles down", WAIT, || async {
-        events.shrinks() == 1
-    })
-    .await;
+    eventually("then it idles down", WAIT, || async { events.shrinks() == 1 }).await;
     pool.stop().await;
 }
 

@@ -99,10 +99,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Prepares a runner's state. Called when its Runner actor starts, in the
     /// Runner's own task (the pool is not blocked).
-    fn init(
-        &self,
-        ctx: &RunnerContext,
-    ) -> impl Future<Output = Result<Self::State, BackendError>> + Send;
+    fn init(&self, ctx: &RunnerContext) -> impl Future<Output = Result<Self::State, BackendError>> + Send;
 
     /// Provisions the runner and hands it `FLAME_PARENT`. Returns once the
     /// runner is started; its connection arrives later as

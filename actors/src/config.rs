@@ -113,9 +113,7 @@ impl BootRetry {
     /// The delay before retry number `failures` (1 = after the first failure).
     pub fn backoff(&self, failures: u32) -> Duration {
         let shift = failures.saturating_sub(1).min(20);
-        self.initial_backoff
-            .saturating_mul(1u32 << shift)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(1u32 << shift).min(self.max_backoff)
     }
 }
 
@@ -458,10 +456,7 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.boot_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(
-            c.idle_shutdown_after,
-            IdleShutdown::After(Duration::from_secs(30))
-        );
+        assert_eq!(c.idle_shutdown_after, IdleShutdown::After(Duration::from_secs(30)));
         assert_eq!(c.min_idle_shutdown_after, IdleShutdown::Never);
         assert!(c.validate().is_ok());
     }

@@ -109,10 +109,7 @@ impl Endpoint {
             runner: ctx.runner.clone(),
             opts,
         };
-        self.expected
-            .lock()
-            .expect("poisoned")
-            .insert(ctx.runner_id, expected);
+        self.expected.lock().expect("poisoned").insert(ctx.runner_id, expected);
     }
 
     /// Stops waiting for a runner (its boot failed or it was reclaimed).
@@ -146,9 +143,7 @@ async fn authenticate(
         let mut table = table.lock().expect("poisoned");
         match table.get(&hello.runner_id) {
             None => Err(format!("unknown runner {}", hello.runner_id)),
-            Some(_) if hello.version != PROTOCOL_VERSION => {
-                Err(format!("protocol version {}", hello.version))
-            }
+            Some(_) if hello.version != PROTOCOL_VERSION => Err(format!("protocol version {}", hello.version)),
             Some(e) if !e.token.verify(hello.token.as_bytes()) => Err("wrong token".to_owned()),
             Some(_) if hello.build_id != build_id => Err(format!(
                 "runner build {} differs from parent build {build_id}",
@@ -163,8 +158,7 @@ async fn authenticate(
         Err(reason) => Welcome::Refused(reason.clone()),
     };
     buf.clear();
-    encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf)
-        .map_err(|e| e.to_string())?;
+    encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
     let expected = verdict?;
     up(stream, hello.runner_id, expected);

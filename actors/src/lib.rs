@@ -31,9 +31,8 @@ pub mod wire;
 
 pub use backend::{Backend, RunnerContext};
 pub use config::{
-    BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_IDLE_SHUTDOWN, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown,
-    PoolConfig, PoolEvent,
+    BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, PoolConfig, PoolEvent,
 };
 pub use endpoint::Endpoint;
 #[doc(hidden)]

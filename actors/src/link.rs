@@ -81,19 +81,11 @@ impl fmt::Debug for RunnerConn {
 }
 
 impl RunnerConn {
-    pub(crate) fn local(
-        runner: RunnerId,
-        serve: Arc<Serve>,
-        control: ActorRef<TerminatorMessage>,
-    ) -> Self {
+    pub(crate) fn local(runner: RunnerId, serve: Arc<Serve>, control: ActorRef<TerminatorMessage>) -> Self {
         Self::with(runner, Transport::Local { serve, control }, usize::MAX)
     }
 
-    pub(crate) fn remote(
-        runner: RunnerId,
-        tx: mpsc::UnboundedSender<ToRunner>,
-        max_frame: usize,
-    ) -> Self {
+    pub(crate) fn remote(runner: RunnerId, tx: mpsc::UnboundedSender<ToRunner>, max_frame: usize) -> Self {
         Self::with(runner, Transport::Remote { tx }, max_frame)
     }
 
@@ -149,16 +141,11 @@ impl RunnerConn {
             linked: req.linked,
         };
         match &self.inner.transport {
-            Transport::Local { serve, .. } => {
-                serve.dispatch(frame, req.deadline, Replier::Direct(tx))
-            }
+            Transport::Local { serve, .. } => serve.dispatch(frame, req.deadline, Replier::Direct(tx)),
             Transport::Remote { tx: out } => {
                 // Leave room for the frame's envelope; a too-large argument
                 // fails this call only, never the connection.
-                let limit = self
-                    .inner
-                    .max_frame
-                    .saturating_sub(512 + frame.function.len());
+                let limit = self.inner.max_frame.saturating_sub(512 + frame.function.len());
                 if frame.args.len() > limit {
                     return Err(Error::Codec(format!(
                         "argument of {} bytes exceeds max_frame_size of {} bytes",
@@ -290,9 +277,7 @@ impl Drop for CancelGuard<'_> {
 /// An `Instant` as microseconds since the Unix epoch, for the wire.
 pub(crate) fn unix_micros(at: Instant) -> u64 {
     let now_i = Instant::now();
-    let now_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let at_s = if at >= now_i {
         now_s + (at - now_i)
     } else {
@@ -304,9 +289,7 @@ pub(crate) fn unix_micros(at: Instant) -> u64 {
 /// The `Instant` for microseconds since the Unix epoch.
 pub(crate) fn instant_from_unix_micros(us: u64) -> Instant {
     let now_i = Instant::now();
-    let now_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let at_s = Duration::from_micros(us);
     if at_s >= now_s {
         now_i + (at_s - now_s)
@@ -316,11 +299,7 @@ pub(crate) fn instant_from_unix_micros(us: u64) -> Instant {
 }
 
 /// Turns a runner's outcome into the caller's result.
-pub fn outcome_into_result(
-    outcome: Outcome,
-    function: &str,
-    timeout: Duration,
-) -> Result<Vec<u8>, Error> {
+pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
     let function = function.to_owned();
     match outcome {
         Outcome::Ok(bytes) => Ok(bytes),

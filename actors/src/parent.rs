@@ -64,11 +64,7 @@ impl Token {
         if self.0.len() != presented.len() {
             return false;
         }
-        let diff = self
-            .0
-            .iter()
-            .zip(presented)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = self.0.iter().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         std::hint::black_box(diff) == 0
     }
 
@@ -219,8 +215,8 @@ impl Parent {
         let bytes = B64
             .decode(value.trim())
             .map_err(|e| ParentError(format!("not base64: {e}")))?;
-        let parent: Parent = rmp_serde::from_slice(&bytes)
-            .map_err(|e| ParentError(format!("not a parent description: {e}")))?;
+        let parent: Parent =
+            rmp_serde::from_slice(&bytes).map_err(|e| ParentError(format!("not a parent description: {e}")))?;
         if parent.protocol_version != PROTOCOL_VERSION {
             return Err(ParentError(format!(
                 "protocol version {} (this build speaks {PROTOCOL_VERSION})",
@@ -277,10 +273,7 @@ mod tests {
     fn b35_malformed_values_are_clear_errors() {
         for bad in ["", "%%%", "aGVsbG8=", &B64.encode([0xc1, 0xff, 0x00])] {
             let err = Parent::decode(bad).unwrap_err();
-            assert!(
-                err.to_string().starts_with("malformed FLAME_PARENT"),
-                "{err}"
-            );
+            assert!(err.to_string().starts_with("malformed FLAME_PARENT"), "{err}");
         }
         let mut p = sample();
         p.protocol_version += 1;

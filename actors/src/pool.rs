@@ -43,13 +43,6 @@ pub enum PoolMessage {
         /// Its connection.
         conn: RunnerConn,
     },
-    /// A boot failed.
-    BootFailed {
-        /// Which runner.
-        runner: RunnerId,
-        /// The backend's reason.
-        reason: String,
-    },
     /// A runner is gone.
     RunnerLost {
         /// Which.
@@ -76,9 +69,6 @@ impl fmt::Debug for PoolMessage {
             PoolMessage::Checkin(r) => write!(f, "Checkin({r})"),
             PoolMessage::Stats(_) => f.write_str("Stats"),
             PoolMessage::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
-            PoolMessage::BootFailed { runner, reason } => {
-                write!(f, "BootFailed({runner}, {reason})")
-            }
             PoolMessage::RunnerLost { runner } => write!(f, "RunnerLost({runner})"),
             PoolMessage::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
             PoolMessage::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
@@ -97,9 +87,7 @@ pub struct Lease {
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("runner", &self.runner)
-            .finish()
+        f.debug_struct("Lease").field("runner", &self.runner).finish()
     }
 }
 
@@ -130,9 +118,7 @@ pub struct Pool<B> {
 
 impl<B> Default for Pool<B> {
     fn default() -> Self {
-        Pool {
-            _backend: PhantomData,
-        }
+        Pool { _backend: PhantomData }
     }
 }
 
@@ -177,11 +163,7 @@ impl<B: Backend> Actor for Pool<B> {
         Ok(PoolState::new(args))
     }
 
-    async fn post_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         // Min runners boot in parallel (each Runner boots in its own task);
         // a failure is retried with backoff, never fatal (B12).
         state.refill_min(&myself).await;
@@ -201,10 +183,7 @@ impl<B: Backend> Actor for Pool<B> {
                 let _ = reply.send(state.stats());
             }
             PoolMessage::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
-            PoolMessage::BootFailed { runner, reason } => {
-                state.boot_failed(&myself, runner, reason).await
-            }
-            PoolMessage::RunnerLost { runner } => state.runner_lost(&myself, runner).await,
+            PoolMessage::RunnerLost { runner } => state.runner_lost(&myself, runner, None).await,
             PoolMessage::IdleRequest { runner } => state.idle_request(runner),
             PoolMessage::RunnerStopping { runner } => state.runner_stopping(runner),
             PoolMessage::RetryBoot => state.retry_boot(&myself).await,
@@ -220,10 +199,14 @@ impl<B: Backend> Actor for Pool<B> {
     ) -> Result<(), ActorProcessingErr> {
         // A runner's exit never stops the pool (ractor's default would).
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _)
-            | SupervisionEvent::ActorFailed(cell, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(runner) = state.runner_of(cell.get_id()) {
-                    state.runner_lost(&myself, runner).await;
+                    state.runner_lost(&myself, runner, reason).await;
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some(runner) = state.runner_of(cell.get_id()) {
+                    state.runner_lost(&myself, runner, Some(error.to_string())).await;
                 }
             }
             _ => {}
@@ -231,11 +214,7 @@ impl<B: Backend> Actor for Pool<B> {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         // Waiters learn at once; runners drain their calls, then stop (B24).
         state.stopping();
         let budget = state.config().shutdown_timeout + std::time::Duration::from_secs(2);

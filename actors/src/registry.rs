@@ -141,18 +141,12 @@ impl Registry {
             let args = rmp_serde::from_slice::<F::Args>(bytes);
             Box::pin(async move {
                 let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
-                let output = F::run(args)
-                    .await
-                    .map_err(|e| RunFailure::Returned(e.to_string()))?;
+                let output = F::run(args).await.map_err(|e| RunFailure::Returned(e.to_string()))?;
                 encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
             })
         });
         let previous = self.functions.insert(F::NAME, Entry { signature, handler });
-        assert!(
-            previous.is_none(),
-            "remote function `{}` registered twice",
-            F::NAME
-        );
+        assert!(previous.is_none(), "remote function `{}` registered twice", F::NAME);
     }
 
     /// Registers a named predicate for
@@ -196,11 +190,7 @@ impl Registry {
     }
 
     /// Starts the named function on encoded arguments; `None` if unknown.
-    pub(crate) fn start(
-        &self,
-        name: &str,
-        args: &[u8],
-    ) -> Option<impl Future<Output = Encoded> + Send + use<>> {
+    pub(crate) fn start(&self, name: &str, args: &[u8]) -> Option<impl Future<Output = Encoded> + Send + use<>> {
         self.functions.get(name).map(|e| (e.handler)(args))
     }
 
@@ -227,9 +217,7 @@ impl fmt::Display for BuildId {
 }
 
 /// Encodes a value the way every call does (rmp-serde, named fields).
-pub(crate) fn encode<T: Serialize + ?Sized>(
-    value: &T,
-) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(value)
 }
 

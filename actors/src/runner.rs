@@ -62,10 +62,9 @@ impl fmt::Debug for RunnerMessage {
         match self {
             RunnerMessage::Boot => f.write_str("Boot"),
             RunnerMessage::RemoteUp(c) => f.debug_tuple("RemoteUp").field(c).finish(),
-            RunnerMessage::RemoteShutdown { reason } => f
-                .debug_struct("RemoteShutdown")
-                .field("reason", reason)
-                .finish(),
+            RunnerMessage::RemoteShutdown { reason } => {
+                f.debug_struct("RemoteShutdown").field("reason", reason).finish()
+            }
             RunnerMessage::ConnectionLost(r) => f.debug_tuple("ConnectionLost").field(r).finish(),
             RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
             RunnerMessage::Info(_) => f.write_str("Info(..)"),
@@ -132,10 +131,8 @@ impl<S> RunnerState<S> {
 
     fn fail_boot(&self, myself: &ActorRef<RunnerMessage>, reason: String) {
         tracing::warn!(target: "ractor_flame::runner", runner = %self.id(), %reason, "boot failed");
-        let _ = self.pool.cast(PoolMessage::BootFailed {
-            runner: self.id(),
-            reason: reason.clone(),
-        });
+        // The pool reads the reason from the supervision event: it outranks
+        // ordinary messages, so a separate message could arrive after it.
         myself.stop(Some(reason));
     }
 }
@@ -213,10 +210,7 @@ impl<B: Backend> Actor for Runner<B> {
             }
             RunnerMessage::BootTimeout => {
                 if state.conn.is_none() {
-                    let reason = format!(
-                        "no connection within the boot timeout of {:?}",
-                        state.ctx.boot_timeout
-                    );
+                    let reason = format!("no connection within the boot timeout of {:?}", state.ctx.boot_timeout);
                     state.fail_boot(&myself, reason);
                 }
             }
@@ -240,11 +234,7 @@ impl<B: Backend> Actor for Runner<B> {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         if let Some(conn) = &state.conn
             && conn.down_reason().is_none()
         {
@@ -262,19 +252,12 @@ impl<B: Backend> Actor for Runner<B> {
 }
 
 impl<B: Backend> Runner<B> {
-    fn lost(
-        &self,
-        myself: &ActorRef<RunnerMessage>,
-        state: &mut RunnerState<B::State>,
-        reason: DownReason,
-    ) {
+    fn lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
         tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), %reason, "runner down");
         if let Some(conn) = &state.conn {
             conn.close(reason.clone());
         }
-        let _ = state
-            .pool
-            .cast(PoolMessage::RunnerLost { runner: state.id() });
+        let _ = state.pool.cast(PoolMessage::RunnerLost { runner: state.id() });
         myself.stop(Some(reason.to_string()));
     }
 }

@@ -125,10 +125,7 @@ impl TerminatorState {
         let Some(idle_after) = self.settings.idle_after else {
             return;
         };
-        if generation != self.idle_generation
-            || self.phase != Phase::Serving
-            || self.awaiting_verdict
-        {
+        if generation != self.idle_generation || self.phase != Phase::Serving || self.awaiting_verdict {
             return;
         }
         // Any call, cast or placed child resets the clock (B29).
@@ -186,9 +183,7 @@ impl Actor for Terminator {
         let (phase, to_parent, parent) = match args.link {
             TerminatorLink::Local(tx) => (Phase::Serving, Some(tx), None),
             TerminatorLink::Remote(parent) => {
-                myself.send_after(args.settings.failsafe_timeout, || {
-                    TerminatorMessage::FailsafeExpired
-                });
+                myself.send_after(args.settings.failsafe_timeout, || TerminatorMessage::FailsafeExpired);
                 (Phase::Connecting, None, Some(parent))
             }
         };
@@ -211,11 +206,7 @@ impl Actor for Terminator {
         Ok(state)
     }
 
-    async fn post_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         if let Some(parent) = state.parent.take() {
             connect::spawn(myself, *parent, Arc::clone(&state.serve));
         }
@@ -276,9 +267,7 @@ impl Actor for Terminator {
                 state.begin_drain(&myself, "parent lost");
             }
             TerminatorMessage::Shutdown(reason) => {
-                state.send(ToParent::Stopping {
-                    reason: reason.clone(),
-                });
+                state.send(ToParent::Stopping { reason: reason.clone() });
                 state.begin_drain(&myself, &reason);
             }
             TerminatorMessage::IdleCheck(generation) => state.on_idle_check(&myself, generation),
@@ -287,11 +276,7 @@ impl Actor for Terminator {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.serve.fail_all();
         // Dropping our sender lets the writer flush the last replies and close.
         state.to_parent = None;
@@ -320,14 +305,7 @@ pub async fn spawn_terminator(
     link: TerminatorLink,
     system_shutdown: Option<SystemShutdown>,
     supervisor: Option<ractor::ActorCell>,
-) -> Result<
-    (
-        ActorRef<TerminatorMessage>,
-        tokio::task::JoinHandle<()>,
-        Arc<Serve>,
-    ),
-    ractor::SpawnErr,
-> {
+) -> Result<(ActorRef<TerminatorMessage>, tokio::task::JoinHandle<()>, Arc<Serve>), ractor::SpawnErr> {
     let serve = Serve::new(runner, registry);
     let args = TerminatorArguments {
         serve: Arc::clone(&serve),

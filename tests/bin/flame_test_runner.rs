@@ -26,9 +26,7 @@ async fn main() {
     let backend = ProcessBackend::current_exe()
         .expect("current exe")
         .args(Vec::<String>::new());
-    let pool = Pool::start(PoolConfig::new(1), backend, &registry)
-        .await
-        .expect("pool");
+    let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
     println!("runner-pid {}", place.pid);
     std::future::pending::<()>().await;

@@ -49,11 +49,7 @@ impl Drop for Running {
         let done = self.1;
         update(&self.0, |c| {
             c.running -= 1;
-            if done {
-                c.completed += 1
-            } else {
-                c.dropped += 1
-            }
+            if done { c.completed += 1 } else { c.dropped += 1 }
         });
     }
 }
@@ -79,12 +75,7 @@ impl RemoteFn for Probe {
     type Args = String;
     type Output = Counts;
     async fn run(key: String) -> Result<Counts, FnError> {
-        Ok(probes()
-            .lock()
-            .unwrap()
-            .get(&key)
-            .copied()
-            .unwrap_or_default())
+        Ok(probes().lock().unwrap().get(&key).copied().unwrap_or_default())
     }
 }
 
@@ -120,9 +111,7 @@ impl RemoteFn for WhereAmI {
             runner: ractor_flame::current_runner()
                 .map(|r| format!("{r:?}"))
                 .unwrap_or_default(),
-            task: tokio::task::try_id()
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
+            task: tokio::task::try_id().map(|t| t.to_string()).unwrap_or_default(),
         })
     }
 }
@@ -199,10 +188,9 @@ impl RemoteFn for NestedPool {
         let config = ractor_flame::PoolConfig::new(2)
             .min(2)
             .name(format!("nested-{}", std::process::id()));
-        let pool =
-            ractor_flame::Pool::start(config, ractor_flame::LocalBackend::new(), &registry())
-                .await
-                .map_err(FnError::from)?;
+        let pool = ractor_flame::Pool::start(config, ractor_flame::LocalBackend::new(), &registry())
+            .await
+            .map_err(FnError::from)?;
         let stats = pool.stats().await.map_err(FnError::from)?;
         pool.stop().await;
         Ok(stats.runners + stats.booting)

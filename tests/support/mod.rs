@@ -138,9 +138,7 @@ pub fn sleep(key: &str, ms: u64) -> functions::SleepArgs {
 
 /// The counts of `key` as seen on a runner of `pool`.
 pub async fn probe(pool: &Pool, key: &str) -> functions::Counts {
-    pool.call::<functions::Probe>(key.to_owned())
-        .await
-        .expect("probe call")
+    pool.call::<functions::Probe>(key.to_owned()).await.expect("probe call")
 }
 
 /// Sends `signal` (a name such as `KILL`, `STOP`, `TERM`) to `pid`.
@@ -155,12 +153,7 @@ pub fn kill(pid: u32, signal: &str) {
 /// Whether `pid` is a live (not zombie) process.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -264,13 +264,7 @@ impl<B: Backend> PoolState<B> {
             pool: myself.clone(),
             context,
         };
-        let spawned = Actor::spawn_linked(
-            None,
-            Runner::new(Arc::clone(&self.backend)),
-            args,
-            myself.get_cell(),
-        )
-        .await;
+        let spawned = Actor::spawn_linked(None, Runner::new(Arc::clone(&self.backend)), args, myself.get_cell()).await;
         match spawned {
             Ok((actor, _)) => {
                 self.by_actor.insert(actor.get_id(), runner_id);
@@ -310,12 +304,7 @@ impl<B: Backend> PoolState<B> {
         }
     }
 
-    pub(super) async fn runner_up(
-        &mut self,
-        myself: &ActorRef<PoolMessage>,
-        runner: RunnerId,
-        conn: RunnerConn,
-    ) {
+    pub(super) async fn runner_up(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, conn: RunnerConn) {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
@@ -323,13 +312,7 @@ impl<B: Backend> PoolState<B> {
         self.failures = 0;
         let count = self.runners.len();
         tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner up");
-        self.hook(
-            &self.config.on_grow_end,
-            PoolEvent::GrowEnd {
-                result: Ok(()),
-                count,
-            },
-        );
+        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Ok(()), count });
         if self.stopping {
             return;
         }
@@ -337,20 +320,10 @@ impl<B: Backend> PoolState<B> {
         self.maybe_grow(myself).await;
     }
 
-    pub(super) async fn boot_failed(
-        &mut self,
-        myself: &ActorRef<PoolMessage>,
-        runner: RunnerId,
-        reason: String,
-    ) {
-        let Some(slot) = self.remove(runner) else {
-            return;
-        };
+    async fn boot_failed(&mut self, myself: &ActorRef<PoolMessage>, slot: Slot, reason: String) {
         self.failures += 1;
         let count = self.runners.len();
-        let error = Error::BootFailed {
-            reason: reason.clone(),
-        };
+        let error = Error::BootFailed { reason: reason.clone() };
         self.hook(
             &self.config.on_grow_end,
             PoolEvent::GrowEnd {
@@ -386,16 +359,16 @@ impl<B: Backend> PoolState<B> {
         self.maybe_grow(myself).await;
     }
 
-    pub(super) async fn runner_lost(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {
+    /// A runner is gone; `reason` is its exit reason when known. A runner
+    /// that goes while booting is a failed boot, and its exit reason is the
+    /// backend's.
+    pub(super) async fn runner_lost(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, reason: Option<String>) {
         let Some(slot) = self.remove(runner) else {
             return;
         };
         if slot.conn.is_none() {
-            // It died while booting without saying why: count a failed boot.
-            self.runners.insert(runner, slot);
-            return self
-                .boot_failed(myself, runner, "runner exited while booting".into())
-                .await;
+            let reason = reason.unwrap_or_else(|| "runner exited while booting".into());
+            return self.boot_failed(myself, slot, reason).await;
         }
         let count = self.runners.len();
         tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner left");

@@ -24,10 +24,7 @@ pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: 
     tokio::spawn(async move {
         let stream = loop {
             // The failsafe timer stops the actor; stop trying then.
-            if matches!(
-                myself.get_status(),
-                ActorStatus::Stopping | ActorStatus::Stopped
-            ) {
+            if matches!(myself.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
                 return;
             }
             if let Some(stream) = try_addrs(&parent).await {
@@ -62,10 +59,7 @@ async fn handshake(mut stream: TcpStream, parent: &Parent) -> Result<TcpStream, 
     });
     let mut buf = Vec::new();
     encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
-    stream
-        .write_all(&buf)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    stream.write_all(&buf).await.map_err(|e| format!("handshake: {e}"))?;
     let welcome = tokio::time::timeout(
         HANDSHAKE_DEADLINE,
         read_frame::<_, ToRunner>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
@@ -75,20 +69,13 @@ async fn handshake(mut stream: TcpStream, parent: &Parent) -> Result<TcpStream, 
     .map_err(|e| format!("handshake: {e}"))?;
     match welcome {
         Some(ToRunner::Welcome(Welcome::Accepted)) => Ok(stream),
-        Some(ToRunner::Welcome(Welcome::Refused(reason))) => {
-            Err(format!("refused by the parent: {reason}"))
-        }
+        Some(ToRunner::Welcome(Welcome::Refused(reason))) => Err(format!("refused by the parent: {reason}")),
         Some(other) => Err(format!("unexpected handshake answer: {other:?}")),
         None => Err("the parent closed the connection during the handshake".to_owned()),
     }
 }
 
-fn start(
-    myself: ActorRef<TerminatorMessage>,
-    parent: &Parent,
-    serve: Arc<Serve>,
-    stream: TcpStream,
-) {
+fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>, stream: TcpStream) {
     let settings = &parent.settings;
     let opts = LinkOptions {
         max_frame: settings.max_frame_size,

@@ -113,12 +113,7 @@ impl Serve {
     }
 
     /// Starts a call in its own task.
-    pub(crate) fn dispatch(
-        self: &Arc<Self>,
-        call: CallFrame,
-        deadline: Option<Instant>,
-        replier: Replier,
-    ) {
+    pub(crate) fn dispatch(self: &Arc<Self>, call: CallFrame, deadline: Option<Instant>, replier: Replier) {
         if !self.accepting.load(Ordering::Acquire) {
             return replier.send(call.id, Outcome::Refused);
         }

@@ -34,11 +34,7 @@ pub enum FrameError {
 ///
 /// [`FrameError::TooLarge`] when the body exceeds `limit` (nothing is
 /// appended), [`FrameError::Encode`] when the value does not encode.
-pub fn encode_frame<T: Serialize>(
-    value: &T,
-    limit: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), FrameError> {
+pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
@@ -67,11 +63,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 
 /// Reads one frame, reusing `buf`. `Ok(None)` on a clean end of stream
 /// between frames.
-pub(crate) async fn read_frame<R, T>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) -> Result<Option<T>, FrameError>
+pub(crate) async fn read_frame<R, T>(reader: &mut R, buf: &mut Vec<u8>, limit: usize) -> Result<Option<T>, FrameError>
 where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
@@ -116,14 +108,8 @@ mod tests {
         encode_frame(&ToRunner::Ping, 1024, &mut out).unwrap();
         let mut reader = out.as_slice();
         let mut buf = Vec::new();
-        let a: ToRunner = read_frame(&mut reader, &mut buf, 1024)
-            .await
-            .unwrap()
-            .unwrap();
-        let b: ToRunner = read_frame(&mut reader, &mut buf, 1024)
-            .await
-            .unwrap()
-            .unwrap();
+        let a: ToRunner = read_frame(&mut reader, &mut buf, 1024).await.unwrap().unwrap();
+        let b: ToRunner = read_frame(&mut reader, &mut buf, 1024).await.unwrap().unwrap();
         assert_eq!(a, call(vec![1, 2, 3]));
         assert_eq!(b, ToRunner::Ping);
         assert!(

@@ -117,11 +117,7 @@ async fn read_next<R: AsyncRead + Unpin, In: DeserializeOwned>(
     read_frame(reader, buf, limit).await
 }
 
-async fn write_loop<Out: OutFrame>(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    opts: LinkOptions,
-) {
+async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, opts: LinkOptions) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

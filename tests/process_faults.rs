@@ -1,0 +1,223 @@
+//! Faults of the process backend (issue: remote runners): killed, frozen and
+//! terminated runners, a killed parent, oversized frames, a runner that
+//! never connects, and backend settings users cannot break.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ractor_flame::{CallOptions, DownReason, Error, Pool, ProcessBackend};
+use serde_bytes::ByteBuf;
+use support::functions::{Bytes, Echo, Len, NestedPool, Sleep, WhereAmI};
+use support::{Events, Kind, alive, config, eventually, key, kill, pool_with, sleep};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn in_flight(pool: &Pool, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<Result<u64, Error>>> {
+    (0..n)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call::<Sleep>(sleep(&key(), ms)).await })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_call_fails_those_calls_within_a_second_and_the_pool_keeps_serving() {
+    let pool = pool_with(Kind::Process, config(2)).await;
+    let victim = pool.call::<WhereAmI>(()).await.unwrap();
+    let calls = in_flight(&pool, 3, 10_000);
+    eventually("three calls run", WAIT, || async {
+        pool.stats().await.unwrap().busy == 3
+    })
+    .await;
+    let killed_at = Instant::now();
+    kill(victim.pid, "KILL");
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
+    }
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(pool.call::<Echo>("after".into()).await.unwrap(), "after");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_runner_is_detected_by_heartbeat_within_three_seconds() {
+    let pool = pool_with(Kind::Process, config(1)).await;
+    let victim = pool.call::<WhereAmI>(()).await.unwrap();
+    let calls = in_flight(&pool, 1, 20_000);
+    eventually("the call runs", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    let frozen_at = Instant::now();
+    kill(victim.pid, "STOP");
+    let err = calls.into_iter().next().unwrap().await.unwrap().unwrap_err();
+    let detected = frozen_at.elapsed();
+    kill(victim.pid, "KILL");
+    assert_eq!(
+        err,
+        Error::RunnerDown {
+            reason: DownReason::HeartbeatLost(Duration::from_millis(1000))
+        }
+    );
+    assert!(detected < Duration::from_secs(3), "{detected:?}");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
+    use tokio::io::AsyncBufReadExt;
+    let mut parent = tokio::process::Command::new(support::runner_exe())
+        .arg("parent")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    assert!(alive(runner));
+    kill(parent.id().unwrap(), "KILL");
+    let _ = parent.wait().await;
+    eventually("the orphaned runner exits", Duration::from_secs(3), || async {
+        !alive(runner)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b31_sigterm_on_a_runner_drains_its_calls() {
+    let events = Events::default();
+    let pool = pool_with(Kind::Process, events.hooks(config(1))).await;
+    let victim = pool.call::<WhereAmI>(()).await.unwrap();
+    let calls = in_flight(&pool, 1, 400);
+    eventually("the call runs", WAIT, || async {
+        pool.stats().await.unwrap().busy == 1
+    })
+    .await;
+    kill(victim.pid, "TERM");
+    assert_eq!(
+        calls.into_iter().next().unwrap().await.unwrap().unwrap(),
+        400,
+        "drained, not cut"
+    );
+    eventually("the runner exits", WAIT, || async { !alive(victim.pid) }).await;
+    eventually("the pool shrinks", WAIT, || async { events.shrinks() == 1 }).await;
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b11_min_is_forced_to_zero_on_a_runner() {
+    let pool = pool_with(Kind::Process, config(1)).await;
+    assert_eq!(pool.call::<NestedPool>(()).await.unwrap(), 0, "no recursive booting");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_a_program_that_cannot_start_fails_with_the_backends_reason() {
+    let cfg = config(1).boot_retry(ractor_flame::BootRetry {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+    });
+    let pool = Pool::start(
+        cfg,
+        ProcessBackend::new("/nonexistent/flame-runner"),
+        &support::functions::registry(),
+    )
+    .await
+    .unwrap();
+    let err = pool.call::<Echo>("x".into()).await.unwrap_err();
+    let Error::BootFailed { reason } = err else {
+        panic!("{err:?}")
+    };
+    assert!(reason.contains("cannot start /nonexistent/flame-runner"), "{reason}");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_never_connects_is_killed_after_boot_timeout() {
+    let cfg = config(1)
+        .boot_timeout(Duration::from_millis(300))
+        .boot_retry(ractor_flame::BootRetry {
+            max_attempts: 1,
+            ..Default::default()
+        });
+    let marker = format!("{}", 30_000 + std::process::id() % 1000);
+    let backend = ProcessBackend::new("sleep").arg(&marker);
+    let pool = Pool::start(cfg, backend, &support::functions::registry())
+        .await
+        .unwrap();
+    let err = pool
+        .call_with::<Echo>("x".into(), CallOptions::new().timeout(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    let Error::BootFailed { reason } = err else {
+        panic!("{err:?}")
+    };
+    assert!(reason.contains("boot timeout"), "{reason}");
+    eventually("the silent process is killed", WAIT, || async { !sleeping(&marker) }).await;
+    pool.stop().await;
+}
+
+/// Whether a `sleep <marker>` process is alive.
+fn sleeping(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        pid.is_some_and(alive) && cmdline == format!("sleep\0{marker}\0").as_bytes()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_arguments_and_results_fail_the_call_not_the_connection() {
+    let pool = pool_with(Kind::Process, config(1).max_frame_size(64 * 1024)).await;
+    let place = pool.call::<WhereAmI>(()).await.unwrap();
+    let err = pool.call::<Len>(ByteBuf::from(vec![0; 100 * 1024])).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Codec(m) if m.contains("exceeds max_frame_size")),
+        "{err:?}"
+    );
+    let err = pool.call::<Bytes>(100 * 1024).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Codec(m) if m.contains("exceeds the limit")),
+        "{err:?}"
+    );
+    // Same runner, same connection, still serving.
+    assert_eq!(pool.call::<Len>(ByteBuf::from(vec![0; 1024])).await.unwrap(), 1024);
+    assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, place.runner);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b37_flame_parent_is_not_overridable_by_user_env() {
+    let backend = ProcessBackend::new(support::runner_exe())
+        .env("FLAME_PARENT", "garbage")
+        .env("FLAME_USER_VAR", "1");
+    let pool = Pool::start(config(1), backend, &support::functions::registry())
+        .await
+        .unwrap();
+    assert_eq!(pool.call::<Echo>("booted".into()).await.unwrap(), "booted");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mebibyte_argument_round_trips() {
+    let pool = pool_with(Kind::Process, config(1)).await;
+    assert_eq!(
+        pool.call::<Len>(ByteBuf::from(vec![1; 1 << 20])).await.unwrap(),
+        1 << 20
+    );
+    assert_eq!(pool.call::<Bytes>(1 << 20).await.unwrap().len(), 1 << 20);
+    pool.stop().await;
+}
