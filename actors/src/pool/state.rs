@@ -362,7 +362,12 @@ impl<B: Backend> PoolState<B> {
     /// A runner is gone; `reason` is its exit reason when known. A runner
     /// that goes while booting is a failed boot, and its exit reason is the
     /// backend's.
-    pub(super) async fn runner_lost(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, reason: Option<String>) {
+    pub(super) async fn runner_lost(
+        &mut self,
+        myself: &ActorRef<PoolMessage>,
+        runner: RunnerId,
+        reason: Option<String>,
+    ) {
         let Some(slot) = self.remove(runner) else {
             return;
         };

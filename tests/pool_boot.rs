@@ -1,0 +1,227 @@
+//! Boot failures and the Runner's boot contract, with test backends defined
+//! here: B12 (a failing min boot is retried, not fatal), B18 (retry with
+//! backoff, then the waiters learn why), B25 (boot is one-shot; a boot error
+//! stops the Runner with that reason).
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_flame::actors::runner::{Runner, RunnerArguments, RunnerMessage};
+use ractor_flame::actors::{RunnerSettings, Token};
+use ractor_flame::{
+    Backend, BackendError, BootRetry, Error, LocalBackend, Pool, PoolEvent, PoolMessage, Registry, RunnerContext,
+    RunnerId,
+};
+use support::functions::Echo;
+use support::{Events, config, eventually};
+
+/// Fails the first `fail_first` boots, then boots in-process.
+#[derive(Clone, Default)]
+struct Flaky {
+    fail_first: usize,
+    boots: Arc<AtomicUsize>,
+    inner: LocalBackend,
+}
+
+impl Backend for Flaky {
+    type State = <LocalBackend as Backend>::State;
+
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
+        self.inner.init(ctx).await
+    }
+
+    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
+        let n = self.boots.fetch_add(1, Ordering::AcqRel);
+        if n < self.fail_first {
+            return Err(BackendError::new(format!("no capacity (boot {})", n + 1)));
+        }
+        self.inner.remote_boot(state, ctx).await
+    }
+
+    async fn terminate(&self, state: &mut Self::State) {
+        self.inner.terminate(state).await
+    }
+}
+
+fn fast_retry(max_attempts: u32) -> BootRetry {
+    BootRetry {
+        max_attempts,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_failed_boots_retry_with_backoff_then_fail_the_waiters_with_the_reason() {
+    let events = Events::default();
+    let backend = Flaky {
+        fail_first: usize::MAX,
+        ..Flaky::default()
+    };
+    let cfg = events.hooks(config(2).boot_retry(fast_retry(3)));
+    let pool = Pool::start(cfg, backend.clone(), &support::functions::registry())
+        .await
+        .unwrap();
+    let err = pool.call::<Echo>("x".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::BootFailed {
+            reason: "no capacity (boot 3)".into()
+        }
+    );
+    assert_eq!(backend.boots.load(Ordering::Acquire), 3);
+    let failed_ends = events
+        .all()
+        .into_iter()
+        .filter(|e| matches!(e, PoolEvent::GrowEnd { result: Err(_), .. }))
+        .count();
+    assert_eq!(failed_ends, 3, "on_grow_end hears every failure");
+    assert_eq!(pool.stats().await.unwrap().waiting, 0);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b18_a_boot_that_recovers_within_the_attempts_serves_the_caller() {
+    let backend = Flaky {
+        fail_first: 2,
+        ..Flaky::default()
+    };
+    let pool = Pool::start(
+        config(1).boot_retry(fast_retry(3)),
+        backend,
+        &support::functions::registry(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pool.call::<Echo>("third time".into()).await.unwrap(), "third time");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b12_a_failing_min_boot_is_retried_and_never_fatal() {
+    let backend = Flaky {
+        fail_first: 4,
+        ..Flaky::default()
+    };
+    // More failures than max_attempts: min boots keep retrying regardless.
+    let cfg = config(2).min(1).boot_retry(fast_retry(2));
+    let pool = Pool::start(cfg, backend.clone(), &support::functions::registry())
+        .await
+        .unwrap();
+    eventually("the min runner is eventually up", Duration::from_secs(10), || async {
+        pool.stats().await.unwrap().runners == 1
+    })
+    .await;
+    assert_eq!(backend.boots.load(Ordering::Acquire), 5);
+    pool.stop().await;
+}
+
+/// Counts `remote_boot` calls; fails them when told.
+#[derive(Clone, Default)]
+struct Counting {
+    boots: Arc<AtomicUsize>,
+    fail: bool,
+}
+
+impl Backend for Counting {
+    type State = ();
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    async fn init(&self, _: &RunnerContext) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn remote_boot(&self, _: &mut (), _: &RunnerContext) -> Result<(), BackendError> {
+        self.boots.fetch_add(1, Ordering::AcqRel);
+        if self.fail {
+            Err(BackendError::new("quota exceeded"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Plays the pool: supervises the Runner and records how it ended.
+struct FakePool(Arc<Mutex<Option<String>>>);
+
+impl Actor for FakePool {
+    type Msg = PoolMessage;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<PoolMessage>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<PoolMessage>,
+        event: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorTerminated(_, _, reason) = event {
+            *self.0.lock().unwrap() = Some(reason.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+async fn runner_with(backend: Counting) -> (ActorRef<RunnerMessage>, Arc<Mutex<Option<String>>>) {
+    let ended = Arc::new(Mutex::new(None));
+    let (pool, _) = Actor::spawn(None, FakePool(ended.clone()), ()).await.unwrap();
+    let args = RunnerArguments {
+        pool: pool.clone(),
+        context: Box::new(|runner| RunnerContext {
+            runner_id: RunnerId::new(),
+            pool: "b25".into(),
+            token: Token::generate(),
+            registry: Registry::new(),
+            settings: RunnerSettings::default(),
+            boot_timeout: Duration::from_secs(30),
+            runner,
+        }),
+    };
+    let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend)), args, pool.get_cell())
+        .await
+        .unwrap();
+    (runner, ended)
+}
+
+#[tokio::test]
+async fn b25_boot_is_one_shot() {
+    let backend = Counting::default();
+    let (runner, ended) = runner_with(backend.clone()).await;
+    runner.cast(RunnerMessage::Boot).unwrap();
+    runner.cast(RunnerMessage::Boot).unwrap();
+    eventually("the first boot ran", Duration::from_secs(5), || async {
+        backend.boots.load(Ordering::Acquire) == 1
+    })
+    .await;
+    // A third message after both boots: once it is handled, the second boot
+    // has been handled (and refused) too.
+    runner.cast(RunnerMessage::Boot).unwrap();
+    let _ = runner.drain_and_wait(Some(Duration::from_secs(5))).await;
+    assert_eq!(backend.boots.load(Ordering::Acquire), 1);
+    assert!(ended.lock().unwrap().as_deref() != Some("quota exceeded"));
+}
+
+#[tokio::test]
+async fn b25_a_boot_error_stops_the_runner_with_that_reason() {
+    let backend = Counting {
+        fail: true,
+        ..Counting::default()
+    };
+    let (runner, ended) = runner_with(backend).await;
+    runner.cast(RunnerMessage::Boot).unwrap();
+    eventually("the runner stopped", Duration::from_secs(5), || async {
+        ended.lock().unwrap().is_some()
+    })
+    .await;
+    assert_eq!(ended.lock().unwrap().as_deref(), Some("quota exceeded"));
+}

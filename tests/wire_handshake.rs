@@ -1,0 +1,227 @@
+//! Byte-level tests of the parent's endpoint (B26, B36): only a runner that
+//! proves its token, speaks our protocol and runs our build is let in;
+//! everything else is refused without a panic and without changing state.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_flame::actors::runner::RunnerMessage;
+use ractor_flame::actors::wire::{Hello, ToParent, ToRunner, Welcome, decode_body, encode_frame};
+use ractor_flame::actors::{Endpoint, RunnerSettings, Token};
+use ractor_flame::{BuildId, Registry, RunnerContext, RunnerId};
+use support::functions::Echo;
+use support::{config, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BUILD: BuildId = BuildId(0xF1A3E);
+
+/// Stands in for a Runner actor: records what the endpoint sends it.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Actor for Recorder {
+    type Msg = RunnerMessage;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<RunnerMessage>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<RunnerMessage>,
+        msg: RunnerMessage,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let name = match msg {
+            RunnerMessage::RemoteUp(_) => "RemoteUp",
+            RunnerMessage::ConnectionLost(_) => "ConnectionLost",
+            _ => "other",
+        };
+        self.0.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+}
+
+struct Fixture {
+    endpoint: Endpoint,
+    runner: RunnerId,
+    token: Token,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+async fn fixture() -> Fixture {
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), BUILD).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (actor, _) = Actor::spawn(None, Recorder(seen.clone()), ()).await.unwrap();
+    let runner = RunnerId::new();
+    let token = Token::generate();
+    endpoint.expect(&RunnerContext {
+        runner_id: runner,
+        pool: "wire".into(),
+        token: token.clone(),
+        registry: Registry::new(),
+        settings: RunnerSettings::default(),
+        boot_timeout: Duration::from_secs(5),
+        runner: actor,
+    });
+    Fixture {
+        endpoint,
+        runner,
+        token,
+        seen,
+    }
+}
+
+fn hello(runner: RunnerId, token: Token, build: BuildId) -> Vec<u8> {
+    let mut out = Vec::new();
+    let frame = ToParent::Hello(Hello {
+        version: ractor_flame::actors::wire::PROTOCOL_VERSION,
+        runner_id: runner,
+        token,
+        build_id: build,
+    });
+    encode_frame(&frame, 4096, &mut out).unwrap();
+    out
+}
+
+/// Sends `bytes`, then reads the answer frame, if any, until the parent
+/// closes the connection.
+async fn exchange(fx: &Fixture, bytes: &[u8]) -> Option<Welcome> {
+    let mut stream = TcpStream::connect(fx.endpoint.addr()).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all)).await;
+    if all.len() < 4 {
+        return None;
+    }
+    match decode_body::<ToRunner>(&all[4..]).ok()? {
+        ToRunner::Welcome(w) => Some(w),
+        _ => None,
+    }
+}
+
+fn refused(w: Option<Welcome>) -> String {
+    match w {
+        Some(Welcome::Refused(reason)) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn b36_a_wrong_token_is_refused_and_changes_nothing() {
+    let fx = fixture().await;
+    let reason = refused(exchange(&fx, &hello(fx.runner, Token::generate(), BUILD)).await);
+    assert_eq!(reason, "wrong token");
+    assert_eq!(fx.endpoint.expected(), 1, "the real runner may still connect");
+    assert!(fx.seen.lock().unwrap().is_empty(), "no RemoteUp");
+}
+
+#[tokio::test]
+async fn b36_another_build_is_refused() {
+    let fx = fixture().await;
+    let reason = refused(exchange(&fx, &hello(fx.runner, fx.token.clone(), BuildId(1))).await);
+    assert!(reason.contains("differs from parent build"), "{reason}");
+    assert_eq!(fx.endpoint.expected(), 1);
+}
+
+#[tokio::test]
+async fn b36_an_unknown_runner_is_refused() {
+    let fx = fixture().await;
+    let reason = refused(exchange(&fx, &hello(RunnerId::new(), fx.token.clone(), BUILD)).await);
+    assert!(reason.starts_with("unknown runner"), "{reason}");
+}
+
+#[tokio::test]
+async fn b36_garbage_and_oversized_frames_are_dropped_without_a_panic() {
+    let fx = fixture().await;
+    // A well-formed length with a body that is not a message.
+    assert_eq!(exchange(&fx, &[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await, None);
+    // A length far above the pre-authentication limit.
+    assert_eq!(exchange(&fx, &[0x00, 0x10, 0x00, 0x00, 1, 2, 3]).await, None);
+    // Random noise.
+    let noise: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert_eq!(exchange(&fx, &noise).await, None);
+    assert_eq!(fx.endpoint.expected(), 1);
+    assert!(fx.seen.lock().unwrap().is_empty());
+    // The endpoint still admits the real runner afterwards.
+    assert_eq!(
+        exchange(&fx, &hello(fx.runner, fx.token.clone(), BUILD)).await,
+        Some(Welcome::Accepted)
+    );
+}
+
+#[tokio::test]
+async fn b36_a_silent_peer_is_dropped_after_the_handshake_deadline() {
+    let fx = fixture().await;
+    let started = Instant::now();
+    assert_eq!(exchange(&fx, &[]).await, None);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert_eq!(fx.endpoint.expected(), 1);
+}
+
+#[tokio::test]
+async fn b26_a_proven_runner_is_accepted_once_and_its_runner_hears_remote_up() {
+    let fx = fixture().await;
+    let mut stream = TcpStream::connect(fx.endpoint.addr()).await.unwrap();
+    stream
+        .write_all(&hello(fx.runner, fx.token.clone(), BUILD))
+        .await
+        .unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    assert_eq!(
+        decode_body::<ToRunner>(&body).unwrap(),
+        ToRunner::Welcome(Welcome::Accepted)
+    );
+    eventually("RemoteUp reaches the Runner", Duration::from_secs(5), || async {
+        fx.seen.lock().unwrap().first().map(String::as_str) == Some("RemoteUp")
+    })
+    .await;
+    assert_eq!(fx.endpoint.expected(), 0, "one connection per runner");
+    // A replay of the same proof is refused.
+    let reason = refused(exchange(&fx, &hello(fx.runner, fx.token.clone(), BUILD)).await);
+    assert!(reason.starts_with("unknown runner"), "{reason}");
+    drop(stream);
+    eventually("the close reaches the Runner", Duration::from_secs(5), || async {
+        fx.seen.lock().unwrap().iter().any(|s| s == "ConnectionLost")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b36_rogue_peers_do_not_change_a_running_pools_state() {
+    let registry = support::functions::registry();
+    let backend = ractor_flame::ProcessBackend::new(support::runner_exe());
+    let pool = ractor_flame::Pool::start(config(2).min(1), backend.clone(), &registry)
+        .await
+        .unwrap();
+    eventually("the min runner is up", Duration::from_secs(10), || async {
+        pool.stats().await.unwrap().runners == 1
+    })
+    .await;
+    let before = pool.stats().await.unwrap();
+    let addr = backend.listen_addr().expect("the endpoint is bound");
+    for bytes in [
+        hello(RunnerId::new(), Token::generate(), registry.build_id()),
+        vec![0xff; 64],
+        vec![0, 0, 0, 5, 1, 2, 3, 4, 5],
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut Vec::new())).await;
+    }
+    assert_eq!(pool.stats().await.unwrap(), before);
+    assert_eq!(pool.call::<Echo>("unharmed".into()).await.unwrap(), "unharmed");
+    pool.stop().await;
+}
