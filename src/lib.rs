@@ -81,3 +81,8 @@ pub use ractor_flame_actors::Pool as PoolActor;
 
 /// The actor layer, for backend authors.
 pub use ractor_flame_actors as actors;
+
+/// The README's examples compile and run.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -166,7 +166,13 @@ impl RunnerConn {
             linked: req.linked,
             armed: true,
         };
-        let received = match req.deadline {
+        // A local runner enforces the deadline in this process; a remote one
+        // might be frozen, so the parent keeps its own timer too.
+        let remote_deadline = match self.inner.transport {
+            Transport::Local { .. } => None,
+            Transport::Remote { .. } => req.deadline,
+        };
+        let received = match remote_deadline {
             Some(deadline) => {
                 match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), rx).await {
                     Ok(received) => received,
