@@ -59,6 +59,9 @@
 //! first.
 
 mod call;
+#[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+pub mod docker;
 mod local;
 mod pool;
 mod process;
@@ -68,6 +71,10 @@ pub use call::CallOptions;
 pub use local::LocalBackend;
 pub use pool::Pool;
 pub use process::{ProcessBackend, ProcessState};
+
+#[cfg(feature = "docker")]
+#[doc(no_inline)]
+pub use docker::DockerBackend;
 pub use runner::{run_if_runner, serve_as_runner};
 
 #[doc(inline)]

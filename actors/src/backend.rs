@@ -122,6 +122,13 @@ pub trait Backend: Send + Sync + 'static {
         async { None }
     }
 
+    /// After a runner's connection drops, how long to wait for this
+    /// backend's own explanation (through `handle_info`) before the calls in
+    /// flight fail with the connection's reason. Default: no wait.
+    fn down_grace(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Reclaims what the runner used (kill the process, remove the container).
     /// Called once when the Runner stops, after the drain.
     fn terminate(&self, state: &mut Self::State) -> impl Future<Output = ()> + Send {

@@ -193,9 +193,11 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
 }
 
 fn on_runner_closed(reason: DownReason, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
-    // Fail the calls in flight at once; then let the Runner clean up.
-    conn.close(reason.clone());
-    let _ = runner.cast(RunnerMessage::ConnectionLost(reason));
+    // The Runner fails the calls in flight (at once, or after its backend's
+    // grace for a better reason); if it is already gone, fail them here.
+    if runner.cast(RunnerMessage::ConnectionLost(reason.clone())).is_err() {
+        conn.close(reason);
+    }
 }
 
 /// Boots an in-process runner for `ctx`: a Terminator in this process whose

@@ -112,6 +112,9 @@ pub enum DownReason {
     ShuttingDown,
     /// The pool stopped the runner.
     Stopped,
+    /// The backend's own account (for example an exit with the last log
+    /// lines of a container).
+    Backend(String),
 }
 
 impl fmt::Display for DownReason {
@@ -124,6 +127,7 @@ impl fmt::Display for DownReason {
             DownReason::OutOfMemory => f.write_str("killed: out of memory"),
             DownReason::ShuttingDown => f.write_str("shutting down"),
             DownReason::Stopped => f.write_str("stopped by the pool"),
+            DownReason::Backend(why) => f.write_str(why),
         }
     }
 }

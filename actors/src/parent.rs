@@ -27,6 +27,11 @@ impl RunnerId {
     pub fn new() -> Self {
         RunnerId(uuid::Uuid::new_v4())
     }
+
+    /// The full id as 32 hex digits (for labels and names).
+    pub fn simple(&self) -> String {
+        self.0.simple().to_string()
+    }
 }
 
 impl Default for RunnerId {

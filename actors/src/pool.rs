@@ -47,6 +47,8 @@ pub enum PoolMessage {
     RunnerLost {
         /// Which.
         runner: RunnerId,
+        /// Why.
+        reason: String,
     },
     /// A runner has been idle and asks to stop.
     IdleRequest {
@@ -69,7 +71,7 @@ impl fmt::Debug for PoolMessage {
             PoolMessage::Checkin(r) => write!(f, "Checkin({r})"),
             PoolMessage::Stats(_) => f.write_str("Stats"),
             PoolMessage::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
-            PoolMessage::RunnerLost { runner } => write!(f, "RunnerLost({runner})"),
+            PoolMessage::RunnerLost { runner, reason } => write!(f, "RunnerLost({runner}, {reason})"),
             PoolMessage::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
             PoolMessage::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
             PoolMessage::RetryBoot => f.write_str("RetryBoot"),
@@ -183,7 +185,7 @@ impl<B: Backend> Actor for Pool<B> {
                 let _ = reply.send(state.stats());
             }
             PoolMessage::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
-            PoolMessage::RunnerLost { runner } => state.runner_lost(&myself, runner, None).await,
+            PoolMessage::RunnerLost { runner, reason } => state.runner_lost(&myself, runner, Some(reason)).await,
             PoolMessage::IdleRequest { runner } => state.idle_request(runner),
             PoolMessage::RunnerStopping { runner } => state.runner_stopping(runner),
             PoolMessage::RetryBoot => state.retry_boot(&myself).await,

@@ -53,6 +53,9 @@ pub enum RunnerMessage {
     ConnectionLost(DownReason),
     /// The boot timer fired.
     BootTimeout,
+    /// The backend's grace after a connection loss ended without a better
+    /// explanation.
+    LostConfirmed(DownReason),
     /// A backend-specific message, passed to `Backend::handle_info`.
     Info(Box<dyn Any + Send>),
 }
@@ -67,6 +70,7 @@ impl fmt::Debug for RunnerMessage {
             }
             RunnerMessage::ConnectionLost(r) => f.debug_tuple("ConnectionLost").field(r).finish(),
             RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
+            RunnerMessage::LostConfirmed(r) => f.debug_tuple("LostConfirmed").field(r).finish(),
             RunnerMessage::Info(_) => f.write_str("Info(..)"),
         }
     }
@@ -112,6 +116,8 @@ pub struct RunnerState<S> {
     backend: Option<Result<S, BackendError>>,
     boot_requested: bool,
     conn: Option<RunnerConn>,
+    /// A connection loss waiting for the backend's explanation.
+    lost_pending: Option<DownReason>,
     _marker: PhantomData<S>,
 }
 
@@ -153,6 +159,7 @@ impl<B: Backend> Actor for Runner<B> {
             backend: None,
             boot_requested: false,
             conn: None,
+            lost_pending: None,
             _marker: PhantomData,
         })
     }
@@ -222,7 +229,8 @@ impl<B: Backend> Actor for Runner<B> {
                 };
                 let _ = state.pool.cast(msg);
             }
-            RunnerMessage::ConnectionLost(reason) => self.lost(&myself, state, reason),
+            RunnerMessage::ConnectionLost(reason) => self.connection_lost(&myself, state, reason),
+            RunnerMessage::LostConfirmed(reason) => self.lost(&myself, state, reason),
             RunnerMessage::Info(info) => {
                 if let Some(Ok(backend_state)) = state.backend.as_mut()
                     && let Some(reason) = self.backend.handle_info(backend_state, info).await
@@ -252,12 +260,28 @@ impl<B: Backend> Actor for Runner<B> {
 }
 
 impl<B: Backend> Runner<B> {
+    /// The connection closed: the runner is lost now, or after the
+    /// backend's grace period if the backend may still explain why (an
+    /// engine event carrying the exit code).
+    fn connection_lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
+        let grace = self.backend.down_grace();
+        if grace.is_zero() || state.conn.is_none() {
+            return self.lost(myself, state, reason);
+        }
+        if state.lost_pending.replace(reason.clone()).is_none() {
+            myself.send_after(grace, move || RunnerMessage::LostConfirmed(reason));
+        }
+    }
+
     fn lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
         tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), %reason, "runner down");
         if let Some(conn) = &state.conn {
             conn.close(reason.clone());
         }
-        let _ = state.pool.cast(PoolMessage::RunnerLost { runner: state.id() });
+        let _ = state.pool.cast(PoolMessage::RunnerLost {
+            runner: state.id(),
+            reason: reason.to_string(),
+        });
         myself.stop(Some(reason.to_string()));
     }
 }

@@ -4,6 +4,8 @@
 //! Without `FLAME_PARENT` and with the argument `parent`, it is a parent:
 //! it starts a process pool of itself, runs one call, prints
 //! `runner-pid <pid>` and waits to be killed (the parent-loss fault test).
+//! With `parent docker <pool-name>` the pool's runners are containers of an
+//! image made from this binary, and it prints `ready`.
 
 #[path = "../support/functions.rs"]
 mod functions;
@@ -22,6 +24,20 @@ async fn main() {
             "flame-test-runner: a runner for the ractor-flame tests; run with FLAME_PARENT set, or with `parent`"
         );
         std::process::exit(64);
+    }
+    #[cfg(feature = "docker")]
+    if std::env::args().nth(2).as_deref() == Some("docker") {
+        let args: Vec<String> = std::env::args().collect();
+        let name = args.get(3).cloned().unwrap_or_else(|| "flame-test-parent".into());
+        let backend = ractor_flame::DockerBackend::new()
+            .image(ractor_flame::docker::Image::CurrentExe)
+            .stop_timeout(std::time::Duration::from_secs(1));
+        let pool = Pool::start(PoolConfig::new(2).min(2).name(name), backend, &registry)
+            .await
+            .expect("pool");
+        pool.call::<functions::WhereAmI>(()).await.expect("call");
+        println!("ready");
+        std::future::pending::<()>().await;
     }
     let backend = ProcessBackend::current_exe()
         .expect("current exe")

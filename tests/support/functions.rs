@@ -197,6 +197,24 @@ impl RemoteFn for NestedPool {
     }
 }
 
+/// Allocates and touches `mib` MiB, then returns how many it held.
+pub struct Alloc;
+
+impl RemoteFn for Alloc {
+    const NAME: &'static str = "test.alloc";
+    type Args = usize;
+    type Output = usize;
+    async fn run(mib: usize) -> Result<usize, FnError> {
+        let mut held = Vec::new();
+        for _ in 0..mib {
+            let chunk = vec![1u8; 1 << 20];
+            held.push(std::hint::black_box(chunk));
+            tokio::task::yield_now().await;
+        }
+        Ok(held.len())
+    }
+}
+
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
     Registry::new()
@@ -210,4 +228,5 @@ pub fn registry() -> Registry {
         .register::<Bytes>()
         .register::<Exit>()
         .register::<NestedPool>()
+        .register::<Alloc>()
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod functions;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use ractor_flame::{LocalBackend, Pool, PoolConfig, PoolEvent, ProcessBackend};
 pub enum Kind {
     Local,
     Process,
+    Docker,
 }
 
 /// The path of the test runner binary.
@@ -48,27 +51,35 @@ pub fn config(max: usize) -> PoolConfig {
         .failsafe_timeout(Duration::from_secs(5))
 }
 
-/// Starts a pool of `kind` with `config`.
-pub async fn pool_with(kind: Kind, config: PoolConfig) -> TestPool {
+/// Starts a pool of `kind` with `config`, or the start error.
+pub async fn try_pool_with(kind: Kind, config: PoolConfig) -> Result<TestPool, ractor_flame::Error> {
     let registry = functions::registry();
     match kind {
         Kind::Local => {
             let backend = LocalBackend::new();
-            let pool = Pool::start(config, backend.clone(), &registry)
-                .await
-                .expect("pool starts");
-            TestPool {
+            let pool = Pool::start(config, backend.clone(), &registry).await?;
+            Ok(TestPool {
                 pool,
                 local: Some(backend),
-            }
+            })
         }
         Kind::Process => {
-            let pool = Pool::start(config, ProcessBackend::new(runner_exe()), &registry)
-                .await
-                .expect("pool starts");
-            TestPool { pool, local: None }
+            let pool = Pool::start(config, ProcessBackend::new(runner_exe()), &registry).await?;
+            Ok(TestPool { pool, local: None })
         }
+        #[cfg(feature = "docker")]
+        Kind::Docker => {
+            let pool = Pool::start(config, docker::backend(), &registry).await?;
+            Ok(TestPool { pool, local: None })
+        }
+        #[cfg(not(feature = "docker"))]
+        Kind::Docker => unreachable!("the docker feature is off"),
     }
+}
+
+/// Starts a pool of `kind` with `config`.
+pub async fn pool_with(kind: Kind, config: PoolConfig) -> TestPool {
+    try_pool_with(kind, config).await.expect("pool starts")
 }
 
 /// Polls `check` until it returns `true` or `timeout` passes; panics with
