@@ -330,6 +330,120 @@ async fn raw_floor(plan: &Plan) -> f64 {
     p50
 }
 
+// ---- docker -----------------------------------------------------------------
+
+mod docker {
+    use super::*;
+    use bollard::Docker;
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{RemoveContainerOptionsBuilder, StartContainerOptions};
+    use ractor_flame::DockerBackend;
+    use ractor_flame::actors::Token;
+    use ractor_flame::{Parent, RunnerId};
+
+    /// Bare bollard: create and start `n` containers of `image` in parallel,
+    /// until each has connected back. The floor of a Docker boot.
+    async fn raw_boot(docker: &Docker, image: &str, build: ractor_flame::BuildId, n: usize) -> Duration {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let start = Instant::now();
+        let ids: Vec<_> = futures_util::future::join_all((0..n).map(|_| async {
+            let parent = Parent::new(RunnerId::new(), vec![addr], Token::generate(), "docker", build);
+            let body = ContainerCreateBody {
+                image: Some(image.to_owned()),
+                env: Some(vec![format!("FLAME_PARENT={}", parent.encode())]),
+                labels: Some([("ractor-flame.managed".to_owned(), "true".to_owned())].into()),
+                host_config: Some(HostConfig {
+                    network_mode: Some("host".into()),
+                    auto_remove: Some(true),
+                    ..HostConfig::default()
+                }),
+                ..ContainerCreateBody::default()
+            };
+            let id = docker.create_container(None, body).await.unwrap().id;
+            docker
+                .start_container(&id, None::<StartContainerOptions>)
+                .await
+                .unwrap();
+            id
+        }))
+        .await;
+        let mut accepted = Vec::new();
+        while accepted.len() < n {
+            accepted.push(listener.accept().await.unwrap());
+        }
+        let took = start.elapsed();
+        drop(accepted);
+        for id in ids {
+            let force = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = docker.remove_container(&id, Some(force)).await;
+        }
+        took
+    }
+
+    pub(super) async fn run(plan: &Plan, registry: &Registry) {
+        let backend = DockerBackend::new().stop_timeout(Duration::from_secs(1));
+        let image = match backend.prepare_image().await {
+            Ok(image) => image,
+            Err(e) => {
+                eprintln!("report: docker metrics skipped: {e}");
+                return;
+            }
+        };
+        let docker = backend.docker().await.unwrap().clone();
+        let runs = plan.boots.min(7);
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for n in 0..runs {
+            // Alternate, so drift in the engine's speed hits both alike.
+            raw.push(raw_boot(&docker, &image, registry.build_id(), 1).await);
+            let start = Instant::now();
+            let pool = Pool::start(
+                PoolConfig::new(1).name(format!("bench-docker-{n}")),
+                backend.clone(),
+                registry,
+            )
+            .await
+            .unwrap();
+            pool.call::<Noop>(1).await.unwrap();
+            ours.push(start.elapsed());
+            pool.stop().await;
+        }
+        ours.sort();
+        raw.sort();
+        let (cold, floor) = (percentile(&ours, 0.5), percentile(&raw, 0.5));
+        emit("docker_cold_boot_ms", us(cold) / 1000.0, "ms");
+        emit("docker_raw_boot_ms", us(floor) / 1000.0, "ms");
+        emit("docker_boot_ratio", cold.as_secs_f64() / floor.as_secs_f64(), "ratio");
+
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for n in 0..runs.min(3) {
+            raw.push(raw_boot(&docker, &image, registry.build_id(), 8).await);
+            let config = PoolConfig::new(8)
+                .max_concurrency(1)
+                .name(format!("bench-docker-scale-{n}"));
+            let pool = Pool::start(config, backend.clone(), registry).await.unwrap();
+            let start = Instant::now();
+            let calls: Vec<_> = (0..8)
+                .map(|i| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.call::<Noop>(i).await.unwrap() })
+                })
+                .collect();
+            for c in calls {
+                c.await.unwrap();
+            }
+            ours.push(start.elapsed());
+            pool.stop().await;
+        }
+        ours.sort();
+        raw.sort();
+        let (scale, floor) = (percentile(&ours, 0.5), percentile(&raw, 0.5));
+        emit("docker_scale_0_to_8_ms", us(scale) / 1000.0, "ms");
+        emit("docker_raw_parallel_8_ms", us(floor) / 1000.0, "ms");
+        emit("docker_scale_ratio", scale.as_secs_f64() / floor.as_secs_f64(), "ratio");
+    }
+}
+
 // ---- main -------------------------------------------------------------------
 
 #[tokio::main]
@@ -365,4 +479,5 @@ async fn main() {
     let remote_p50 = remote(&plan, &registry).await;
     emit("remote_vs_raw_ratio", remote_p50 / raw, "ratio");
     cold_boot(&plan, &registry).await;
+    docker::run(&plan, &registry).await;
 }

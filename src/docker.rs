@@ -242,6 +242,17 @@ impl DockerBackend {
         self
     }
 
+    /// Makes or finds the runner image now (normally done by the first
+    /// boot) and returns its tag: a deployment can warm it up front.
+    ///
+    /// # Errors
+    ///
+    /// When the engine does not answer or the image cannot be made.
+    pub async fn prepare_image(&self) -> Result<String, BackendError> {
+        let docker = self.docker().await?;
+        self.image_tag(docker).await.cloned()
+    }
+
     /// This parent instance's label value.
     pub fn instance(&self) -> &str {
         &self.shared.instance
@@ -320,17 +331,25 @@ impl DockerBackend {
             .await
     }
 
-    /// Removes containers of `pool` left by another parent instance.
-    async fn sweep(&self, docker: &Docker, pool: &str) -> Result<(), BackendError> {
-        if self.shared.swept.lock().expect("poisoned").iter().any(|p| p == pool) {
-            return Ok(());
+    /// Removes containers of `pool` left by another parent instance, once
+    /// per pool, in the background: it never touches this instance's
+    /// containers, so the boot need not wait for it.
+    fn sweep_orphans(&self, docker: &Docker, pool: &str) {
+        {
+            let mut swept = self.shared.swept.lock().expect("poisoned");
+            if swept.iter().any(|p| p == pool) {
+                return;
+            }
+            swept.push(pool.to_owned());
         }
-        let removed = sweep(docker, &[(LABEL_POOL, pool)], Some(&self.shared.instance)).await?;
-        if removed > 0 {
-            tracing::info!(target: "ractor_flame::docker", pool, removed, "orphan runners removed");
-        }
-        self.shared.swept.lock().expect("poisoned").push(pool.to_owned());
-        Ok(())
+        let (docker, pool, instance) = (docker.clone(), pool.to_owned(), self.shared.instance.clone());
+        tokio::spawn(async move {
+            match sweep(&docker, &[(LABEL_POOL, &pool)], Some(&instance)).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(target: "ractor_flame::docker", pool, removed, "orphan runners removed"),
+                Err(e) => tracing::warn!(target: "ractor_flame::docker", pool, error = %e, "orphan sweep failed"),
+            }
+        });
     }
 
     fn labels(&self, ctx: &RunnerContext) -> HashMap<String, String> {
@@ -399,7 +418,7 @@ impl Backend for DockerBackend {
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         let docker = self.docker().await?;
-        self.sweep(docker, &ctx.pool).await?;
+        self.sweep_orphans(docker, &ctx.pool);
         self.shared.events.watch(docker, &self.shared.instance);
         let image = self.image_tag(docker).await?.clone();
         let endpoint = self.endpoint(ctx, docker).await?;

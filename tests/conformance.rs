@@ -17,9 +17,13 @@ async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) {
     assert_eq!(pool.call::<Echo>("hi".into()).await.unwrap(), "hi");
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     assert!(!place.runner.is_empty(), "ran inside a runner");
-    let here = tokio::task::try_id().map(|t| t.to_string()).unwrap_or_default();
-    assert_ne!(place.task, here, "not in the caller's task");
-    if kind == Kind::Process {
+    if kind != Kind::Local {
+        // Remote backends never run the function in the caller's task, nor
+        // in its process. (The local runner is this process, and it runs a
+        // linked call inline in the caller's task: same accounting, one
+        // wake-up less.)
+        let here = tokio::task::try_id().map(|t| t.to_string()).unwrap_or_default();
+        assert_ne!(place.task, here, "not in the caller's task");
         assert_ne!(place.pid, std::process::id(), "in another process");
     }
     pool.stop().await;
@@ -29,7 +33,7 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
     let cfg = config(1)
         .max_concurrency(1)
         .timeout(Duration::from_millis(200))
-        .boot_timeout(Duration::from_millis(1_000));
+        .boot_timeout(Duration::from_millis(3_000));
     let pool = pool_with(kind, cfg).await;
     pool.call::<Echo>("warm".into()).await.unwrap();
     // Execution is bounded by `timeout`.
@@ -53,7 +57,7 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
         async move {
             // Take the slot again right after it frees, for longer than the
             // checkout budget of the next caller.
-            pool.call_with::<Sleep>(sleep(&key(), 3_000), CallOptions::new().timeout(Duration::from_secs(5)))
+            pool.call_with::<Sleep>(sleep(&key(), 5_000), CallOptions::new().timeout(Duration::from_secs(8)))
                 .await
         }
     });
@@ -66,7 +70,7 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
     assert_eq!(
         err,
         Error::CheckoutTimeout {
-            waited: Duration::from_millis(1_000)
+            waited: Duration::from_millis(3_000)
         }
     );
     held.abort();

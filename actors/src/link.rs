@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
-use crate::terminator::{Replier, Serve, TerminatorMessage};
+use crate::terminator::{Serve, TerminatorMessage};
 use crate::wire::frame::{CallFrame, Outcome, ToRunner};
 
 /// How long past its deadline the parent waits for a runner's own deadline
@@ -131,7 +131,6 @@ impl RunnerConn {
             return Err(Error::RunnerDown { reason });
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
         let frame = CallFrame {
             id,
             function: req.function.to_owned(),
@@ -141,46 +140,55 @@ impl RunnerConn {
             linked: req.linked,
         };
         match &self.inner.transport {
-            Transport::Local { serve, .. } => serve.dispatch(frame, req.deadline, Replier::Direct(tx)),
-            Transport::Remote { tx: out } => {
-                // Leave room for the frame's envelope; a too-large argument
-                // fails this call only, never the connection.
-                let limit = self.inner.max_frame.saturating_sub(512 + frame.function.len());
-                if frame.args.len() > limit {
-                    return Err(Error::Codec(format!(
-                        "argument of {} bytes exceeds max_frame_size of {} bytes",
-                        frame.args.len(),
-                        self.inner.max_frame
-                    )));
-                }
-                self.inner.pending.lock().expect("poisoned").insert(id, tx);
-                if out.send(ToRunner::Call(frame)).is_err() {
-                    self.inner.pending.lock().expect("poisoned").remove(&id);
-                    return Err(self.down_error());
-                }
-            }
+            // Unlinked calls and casts already run in a task of their own
+            // (see the facade), so inline is right for every local call.
+            Transport::Local { serve, .. } => serve
+                .run_inline(frame, req.deadline)
+                .await
+                .ok_or_else(|| self.down_error()),
+            Transport::Remote { tx } => self.call_remote(tx, frame, req.deadline).await,
+        }
+    }
+
+    async fn call_remote(
+        &self,
+        out: &mpsc::UnboundedSender<ToRunner>,
+        frame: CallFrame,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, Error> {
+        // Leave room for the frame's envelope; a too-large argument fails
+        // this call only, never the connection.
+        let limit = self.inner.max_frame.saturating_sub(512 + frame.function.len());
+        if frame.args.len() > limit {
+            return Err(Error::Codec(format!(
+                "argument of {} bytes exceeds max_frame_size of {} bytes",
+                frame.args.len(),
+                self.inner.max_frame
+            )));
+        }
+        let (id, linked) = (frame.id, frame.linked);
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.lock().expect("poisoned").insert(id, tx);
+        if out.send(ToRunner::Call(frame)).is_err() {
+            self.inner.pending.lock().expect("poisoned").remove(&id);
+            return Err(self.down_error());
         }
         let mut guard = CancelGuard {
             conn: self,
+            out,
             id,
-            linked: req.linked,
+            linked,
             armed: true,
         };
-        // A local runner enforces the deadline in this process; a remote one
-        // might be frozen, so the parent keeps its own timer too.
-        let remote_deadline = match self.inner.transport {
-            Transport::Local { .. } => None,
-            Transport::Remote { .. } => req.deadline,
-        };
-        let received = match remote_deadline {
-            Some(deadline) => {
-                match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), rx).await {
-                    Ok(received) => received,
-                    // The runner did not even answer with its own deadline error:
-                    // the guard cancels the remote task.
-                    Err(_) => return Ok(Outcome::Deadline),
-                }
-            }
+        // The runner enforces the deadline; the parent keeps its own timer
+        // too, in case the runner is frozen.
+        let received = match deadline {
+            Some(deadline) => match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), rx).await {
+                Ok(received) => received,
+                // Not even the runner's own deadline reply came: the guard
+                // cancels the remote task.
+                Err(_) => return Ok(Outcome::Deadline),
+            },
             None => rx.await,
         };
         guard.armed = false;
@@ -250,9 +258,10 @@ impl RunnerConn {
     }
 }
 
-/// Cancels a call whose caller stopped waiting (B07).
+/// Cancels a remote call whose caller stopped waiting (B07).
 struct CancelGuard<'a> {
     conn: &'a RunnerConn,
+    out: &'a mpsc::UnboundedSender<ToRunner>,
     id: u64,
     linked: bool,
     armed: bool,
@@ -263,19 +272,9 @@ impl Drop for CancelGuard<'_> {
         if !self.armed {
             return;
         }
-        let inner = &self.conn.inner;
-        match &inner.transport {
-            Transport::Local { serve, .. } => {
-                if self.linked {
-                    serve.cancel(self.id);
-                }
-            }
-            Transport::Remote { tx } => {
-                inner.pending.lock().expect("poisoned").remove(&self.id);
-                if self.linked {
-                    let _ = tx.send(ToRunner::Cancel { id: self.id });
-                }
-            }
+        self.conn.inner.pending.lock().expect("poisoned").remove(&self.id);
+        if self.linked {
+            let _ = self.out.send(ToRunner::Cancel { id: self.id });
         }
     }
 }

@@ -24,7 +24,6 @@ use crate::parent::{Parent, RunnerSettings};
 use crate::registry::Registry;
 use crate::wire::frame::{ToParent, ToRunner};
 
-pub(crate) use serve::Replier;
 pub use serve::{Serve, current_runner};
 
 /// The runner-side shutdown hook: stops the machine. Runs exactly once.

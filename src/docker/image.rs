@@ -3,7 +3,10 @@
 //! `/runner` and the shared libraries `ldd` lists, tagged by the
 //! executable's hash so the import runs once per build.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
@@ -13,8 +16,35 @@ use ractor_flame_actors::BackendError;
 /// The repository of images made from executables.
 pub(crate) const REPO: &str = "ractor-flame-runner";
 
+/// Tags already made or found in this process, by executable path, size
+/// and modification time: hashing a large executable is not free.
+fn known() -> &'static Mutex<HashMap<(PathBuf, u64, SystemTime), String>> {
+    static KNOWN: OnceLock<Mutex<HashMap<(PathBuf, u64, SystemTime), String>>> = OnceLock::new();
+    KNOWN.get_or_init(Mutex::default)
+}
+
 /// Makes (or finds) the image for `exe`; returns its tag.
 pub(crate) async fn ensure(docker: &Docker, exe: &Path) -> Result<String, BackendError> {
+    let meta = tokio::fs::metadata(exe)
+        .await
+        .map_err(|e| BackendError::new(format!("cannot read {}: {e}", exe.display())))?;
+    let key = (
+        exe.to_owned(),
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    );
+    let cached = known().lock().expect("poisoned").get(&key).cloned();
+    if let Some(tag) = cached
+        && docker.inspect_image(&tag).await.is_ok()
+    {
+        return Ok(tag);
+    }
+    let tag = make(docker, exe).await?;
+    known().lock().expect("poisoned").insert(key, tag.clone());
+    Ok(tag)
+}
+
+async fn make(docker: &Docker, exe: &Path) -> Result<String, BackendError> {
     let bytes = tokio::fs::read(exe)
         .await
         .map_err(|e| BackendError::new(format!("cannot read {}: {e}", exe.display())))?;

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{Replier, Serve, TerminatorMessage};
+use super::{Serve, TerminatorMessage};
 use crate::link::instant_from_unix_micros;
 use crate::parent::Parent;
 use crate::wire::codec::{encode_frame, read_frame};
@@ -91,7 +91,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         ToRunner::Call(call) => {
             if let Some(tx) = weak.upgrade() {
                 let deadline = call.deadline_us.map(instant_from_unix_micros);
-                serve.dispatch(call, deadline, Replier::Wire(tx));
+                serve.dispatch(call, deadline, tx);
             }
         }
         ToRunner::Cancel { id } => serve.cancel(id),

@@ -6,13 +6,14 @@
 //! Terminator's mailbox.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::parent::RunnerId;
@@ -34,35 +35,13 @@ pub fn current_runner() -> Option<RunnerId> {
 }
 use crate::wire::frame::{CallFrame, Outcome, ToParent};
 
-/// Where a call's outcome goes.
-#[derive(Debug)]
-pub(crate) enum Replier {
-    /// Straight to the caller (local backend).
-    Direct(oneshot::Sender<Outcome>),
-    /// Onto the parent connection.
-    Wire(mpsc::UnboundedSender<ToParent>),
-}
-
-impl Replier {
-    fn send(self, id: u64, outcome: Outcome) {
-        match self {
-            Replier::Direct(tx) => {
-                let _ = tx.send(outcome);
-            }
-            Replier::Wire(tx) => {
-                let _ = tx.send(ToParent::Reply { id, outcome });
-            }
-        }
-    }
-}
-
 /// The call engine of one runner.
 #[derive(Debug)]
 pub struct Serve {
     runner: RunnerId,
     registry: Registry,
-    /// Abort handles of running calls, with whether each is linked.
-    tasks: Mutex<HashMap<u64, (AbortHandle, bool)>>,
+    /// How to abort each running call, with whether it is linked.
+    tasks: Mutex<HashMap<u64, (Abort, bool)>>,
     active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
@@ -112,13 +91,19 @@ impl Serve {
         self.accepting.store(false, Ordering::Release);
     }
 
-    /// Starts a call in its own task.
-    pub(crate) fn dispatch(self: &Arc<Self>, call: CallFrame, deadline: Option<Instant>, replier: Replier) {
+    /// Starts a call in its own task; its outcome goes to `reply` (the
+    /// parent connection).
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        call: CallFrame,
+        deadline: Option<Instant>,
+        reply: mpsc::UnboundedSender<ToParent>,
+    ) {
         if !self.accepting.load(Ordering::Acquire) {
-            return replier.send(call.id, Outcome::Refused);
+            return send(&reply, call.id, Outcome::Refused);
         }
         let Some(work) = self.registry.start(&call.function, &call.args) else {
-            return replier.send(call.id, Outcome::UnknownFunction);
+            return send(&reply, call.id, Outcome::UnknownFunction);
         };
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -132,35 +117,56 @@ impl Serve {
         let handle = tokio::spawn(CURRENT_RUNNER.scope(runner, async move {
             let _finish = Finish { serve: &this, id };
             let run = AssertUnwindSafe(work).catch_unwind();
-            let result = match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), run).await.ok(),
-                None => Some(run.await),
-            };
-            let outcome = match result {
-                None => Outcome::Deadline,
-                Some(Ok(Ok(_))) if !want_result => Outcome::Done,
-                Some(Ok(Ok(bytes))) => Outcome::Ok(bytes),
-                Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
-                Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),
-                Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
-            };
-            replier.send(id, outcome);
+            let outcome = outcome(run_until(deadline, run).await, want_result);
+            send(&reply, id, outcome);
         }));
-        tasks.insert(id, (handle.abort_handle(), call.linked));
+        tasks.insert(id, (Abort::Task(handle.abort_handle()), call.linked));
+    }
+
+    /// Runs a call in the caller's own task (the local backend: the runner
+    /// is this process, so the extra task and its wake-ups buy nothing).
+    /// Accounting, deadline, panics and aborts are as for [`Serve::dispatch`];
+    /// dropping the future cancels the call. `None` when the runner aborted
+    /// it (the runner is going away).
+    pub(crate) async fn run_inline(self: &Arc<Self>, call: CallFrame, deadline: Option<Instant>) -> Option<Outcome> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Some(Outcome::Refused);
+        }
+        let Some(work) = self.registry.start(&call.function, &call.args) else {
+            return Some(Outcome::UnknownFunction);
+        };
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        let abort = Arc::new(Notify::new());
+        self.tasks
+            .lock()
+            .expect("poisoned")
+            .insert(call.id, (Abort::Inline(Arc::clone(&abort)), call.linked));
+        let _finish = Finish {
+            serve: self,
+            id: call.id,
+        };
+        let run = CURRENT_RUNNER.scope(self.runner, AssertUnwindSafe(work).catch_unwind());
+        let result = tokio::select! {
+            biased;
+            _ = abort.notified() => return None,
+            result = run_until(deadline, run) => result,
+        };
+        Some(outcome(result, call.want_result))
     }
 
     /// Aborts a call; unknown ids are ignored.
     pub(crate) fn cancel(&self, id: u64) {
-        if let Some((handle, _)) = self.tasks.lock().expect("poisoned").remove(&id) {
-            handle.abort();
+        if let Some((abort, _)) = self.tasks.lock().expect("poisoned").remove(&id) {
+            abort.abort();
         }
     }
 
     /// Aborts every linked call: their parent is gone (B28).
     pub(crate) fn abort_linked(&self) {
-        for (handle, linked) in self.tasks.lock().expect("poisoned").values() {
+        for (abort, linked) in self.tasks.lock().expect("poisoned").values() {
             if *linked {
-                handle.abort();
+                abort.abort();
             }
         }
     }
@@ -168,8 +174,8 @@ impl Serve {
     /// Aborts every call.
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
-        for (handle, _) in self.tasks.lock().expect("poisoned").values() {
-            handle.abort();
+        for (abort, _) in self.tasks.lock().expect("poisoned").values() {
+            abort.abort();
         }
     }
 
@@ -190,6 +196,52 @@ impl Serve {
             self.fail_all();
         }
         waited.is_ok()
+    }
+}
+
+/// Sends a call's outcome to the parent.
+fn send(reply: &mpsc::UnboundedSender<ToParent>, id: u64, outcome: Outcome) {
+    let _ = reply.send(ToParent::Reply { id, outcome });
+}
+
+/// How a running call is aborted.
+#[derive(Debug)]
+enum Abort {
+    /// A spawned task.
+    Task(AbortHandle),
+    /// A call running in its caller's task: it selects on this.
+    Inline(Arc<Notify>),
+}
+
+impl Abort {
+    fn abort(&self) {
+        match self {
+            Abort::Task(handle) => handle.abort(),
+            // `notify_one` keeps a permit if the call is not waiting yet.
+            Abort::Inline(notify) => notify.notify_one(),
+        }
+    }
+}
+
+type Caught = Result<Result<Vec<u8>, RunFailure>, Box<dyn std::any::Any + Send>>;
+
+/// Runs `work` until `deadline`; `None` when the deadline passed first.
+async fn run_until(deadline: Option<Instant>, work: impl Future<Output = Caught>) -> Option<Caught> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// The outcome of a finished (or timed out) call.
+fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
+    match result {
+        None => Outcome::Deadline,
+        Some(Ok(Ok(_))) if !want_result => Outcome::Done,
+        Some(Ok(Ok(bytes))) => Outcome::Ok(bytes),
+        Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
+        Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),
+        Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
     }
 }
 
