@@ -14,6 +14,7 @@ mod state;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -32,7 +33,8 @@ pub use state::PoolStats;
 pub enum PoolMessage {
     /// A caller wants a slot. The reply port's timeout is its checkout budget.
     Checkout(RpcReplyPort<Result<Lease, Error>>),
-    /// A slot is returned (cast by a dropped [`Lease`]).
+    /// A slot was returned (cast by a dropped [`Lease`] when callers wait):
+    /// serve the waiters. Late, duplicate or unknown ones are harmless.
     Checkin(RunnerId),
     /// A snapshot of the pool.
     Stats(RpcReplyPort<PoolStats>),
@@ -85,6 +87,12 @@ pub struct Lease {
     runner: RunnerId,
     conn: RunnerConn,
     pool: ActorRef<PoolMessage>,
+    /// The runner's checkout count, shared with the pool.
+    load: Arc<AtomicUsize>,
+    /// Whether callers wait for a slot, shared with the pool.
+    has_waiters: Arc<AtomicBool>,
+    /// Tell the pool even when nobody waits (single-use runners).
+    always_tell: bool,
 }
 
 impl fmt::Debug for Lease {
@@ -107,8 +115,16 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // A cast never blocks; if the pool is gone there is nothing to return.
-        let _ = self.pool.cast(PoolMessage::Checkin(self.runner));
+        // The slot is free the moment the count drops. The pool hears of it
+        // only when it has a use for the news (a waiter, a single-use
+        // runner): one message and one wake-up less per call. The pool sets
+        // `has_waiters` before it re-checks the counts, and we read it after
+        // the decrement (both SeqCst): one of the two always sees the other.
+        self.load.fetch_sub(1, Ordering::SeqCst);
+        if self.always_tell || self.has_waiters.load(Ordering::SeqCst) {
+            // A cast never blocks; if the pool is gone nobody needs the news.
+            let _ = self.pool.cast(PoolMessage::Checkin(self.runner));
+        }
     }
 }
 

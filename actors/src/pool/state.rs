@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
 
@@ -48,13 +49,20 @@ struct Slot {
     actor: ActorRef<RunnerMessage>,
     /// `None` while booting.
     conn: Option<RunnerConn>,
-    active: usize,
+    /// Checkouts in flight, decremented by the leases themselves.
+    load: Arc<AtomicUsize>,
     /// Booted to satisfy `min`.
     is_min: bool,
     /// Takes no new work (idle verdict given, stopping on its own, used up).
     draining: bool,
     /// Left because it was idle: not refilled.
     idle_exit: bool,
+}
+
+impl Slot {
+    fn active(&self) -> usize {
+        self.load.load(Ordering::SeqCst)
+    }
 }
 
 /// State of the Pool actor.
@@ -66,6 +74,8 @@ pub struct PoolState<B: Backend> {
     runners: HashMap<RunnerId, Slot>,
     by_actor: HashMap<ActorId, RunnerId>,
     waiting: VecDeque<Waiter>,
+    /// `true` while `waiting` may hold live callers; leases read it.
+    has_waiters: Arc<AtomicBool>,
     /// Failed boots in a row.
     failures: u32,
     retry_armed: bool,
@@ -91,6 +101,7 @@ impl<B: Backend> PoolState<B> {
             runners: HashMap::new(),
             by_actor: HashMap::new(),
             waiting: VecDeque::new(),
+            has_waiters: Arc::default(),
             failures: 0,
             retry_armed: false,
             stopping: false,
@@ -110,7 +121,7 @@ impl<B: Backend> PoolState<B> {
         PoolStats {
             runners: self.runners.len() - booting,
             booting,
-            busy: self.runners.values().map(|s| s.active).sum(),
+            busy: self.runners.values().map(Slot::active).sum(),
             waiting: self.waiting.iter().filter(|w| !w.is_closed()).count(),
         }
     }
@@ -129,8 +140,8 @@ impl<B: Backend> PoolState<B> {
         let limit = self.per_runner();
         self.runners
             .iter()
-            .filter(|(_, s)| s.conn.is_some() && !s.draining && s.active < limit)
-            .min_by_key(|(_, s)| s.active)
+            .filter(|(_, s)| s.conn.is_some() && !s.draining && s.active() < limit)
+            .min_by_key(|(_, s)| s.active())
             .map(|(id, _)| *id)
     }
 
@@ -139,7 +150,7 @@ impl<B: Backend> PoolState<B> {
     fn grant(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, waiter: Waiter) {
         let single_use = self.config.single_use;
         let slot = self.runners.get_mut(&runner).expect("picked runner exists");
-        slot.active += 1;
+        slot.load.fetch_add(1, Ordering::SeqCst);
         if single_use {
             // One checkout per runner (B23).
             slot.draining = true;
@@ -148,6 +159,9 @@ impl<B: Backend> PoolState<B> {
             runner,
             conn: slot.conn.clone().expect("picked runner is booted"),
             pool: myself.clone(),
+            load: Arc::clone(&slot.load),
+            has_waiters: Arc::clone(&self.has_waiters),
+            always_tell: single_use,
         };
         let _ = waiter.send(Ok(lease));
     }
@@ -172,6 +186,10 @@ impl<B: Backend> PoolState<B> {
             }
         }
         self.waiting.push_back(waiter);
+        // Announce the waiter before looking again: a lease dropped since
+        // the look above either sees the flag or left its slot for this one.
+        self.has_waiters.store(true, Ordering::SeqCst);
+        self.serve_waiters(myself);
         self.maybe_grow(myself).await;
     }
 
@@ -180,9 +198,8 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        slot.active = slot.active.saturating_sub(1);
         if self.config.single_use
-            && slot.active == 0
+            && slot.active() == 0
             && let Some(conn) = &slot.conn
         {
             conn.control(ToRunner::Shutdown);
@@ -201,6 +218,9 @@ impl<B: Backend> PoolState<B> {
             let Some(runner) = self.pick() else { break };
             let waiter = self.waiting.pop_front().expect("front exists");
             self.grant(myself, runner, waiter);
+        }
+        if self.waiting.is_empty() {
+            self.has_waiters.store(false, Ordering::SeqCst);
         }
     }
 
@@ -274,7 +294,7 @@ impl<B: Backend> PoolState<B> {
                     Slot {
                         actor,
                         conn: None,
-                        active: 0,
+                        load: Arc::default(),
                         is_min,
                         draining: false,
                         idle_exit: false,
@@ -401,7 +421,7 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        let granted = slot.active == 0 && !stopping;
+        let granted = slot.active() == 0 && !stopping;
         if granted {
             slot.draining = true;
             slot.idle_exit = true;
