@@ -59,6 +59,7 @@
 //! first.
 
 mod call;
+mod child;
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub mod docker;
@@ -68,6 +69,7 @@ mod process;
 mod runner;
 
 pub use call::CallOptions;
+pub use child::Child;
 pub use local::LocalBackend;
 pub use pool::Pool;
 pub use process::{ProcessBackend, ProcessState};
@@ -80,7 +82,8 @@ pub use runner::{run_if_runner, serve_as_runner};
 #[doc(inline)]
 pub use ractor_flame_actors::{
     Backend, BackendError, BootRetry, BuildId, DownReason, Error, FnError, IdleShutdown, Parent, ParentError,
-    PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteFn, RunnerContext, RunnerId, current_runner,
+    PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext, RunnerId,
+    current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.

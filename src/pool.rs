@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
+use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
-    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteFn,
-    outcome_into_result,
+    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteActor,
+    RemoteFn, outcome_into_result,
 };
 use tracing::Instrument as _;
 
 use crate::call::CallOptions;
+use crate::child::Child;
 
 /// A handle to a running pool. Cheap to clone; every clone talks to the same
 /// Pool actor.
@@ -281,6 +283,66 @@ impl Pool {
             }
         });
         Ok(())
+    }
+
+    /// Starts the registered actor `A` on a runner, linked to the returned
+    /// handle (B32-B34). The child takes one slot of its runner for its whole
+    /// life. Placement waits for a slot within `boot_timeout`, then for the
+    /// actor's start within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::call`]; an actor whose `pre_start` fails gives
+    /// [`Error::ChildStopped`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves gives up the slot; a child
+    /// started just then is stopped by its runner's accounting only when the
+    /// runner goes, so await placements to the end.
+    pub async fn place_child<A: RemoteActor>(&self, args: A::Arguments) -> Result<Child<A>, Error> {
+        self.place_child_with::<A>(args, CallOptions::default()).await
+    }
+
+    /// Starts `A` on a runner with options: `timeout` is the total budget of
+    /// the placement, `link(false)` lets the child outlive its handles.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::place_child`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::place_child`].
+    pub async fn place_child_with<A: RemoteActor>(
+        &self,
+        args: A::Arguments,
+        opts: CallOptions,
+    ) -> Result<Child<A>, Error> {
+        let args = encode(&args)?;
+        let started = Instant::now();
+        let lease = self
+            .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))
+            .await?;
+        let budget = match opts.timeout {
+            Some(total) => total.saturating_sub(started.elapsed()),
+            None => self.settings.timeout,
+        };
+        let function = format!("{PLACE}{}", A::NAME);
+        let req = CallRequest {
+            function: &function,
+            args,
+            deadline: Some(Instant::now() + budget),
+            linked: opts.link,
+            want_result: true,
+        };
+        let outcome = lease.conn().call(req).await?;
+        let bytes = outcome_into_result(outcome, A::NAME, budget).map_err(|e| match e {
+            Error::Remote { message, .. } => Error::ChildStopped { reason: message },
+            other => other,
+        })?;
+        let id: u64 = rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
+        Ok(Child::new(id, lease, opts.link, self.settings.timeout))
     }
 
     /// A snapshot: runners, booting, busy slots, waiting callers.

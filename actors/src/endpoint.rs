@@ -185,6 +185,7 @@ fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
 fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
     let reason = match frame {
         ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
+        ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),
         ToParent::IdleRequest => RemoteShutdownReason::Idle,
         ToParent::Stopping { reason } => RemoteShutdownReason::Stopping(reason),
         ToParent::Hello(_) | ToParent::Ping => return,

@@ -89,6 +89,13 @@ pub enum Error {
     /// started draining before the call began).
     #[error("call cancelled: {0}")]
     Cancelled(String),
+    /// The placed child is gone (it stopped or crashed, or its runner went
+    /// away); later calls on its handle fail with this.
+    #[error("placed child stopped: {reason}")]
+    ChildStopped {
+        /// Why it stopped.
+        reason: String,
+    },
     /// The pool configuration is invalid.
     #[error("invalid pool configuration: {0}")]
     Config(String),

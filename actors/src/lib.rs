@@ -41,7 +41,7 @@ pub use error::{BackendError, DownReason, Error, FnError};
 pub use link::{CallRequest, RunnerConn, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
 pub use pool::{Lease, Pool, PoolArguments, PoolMessage, PoolStats};
-pub use registry::{BuildId, Registry, RemoteFn};
+pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
 pub use terminator::current_runner;
 
 /// Re-exported so backends and tests name the same ractor as this crate.

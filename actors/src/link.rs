@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ractor::ActorRef;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
@@ -54,6 +54,8 @@ struct ConnInner {
     down: Mutex<Option<DownReason>>,
     /// Woken when `down` is set.
     closed: tokio::sync::Notify,
+    /// Exit notices of placed children, by child id.
+    children: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
     max_frame: usize,
 }
 
@@ -98,6 +100,7 @@ impl RunnerConn {
                 next_id: AtomicU64::new(1),
                 down: Mutex::new(None),
                 closed: tokio::sync::Notify::new(),
+                children: Mutex::new(HashMap::new()),
                 max_frame,
             }),
         }
@@ -195,6 +198,39 @@ impl RunnerConn {
         received.map_err(|_| self.down_error())
     }
 
+    /// Sends a call whose outcome nobody awaits (a cast to a placed child),
+    /// before returning: what one task sends this way reaches the runner in
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunnerDown`] when the runner is gone.
+    pub fn send_now(&self, function: &str, args: Vec<u8>) -> Result<(), Error> {
+        if let Some(reason) = self.down_reason() {
+            return Err(Error::RunnerDown { reason });
+        }
+        let frame = CallFrame {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            function: function.to_owned(),
+            args,
+            deadline_us: None,
+            want_result: false,
+            linked: false,
+        };
+        match &self.inner.transport {
+            Transport::Local { serve, .. } => {
+                let serve = Arc::clone(serve);
+                // Child messages are enqueued when the work is created, so
+                // create it now; only the (trivial) rest runs in a task.
+                let work = serve.start_now(frame);
+                tokio::spawn(work);
+                Ok(())
+            }
+            // The reply (`Done`) matches no pending call and is dropped.
+            Transport::Remote { tx } => tx.send(ToRunner::Call(frame)).map_err(|_| self.down_error()),
+        }
+    }
+
     fn down_error(&self) -> Error {
         let reason = self
             .down_reason()
@@ -233,12 +269,41 @@ impl RunnerConn {
             }
         }
         self.inner.closed.notify_waiters();
+        let reason = self
+            .down_reason()
+            .map(|r| format!("runner down: {r}"))
+            .unwrap_or_default();
+        for notice in self.inner.children.lock().expect("poisoned").values() {
+            notice.send_if_modified(|exit| exit.is_none() && exit.replace(reason.clone()).is_none());
+        }
         // Dropping the senders wakes every waiter, which then reads `down`.
         let pending = std::mem::take(&mut *self.inner.pending.lock().expect("poisoned"));
         drop(pending);
         if let Transport::Local { serve, .. } = &self.inner.transport {
             serve.fail_all();
         }
+    }
+
+    /// Watches for the exit of placed child `child`.
+    pub fn watch_child(&self, child: u64) -> watch::Receiver<Option<String>> {
+        let mut children = self.inner.children.lock().expect("poisoned");
+        let notice = children.entry(child).or_insert_with(|| watch::channel(None).0);
+        if let Some(reason) = self.down_reason() {
+            notice.send_replace(Some(format!("runner down: {reason}")));
+        }
+        notice.subscribe()
+    }
+
+    /// Stops watching child `child` (its handle is gone).
+    pub fn unwatch_child(&self, child: u64) {
+        self.inner.children.lock().expect("poisoned").remove(&child);
+    }
+
+    /// A placed child exited (possibly before anyone watched it).
+    pub(crate) fn child_exited(&self, child: u64, reason: String) {
+        let mut children = self.inner.children.lock().expect("poisoned");
+        let notice = children.entry(child).or_insert_with(|| watch::channel(None).0);
+        notice.send_replace(Some(reason));
     }
 
     /// Resolves once the runner is gone.
@@ -317,5 +382,6 @@ pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) 
         Outcome::Refused => Err(Error::RunnerDown {
             reason: DownReason::ShuttingDown,
         }),
+        Outcome::ChildStopped(reason) => Err(Error::ChildStopped { reason }),
     }
 }

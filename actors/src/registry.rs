@@ -50,6 +50,85 @@ pub trait RemoteFn: Send + Sync + 'static {
     fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
 }
 
+/// A ractor actor that can be placed on a runner with `place_child` (B32).
+///
+/// Its arguments and the messages the parent may send travel through the
+/// codec, so they are serde types; ractor messages themselves need not be
+/// (a call carries an `RpcReplyPort`). `cast_message` and `call_message` turn
+/// the wire types into the actor's own messages.
+///
+/// # Examples
+///
+/// ```
+/// use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+/// use ractor_flame_actors::RemoteActor;
+///
+/// #[derive(Default)]
+/// struct Counter;
+///
+/// enum CounterMsg {
+///     Add(u64),
+///     Get(RpcReplyPort<u64>),
+/// }
+///
+/// impl Actor for Counter {
+///     type Msg = CounterMsg;
+///     type State = u64;
+///     type Arguments = u64;
+///     async fn pre_start(&self, _: ActorRef<CounterMsg>, start: u64) -> Result<u64, ActorProcessingErr> {
+///         Ok(start)
+///     }
+///     async fn handle(&self, _: ActorRef<CounterMsg>, msg: CounterMsg, n: &mut u64) -> Result<(), ActorProcessingErr> {
+///         match msg {
+///             CounterMsg::Add(k) => *n += k,
+///             CounterMsg::Get(reply) => { let _ = reply.send(*n); }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// impl RemoteActor for Counter {
+///     const NAME: &'static str = "counter";
+///     type Cast = u64;
+///     type Call = ();
+///     type Reply = u64;
+///     fn cast_message(k: u64) -> CounterMsg { CounterMsg::Add(k) }
+///     fn call_message(_: (), reply: RpcReplyPort<u64>) -> CounterMsg { CounterMsg::Get(reply) }
+/// }
+/// ```
+pub trait RemoteActor: ractor::Actor<Arguments: Serialize + DeserializeOwned> + Default {
+    /// The stable name the actor type is placed by. Unique in a registry.
+    const NAME: &'static str;
+    /// What a cast carries.
+    type Cast: Serialize + DeserializeOwned + Send + 'static;
+    /// What a call carries.
+    type Call: Serialize + DeserializeOwned + Send + 'static;
+    /// What a call answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The actor's message for a cast.
+    fn cast_message(msg: Self::Cast) -> Self::Msg;
+
+    /// The actor's message for a call; the actor answers on `reply`.
+    fn call_message(msg: Self::Call, reply: ractor::RpcReplyPort<Self::Reply>) -> Self::Msg;
+}
+
+/// A placed actor, type-erased: how the runner talks to it.
+pub(crate) struct Placed {
+    pub(crate) cell: ractor::ActorCell,
+    pub(crate) cast: Box<dyn Fn(&[u8]) -> Result<(), RunFailure> + Send + Sync>,
+    pub(crate) call: Box<dyn Fn(&[u8]) -> Result<BoxFuture, RunFailure> + Send + Sync>,
+}
+
+impl fmt::Debug for Placed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placed").field("actor", &self.cell.get_id()).finish()
+    }
+}
+
+type PlaceFuture = Pin<Box<dyn Future<Output = Result<Placed, RunFailure>> + Send>>;
+type Placer = Arc<dyn Fn(&[u8], ractor::ActorCell) -> PlaceFuture + Send + Sync>;
+
 /// The outcome of running an encoded call, before it reaches the caller.
 pub(crate) type Encoded = Result<Vec<u8>, RunFailure>;
 
@@ -62,7 +141,7 @@ pub(crate) enum RunFailure {
     Codec(String),
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
 type Handler = Arc<dyn Fn(&[u8]) -> BoxFuture + Send + Sync>;
 type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -91,6 +170,7 @@ type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Registry {
     functions: BTreeMap<&'static str, Entry>,
+    actors: BTreeMap<&'static str, (String, Placer)>,
     predicates: BTreeMap<String, Predicate>,
     app_version: Option<String>,
 }
@@ -105,6 +185,7 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("actors", &self.actors.keys().collect::<Vec<_>>())
             .field("predicates", &self.predicates.keys().collect::<Vec<_>>())
             .field("build_id", &self.build_id())
             .finish()
@@ -149,6 +230,37 @@ impl Registry {
         assert!(previous.is_none(), "remote function `{}` registered twice", F::NAME);
     }
 
+    /// Adds the placeable actor type `A` (see
+    /// [`RemoteActor`]).
+    ///
+    /// # Panics
+    ///
+    /// When an actor type of the same name is already registered.
+    #[track_caller]
+    pub fn register_actor<A: RemoteActor>(mut self) -> Self {
+        let signature = format!(
+            "actor {}({})<{},{}>{}",
+            A::NAME,
+            std::any::type_name::<A::Arguments>(),
+            std::any::type_name::<A::Cast>(),
+            std::any::type_name::<A::Call>(),
+            std::any::type_name::<A::Reply>()
+        );
+        let placer: Placer = Arc::new(|bytes: &[u8], supervisor: ractor::ActorCell| {
+            let args = rmp_serde::from_slice::<A::Arguments>(bytes);
+            Box::pin(async move {
+                let args = args.map_err(|e| RunFailure::Codec(format!("actor arguments: {e}")))?;
+                let (actor, _) = ractor::Actor::spawn_linked(None, A::default(), args, supervisor)
+                    .await
+                    .map_err(|e| RunFailure::Returned(format!("actor did not start: {e}")))?;
+                Ok(placed::<A>(actor))
+            })
+        });
+        let previous = self.actors.insert(A::NAME, (signature, placer));
+        assert!(previous.is_none(), "remote actor `{}` registered twice", A::NAME);
+        self
+    }
+
     /// Registers a named predicate for
     /// [`IdleShutdown::AfterWhen`](crate::IdleShutdown::AfterWhen): the runner
     /// idles down only when it returns `true`.
@@ -186,12 +298,21 @@ impl Registry {
             h.write(entry.signature.as_bytes());
             h.write(&[0]);
         }
+        for (signature, _) in self.actors.values() {
+            h.write(signature.as_bytes());
+            h.write(&[0]);
+        }
         BuildId(h.0)
     }
 
     /// Starts the named function on encoded arguments; `None` if unknown.
     pub(crate) fn start(&self, name: &str, args: &[u8]) -> Option<impl Future<Output = Encoded> + Send + use<>> {
         self.functions.get(name).map(|e| (e.handler)(args))
+    }
+
+    /// Starts placing the named actor type; `None` if unknown.
+    pub(crate) fn place(&self, name: &str, args: &[u8], supervisor: ractor::ActorCell) -> Option<PlaceFuture> {
+        self.actors.get(name).map(|(_, placer)| placer(args, supervisor))
     }
 
     /// Runs the named predicate; an unknown name counts as "not yet".
@@ -204,6 +325,34 @@ impl Registry {
             }
         }
     }
+}
+
+/// The erased face of a placed `A`.
+fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed {
+    let cell = actor.get_cell();
+    let for_cast = actor.clone();
+    let cast = Box::new(move |bytes: &[u8]| {
+        let msg = rmp_serde::from_slice::<A::Cast>(bytes).map_err(|e| RunFailure::Codec(format!("cast: {e}")))?;
+        for_cast
+            .send_message(A::cast_message(msg))
+            .map_err(|_| RunFailure::Returned("the actor is not running".into()))
+    });
+    let call = Box::new(move |bytes: &[u8]| {
+        let msg = rmp_serde::from_slice::<A::Call>(bytes).map_err(|e| RunFailure::Codec(format!("call: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Enqueued now, in order with the casts before it; answered later.
+        actor
+            .send_message(A::call_message(msg, tx.into()))
+            .map_err(|_| RunFailure::Returned("the actor is not running".into()))?;
+        let reply: BoxFuture = Box::pin(async move {
+            let reply = rx
+                .await
+                .map_err(|_| RunFailure::Returned("the actor stopped before it answered".into()))?;
+            encode(&reply).map_err(|e| RunFailure::Codec(format!("reply: {e}")))
+        });
+        Ok(reply)
+    });
+    Placed { cell, cast, call }
 }
 
 /// The identity of a build's remote functions, compared in the handshake.

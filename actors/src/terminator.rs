@@ -7,6 +7,7 @@
 //! (B28) and the drain (B30). When it is done it calls the backend's
 //! `system_shutdown` exactly once.
 
+mod children;
 mod connect;
 mod serve;
 
@@ -159,6 +160,9 @@ impl TerminatorState {
         tracing::debug!(target: "ractor_flame::terminator", reason, "draining");
         self.phase = Phase::Draining;
         self.serve.stop_accepting();
+        // Linked children go with the runner; unlinked ones may finish
+        // within the drain budget.
+        self.serve.children().stop_all(true, reason);
         let serve = Arc::clone(&self.serve);
         let budget = self.settings.shutdown_timeout;
         let myself = myself.clone();
@@ -186,6 +190,9 @@ impl Actor for Terminator {
                 (Phase::Connecting, None, Some(parent))
             }
         };
+        if let Some(tx) = &to_parent {
+            args.serve.children().set_events(tx);
+        }
         let mut state = TerminatorState {
             serve: args.serve,
             settings: args.settings,
@@ -225,6 +232,7 @@ impl Actor for Terminator {
                 }
                 tracing::debug!(target: "ractor_flame::terminator", "connected to parent");
                 state.phase = Phase::Serving;
+                state.serve.children().set_events(&tx);
                 state.to_parent = Some(tx);
                 state.writer = Some(writer);
                 if let Some(idle) = state.settings.idle_after {

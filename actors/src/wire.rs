@@ -13,7 +13,9 @@ pub use codec::FrameError;
 #[doc(hidden)]
 pub use codec::{decode_body, encode_frame};
 #[doc(hidden)]
-pub use frame::{CallFrame, Hello, Outcome, ToParent, ToRunner, Welcome};
+pub use frame::{
+    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, ChildEnvelope, Hello, Outcome, PLACE, ToParent, ToRunner, Welcome,
+};
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;

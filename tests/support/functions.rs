@@ -215,6 +215,88 @@ impl RemoteFn for Alloc {
     }
 }
 
+/// A placeable actor: keeps a total, counts its life under a probe key
+/// (`running` while alive, `completed` once stopped cleanly).
+#[derive(Default)]
+pub struct Keeper;
+
+pub enum KeeperMsg {
+    Cast(KeeperCast),
+    Get(ractor::RpcReplyPort<(u64, u32)>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum KeeperCast {
+    Add(u64),
+    Crash,
+    StopAfter(u64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeeperArgs {
+    pub key: String,
+    pub start: u64,
+}
+
+impl ractor::Actor for Keeper {
+    type Msg = KeeperMsg;
+    type State = (String, u64);
+    type Arguments = KeeperArgs;
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<KeeperMsg>,
+        args: KeeperArgs,
+    ) -> Result<(String, u64), ractor::ActorProcessingErr> {
+        update(&args.key, |c| c.running += 1);
+        Ok((args.key, args.start))
+    }
+
+    async fn handle(
+        &self,
+        myself: ractor::ActorRef<KeeperMsg>,
+        msg: KeeperMsg,
+        state: &mut (String, u64),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        match msg {
+            KeeperMsg::Cast(KeeperCast::Add(n)) => state.1 += n,
+            KeeperMsg::Cast(KeeperCast::Crash) => return Err("asked to crash".into()),
+            KeeperMsg::Cast(KeeperCast::StopAfter(ms)) => {
+                myself.exit_after(Duration::from_millis(ms));
+            }
+            KeeperMsg::Get(reply) => {
+                let _ = reply.send((state.1, std::process::id()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ractor::ActorRef<KeeperMsg>,
+        state: &mut (String, u64),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        update(&state.0, |c| {
+            c.running -= 1;
+            c.completed += 1;
+        });
+        Ok(())
+    }
+}
+
+impl ractor_flame::RemoteActor for Keeper {
+    const NAME: &'static str = "test.keeper";
+    type Cast = KeeperCast;
+    type Call = ();
+    type Reply = (u64, u32);
+    fn cast_message(msg: KeeperCast) -> KeeperMsg {
+        KeeperMsg::Cast(msg)
+    }
+    fn call_message(_: (), reply: ractor::RpcReplyPort<(u64, u32)>) -> KeeperMsg {
+        KeeperMsg::Get(reply)
+    }
+}
+
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
     Registry::new()
@@ -229,4 +311,5 @@ pub fn registry() -> Registry {
         .register::<Exit>()
         .register::<NestedPool>()
         .register::<Alloc>()
+        .register_actor::<Keeper>()
 }

@@ -16,8 +16,10 @@ use futures_util::FutureExt as _;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
+use super::children::Children;
 use crate::parent::RunnerId;
-use crate::registry::{Registry, RunFailure};
+use crate::registry::{BoxFuture, Registry, RunFailure};
+use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, ChildEnvelope, PLACE};
 
 tokio::task_local! {
     static CURRENT_RUNNER: RunnerId;
@@ -49,6 +51,8 @@ pub struct Serve {
     last_activity_us: AtomicU64,
     /// Woken whenever `active` drops to zero.
     quiet: Notify,
+    /// Placed children.
+    children: Children,
 }
 
 impl Serve {
@@ -62,12 +66,86 @@ impl Serve {
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
+            children: Children::default(),
         })
     }
 
     /// Runs the named idle predicate of the registry.
     pub(crate) fn registry_predicate(&self, name: &str) -> bool {
         self.registry.predicate_holds(name)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn children(&self) -> &Children {
+        &self.children
+    }
+
+    /// A placed child holds a slot for its whole life (B33).
+    pub(crate) fn child_started(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    pub(crate) fn child_stopped(&self) {
+        self.touch();
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.quiet.notify_waiters();
+        }
+    }
+
+    /// The work a call names: a registered function, or an operation on
+    /// placed children. Child messages are enqueued here, synchronously, so
+    /// a caller's messages reach its child in the order they were sent.
+    fn start_work(self: &Arc<Self>, call: &CallFrame) -> Result<BoxFuture, Outcome> {
+        let name = call.function.as_str();
+        if let Some(actor) = name.strip_prefix(PLACE) {
+            let (this, actor, args, id, linked) = (
+                Arc::clone(self),
+                actor.to_owned(),
+                call.args.clone(),
+                call.id,
+                call.linked,
+            );
+            return Ok(Box::pin(async move {
+                this.children.place(&this, &actor, &args, id, linked).await
+            }));
+        }
+        match name {
+            CHILD_CAST => {
+                self.children.cast(&decode_envelope(&call.args)?)?;
+                Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
+            }
+            CHILD_CALL => self.children.call(&decode_envelope(&call.args)?),
+            CHILD_STOP => {
+                let child: u64 = rmp_serde::from_slice(&call.args).map_err(|e| Outcome::Codec(e.to_string()))?;
+                self.children.stop(child);
+                Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
+            }
+            _ => match self.registry.start(name, &call.args) {
+                Some(work) => Ok(Box::pin(work)),
+                None => Err(Outcome::UnknownFunction),
+            },
+        }
+    }
+
+    /// Creates the work of `call` now and returns a future that runs it to
+    /// the end, accounted like any call, its outcome dropped.
+    pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
+        let work = self.start_work(&call);
+        let this = Arc::clone(self);
+        async move {
+            if let Ok(work) = work {
+                this.active.fetch_add(1, Ordering::AcqRel);
+                let _finish = Finish {
+                    serve: &this,
+                    id: call.id,
+                };
+                let _ = work.await;
+            }
+        }
     }
 
     /// Calls running now.
@@ -102,8 +180,9 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return send(&reply, call.id, Outcome::Refused);
         }
-        let Some(work) = self.registry.start(&call.function, &call.args) else {
-            return send(&reply, call.id, Outcome::UnknownFunction);
+        let work = match self.start_work(&call) {
+            Ok(work) => work,
+            Err(outcome) => return send(&reply, call.id, outcome),
         };
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -132,8 +211,9 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return Some(Outcome::Refused);
         }
-        let Some(work) = self.registry.start(&call.function, &call.args) else {
-            return Some(Outcome::UnknownFunction);
+        let work = match self.start_work(&call) {
+            Ok(work) => work,
+            Err(outcome) => return Some(outcome),
         };
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -162,8 +242,10 @@ impl Serve {
         }
     }
 
-    /// Aborts every linked call: their parent is gone (B28).
+    /// Aborts every linked call and stops every linked child: their parent
+    /// is gone (B28, B34).
     pub(crate) fn abort_linked(&self) {
+        self.children.stop_all(true, "parent lost");
         for (abort, linked) in self.tasks.lock().expect("poisoned").values() {
             if *linked {
                 abort.abort();
@@ -171,9 +253,10 @@ impl Serve {
         }
     }
 
-    /// Aborts every call.
+    /// Aborts every call and stops every child.
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
+        self.children.stop_all(false, "runner stopped");
         for (abort, _) in self.tasks.lock().expect("poisoned").values() {
             abort.abort();
         }
@@ -197,6 +280,10 @@ impl Serve {
         }
         waited.is_ok()
     }
+}
+
+fn decode_envelope(bytes: &[u8]) -> Result<ChildEnvelope, Outcome> {
+    rmp_serde::from_slice(bytes).map_err(|e| Outcome::Codec(format!("child message: {e}")))
 }
 
 /// Sends a call's outcome to the parent.

@@ -6,6 +6,25 @@ use serde::{Deserialize, Serialize};
 use crate::parent::{RunnerId, Token};
 use crate::registry::BuildId;
 
+/// Function-name prefix of a `place_child`: the actor type's name follows.
+pub const PLACE: &str = "flame.place/";
+/// Function name of a cast to a placed child ([`ChildEnvelope`] argument).
+pub const CHILD_CAST: &str = "flame.child.cast";
+/// Function name of a call to a placed child ([`ChildEnvelope`] argument).
+pub const CHILD_CALL: &str = "flame.child.call";
+/// Function name that stops a placed child (its id as the argument).
+pub const CHILD_STOP: &str = "flame.child.stop";
+
+/// A message for a placed child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildEnvelope {
+    /// The child's id (the id of the call that placed it).
+    pub child: u64,
+    /// The encoded cast or call.
+    #[serde(with = "serde_bytes")]
+    pub msg: Vec<u8>,
+}
+
 /// The runner's first frame: who it is and the proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -66,6 +85,8 @@ pub enum Outcome {
     Codec(String),
     /// The runner is draining and took no new work.
     Refused,
+    /// The placed child is gone; why.
+    ChildStopped(String),
 }
 
 /// Frames from parent to runner.
@@ -109,6 +130,13 @@ pub enum ToParent {
     IdleRequest,
     /// The runner is stopping for its own reason (SIGTERM, failsafe).
     Stopping {
+        /// Why.
+        reason: String,
+    },
+    /// A placed child stopped or crashed.
+    ChildExited {
+        /// The child's id.
+        child: u64,
         /// Why.
         reason: String,
     },
