@@ -116,9 +116,14 @@ pub trait RemoteActor: ractor::Actor<Arguments: Serialize + DeserializeOwned> + 
 /// A placed actor, type-erased: how the runner talks to it.
 pub(crate) struct Placed {
     pub(crate) cell: ractor::ActorCell,
-    pub(crate) cast: Box<dyn Fn(&[u8]) -> Result<(), RunFailure> + Send + Sync>,
-    pub(crate) call: Box<dyn Fn(&[u8]) -> Result<BoxFuture, RunFailure> + Send + Sync>,
+    pub(crate) cast: CastFn,
+    pub(crate) call: CallFn,
 }
+
+/// Decodes a cast and enqueues it on the actor.
+pub(crate) type CastFn = Box<dyn Fn(&[u8]) -> Result<(), RunFailure> + Send + Sync>;
+/// Decodes a call, enqueues it, and returns the wait for its reply.
+pub(crate) type CallFn = Box<dyn Fn(&[u8]) -> Result<BoxFuture, RunFailure> + Send + Sync>;
 
 impl fmt::Debug for Placed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
