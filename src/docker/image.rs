@@ -18,8 +18,10 @@ pub(crate) const REPO: &str = "ractor-flame-runner";
 
 /// Tags already made or found in this process, by executable path, size
 /// and modification time: hashing a large executable is not free.
-fn known() -> &'static Mutex<HashMap<(PathBuf, u64, SystemTime), String>> {
-    static KNOWN: OnceLock<Mutex<HashMap<(PathBuf, u64, SystemTime), String>>> = OnceLock::new();
+type Known = Mutex<HashMap<(PathBuf, u64, SystemTime), String>>;
+
+fn known() -> &'static Known {
+    static KNOWN: OnceLock<Known> = OnceLock::new();
     KNOWN.get_or_init(Mutex::default)
 }
 
