@@ -68,8 +68,41 @@ impl RemoteFn for Pid {
     }
 }
 
+/// A placed actor that answers calls with their argument.
+#[derive(Default)]
+struct Mirror;
+
+impl Actor for Mirror {
+    type Msg = (u64, Option<RpcReplyPort<u64>>);
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(&self, _: ActorRef<Self::Msg>, (n, reply): Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        if let Some(reply) = reply {
+            let _ = reply.send(n);
+        }
+        Ok(())
+    }
+}
+
+impl ractor_flame::RemoteActor for Mirror {
+    const NAME: &'static str = "bench.mirror";
+    type Cast = u64;
+    type Call = u64;
+    type Reply = u64;
+    fn cast_message(n: u64) -> Self::Msg {
+        (n, None)
+    }
+    fn call_message(n: u64, reply: RpcReplyPort<u64>) -> Self::Msg {
+        (n, Some(reply))
+    }
+}
+
 fn registry() -> Registry {
     Registry::new()
+        .register_actor::<Mirror>()
         .register::<Noop>()
         .register::<CountCast>()
         .register::<Len>()
@@ -224,6 +257,21 @@ async fn remote(plan: &Plan, registry: &Registry) -> f64 {
     }
     lat.sort();
     emit("remote_1mib_arg_p50_ms", us(percentile(&lat, 0.5)) / 1000.0, "ms");
+
+    let child = pool.place_child::<Mirror>(()).await.unwrap();
+    let mut lat = Vec::with_capacity(plan.samples);
+    for i in 0..plan.samples + plan.samples / 10 {
+        let t = Instant::now();
+        child.call(i as u64).await.unwrap();
+        if i >= plan.samples / 10 {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    let placed = percentile(&lat, 0.5);
+    emit("placed_call_p50_us", us(placed), "us");
+    emit("placed_vs_remote_call_ratio", us(placed) / us(p50), "ratio");
+    drop(child);
 
     let pid = pool.call::<Pid>(()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
