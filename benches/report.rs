@@ -79,7 +79,12 @@ impl Actor for Mirror {
     async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
-    async fn handle(&self, _: ActorRef<Self::Msg>, (n, reply): Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        (n, reply): Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(reply) = reply {
             let _ = reply.send(n);
         }

@@ -528,6 +528,19 @@ async fn b22_idle_runners_stop_and_min_runners_follow_their_own_setting(kind: Ki
     pool.stop().await;
 }
 
+async fn b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget(kind: Kind) {
+    let events = Events::default();
+    let cfg = config(1)
+        .idle_shutdown_after(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(60));
+    let pool = pool_with(kind, events.hooks(cfg)).await;
+    pool.call::<Echo>("x".into()).await.unwrap();
+    let done = Instant::now();
+    eventually("the idle runner leaves", WAIT, || async { events.shrinks() == 1 }).await;
+    assert!(done.elapsed() < Duration::from_secs(5), "{:?}", done.elapsed());
+    pool.stop().await;
+}
+
 async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(2).single_use(true))).await;
@@ -794,6 +807,7 @@ conformance!(
     b20_every_call_checks_in_exactly_once,
     b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min,
     b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
+    b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
     b23_single_use_runners_stop_after_their_first_call,
     b24_stopping_a_pool_drains_then_stops_every_runner,
     b29_idle_shutdown_never_interrupts_work,
@@ -821,6 +835,7 @@ conformance!(docker:
     b19_hooks_report_growth_and_shrink,
     b20_every_call_checks_in_exactly_once,
     b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
+    b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
     b23_single_use_runners_stop_after_their_first_call,
     b24_stopping_a_pool_drains_then_stops_every_runner,
     b29_idle_shutdown_never_interrupts_work,

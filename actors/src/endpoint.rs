@@ -195,8 +195,11 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
 
 fn on_runner_closed(reason: DownReason, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
     // The Runner fails the calls in flight (at once, or after its backend's
-    // grace for a better reason); if it is already gone, fail them here.
-    if runner.cast(RunnerMessage::ConnectionLost(reason.clone())).is_err() {
+    // grace for a better reason). A Runner that is stopping (it may be
+    // waiting in `post_stop` for this very close) or gone cannot: fail them
+    // here.
+    let sent = runner.cast(RunnerMessage::ConnectionLost(reason.clone())).is_ok();
+    if !sent || runner.get_status() >= ractor::ActorStatus::Stopping {
         conn.close(reason);
     }
 }

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::Instrument as _;
 
 use crate::backend::{Backend, RunnerContext};
@@ -239,6 +239,18 @@ impl<B: Backend> Actor for Runner<B> {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _event: SupervisionEvent,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // An in-process Terminator is linked to its Runner; its end arrives
+        // as `ConnectionLost` with a reason. (ractor's default would stop
+        // the Runner here, reasonless, before it could drain.)
         Ok(())
     }
 

@@ -157,7 +157,7 @@ impl TerminatorState {
         if self.phase == Phase::Draining {
             return;
         }
-        tracing::debug!(target: "ractor_flame::terminator", reason, "draining");
+        tracing::debug!(target: "ractor_flame::terminator", reason, active = self.serve.active(), "draining");
         self.phase = Phase::Draining;
         self.serve.stop_accepting();
         // Linked children go with the runner; unlinked ones may finish
