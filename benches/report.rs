@@ -138,21 +138,6 @@ struct Plan {
 
 // ---- measurements -----------------------------------------------------------
 
-/// Sequential call latencies after a warm-up.
-async fn latencies(pool: &Pool, samples: usize) -> Vec<Duration> {
-    for i in 0..samples / 10 {
-        pool.call::<Noop>(i as u64).await.expect("warm-up call");
-    }
-    let mut out = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let t = Instant::now();
-        pool.call::<Noop>(i as u64).await.expect("call");
-        out.push(t.elapsed());
-    }
-    out.sort();
-    out
-}
-
 /// Calls per second with `callers` concurrent callers for `for_`.
 async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
@@ -174,13 +159,56 @@ async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn local(plan: &Plan, registry: &Registry) -> f64 {
+/// Sorted latencies of `a` and `b`, sampled alternately from one task so
+/// both see the same scheduling (on 2 cores a round trip costs about 2 us
+/// when both tasks share a worker and about 20 us across workers; measuring
+/// the two in separate phases would compare luck, not code).
+struct Paired {
+    a: Vec<Duration>,
+    b: Vec<Duration>,
+}
+
+impl Paired {
+    fn new(samples: usize) -> Self {
+        Paired {
+            a: Vec::with_capacity(samples),
+            b: Vec::with_capacity(samples),
+        }
+    }
+
+    fn sorted(mut self) -> Self {
+        self.a.sort();
+        self.b.sort();
+        self
+    }
+}
+
+async fn local(plan: &Plan, registry: &Registry) {
     let config = PoolConfig::new(1).name("bench-local").max_concurrency(100_000);
     let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
-    let lat = latencies(&pool, plan.samples).await;
-    let p50 = percentile(&lat, 0.5);
+    let (pong, pong_done) = Actor::spawn(None, Pong, ()).await.unwrap();
+    let warm = plan.samples / 10;
+    let mut paired = Paired::new(plan.samples);
+    for i in 0..warm + plan.samples {
+        let t = Instant::now();
+        pong.call(|p| p, None).await.unwrap();
+        let floor = t.elapsed();
+        let t = Instant::now();
+        pool.call::<Noop>(i as u64).await.unwrap();
+        let ours = t.elapsed();
+        if i >= warm {
+            paired.a.push(floor);
+            paired.b.push(ours);
+        }
+    }
+    pong.stop(None);
+    let _ = pong_done.await;
+    let Paired { a: floor, b: lat } = paired.sorted();
+    let (floor, p50) = (percentile(&floor, 0.5), percentile(&lat, 0.5));
+    emit("ractor_call_rtt_p50_us", us(floor), "us");
     emit("local_call_p50_us", us(p50), "us");
     emit("local_call_p99_us", us(percentile(&lat, 0.99)), "us");
+    emit("local_vs_ractor_ratio", us(p50) / us(floor), "ratio");
     emit(
         "local_call_throughput_per_s",
         throughput(&pool, 64, plan.throughput_for).await,
@@ -201,7 +229,6 @@ async fn local(plan: &Plan, registry: &Registry) -> f64 {
         "casts/s",
     );
     pool.stop().await;
-    us(p50)
 }
 
 /// A trivial actor: the floor of one ractor call.
@@ -219,33 +246,32 @@ impl Actor for Pong {
     }
 }
 
-async fn ractor_floor(plan: &Plan) -> f64 {
-    let (actor, handle) = Actor::spawn(None, Pong, ()).await.unwrap();
-    for _ in 0..plan.samples / 10 {
-        actor.call(|p| p, None).await.unwrap();
-    }
-    let mut lat = Vec::with_capacity(plan.samples);
-    for _ in 0..plan.samples {
-        let t = Instant::now();
-        actor.call(|p| p, None).await.unwrap();
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    actor.stop(None);
-    let _ = handle.await;
-    let p50 = us(percentile(&lat, 0.5));
-    emit("ractor_call_rtt_p50_us", p50, "us");
-    p50
-}
-
-async fn remote(plan: &Plan, registry: &Registry) -> f64 {
+async fn remote(plan: &Plan, registry: &Registry) {
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
     let config = PoolConfig::new(1).name("bench-remote").max_concurrency(100_000);
     let pool = Pool::start(config, backend, registry).await.unwrap();
-    let lat = latencies(&pool, plan.samples).await;
-    let p50 = percentile(&lat, 0.5);
+    let mut raw = RawClient::start().await;
+    let warm = plan.samples / 10;
+    let mut paired = Paired::new(plan.samples);
+    for i in 0..warm + plan.samples {
+        let t = Instant::now();
+        raw.ping(i as u64).await;
+        let floor = t.elapsed();
+        let t = Instant::now();
+        pool.call::<Noop>(i as u64).await.unwrap();
+        let ours = t.elapsed();
+        if i >= warm {
+            paired.a.push(floor);
+            paired.b.push(ours);
+        }
+    }
+    raw.stop().await;
+    let Paired { a: floor, b: lat } = paired.sorted();
+    let (floor, p50) = (percentile(&floor, 0.5), percentile(&lat, 0.5));
+    emit("raw_tcp_rtt_p50_us", us(floor), "us");
     emit("remote_call_p50_us", us(p50), "us");
     emit("remote_call_p99_us", us(percentile(&lat, 0.99)), "us");
+    emit("remote_vs_raw_ratio", us(p50) / us(floor), "ratio");
     emit(
         "remote_call_throughput_per_s",
         throughput(&pool, 64, plan.throughput_for).await,
@@ -264,18 +290,23 @@ async fn remote(plan: &Plan, registry: &Registry) -> f64 {
     emit("remote_1mib_arg_p50_ms", us(percentile(&lat, 0.5)) / 1000.0, "ms");
 
     let child = pool.place_child::<Mirror>(()).await.unwrap();
-    let mut lat = Vec::with_capacity(plan.samples);
-    for i in 0..plan.samples + plan.samples / 10 {
+    let mut paired = Paired::new(plan.samples);
+    for i in 0..warm + plan.samples {
+        let t = Instant::now();
+        pool.call::<Noop>(i as u64).await.unwrap();
+        let call = t.elapsed();
         let t = Instant::now();
         child.call(i as u64).await.unwrap();
-        if i >= plan.samples / 10 {
-            lat.push(t.elapsed());
+        let placed = t.elapsed();
+        if i >= warm {
+            paired.a.push(call);
+            paired.b.push(placed);
         }
     }
-    lat.sort();
-    let placed = percentile(&lat, 0.5);
+    let Paired { a: calls, b: placed } = paired.sorted();
+    let (call, placed) = (percentile(&calls, 0.5), percentile(&placed, 0.5));
     emit("placed_call_p50_us", us(placed), "us");
-    emit("placed_vs_remote_call_ratio", us(placed) / us(p50), "ratio");
+    emit("placed_vs_remote_call_ratio", us(placed) / us(call), "ratio");
     drop(child);
 
     let pid = pool.call::<Pid>(()).await.unwrap();
@@ -284,7 +315,6 @@ async fn remote(plan: &Plan, registry: &Registry) -> f64 {
         emit("runner_rss_idle_kib", kib as f64, "KiB");
     }
     pool.stop().await;
-    us(p50)
 }
 
 async fn cold_boot(plan: &Plan, registry: &Registry) {
@@ -346,41 +376,52 @@ async fn raw_echo_server() {
     }
 }
 
-async fn raw_floor(plan: &Plan) -> f64 {
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .env("FLAME_BENCH_RAW_ECHO", "1")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-        .await
-        .unwrap();
-    let port: u16 = line.trim().parse().unwrap();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let mut lat = Vec::with_capacity(plan.samples);
-    for i in 0..plan.samples + plan.samples / 10 {
-        let frame = RawFrame {
-            id: i as u64,
-            body: rmp_serde::to_vec(&(i as u64)).unwrap(),
-        };
-        let t = Instant::now();
-        write_raw(&mut stream, &frame, &mut out).await;
-        read_raw(&mut stream, &mut buf).await.unwrap();
-        if i >= plan.samples / 10 {
-            lat.push(t.elapsed());
+/// A plain tokio TCP client of `raw_echo_server` (in a child process, like
+/// a runner): one request/response with rmp-serde frames per `ping`.
+struct RawClient {
+    child: tokio::process::Child,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl RawClient {
+    async fn start() -> Self {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .env("FLAME_BENCH_RAW_ECHO", "1")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+            .await
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            child,
+            stream,
+            buf: Vec::new(),
+            out: Vec::new(),
         }
     }
-    lat.sort();
-    drop(stream);
-    let _ = child.kill().await;
-    let p50 = us(percentile(&lat, 0.5));
-    emit("raw_tcp_rtt_p50_us", p50, "us");
-    p50
+
+    async fn ping(&mut self, i: u64) {
+        let frame = RawFrame {
+            id: i,
+            body: rmp_serde::to_vec(&i).unwrap(),
+        };
+        write_raw(&mut self.stream, &frame, &mut self.out).await;
+        read_raw(&mut self.stream, &mut self.buf).await.unwrap();
+    }
+
+    async fn stop(mut self) {
+        drop(self.stream);
+        let _ = self.child.kill().await;
+    }
 }
 
 // ---- docker -----------------------------------------------------------------
@@ -525,12 +566,8 @@ async fn main() {
             boots: 15,
         }
     };
-    let floor = ractor_floor(&plan).await;
-    let local_p50 = local(&plan, &registry).await;
-    emit("local_vs_ractor_ratio", local_p50 / floor, "ratio");
-    let raw = raw_floor(&plan).await;
-    let remote_p50 = remote(&plan, &registry).await;
-    emit("remote_vs_raw_ratio", remote_p50 / raw, "ratio");
+    local(&plan, &registry).await;
+    remote(&plan, &registry).await;
     cold_boot(&plan, &registry).await;
     docker::run(&plan, &registry).await;
 }
