@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
-    Backend, CallRequest, Error, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteActor,
+    Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteActor,
     RemoteFn, outcome_into_result,
 };
 use tracing::Instrument as _;
@@ -45,6 +45,8 @@ use crate::child::Child;
 pub struct Pool {
     actor: ActorRef<PoolMessage>,
     settings: Arc<Settings>,
+    /// The checkout fast path, shared with the Pool actor.
+    gate: Arc<Gate>,
 }
 
 /// What the call path needs from the configuration, read once at start.
@@ -127,12 +129,8 @@ impl Pool {
             timeout: config.get_timeout(),
             boot_timeout: config.get_boot_timeout(),
         });
-        let args = PoolArguments {
-            config,
-            backend: Arc::new(backend),
-            registry: registry.clone(),
-            on_runner: crate::runner::is_runner(),
-        };
+        let args = PoolArguments::new(config, backend, registry.clone(), crate::runner::is_runner());
+        let gate = Arc::clone(&args.gate);
         let actor = ractor_flame_actors::Pool::<B>::default();
         let spawned = match supervisor {
             Some(sup) => Actor::spawn_linked(None, actor, args, sup).await,
@@ -142,7 +140,7 @@ impl Pool {
             tracing::error!(target: "ractor_flame::pool", error = %e, "pool did not start");
             Error::PoolNotRunning
         })?;
-        Ok(Pool { actor, settings })
+        Ok(Pool { actor, settings, gate })
     }
 
     /// Runs `F` on a runner with the pool's default budgets: a slot within
@@ -390,6 +388,11 @@ impl Pool {
     /// Dropping the future leaves the queue; a slot granted just then is
     /// returned by the dropped lease.
     async fn checkout(&self, budget: Duration) -> Result<Lease, Error> {
+        // Nobody waits and a runner has room: claim it without a round trip
+        // to the Pool (which still decides everything else).
+        if let Some(lease) = self.gate.try_checkout(&self.actor) {
+            return Ok(lease);
+        }
         match self.actor.call(PoolMessage::Checkout, Some(budget)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(Error::CheckoutTimeout { waited: budget }),

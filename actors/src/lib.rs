@@ -40,7 +40,7 @@ pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
 pub use link::{CallRequest, RunnerConn, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
-pub use pool::{Lease, Pool, PoolArguments, PoolMessage, PoolStats};
+pub use pool::{Gate, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
 pub use terminator::current_runner;
 

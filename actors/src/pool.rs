@@ -9,12 +9,13 @@
 //! backoff), so they read and test without a mailbox; this file is the
 //! message plumbing.
 
+mod gate;
 mod state;
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -26,6 +27,8 @@ use crate::parent::RunnerId;
 use crate::registry::Registry;
 
 use state::PoolState;
+pub use gate::Gate;
+use gate::SlotShared;
 pub use state::PoolStats;
 
 /// Messages of the Pool actor.
@@ -84,11 +87,9 @@ impl fmt::Debug for PoolMessage {
 /// A checked-out slot on one runner. Dropping it checks the slot in, exactly
 /// once, whatever happened to the call (B20).
 pub struct Lease {
-    runner: RunnerId,
-    conn: RunnerConn,
+    /// The runner, its connection and its checkout count, shared with the pool.
+    slot: Arc<SlotShared>,
     pool: ActorRef<PoolMessage>,
-    /// The runner's checkout count, shared with the pool.
-    load: Arc<AtomicUsize>,
     /// Whether callers wait for a slot, shared with the pool.
     has_waiters: Arc<AtomicBool>,
     /// Tell the pool even when nobody waits (single-use runners).
@@ -97,19 +98,19 @@ pub struct Lease {
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("runner", &self.runner).finish()
+        f.debug_struct("Lease").field("runner", &self.slot.runner).finish()
     }
 }
 
 impl Lease {
     /// The runner's connection.
     pub fn conn(&self) -> &RunnerConn {
-        &self.conn
+        &self.slot.conn
     }
 
     /// The runner.
     pub fn runner(&self) -> RunnerId {
-        self.runner
+        self.slot.runner
     }
 }
 
@@ -120,10 +121,10 @@ impl Drop for Lease {
         // runner): one message and one wake-up less per call. The pool sets
         // `has_waiters` before it re-checks the counts, and we read it after
         // the decrement (both SeqCst): one of the two always sees the other.
-        self.load.fetch_sub(1, Ordering::SeqCst);
+        self.slot.load.fetch_sub(1, Ordering::SeqCst);
         if self.always_tell || self.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
-            let _ = self.pool.cast(PoolMessage::Checkin(self.runner));
+            let _ = self.pool.cast(PoolMessage::Checkin(self.slot.runner));
         }
     }
 }
@@ -156,6 +157,23 @@ pub struct PoolArguments<B> {
     pub registry: Registry,
     /// `true` when this process is itself a runner: `min` is forced to 0 (B11).
     pub on_runner: bool,
+    /// The checkout fast path, shared with the pool's handles.
+    pub gate: Arc<Gate>,
+}
+
+impl<B> PoolArguments<B> {
+    /// Arguments with a fresh fast-path gate (read it from `gate` to give
+    /// handles the fast path).
+    pub fn new(config: PoolConfig, backend: B, registry: Registry, on_runner: bool) -> Self {
+        let gate = Gate::new(config.max_concurrency, !config.single_use);
+        PoolArguments {
+            config,
+            backend: Arc::new(backend),
+            registry,
+            on_runner,
+            gate,
+        }
+    }
 }
 
 impl<B> fmt::Debug for PoolArguments<B> {

@@ -36,6 +36,10 @@ async fn main() {
             .await
             .expect("pool");
         pool.call::<functions::WhereAmI>(()).await.expect("call");
+        // Both runners connected: none is left waiting for its failsafe.
+        while pool.stats().await.expect("stats").runners < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         println!("ready");
         std::future::pending::<()>().await;
     }

@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
 
+use super::gate::{Gate, SlotShared};
 use super::{Lease, PoolArguments, PoolMessage};
 use crate::backend::{Backend, RunnerContext};
 use crate::config::{Hook, PoolConfig, PoolEvent};
@@ -47,21 +48,26 @@ pub struct PoolStats {
 #[derive(Debug)]
 struct Slot {
     actor: ActorRef<RunnerMessage>,
-    /// `None` while booting.
-    conn: Option<RunnerConn>,
-    /// Checkouts in flight, decremented by the leases themselves.
-    load: Arc<AtomicUsize>,
+    /// Connection, load and draining flag, shared with leases and the fast
+    /// path; `None` while booting.
+    shared: Option<Arc<SlotShared>>,
     /// Booted to satisfy `min`.
     is_min: bool,
-    /// Takes no new work (idle verdict given, stopping on its own, used up).
-    draining: bool,
     /// Left because it was idle: not refilled.
     idle_exit: bool,
 }
 
 impl Slot {
+    fn booted(&self) -> bool {
+        self.shared.is_some()
+    }
+
     fn active(&self) -> usize {
-        self.load.load(Ordering::SeqCst)
+        self.shared.as_ref().map_or(0, |s| s.active())
+    }
+
+    fn conn(&self) -> Option<&RunnerConn> {
+        self.shared.as_ref().map(|s| &s.conn)
     }
 }
 
@@ -74,8 +80,8 @@ pub struct PoolState<B: Backend> {
     runners: HashMap<RunnerId, Slot>,
     by_actor: HashMap<ActorId, RunnerId>,
     waiting: VecDeque<Waiter>,
-    /// `true` while `waiting` may hold live callers; leases read it.
-    has_waiters: Arc<AtomicBool>,
+    /// The fast path, shared with the pool's handles.
+    gate: Arc<Gate>,
     /// Failed boots in a row.
     failures: u32,
     retry_armed: bool,
@@ -101,7 +107,7 @@ impl<B: Backend> PoolState<B> {
             runners: HashMap::new(),
             by_actor: HashMap::new(),
             waiting: VecDeque::new(),
-            has_waiters: Arc::default(),
+            gate: args.gate,
             failures: 0,
             retry_armed: false,
             stopping: false,
@@ -117,7 +123,7 @@ impl<B: Backend> PoolState<B> {
     }
 
     pub(super) fn stats(&self) -> PoolStats {
-        let booting = self.runners.values().filter(|s| s.conn.is_none()).count();
+        let booting = self.runners.values().filter(|s| !s.booted()).count();
         PoolStats {
             runners: self.runners.len() - booting,
             booting,
@@ -135,35 +141,55 @@ impl<B: Backend> PoolState<B> {
         }
     }
 
-    /// The booted runner with the fewest checkouts below its limit (B13).
-    fn pick(&self) -> Option<RunnerId> {
+    /// Claims a slot on the booted runner with the fewest checkouts below
+    /// its limit (B13). Callers on the fast path claim too, so a runner that
+    /// looked free may be full by now: then the next one is tried.
+    fn pick(&self) -> Option<Arc<SlotShared>> {
         let limit = self.per_runner();
-        self.runners
-            .iter()
-            .filter(|(_, s)| s.conn.is_some() && !s.draining && s.active() < limit)
-            .min_by_key(|(_, s)| s.active())
-            .map(|(id, _)| *id)
+        let mut candidates: Vec<&Arc<SlotShared>> = self
+            .runners
+            .values()
+            .filter_map(|s| s.shared.as_ref())
+            .filter(|s| !s.draining.load(Ordering::SeqCst) && s.active() < limit)
+            .collect();
+        candidates.sort_by_key(|s| s.active());
+        candidates.into_iter().find(|s| s.claim(limit)).cloned()
     }
 
-    /// Hands `runner`'s slot to `waiter`. A waiter that already gave up gets
+    /// Hands a claimed slot to `waiter`. A waiter that already gave up gets
     /// nothing and the slot stays free (its lease is dropped, which checks in).
-    fn grant(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, waiter: Waiter) {
+    fn grant(&mut self, myself: &ActorRef<PoolMessage>, slot: Arc<SlotShared>, waiter: Waiter) {
         let single_use = self.config.single_use;
-        let slot = self.runners.get_mut(&runner).expect("picked runner exists");
-        slot.load.fetch_add(1, Ordering::SeqCst);
         if single_use {
             // One checkout per runner (B23).
-            slot.draining = true;
+            self.set_draining(slot.runner);
         }
         let lease = Lease {
-            runner,
-            conn: slot.conn.clone().expect("picked runner is booted"),
+            slot,
             pool: myself.clone(),
-            load: Arc::clone(&slot.load),
-            has_waiters: Arc::clone(&self.has_waiters),
+            has_waiters: Arc::clone(&self.gate.has_waiters),
             always_tell: single_use,
         };
         let _ = waiter.send(Ok(lease));
+    }
+
+    /// Takes `runner` out of service (idle verdict, stopping, used up).
+    fn set_draining(&mut self, runner: RunnerId) {
+        if let Some(shared) = self.runners.get(&runner).and_then(|s| s.shared.as_ref()) {
+            shared.draining.store(true, Ordering::SeqCst);
+        }
+        self.publish();
+    }
+
+    /// Tells the fast path which runners serve.
+    fn publish(&self) {
+        let serving = self
+            .runners
+            .values()
+            .filter_map(|s| s.shared.clone())
+            .filter(|s| !s.draining.load(Ordering::SeqCst))
+            .collect();
+        self.gate.publish(serving);
     }
 
     pub(super) async fn checkout(&mut self, myself: &ActorRef<PoolMessage>, waiter: Waiter) {
@@ -174,8 +200,8 @@ impl<B: Backend> PoolState<B> {
         // FIFO: a new caller only jumps in when nobody waits (B15).
         if self.waiting.iter().all(|w| w.is_closed()) {
             self.waiting.clear();
-            if let Some(runner) = self.pick() {
-                return self.grant(myself, runner, waiter);
+            if let Some(slot) = self.pick() {
+                return self.grant(myself, slot, waiter);
             }
         }
         if let Some(capacity) = self.config.queue_capacity {
@@ -188,7 +214,7 @@ impl<B: Backend> PoolState<B> {
         self.waiting.push_back(waiter);
         // Announce the waiter before looking again: a lease dropped since
         // the look above either sees the flag or left its slot for this one.
-        self.has_waiters.store(true, Ordering::SeqCst);
+        self.gate.has_waiters.store(true, Ordering::SeqCst);
         self.serve_waiters(myself);
         self.maybe_grow(myself).await;
     }
@@ -200,7 +226,7 @@ impl<B: Backend> PoolState<B> {
         };
         if self.config.single_use
             && slot.active() == 0
-            && let Some(conn) = &slot.conn
+            && let Some(conn) = slot.conn()
         {
             conn.control(ToRunner::Shutdown);
         }
@@ -215,12 +241,12 @@ impl<B: Backend> PoolState<B> {
                 self.waiting.pop_front();
                 continue;
             }
-            let Some(runner) = self.pick() else { break };
+            let Some(slot) = self.pick() else { break };
             let waiter = self.waiting.pop_front().expect("front exists");
-            self.grant(myself, runner, waiter);
+            self.grant(myself, slot, waiter);
         }
         if self.waiting.is_empty() {
-            self.has_waiters.store(false, Ordering::SeqCst);
+            self.gate.has_waiters.store(false, Ordering::SeqCst);
         }
     }
 
@@ -232,7 +258,7 @@ impl<B: Backend> PoolState<B> {
         }
         self.waiting.retain(|w| !w.is_closed());
         let per_runner = self.per_runner();
-        let booting = self.runners.values().filter(|s| s.conn.is_none()).count();
+        let booting = self.runners.values().filter(|s| !s.booted()).count();
         let mut absorbed = booting * per_runner;
         while self.waiting.len() > absorbed && self.runners.len() < self.config.max {
             self.boot(myself, false).await;
@@ -293,10 +319,8 @@ impl<B: Backend> PoolState<B> {
                     runner_id,
                     Slot {
                         actor,
-                        conn: None,
-                        load: Arc::default(),
+                        shared: None,
                         is_min,
-                        draining: false,
                         idle_exit: false,
                     },
                 );
@@ -328,7 +352,8 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        slot.conn = Some(conn);
+        slot.shared = Some(SlotShared::new(runner, conn));
+        self.publish();
         self.failures = 0;
         let count = self.runners.len();
         tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner up");
@@ -391,7 +416,7 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.remove(runner) else {
             return;
         };
-        if slot.conn.is_none() {
+        if !slot.booted() {
             let reason = reason.unwrap_or_else(|| "runner exited while booting".into());
             return self.boot_failed(myself, slot, reason).await;
         }
@@ -411,6 +436,7 @@ impl<B: Backend> PoolState<B> {
     fn remove(&mut self, runner: RunnerId) -> Option<Slot> {
         let slot = self.runners.remove(&runner)?;
         self.by_actor.remove(&slot.actor.get_id());
+        self.publish();
         Some(slot)
     }
 
@@ -421,25 +447,30 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        let granted = slot.active() == 0 && !stopping;
+        let Some(shared) = slot.shared.clone() else {
+            return;
+        };
+        // Draining first, then the load: a caller on the fast path claims
+        // first, then reads the flag; one of us sees the other.
+        let was_draining = shared.draining.swap(true, Ordering::SeqCst);
+        let granted = !stopping && shared.active() == 0;
         if granted {
-            slot.draining = true;
             slot.idle_exit = true;
+        } else if !was_draining {
+            shared.draining.store(false, Ordering::SeqCst);
         }
-        if let Some(conn) = &slot.conn {
-            conn.control(ToRunner::IdleVerdict { granted });
-        }
+        shared.conn.control(ToRunner::IdleVerdict { granted });
+        self.publish();
     }
 
     pub(super) fn runner_stopping(&mut self, runner: RunnerId) {
-        if let Some(slot) = self.runners.get_mut(&runner) {
-            slot.draining = true;
-        }
+        self.set_draining(runner);
     }
 
     /// The pool is stopping: fail every waiter with `PoolNotRunning`.
     pub(super) fn stopping(&mut self) {
         self.stopping = true;
+        self.gate.close();
         for waiter in self.waiting.drain(..) {
             let _ = waiter.send(Err(Error::PoolNotRunning));
         }

@@ -1,0 +1,125 @@
+//! The checkout fast path: when nobody waits and a booted runner has room, a
+//! caller claims the slot itself with one atomic operation instead of a
+//! round trip to the Pool actor. Everything else (queueing, FIFO, growth,
+//! idle verdicts) stays with the Pool, which also keeps the list of runners
+//! the fast path may use.
+//!
+//! The Pool and the callers agree through two Dekker-style handshakes, all
+//! SeqCst: a caller increments a runner's load, then reads its `draining`
+//! flag; the Pool sets `draining`, then reads the load (idle verdicts). And
+//! a caller reads `has_waiters` after decrementing a load, while the Pool
+//! sets it before it looks at the loads again.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ractor::ActorRef;
+
+use super::{Lease, PoolMessage};
+use crate::link::RunnerConn;
+use crate::parent::RunnerId;
+
+/// What the Pool and callers share about one booted runner.
+#[derive(Debug)]
+pub(crate) struct SlotShared {
+    pub(crate) runner: RunnerId,
+    pub(crate) conn: RunnerConn,
+    /// Checkouts in flight.
+    pub(crate) load: AtomicUsize,
+    /// Takes no new work.
+    pub(crate) draining: AtomicBool,
+}
+
+impl SlotShared {
+    pub(crate) fn new(runner: RunnerId, conn: RunnerConn) -> Arc<Self> {
+        Arc::new(SlotShared {
+            runner,
+            conn,
+            load: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.load.load(Ordering::SeqCst)
+    }
+
+    /// Takes one slot if the runner serves and has room below `limit`.
+    pub(crate) fn claim(&self, limit: usize) -> bool {
+        let mut current = self.load.load(Ordering::SeqCst);
+        loop {
+            if current >= limit || self.draining.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self
+                .load
+                .compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        // The Pool may have started draining it meanwhile: it then reads our
+        // increment, or we read its flag.
+        if self.draining.load(Ordering::SeqCst) {
+            self.load.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+/// The fast path's view of a pool. Shared by the Pool actor and every
+/// handle of it.
+#[derive(Debug)]
+pub struct Gate {
+    /// Runners the fast path may use (booted, not draining).
+    serving: RwLock<Arc<Vec<Arc<SlotShared>>>>,
+    /// `true` while callers may be waiting in the Pool's queue.
+    pub(crate) has_waiters: Arc<AtomicBool>,
+    /// Slots per runner.
+    limit: usize,
+    /// Off for single-use pools (every checkout must pass the Pool).
+    enabled: AtomicBool,
+}
+
+impl Gate {
+    pub(crate) fn new(limit: usize, enabled: bool) -> Arc<Self> {
+        Arc::new(Gate {
+            serving: RwLock::new(Arc::default()),
+            has_waiters: Arc::default(),
+            limit,
+            enabled: AtomicBool::new(enabled),
+        })
+    }
+
+    /// Claims a slot without asking the Pool, when that is fair: nobody
+    /// waits, and a runner has room. `None` sends the caller to the Pool.
+    pub fn try_checkout(&self, pool: &ActorRef<PoolMessage>) -> Option<Lease> {
+        if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
+            return None;
+        }
+        let serving = Arc::clone(&self.serving.read().expect("poisoned"));
+        // Least loaded first (B13); a lost race moves on to the next.
+        let mut order: Vec<&Arc<SlotShared>> = serving.iter().collect();
+        order.sort_by_key(|s| s.active());
+        let slot = order.into_iter().find(|s| s.claim(self.limit))?;
+        Some(Lease {
+            slot: Arc::clone(slot),
+            pool: pool.clone(),
+            has_waiters: Arc::clone(&self.has_waiters),
+            always_tell: false,
+        })
+    }
+
+    /// Replaces the fast path's runner list.
+    pub(crate) fn publish(&self, serving: Vec<Arc<SlotShared>>) {
+        *self.serving.write().expect("poisoned") = Arc::new(serving);
+    }
+
+    /// The pool is stopping: every checkout goes to the Pool (which refuses).
+    pub(crate) fn close(&self) {
+        self.enabled.store(false, Ordering::Release);
+        self.publish(Vec::new());
+    }
+}
