@@ -1,24 +1,59 @@
 //! A ractor application whose supervisor owns two pools.
 //!
-//! Shows that:
-//! 1. pools embed in an existing supervision tree (`Pool::spawn_linked`);
+//! The `App` actor starts a "resize" pool and a "hash" pool under itself with
+//! [`Pool::spawn_linked`], then `main` shows that:
+//!
+//! 1. calls on both pools work;
 //! 2. a runner's exit does not take its pool down: a call in flight on a
-//!    crashed runner fails with `RunnerDown`, the next call boots a fresh one;
-//! 3. stopping the supervisor stops both pools and every runner, after their
-//!    calls drain.
+//!    runner that is killed (as a crash would) fails with
+//!    [`Error::RunnerDown`], and the next call on the same pool boots a fresh
+//!    runner and succeeds;
+//! 3. stopping the supervisor stops both pools and every runner, after the
+//!    calls in flight drain.
+//!
+//! Two ractor details every app that embeds pools needs, both in `App`:
+//! ractor's default `handle_supervisor_evt` stops a supervisor when any child
+//! ends (overridden here to log and carry on), and a stopping supervisor
+//! kills its children without running their `post_stop` (so `App::post_stop`
+//! stops them first with `stop_children_and_wait`, which lets them drain).
 //!
 //! ```text
 //! cargo run --example supervision_tree
 //! ```
 //!
-//! Expected output: numbered steps, a `RunnerDown` error for the call on the
-//! crashed runner, a successful call after it, and `pools running: false,
-//! false` with the count of runner shutdowns at the end.
+//! Expected output (the `[pool]` lines come from the pools' hooks, so they
+//! may interleave a little differently):
+//!
+//! ```text
+//!    [hash] runner up (1 booted)
+//! 1. the app supervises 2 pools; both serve
+//!    [resize] runner up (1 booted)
+//!    resize 1024 -> 512
+//!    sum of [1, 2, 3, 4] -> 10
+//! 2. a resize runner crashes with a call in flight
+//!    killed 1 resize runner(s)
+//!    [resize] runner left (0 now)
+//!    the call in flight failed: runner down: ...
+//!    resize pool still running: true
+//!    [resize] runner up (2 booted)
+//!    next call: resize 512 -> 256 (on a fresh runner)
+//! 3. stopping the app stops both pools and every runner
+//!    a 200 ms call is in flight; stopping the app
+//!    app: stopping its pools
+//!    app: pools stopped
+//!    the call in flight drained: Ok(2048)
+//!    pools running: resize false, hash false
+//!    resize runners: 2 booted, 1 killed, 1 shut down
+//!    hash runners: 1 booted, 0 killed, 1 shut down
+//!    every runner is accounted for
+//! ```
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use ractor_flame::{Error, FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_flame::{Error, FnError, LocalBackend, Pool, PoolConfig, PoolEvent, Registry, RemoteFn};
 
 /// Sums the bytes of a buffer (the "hash" pool).
 struct Sum;
@@ -48,78 +83,114 @@ impl RemoteFn for Resize {
 /// The application's root supervisor: it owns the two pools.
 struct App;
 
-/// What the App hands back to `main` (a real app would keep these in its
-/// own state and route messages to them).
-struct Pools {
+/// What the App is asked.
+enum AppMsg {
+    /// Hand out the pools (a real app would route its own messages to them).
+    Pools(RpcReplyPort<(Pool, Pool)>),
+}
+
+/// What the App starts with: the registry, and per pool its options and
+/// backend.
+struct AppArgs {
+    registry: Registry,
+    resize: (PoolConfig, LocalBackend),
+    hash: (PoolConfig, LocalBackend),
+}
+
+/// The App's state: its pools.
+struct AppState {
     resize: Pool,
     hash: Pool,
 }
 
 impl Actor for App {
-    type Msg = ractor::RpcReplyPort<(Pool, Pool)>;
-    type State = Pools;
-    type Arguments = (Registry, LocalBackend, LocalBackend);
+    type Msg = AppMsg;
+    type State = AppState;
+    type Arguments = AppArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        (registry, resize_backend, hash_backend): Self::Arguments,
-    ) -> Result<Pools, ActorProcessingErr> {
-        let resize = Pool::spawn_linked(
-            PoolConfig::new(2)
-                .name("tree-resize")
-                .shutdown_timeout(Duration::from_secs(5)),
-            resize_backend,
-            &registry,
-            myself.get_cell(),
-        )
-        .await?;
-        let hash = Pool::spawn_linked(
-            PoolConfig::new(1).name("tree-hash").min(1),
-            hash_backend,
-            &registry,
-            myself.get_cell(),
-        )
-        .await?;
-        Ok(Pools { resize, hash })
+    async fn pre_start(&self, myself: ActorRef<AppMsg>, args: AppArgs) -> Result<AppState, ActorProcessingErr> {
+        // Both pools are children of this actor: linked, supervised, and
+        // stopped with it.
+        let (config, backend) = args.resize;
+        let resize = Pool::spawn_linked(config, backend, &args.registry, myself.get_cell()).await?;
+        let (config, backend) = args.hash;
+        let hash = Pool::spawn_linked(config, backend, &args.registry, myself.get_cell()).await?;
+        Ok(AppState { resize, hash })
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<Self::Msg>,
-        reply: Self::Msg,
-        pools: &mut Pools,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = reply.send((pools.resize.clone(), pools.hash.clone()));
+    async fn handle(&self, _: ActorRef<AppMsg>, msg: AppMsg, state: &mut AppState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AppMsg::Pools(reply) => {
+                let _ = reply.send((state.resize.clone(), state.hash.clone()));
+            }
+        }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _: ActorRef<Self::Msg>,
+        _: ActorRef<AppMsg>,
         event: SupervisionEvent,
-        _: &mut Pools,
+        _: &mut AppState,
     ) -> Result<(), ActorProcessingErr> {
         // ractor's default stops the supervisor when any child ends; an app
         // decides for itself. Here: log and carry on.
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                println!("app: child {} stopped ({})", cell.get_id(), reason.unwrap_or_default());
+                println!(
+                    "   app: child {} stopped ({})",
+                    cell.get_id(),
+                    reason.unwrap_or_default()
+                );
             }
-            SupervisionEvent::ActorFailed(cell, error) => println!("app: child {} failed ({error})", cell.get_id()),
+            SupervisionEvent::ActorFailed(cell, error) => {
+                println!("   app: child {} failed ({error})", cell.get_id());
+            }
             _ => {}
         }
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _: &mut Pools) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, myself: ActorRef<AppMsg>, _: &mut AppState) -> Result<(), ActorProcessingErr> {
         // A stopping supervisor kills its children without their post_stop:
         // stop them first, so the pools drain their calls and stop runners.
+        println!("   app: stopping its pools");
         myself
-            .stop_children_and_wait(Some("app stopping".into()), Some(Duration::from_secs(10)))
+            .stop_children_and_wait(Some("app stopping".into()), Some(Duration::from_secs(5)))
             .await;
+        println!("   app: pools stopped");
         Ok(())
     }
+}
+
+/// Counts a pool's successful boots and prints its runners coming and going.
+fn with_hooks(config: PoolConfig, label: &'static str, booted: &Arc<AtomicUsize>) -> PoolConfig {
+    let booted = Arc::clone(booted);
+    config
+        .on_grow_end(move |event| {
+            if let PoolEvent::GrowEnd { result, .. } = event {
+                match result {
+                    Ok(()) => println!(
+                        "   [{label}] runner up ({} booted)",
+                        booted.fetch_add(1, Ordering::Relaxed) + 1
+                    ),
+                    Err(err) => println!("   [{label}] boot failed: {err}"),
+                }
+            }
+        })
+        .on_shrink(move |event| {
+            if let PoolEvent::Shrink { count } = event {
+                println!("   [{label}] runner left ({count} now)");
+            }
+        })
+}
+
+/// Waits until a call holds a slot of `pool`.
+async fn wait_busy(pool: &Pool) -> Result<(), Error> {
+    while pool.stats().await?.busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -127,30 +198,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::new().register::<Sum>().register::<Resize>();
     ractor_flame::run_if_runner(&registry).await?;
 
+    // Clones of the backends stay here, to crash runners and count shutdowns.
     let (resize_backend, hash_backend) = (LocalBackend::new(), LocalBackend::new());
-    let (app, app_done) = Actor::spawn(None, App, (registry, resize_backend.clone(), hash_backend.clone())).await?;
-    let (resize, hash) = ractor::call!(app, |reply| reply)?;
+    let (resize_booted, hash_booted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let resize_config = PoolConfig::new(2)
+        .name("tree-resize")
+        .shutdown_timeout(Duration::from_secs(5));
+    let hash_config = PoolConfig::new(1).name("tree-hash").min(1);
+    let args = AppArgs {
+        registry,
+        resize: (
+            with_hooks(resize_config, "resize", &resize_booted),
+            resize_backend.clone(),
+        ),
+        hash: (with_hooks(hash_config, "hash", &hash_booted), hash_backend.clone()),
+    };
+    let (app, app_done) = Actor::spawn(None, App, args).await?;
+    let (resize, hash) = ractor::call!(app, AppMsg::Pools)?;
 
-    println!("1. both pools serve under the app's supervisor");
-    println!("   resize -> {}", resize.call::<Resize>((1024, 10)).await?);
-    println!("   hash   -> {}", hash.call::<Sum>(vec![1, 2, 3, 4]).await?);
+    println!("1. the app supervises {} pools; both serve", app.get_children().len());
+    println!("   resize 1024 -> {}", resize.call::<Resize>((1024, 10)).await?);
+    println!(
+        "   sum of [1, 2, 3, 4] -> {}",
+        hash.call::<Sum>(vec![1, 2, 3, 4]).await?
+    );
 
-    println!("2. a runner crashes with a call in flight");
+    println!("2. a resize runner crashes with a call in flight");
     let in_flight = tokio::spawn({
         let resize = resize.clone();
         async move { resize.call::<Resize>((2048, 5_000)).await }
     });
-    while resize.stats().await?.busy == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    println!("   killed {} runner(s)", resize_backend.kill_runners());
+    wait_busy(&resize).await?;
+    let killed = resize_backend.kill_runners();
+    println!("   killed {killed} resize runner(s)");
     match in_flight.await? {
         Err(err @ Error::RunnerDown { .. }) => println!("   the call in flight failed: {err}"),
-        other => println!("   unexpected: {other:?}"),
+        other => return Err(format!("expected RunnerDown, got {other:?}").into()),
     }
-    println!("   pool still running: {}", resize.is_running());
+    println!("   resize pool still running: {}", resize.is_running());
     println!(
-        "   next call -> {} (on a fresh runner)",
+        "   next call: resize 512 -> {} (on a fresh runner)",
         resize.call::<Resize>((512, 10)).await?
     );
 
@@ -159,17 +246,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let resize = resize.clone();
         async move { resize.call::<Resize>((4096, 200)).await }
     });
-    while resize.stats().await?.busy == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_busy(&resize).await?;
+    println!("   a 200 ms call is in flight; stopping the app");
     app.stop(None);
     app_done.await?;
     println!("   the call in flight drained: {:?}", draining.await?);
-    println!("   pools running: {}, {}", resize.is_running(), hash.is_running());
     println!(
-        "   runner shutdowns: resize {}, hash {}",
-        resize_backend.system_shutdowns(),
-        hash_backend.system_shutdowns()
+        "   pools running: resize {}, hash {}",
+        resize.is_running(),
+        hash.is_running()
     );
+    let mut accounted = !resize.is_running() && !hash.is_running();
+    for (label, booted, killed, backend) in [
+        ("resize", &resize_booted, killed, &resize_backend),
+        ("hash", &hash_booted, 0, &hash_backend),
+    ] {
+        let (booted, shut_down) = (booted.load(Ordering::Relaxed), backend.system_shutdowns());
+        println!("   {label} runners: {booted} booted, {killed} killed, {shut_down} shut down");
+        accounted &= booted == killed + shut_down;
+    }
+    if !accounted {
+        return Err("a pool or runner outlived the app".into());
+    }
+    println!("   every runner is accounted for");
     Ok(())
 }

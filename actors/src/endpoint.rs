@@ -20,7 +20,7 @@ use crate::parent::{RunnerId, Token};
 use crate::registry::BuildId;
 use crate::runner::{RemoteShutdownReason, RunnerMessage};
 use crate::terminator::{SystemShutdown, TerminatorLink, spawn_terminator};
-use crate::wire::codec::{encode_frame, read_frame};
+use crate::wire::codec::{decode_body, encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions};
 use crate::wire::frame::{ToParent, ToRunner, Welcome};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
@@ -176,7 +176,10 @@ fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
         stream,
         expected.opts,
         rx,
-        move |frame: ToParent| on_runner_frame(frame, &frame_conn, &frame_runner),
+        move |body: &[u8]| {
+            on_runner_frame(decode_body(body)?, &frame_conn, &frame_runner);
+            Ok(())
+        },
         move |reason| on_runner_closed(reason, &close_conn, &close_runner),
     );
     let _ = runner.cast(RunnerMessage::RemoteUp(conn));

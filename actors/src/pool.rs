@@ -26,9 +26,9 @@ use crate::link::RunnerConn;
 use crate::parent::RunnerId;
 use crate::registry::Registry;
 
-use state::PoolState;
 pub use gate::Gate;
 use gate::SlotShared;
+use state::PoolState;
 pub use state::PoolStats;
 
 /// Messages of the Pool actor.

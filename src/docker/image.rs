@@ -25,8 +25,11 @@ fn known() -> &'static Known {
     KNOWN.get_or_init(Mutex::default)
 }
 
-/// Makes (or finds) the image for `exe`; returns its tag.
+/// Makes (or finds) the image for `exe`; returns its tag. One import at a
+/// time in this process: pools booting together wait for the first.
 pub(crate) async fn ensure(docker: &Docker, exe: &Path) -> Result<String, BackendError> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let meta = tokio::fs::metadata(exe)
         .await
         .map_err(|e| BackendError::new(format!("cannot read {}: {e}", exe.display())))?;

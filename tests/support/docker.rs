@@ -17,7 +17,11 @@ pub async fn engine(test: &str) -> Option<Docker> {
         docker.negotiate_version().await.map_err(|e| e.to_string())
     };
     match probe.await {
-        Ok(docker) => Some(docker),
+        Ok(docker) => {
+            // Import the runner image before any test's clock starts.
+            backend().prepare_image().await.expect("runner image");
+            Some(docker)
+        }
         Err(why) if std::env::var_os("FLAME_REQUIRE_DOCKER").is_some() => {
             panic!("{test}: FLAME_REQUIRE_DOCKER is set but no Docker engine answers: {why}")
         }

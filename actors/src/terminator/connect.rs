@@ -14,7 +14,7 @@ use crate::link::instant_from_unix_micros;
 use crate::parent::Parent;
 use crate::wire::codec::{encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions};
-use crate::wire::frame::{Hello, ToParent, ToRunner, Welcome};
+use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// Delay between connection attempts while the parent is unreachable.
@@ -87,20 +87,31 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
     // the writer flushes and closes even while the reader still runs.
     let weak = tx.downgrade();
     let control = myself.clone();
-    let on_frame = move |frame: ToRunner| match frame {
-        ToRunner::Call(call) => {
-            if let Some(tx) = weak.upgrade() {
-                let deadline = call.deadline_us.map(instant_from_unix_micros);
-                serve.dispatch(call, deadline, tx);
+    let on_body = move |body: &[u8]| {
+        // Calls are decoded in place: their arguments go from the read
+        // buffer straight to the function's decoder.
+        let frame: ToRunnerRef<'_> =
+            rmp_serde::from_slice(body).map_err(|e| crate::wire::FrameError::Decode(e.to_string()))?;
+        match frame {
+            ToRunnerRef::Call(call) => {
+                if let Some(tx) = weak.upgrade() {
+                    let deadline = call.deadline_us.map(instant_from_unix_micros);
+                    serve.dispatch(call, deadline, tx);
+                }
+            }
+            ToRunnerRef::Cancel { id } => serve.cancel(id),
+            ToRunnerRef::Ping | ToRunnerRef::Welcome(_) => {}
+            ToRunnerRef::IdleVerdict { granted } => {
+                let _ = control.cast(TerminatorMessage::FromParent(ToRunner::IdleVerdict { granted }));
+            }
+            ToRunnerRef::Shutdown => {
+                let _ = control.cast(TerminatorMessage::FromParent(ToRunner::Shutdown));
             }
         }
-        ToRunner::Cancel { id } => serve.cancel(id),
-        other => {
-            let _ = control.cast(TerminatorMessage::FromParent(other));
-        }
+        Ok(())
     };
     let lost = myself.clone();
-    let writer = connection::spawn(stream, opts, rx, on_frame, move |reason| {
+    let writer = connection::spawn(stream, opts, rx, on_body, move |reason| {
         let _ = lost.cast(TerminatorMessage::ParentLost(reason));
     });
     let _ = myself.cast(TerminatorMessage::Connected(tx, writer));

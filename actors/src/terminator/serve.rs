@@ -35,7 +35,7 @@ tokio::task_local! {
 pub fn current_runner() -> Option<RunnerId> {
     CURRENT_RUNNER.try_with(|id| *id).ok()
 }
-use crate::wire::frame::{CallFrame, Outcome, ToParent};
+use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent};
 
 /// The call engine of one runner.
 #[derive(Debug)]
@@ -99,13 +99,13 @@ impl Serve {
     /// The work a call names: a registered function, or an operation on
     /// placed children. Child messages are enqueued here, synchronously, so
     /// a caller's messages reach its child in the order they were sent.
-    fn start_work(self: &Arc<Self>, call: &CallFrame) -> Result<BoxFuture, Outcome> {
-        let name = call.function.as_str();
+    fn start_work(self: &Arc<Self>, call: &CallRef<'_>) -> Result<BoxFuture, Outcome> {
+        let name = call.function;
         if let Some(actor) = name.strip_prefix(PLACE) {
             let (this, actor, args, id, linked) = (
                 Arc::clone(self),
                 actor.to_owned(),
-                call.args.clone(),
+                call.args.to_vec(),
                 call.id,
                 call.linked,
             );
@@ -115,16 +115,16 @@ impl Serve {
         }
         match name {
             CHILD_CAST => {
-                self.children.cast(&decode_envelope(&call.args)?)?;
+                self.children.cast(&decode_envelope(call.args)?)?;
                 Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
             }
-            CHILD_CALL => self.children.call(&decode_envelope(&call.args)?),
+            CHILD_CALL => self.children.call(&decode_envelope(call.args)?),
             CHILD_STOP => {
-                let child: u64 = rmp_serde::from_slice(&call.args).map_err(|e| Outcome::Codec(e.to_string()))?;
+                let child: u64 = rmp_serde::from_slice(call.args).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
                 Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
             }
-            _ => match self.registry.start(name, &call.args) {
+            _ => match self.registry.start(name, call.args) {
                 Some(work) => Ok(Box::pin(work)),
                 None => Err(Outcome::UnknownFunction),
             },
@@ -134,7 +134,7 @@ impl Serve {
     /// Creates the work of `call` now and returns a future that runs it to
     /// the end, accounted like any call, its outcome dropped.
     pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
-        let work = self.start_work(&call);
+        let work = self.start_work(&call.view());
         let this = Arc::clone(self);
         async move {
             if let Ok(work) = work {
@@ -173,7 +173,7 @@ impl Serve {
     /// parent connection).
     pub(crate) fn dispatch(
         self: &Arc<Self>,
-        call: CallFrame,
+        call: CallRef<'_>,
         deadline: Option<Instant>,
         reply: mpsc::UnboundedSender<ToParent>,
     ) {
@@ -207,7 +207,8 @@ impl Serve {
     /// Accounting, deadline, panics and aborts are as for [`Serve::dispatch`];
     /// dropping the future cancels the call. `None` when the runner aborted
     /// it (the runner is going away).
-    pub(crate) async fn run_inline(self: &Arc<Self>, call: CallFrame, deadline: Option<Instant>) -> Option<Outcome> {
+    pub(crate) async fn run_inline(self: &Arc<Self>, frame: CallFrame, deadline: Option<Instant>) -> Option<Outcome> {
+        let call = frame.view();
         if !self.accepting.load(Ordering::Acquire) {
             return Some(Outcome::Refused);
         }

@@ -68,10 +68,23 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    if !read_body(reader, buf, limit).await? {
+        return Ok(None);
+    }
+    decode_body(buf).map(Some)
+}
+
+/// Reads one frame's body into `buf`. `Ok(false)` on a clean end of stream
+/// between frames; a body above `limit` is refused before it is read.
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, FrameError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e.into()),
     }
     let size = u32::from_be_bytes(len) as usize;
@@ -81,7 +94,7 @@ where
     buf.clear();
     buf.resize(size, 0);
     reader.read_exact(buf).await?;
-    decode_body(buf).map(Some)
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -7,13 +7,12 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use super::codec::{FrameError, encode_frame, read_frame};
+use super::codec::{FrameError, encode_frame, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
 use crate::error::DownReason;
 
@@ -52,20 +51,21 @@ impl OutFrame for ToRunner {
     }
 }
 
-/// Starts the reader and writer of `stream`. `on_frame` sees every frame but
-/// heartbeats; `on_close` runs once with the reason the connection ended.
+/// Starts the reader and writer of `stream`. `on_body` gets the body of every
+/// frame, heartbeats included, to decode as it likes (in place, even); an
+/// error from it ends the connection. `on_close` runs once with the reason
+/// the connection ended.
 /// Outgoing frames come from `rx`: once every sender is dropped, the queued
 /// frames are written and the connection closes. The returned handle ends
 /// when the writer has flushed (or was aborted because the reader ended).
-pub(crate) fn spawn<In, Out>(
+pub(crate) fn spawn<Out>(
     stream: TcpStream,
     opts: LinkOptions,
     rx: mpsc::UnboundedReceiver<Out>,
-    mut on_frame: impl FnMut(In) + Send + 'static,
+    mut on_body: impl FnMut(&[u8]) -> Result<(), FrameError> + Send + 'static,
     on_close: impl FnOnce(DownReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()>
 where
-    In: DeserializeOwned + Heartbeat + Send + 'static,
     Out: OutFrame,
 {
     let _ = stream.set_nodelay(true);
@@ -73,7 +73,7 @@ where
     let writer = tokio::spawn(write_loop(write, rx, opts));
     let abort = writer.abort_handle();
     tokio::spawn(async move {
-        let reason = read_loop(read, opts, &mut on_frame).await;
+        let reason = read_loop(read, opts, &mut on_body).await;
         // The reader owns the connection's fate: once it ends, the writer has
         // nobody to talk to.
         abort.abort();
@@ -82,39 +82,26 @@ where
     writer
 }
 
-async fn read_loop<In: DeserializeOwned + Heartbeat>(
+async fn read_loop(
     read: OwnedReadHalf,
     opts: LinkOptions,
-    on_frame: &mut impl FnMut(In),
+    on_body: &mut impl FnMut(&[u8]) -> Result<(), FrameError>,
 ) -> DownReason {
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut buf = Vec::new();
     loop {
         // Any frame, heartbeat or not, proves the peer alive.
-        match tokio::time::timeout(
-            opts.heartbeat_timeout,
-            read_next::<_, In>(&mut reader, &mut buf, opts.max_frame),
-        )
-        .await
-        {
+        match tokio::time::timeout(opts.heartbeat_timeout, read_body(&mut reader, &mut buf, opts.max_frame)).await {
             Err(_) => return DownReason::HeartbeatLost(opts.heartbeat_timeout),
-            Ok(Ok(Some(frame))) => {
-                if !frame.is_ping() {
-                    on_frame(frame);
+            Ok(Ok(true)) => {
+                if let Err(e) = on_body(&buf) {
+                    return DownReason::ConnectionLost(e.to_string());
                 }
             }
-            Ok(Ok(None)) => return DownReason::ConnectionLost("closed by peer".into()),
+            Ok(Ok(false)) => return DownReason::ConnectionLost("closed by peer".into()),
             Ok(Err(e)) => return DownReason::ConnectionLost(e.to_string()),
         }
     }
-}
-
-async fn read_next<R: AsyncRead + Unpin, In: DeserializeOwned>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) -> Result<Option<In>, FrameError> {
-    read_frame(reader, buf, limit).await
 }
 
 async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, opts: LinkOptions) {

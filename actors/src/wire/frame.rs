@@ -66,6 +66,49 @@ pub struct CallFrame {
     pub linked: bool,
 }
 
+impl CallFrame {
+    /// The frame as a borrowed view.
+    pub(crate) fn view(&self) -> CallRef<'_> {
+        CallRef {
+            id: self.id,
+            function: &self.function,
+            args: &self.args,
+            deadline_us: self.deadline_us,
+            want_result: self.want_result,
+            linked: self.linked,
+        }
+    }
+}
+
+/// A [`CallFrame`] decoded in place: its name and arguments borrow the
+/// connection's read buffer, so a large argument is not copied once more on
+/// its way to the function's own decoder.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct CallRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) function: &'a str,
+    pub(crate) args: &'a [u8],
+    pub(crate) deadline_us: Option<u64>,
+    pub(crate) want_result: bool,
+    pub(crate) linked: bool,
+}
+
+/// [`ToRunner`] decoded in place (same encoding).
+#[derive(Debug, Deserialize)]
+pub(crate) enum ToRunnerRef<'a> {
+    Welcome(#[allow(dead_code)] Welcome),
+    #[serde(borrow)]
+    Call(CallRef<'a>),
+    Cancel {
+        id: u64,
+    },
+    Ping,
+    IdleVerdict {
+        granted: bool,
+    },
+    Shutdown,
+}
+
 /// How a call ended on the runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -145,23 +188,16 @@ pub enum ToParent {
 /// Frames that can be sent as heartbeats.
 pub(crate) trait Heartbeat {
     fn ping() -> Self;
-    fn is_ping(&self) -> bool;
 }
 
 impl Heartbeat for ToRunner {
     fn ping() -> Self {
         ToRunner::Ping
     }
-    fn is_ping(&self) -> bool {
-        matches!(self, ToRunner::Ping)
-    }
 }
 
 impl Heartbeat for ToParent {
     fn ping() -> Self {
         ToParent::Ping
-    }
-    fn is_ping(&self) -> bool {
-        matches!(self, ToParent::Ping)
     }
 }
