@@ -231,6 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Runners re-run this executable with the same arguments.
         "process" => Pool::start(config, ProcessBackend::current_exe()?, &registry).await?,
         #[cfg(feature = "docker")]
+        #[cfg(feature = "docker")]
         "docker" => Pool::start(config, ractor_flame::DockerBackend::new(), &registry).await?,
         other => return Err(format!("unknown backend `{other}` (local or process)").into()),
     };

@@ -32,9 +32,9 @@
 //!    sum of [1, 2, 3, 4] -> 10
 //! 2. a resize runner crashes with a call in flight
 //!    killed 1 resize runner(s)
-//!    [resize] runner left (0 now)
-//!    the call in flight failed: runner down: ...
+//!    the call in flight failed: runner down: connection lost (runner stopped)
 //!    resize pool still running: true
+//!    [resize] runner left (0 now)
 //!    [resize] runner up (2 booted)
 //!    next call: resize 512 -> 256 (on a fresh runner)
 //! 3. stopping the app stops both pools and every runner
@@ -193,6 +193,18 @@ async fn wait_busy(pool: &Pool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Waits (up to 5 s) until `pool` has fewer than `before` runners.
+async fn wait_until_gone(pool: &Pool, before: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let since = std::time::Instant::now();
+    while pool.stats().await?.runners >= before {
+        if since.elapsed() > Duration::from_secs(5) {
+            return Err("the pool did not notice the crashed runner".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::new().register::<Sum>().register::<Resize>();
@@ -229,6 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move { resize.call::<Resize>((2048, 5_000)).await }
     });
     wait_busy(&resize).await?;
+    let runners_before = resize.stats().await?.runners;
     let killed = resize_backend.kill_runners();
     println!("   killed {killed} resize runner(s)");
     match in_flight.await? {
@@ -236,6 +249,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("expected RunnerDown, got {other:?}").into()),
     }
     println!("   resize pool still running: {}", resize.is_running());
+    // The pool learns of the crash from the runner's supervision a moment
+    // after the caller does; a call made in that instant can still be routed
+    // to the dead runner and fail with `RunnerDown` too (a retryable error).
+    // Wait for the pool to drop it, as a retrying caller would.
+    wait_until_gone(&resize, runners_before).await?;
     println!(
         "   next call: resize 512 -> {} (on a fresh runner)",
         resize.call::<Resize>((512, 10)).await?

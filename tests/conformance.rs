@@ -48,10 +48,7 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
     // Checkout is bounded by `boot_timeout`.
     let holder = pool.pool.clone();
     let busy = tokio::spawn(async move { holder.call::<Sleep>(sleep(&key(), 150)).await });
-    eventually("the slot is taken", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     let held = tokio::spawn({
         let pool = pool.pool.clone();
         async move {
@@ -62,10 +59,7 @@ async fn b02_default_budgets_are_boot_timeout_then_timeout(kind: Kind) {
         }
     });
     busy.await.unwrap().unwrap();
-    eventually("the slot is taken again", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     let err = pool.call::<Echo>("x".into()).await.unwrap_err();
     assert_eq!(
         err,
@@ -82,10 +76,7 @@ async fn b03_explicit_timeout_is_a_total_budget(kind: Kind) {
     pool.call::<Echo>("warm".into()).await.unwrap();
     let holder = pool.pool.clone();
     let busy = tokio::spawn(async move { holder.call::<Sleep>(sleep(&key(), 300)).await });
-    eventually("the slot is taken", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     let started = Instant::now();
     let err = pool
         .call_with::<Sleep>(
@@ -112,10 +103,7 @@ async fn b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue(kind: Ki
         let k = k.clone();
         async move { holder.call::<Sleep>(sleep(&k, 3_000)).await }
     });
-    eventually("the slot is taken", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     let err = pool
         .call_with::<Echo>("late".into(), CallOptions::new().timeout(Duration::from_millis(100)))
         .await
@@ -181,21 +169,14 @@ async fn b06_remote_error_and_panic_reach_the_caller_typed(kind: Kind) {
 async fn b07_dropping_the_call_cancels_the_remote_task(kind: Kind) {
     let pool = pool_with(kind, config(1)).await;
     let k = key();
-    let caller = tokio::spawn({
-        let pool = pool.pool.clone();
-        let k = k.clone();
-        async move { pool.call::<Sleep>(sleep(&k, 10_000)).await }
-    });
+    let caller = support::sleeping(&pool, &k, 10_000);
     eventually("the call runs", WAIT, || async { probe(&pool, &k).await.running == 1 }).await;
     caller.abort();
     eventually("the remote task is aborted", WAIT, || async {
         probe(&pool, &k).await.dropped == 1
     })
     .await;
-    eventually("its slot is free", WAIT, || async {
-        pool.stats().await.unwrap().busy == 0
-    })
-    .await;
+    support::busy(&pool, 0).await;
 
     // Unlinked: the work runs to completion although the caller went away.
     let k = key();
@@ -274,15 +255,8 @@ async fn b13_checkout_picks_the_least_loaded_runner(kind: Kind) {
     })
     .await;
     let k = key();
-    let first = tokio::spawn({
-        let pool = pool.pool.clone();
-        let k = k.clone();
-        async move { pool.call::<Sleep>(sleep(&k, 2_000)).await }
-    });
-    eventually("one runner is loaded", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let first = support::sleeping(&pool, &k, 2_000);
+    support::busy(&pool, 1).await;
     // The next two calls go to the idle runner, then alternate; WhereAmI
     // runs on the runner with fewer checkouts.
     let a = pool.call::<WhereAmI>(()).await.unwrap();
@@ -313,14 +287,8 @@ async fn b14_growth_boots_only_what_booting_runners_cannot_absorb(kind: Kind) {
 
 async fn b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses(kind: Kind) {
     let pool = pool_with(kind, config(1).max_concurrency(1).queue_capacity(2)).await;
-    let holder = tokio::spawn({
-        let pool = pool.pool.clone();
-        async move { pool.call::<Sleep>(sleep(&key(), 300)).await }
-    });
-    eventually("the slot is taken", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let holder = support::sleeping(&pool, &key(), 300);
+    support::busy(&pool, 1).await;
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for (n, name) in ["first", "second"].into_iter().enumerate() {
@@ -354,10 +322,7 @@ async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
             tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 300)).await })
         })
         .collect();
-    eventually("both slots are taken", WAIT, || async {
-        pool.stats().await.unwrap().busy == 2
-    })
-    .await;
+    support::busy(&pool, 2).await;
     let err = pool
         .call_with::<Sleep>(
             sleep(&k_gave_up, 1),
@@ -373,10 +338,7 @@ async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
     }
     let counts = probe(&pool, &k_gave_up).await;
     assert_eq!(counts.running + counts.completed + counts.dropped, 0, "never served");
-    eventually("no slot leaks", WAIT, || async {
-        pool.stats().await.unwrap().busy == 0
-    })
-    .await;
+    support::busy(&pool, 0).await;
     pool.stop().await;
 }
 
@@ -391,10 +353,7 @@ async fn b17_a_fresh_runner_serves_its_waiters_at_once(kind: Kind) {
             tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 400)).await })
         })
         .collect();
-    eventually("three calls run at once on one runner", WAIT, || async {
-        pool.stats().await.unwrap().busy == 3
-    })
-    .await;
+    support::busy(&pool, 3).await;
     for c in calls {
         c.await.unwrap().unwrap();
     }
@@ -438,17 +397,10 @@ async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
         .await
         .unwrap_err();
     let k = key();
-    let cancelled = tokio::spawn({
-        let pool = pool.pool.clone();
-        let k = k.clone();
-        async move { pool.call::<Sleep>(sleep(&k, 5_000)).await }
-    });
+    let cancelled = support::sleeping(&pool, &k, 5_000);
     eventually("the call runs", WAIT, || async { probe(&pool, &k).await.running == 1 }).await;
     cancelled.abort();
-    eventually("every slot came back", WAIT, || async {
-        pool.stats().await.unwrap().busy == 0
-    })
-    .await;
+    support::busy(&pool, 0).await;
     // A late or duplicate checkin for an unknown runner is harmless.
     pool.actor()
         .cast(ractor_flame::PoolMessage::Checkin(ractor_flame::RunnerId::new()))
@@ -466,15 +418,8 @@ async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Ki
     .await;
     let first = pool.call::<WhereAmI>(()).await.unwrap();
     let k = key();
-    let in_flight = tokio::spawn({
-        let pool = pool.pool.clone();
-        let k = k.clone();
-        async move { pool.call::<Sleep>(sleep(&k, 10_000)).await }
-    });
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let in_flight = support::sleeping(&pool, &k, 10_000);
+    support::busy(&pool, 1).await;
     let started = Instant::now();
     match &pool.local {
         Some(local) => assert_eq!(local.kill_runners(), 1),
@@ -565,15 +510,8 @@ async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
     .await;
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     let k = key();
-    let in_flight = tokio::spawn({
-        let pool = pool.pool.clone();
-        let k = k.clone();
-        async move { pool.call::<Sleep>(sleep(&k, 300)).await }
-    });
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let in_flight = support::sleeping(&pool, &k, 300);
+    support::busy(&pool, 1).await;
     pool.stop().await;
     assert_eq!(in_flight.await.unwrap().unwrap(), 300, "the call in flight drained");
     match &pool.local {
@@ -675,10 +613,7 @@ async fn b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up(kind: Kind) {
     assert_eq!(child.call(()).await.unwrap().0, 0);
     // Its slot returns when it stops, and then the runner may idle down.
     drop(child);
-    eventually("the slot returns", WAIT, || async {
-        pool.stats().await.unwrap().busy == 0
-    })
-    .await;
+    support::busy(&pool, 0).await;
     eventually("then the runner idles down", WAIT, || async { events.shrinks() == 1 }).await;
     pool.stop().await;
 }
@@ -743,10 +678,7 @@ async fn b34_linked_children_stop_with_their_handle_and_exits_are_reported(kind:
         probe(&pool, &k).await.completed == 1
     })
     .await;
-    eventually("and its slot returns", WAIT, || async {
-        pool.stats().await.unwrap().busy == 0
-    })
-    .await;
+    support::busy(&pool, 0).await;
     pool.stop().await;
 }
 

@@ -90,14 +90,8 @@ async fn docker_a_container_killed_mid_call_fails_the_call_at_once() {
     // A long heartbeat timeout: only the engine's event can be this fast.
     let pool = start(config(1).heartbeat_timeout(Duration::from_secs(30)), backend()).await;
     pool.call::<Echo>("up".into()).await.unwrap();
-    let call = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.call::<Sleep>(sleep(&key(), 20_000)).await })
-    };
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let call = support::sleeping(&pool, &key(), 20_000);
+    support::busy(&pool, 1).await;
     let id = running(&docker, pool.name()).await.remove(0);
     let killed_at = Instant::now();
     docker
@@ -128,14 +122,8 @@ async fn docker_a_paused_container_is_detected_by_heartbeat() {
     };
     let pool = start(config(1), backend()).await;
     pool.call::<Echo>("up".into()).await.unwrap();
-    let call = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.call::<Sleep>(sleep(&key(), 20_000)).await })
-    };
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    let call = support::sleeping(&pool, &key(), 20_000);
+    support::busy(&pool, 1).await;
     let id = running(&docker, pool.name()).await.remove(0);
     let paused_at = Instant::now();
     docker.pause_container(&id).await.unwrap();

@@ -27,10 +27,7 @@ async fn sigkill_mid_call_fails_those_calls_within_a_second_and_the_pool_keeps_s
     let pool = pool_with(Kind::Process, config(2)).await;
     let victim = pool.call::<WhereAmI>(()).await.unwrap();
     let calls = in_flight(&pool, 3, 10_000);
-    eventually("three calls run", WAIT, || async {
-        pool.stats().await.unwrap().busy == 3
-    })
-    .await;
+    support::busy(&pool, 3).await;
     let killed_at = Instant::now();
     kill(victim.pid, "KILL");
     for call in calls {
@@ -51,10 +48,7 @@ async fn a_frozen_runner_is_detected_by_heartbeat_within_three_seconds() {
     let pool = pool_with(Kind::Process, config(1)).await;
     let victim = pool.call::<WhereAmI>(()).await.unwrap();
     let calls = in_flight(&pool, 1, 20_000);
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     let frozen_at = Instant::now();
     kill(victim.pid, "STOP");
     let err = calls.into_iter().next().unwrap().await.unwrap().unwrap_err();
@@ -101,10 +95,7 @@ async fn b31_sigterm_on_a_runner_drains_its_calls() {
     let pool = pool_with(Kind::Process, events.hooks(config(1))).await;
     let victim = pool.call::<WhereAmI>(()).await.unwrap();
     let calls = in_flight(&pool, 1, 400);
-    eventually("the call runs", WAIT, || async {
-        pool.stats().await.unwrap().busy == 1
-    })
-    .await;
+    support::busy(&pool, 1).await;
     kill(victim.pid, "TERM");
     assert_eq!(
         calls.into_iter().next().unwrap().await.unwrap().unwrap(),

@@ -168,3 +168,17 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Starts a call sleeping `ms` under `key` in the background.
+pub fn sleeping(pool: &Pool, key: &str, ms: u64) -> tokio::task::JoinHandle<Result<u64, ractor_flame::Error>> {
+    let (pool, args) = (pool.clone(), sleep(key, ms));
+    tokio::spawn(async move { pool.call::<functions::Sleep>(args).await })
+}
+
+/// Waits until `n` slots of `pool` are taken.
+pub async fn busy(pool: &Pool, n: usize) {
+    eventually(&format!("{n} busy slots"), Duration::from_secs(20), || async {
+        pool.stats().await.unwrap().busy == n
+    })
+    .await;
+}
