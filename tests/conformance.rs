@@ -428,6 +428,9 @@ async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Ki
     let err = in_flight.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "failed within 1 s");
+    // At once, before the pool has even counted the loss, a new call avoids
+    // the dead runner.
+    assert_eq!(pool.call::<Echo>("next".into()).await.unwrap(), "next");
     eventually("the pool refilled to min", WAIT, || async {
         pool.stats().await.unwrap().runners == 1
     })

@@ -52,6 +52,8 @@ struct ConnInner {
     next_id: AtomicU64,
     /// Set once, when the runner is gone; later calls fail with it.
     down: Mutex<Option<DownReason>>,
+    /// `down.is_some()`, readable without the lock (the checkout fast path).
+    is_down: std::sync::atomic::AtomicBool,
     /// Woken when `down` is set.
     closed: tokio::sync::Notify,
     /// Exit notices of placed children, by child id.
@@ -99,6 +101,7 @@ impl RunnerConn {
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 down: Mutex::new(None),
+                is_down: std::sync::atomic::AtomicBool::new(false),
                 closed: tokio::sync::Notify::new(),
                 children: Mutex::new(HashMap::new()),
                 max_frame,
@@ -109,6 +112,11 @@ impl RunnerConn {
     /// The runner at the other end.
     pub fn runner(&self) -> RunnerId {
         self.inner.runner
+    }
+
+    /// Whether the runner is gone (cheap: no lock).
+    pub fn is_down(&self) -> bool {
+        self.inner.is_down.load(Ordering::Acquire)
     }
 
     /// Why the runner is gone, if it is.
@@ -267,6 +275,7 @@ impl RunnerConn {
             if down.is_none() {
                 *down = Some(reason);
             }
+            self.inner.is_down.store(true, Ordering::Release);
         }
         self.inner.closed.notify_waiters();
         let reason = self

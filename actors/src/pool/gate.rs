@@ -44,8 +44,13 @@ impl SlotShared {
         self.load.load(Ordering::SeqCst)
     }
 
-    /// Takes one slot if the runner serves and has room below `limit`.
+    /// Takes one slot if the runner serves and has room below `limit`. A
+    /// runner whose connection is gone is skipped even before the Pool has
+    /// heard of its loss.
     pub(crate) fn claim(&self, limit: usize) -> bool {
+        if self.conn.is_down() {
+            return false;
+        }
         let mut current = self.load.load(Ordering::SeqCst);
         loop {
             if current >= limit || self.draining.load(Ordering::SeqCst) {
