@@ -17,7 +17,8 @@
 //! (`-- --backend docker` runs the runners as containers, with the default
 //! `docker` feature and a Docker Engine.)
 //!
-//! Expected output, in this order:
+//! Expected output, in this order (timings from one `--release` run on a
+//! 2-core machine; yours will differ):
 //!
 //! ```text
 //! pool `quickstart` on the local backend: max 4 runners x 2 calls, 48 jobs
@@ -27,14 +28,14 @@
 //! ...                                   (up to 4 runners)
 //! thumb 17: 64x64 checksum 0x5d2a...  runner 3f2ab1c0 (pid 4242)
 //! ...                                   (48 lines, in completion order)
-//! 48 thumbnails in 310 ms
+//! 48 thumbnails in 59 ms
 //! pool stats after the burst: 4 runners (max 4), 0 booting, 0 busy, 0 waiting
-//! peak during the burst: 4 runners, 8 busy slots, 46 callers waiting
+//! peak during the burst: 4 runners, 8 busy slots, 36 callers waiting
 //! jobs per runner: 3f2ab1c0 13, 8c01d2e4 12, ...
 //! shrink -> 3 runners
 //! ...                                   (down to 0)
-//! scaled to zero after 530 ms
-//! done: 48 jobs on the local backend, 0 failed, wall time 860 ms
+//! scaled to zero after 513 ms
+//! done: 48 jobs on the local backend, 0 failed, wall time 574 ms
 //! ```
 //!
 //! On the process backend every runner is a copy of this binary: `main` calls
