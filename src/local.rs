@@ -72,12 +72,10 @@ impl Backend for LocalBackend {
     }
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
-        let shutdowns = Arc::clone(&self.shutdowns);
-        let hook: SystemShutdown = Box::new(move || {
-            Box::pin(async move {
-                shutdowns.fetch_add(1, Ordering::AcqRel);
-            })
-        });
+        // The in-process Terminator calls this backend's `system_shutdown`
+        // once it is done (B30).
+        let backend = self.clone();
+        let hook: SystemShutdown = Box::new(move || Box::pin(async move { backend.system_shutdown().await }));
         let terminator = boot_in_process(ctx, Some(hook))
             .await
             .map_err(|e| BackendError::new(format!("in-process runner: {e}")))?;
@@ -87,6 +85,12 @@ impl Backend for LocalBackend {
             .insert(ctx.runner_id, terminator.clone());
         state.1 = Some(terminator);
         Ok(())
+    }
+
+    /// Nothing to stop in this process: counts the shutdown instead (see
+    /// [`LocalBackend::system_shutdowns`]).
+    async fn system_shutdown(&self) {
+        self.shutdowns.fetch_add(1, Ordering::AcqRel);
     }
 
     async fn terminate(&self, state: &mut Self::State) {

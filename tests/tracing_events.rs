@@ -75,7 +75,11 @@ async fn lifecycle_events_carry_the_pool_and_runner_and_no_secret() {
     );
     for e in &events {
         // Our events use the stable `ractor_flame::*` targets, never a module path.
-        assert!(!e.target.starts_with("ractor_flame_actors"), "unstable target {}", e.target);
+        assert!(
+            !e.target.starts_with("ractor_flame_actors"),
+            "unstable target {}",
+            e.target
+        );
         assert!(!e.text.contains("token"), "a secret in {e:?}");
     }
 

@@ -21,6 +21,20 @@ use crate::wire::frame::ToRunner;
 
 type Waiter = RpcReplyPort<Result<Lease, Error>>;
 
+/// A pool lifecycle event at the configured level (`PoolConfig::log`);
+/// tracing wants its levels constant, hence the match.
+macro_rules! lifecycle {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            tracing::Level::ERROR => tracing::error!(target: "ractor_flame::pool", $($rest)+),
+            tracing::Level::WARN => tracing::warn!(target: "ractor_flame::pool", $($rest)+),
+            tracing::Level::INFO => tracing::info!(target: "ractor_flame::pool", $($rest)+),
+            tracing::Level::DEBUG => tracing::debug!(target: "ractor_flame::pool", $($rest)+),
+            tracing::Level::TRACE => tracing::trace!(target: "ractor_flame::pool", $($rest)+),
+        }
+    };
+}
+
 /// A snapshot of a pool.
 ///
 /// # Examples
@@ -356,7 +370,7 @@ impl<B: Backend> PoolState<B> {
         self.publish();
         self.failures = 0;
         let count = self.runners.len();
-        tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner up");
+        lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner up");
         self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Ok(()), count });
         if self.stopping {
             return;
@@ -421,7 +435,7 @@ impl<B: Backend> PoolState<B> {
             return self.boot_failed(myself, slot, reason).await;
         }
         let count = self.runners.len();
-        tracing::event!(target: "ractor_flame::pool", tracing::Level::INFO, pool = %self.config.name, %runner, count, "runner left");
+        lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner left");
         self.hook(&self.config.on_shrink, PoolEvent::Shrink { count });
         if self.stopping {
             return;
