@@ -105,10 +105,13 @@ impl Gate {
             return None;
         }
         let serving = Arc::clone(&self.serving.read().expect("poisoned"));
-        // Least loaded first (B13); a lost race moves on to the next.
-        let mut order: Vec<&Arc<SlotShared>> = serving.iter().collect();
-        order.sort_by_key(|s| s.active());
-        let slot = order.into_iter().find(|s| s.claim(self.limit))?;
+        // Least loaded first (B13); a lost race falls back to any with room.
+        let least = serving.iter().min_by_key(|s| s.active())?;
+        let slot = if least.claim(self.limit) {
+            least
+        } else {
+            serving.iter().find(|s| s.claim(self.limit))?
+        };
         Some(Lease {
             slot: Arc::clone(slot),
             pool: pool.clone(),

@@ -108,6 +108,7 @@ async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::Unbo
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut under_load = false;
     loop {
         let first = tokio::select! {
             msg = rx.recv() => match msg {
@@ -118,13 +119,26 @@ async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::Unbo
             _ = ticker.tick() => Out::ping(),
         };
         push(first, &mut buf, opts.max_frame);
-        // Batch whatever else is already queued into the same write.
+        // Batch whatever else is already queued into the same write. Under
+        // load (the last write carried several frames), first let the tasks
+        // that are ready run once, so their frames join this write: one
+        // syscall for many. A lone frame goes out at once.
+        let mut frames = 1;
+        let mut yielded = !under_load;
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
-                Ok(msg) => push(msg, &mut buf, opts.max_frame),
+                Ok(msg) => {
+                    push(msg, &mut buf, opts.max_frame);
+                    frames += 1;
+                }
+                Err(_) if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             }
         }
+        under_load = frames > 1;
         if write.write_all(&buf).await.is_err() {
             return;
         }
