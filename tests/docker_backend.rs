@@ -313,3 +313,24 @@ async fn b38_a_pool_sweeps_its_predecessors_orphans_on_start() {
     new.stop().await;
     eventually("nothing left", WAIT, || async { containers(&docker, &name).await == 0 }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway() {
+    use ractor_flame::docker::{Network, create_internal_network};
+    let Some(docker) = engine("docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway").await else {
+        return;
+    };
+    let network = format!("flame-test-{}", key());
+    let gateway = create_internal_network(&docker, &network).await.unwrap();
+    assert!(gateway.is_ipv4(), "{gateway}");
+    let result = async {
+        let pool = start(config(1), backend().network(Network::Named(network.clone()))).await;
+        let echoed = pool.call::<Echo>("over the bridge".into()).await;
+        pool.stop().await;
+        gone(&docker, &pool).await;
+        echoed
+    }
+    .await;
+    docker.remove_network(&network).await.unwrap();
+    assert_eq!(result.unwrap(), "over the bridge");
+}
