@@ -49,6 +49,20 @@
 //! |---|---|---|
 //! | [`LocalBackend`] | a task in this process | tests, development, the default |
 //! | [`ProcessBackend`] | a child process of this executable | one machine, real isolation of crashes and memory |
+//! | [`DockerBackend`] (feature `docker`) | a container of an image made from this executable | isolation, limits, a real deployment's shape |
+//!
+//! ## Placed children
+//!
+//! [`Pool::place_child`] starts a registered ractor actor ([`RemoteActor`]) on a
+//! runner and returns a typed [`Child`] handle: FLAME's third verb, for state
+//! that is expensive to load once and then serves many calls. The child holds
+//! a slot, and keeps its runner up, while it lives.
+//!
+//! ## Feature flags
+//!
+//! | feature | enables | default |
+//! |---|---|---|
+//! | `docker` | [`DockerBackend`] and the [`docker`] module (pulls in bollard) | yes |
 //!
 //! ## Termination
 //!
