@@ -159,6 +159,13 @@ async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// How long `work` takes.
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> Duration {
+    let t = Instant::now();
+    work.await;
+    t.elapsed()
+}
+
 /// Sorted latencies of `a` and `b`, sampled alternately from one task so
 /// both see the same scheduling (on 2 cores a round trip costs about 2 us
 /// when both tasks share a worker and about 20 us across workers; measuring
@@ -173,6 +180,14 @@ impl Paired {
         Paired {
             a: Vec::with_capacity(samples),
             b: Vec::with_capacity(samples),
+        }
+    }
+
+    /// Keeps a pair of samples once past the warm-up.
+    fn push(&mut self, keep: bool, a: Duration, b: Duration) {
+        if keep {
+            self.a.push(a);
+            self.b.push(b);
         }
     }
 
@@ -195,16 +210,9 @@ async fn local(plan: &Plan, registry: &Registry) {
     let warm = plan.samples / 10;
     let mut paired = Paired::new(plan.samples);
     for i in 0..warm + plan.samples {
-        let t = Instant::now();
-        pong.call(|p| p, None).await.unwrap();
-        let floor = t.elapsed();
-        let t = Instant::now();
-        pool.call::<Noop>(i as u64).await.unwrap();
-        let ours = t.elapsed();
-        if i >= warm {
-            paired.a.push(floor);
-            paired.b.push(ours);
-        }
+        let floor = timed(async { pong.call(|p| p, None).await.unwrap() }).await;
+        let ours = timed(async { pool.call::<Noop>(i as u64).await.unwrap() }).await;
+        paired.push(i >= warm, floor, ours);
     }
     pong.stop(None);
     let _ = pong_done.await;
@@ -259,16 +267,9 @@ async fn remote(plan: &Plan, registry: &Registry) {
     let warm = plan.samples / 10;
     let mut paired = Paired::new(plan.samples);
     for i in 0..warm + plan.samples {
-        let t = Instant::now();
-        raw.ping(i as u64).await;
-        let floor = t.elapsed();
-        let t = Instant::now();
-        pool.call::<Noop>(i as u64).await.unwrap();
-        let ours = t.elapsed();
-        if i >= warm {
-            paired.a.push(floor);
-            paired.b.push(ours);
-        }
+        let floor = timed(raw.ping(i as u64)).await;
+        let ours = timed(async { pool.call::<Noop>(i as u64).await.unwrap() }).await;
+        paired.push(i >= warm, floor, ours);
     }
     paired.emit([
         "raw_tcp_rtt_p50_us",
@@ -305,16 +306,9 @@ async fn remote(plan: &Plan, registry: &Registry) {
     let child = pool.place_child::<Mirror>(()).await.unwrap();
     let mut paired = Paired::new(plan.samples);
     for i in 0..warm + plan.samples {
-        let t = Instant::now();
-        pool.call::<Noop>(i as u64).await.unwrap();
-        let call = t.elapsed();
-        let t = Instant::now();
-        child.call(i as u64).await.unwrap();
-        let placed = t.elapsed();
-        if i >= warm {
-            paired.a.push(call);
-            paired.b.push(placed);
-        }
+        let call = timed(async { pool.call::<Noop>(i as u64).await.unwrap() }).await;
+        let placed = timed(async { child.call(i as u64).await.unwrap() }).await;
+        paired.push(i >= warm, call, placed);
     }
     // The remote call, sampled again alongside: this ratio's own floor.
     paired.emit([

@@ -270,13 +270,7 @@ async fn b14_growth_boots_only_what_booting_runners_cannot_absorb(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(4).max_concurrency(2))).await;
     let k = key();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let pool = pool.pool.clone();
-            let k = k.clone();
-            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 100)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| support::sleeping(&pool, &k, 100)).collect();
     for call in calls {
         call.await.unwrap().unwrap();
     }
@@ -315,13 +309,7 @@ async fn b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses(kind: Kind) {
 async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
     let pool = pool_with(kind, config(1).max_concurrency(2)).await;
     let (k_hold, k_gave_up) = (key(), key());
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.pool.clone();
-            let k = k_hold.clone();
-            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 300)).await })
-        })
-        .collect();
+    let holders: Vec<_> = (0..2).map(|_| support::sleeping(&pool, &k_hold, 300)).collect();
     support::busy(&pool, 2).await;
     let err = pool
         .call_with::<Sleep>(
@@ -346,13 +334,7 @@ async fn b17_a_fresh_runner_serves_its_waiters_at_once(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(1).max_concurrency(3))).await;
     let k = key();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let pool = pool.pool.clone();
-            let k = k.clone();
-            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 400)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| support::sleeping(&pool, &k, 400)).collect();
     support::busy(&pool, 3).await;
     for c in calls {
         c.await.unwrap().unwrap();
@@ -448,13 +430,7 @@ async fn b22_idle_runners_stop_and_min_runners_follow_their_own_setting(kind: Ki
     let pool = pool_with(kind, cfg).await;
     // Two concurrent calls: the min runner and one more.
     let k = key();
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.pool.clone();
-            let k = k.clone();
-            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 200)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..2).map(|_| support::sleeping(&pool, &k, 200)).collect();
     for c in calls {
         c.await.unwrap().unwrap();
     }

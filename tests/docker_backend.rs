@@ -13,8 +13,8 @@ use bollard::query_parameters::KillContainerOptionsBuilder;
 use ractor_flame::docker::{DockerBackend, Engine, Image};
 use ractor_flame::{DownReason, Error, Pool};
 use support::docker::{backend, containers, engine, running};
-use support::functions::{Alloc, Echo, Sleep, WhereAmI};
-use support::{Events, config, eventually, key, sleep};
+use support::functions::{Alloc, Echo, WhereAmI};
+use support::{Events, config, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -60,12 +60,7 @@ async fn docker_scales_from_zero_to_n_and_back_to_zero_after_idle() {
     let pool = start(cfg, backend()).await;
     assert_eq!(containers(&docker, pool.name()).await, 0);
     let k = key();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let (pool, k) = (pool.clone(), k.clone());
-            tokio::spawn(async move { pool.call::<Sleep>(sleep(&k, 1_000)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| support::sleeping(&pool, &k, 1_000)).collect();
     eventually("three containers run", WAIT, || async {
         running(&docker, pool.name()).await.len() == 3
     })
