@@ -329,3 +329,40 @@ async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway()
     docker.remove_network(&network).await.unwrap();
     assert_eq!(result.unwrap(), "over the bridge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_a_new_build_of_an_executable_replaces_its_older_image() {
+    let Some(docker) = engine("docker_a_new_build_of_an_executable_replaces_its_older_image").await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("flame-image-{}", key()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("runner");
+    // Unique bytes: image tags are content hashes, and must not exist yet.
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    bytes.extend_from_slice(key().as_bytes());
+    std::fs::write(&exe, &bytes).unwrap();
+    let first = DockerBackend::new()
+        .image(Image::Executable(exe.clone()))
+        .prepare_image()
+        .await
+        .unwrap();
+    // A "rebuild": same path, other bytes.
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&exe, bytes).unwrap();
+    let second = DockerBackend::new()
+        .image(Image::Executable(exe.clone()))
+        .prepare_image()
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    assert!(docker.inspect_image(&second).await.is_ok());
+    assert!(
+        docker.inspect_image(&first).await.is_err(),
+        "the older build's image was removed"
+    );
+    let _ = docker
+        .remove_image(&second, None::<bollard::query_parameters::RemoveImageOptions>, None)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

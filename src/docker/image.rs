@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bollard::Docker;
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::query_parameters::{CreateImageOptionsBuilder, PruneImagesOptionsBuilder};
 use futures_util::StreamExt as _;
 use ractor_flame_actors::BackendError;
 
@@ -63,12 +63,16 @@ async fn make(docker: &Docker, exe: &Path) -> Result<String, BackendError> {
         .await
         .map_err(|e| BackendError::new(format!("root fs: {e}")))?
         .map_err(|e| BackendError::new(format!("root fs for {}: {e}", exe_path.display())))?;
+    prune_older(docker, exe).await;
     let hash = &tag[REPO.len() + 1..];
     let options = CreateImageOptionsBuilder::new()
         .from_src("-")
         .repo(REPO)
         .tag(hash)
-        .changes(vec![r#"ENTRYPOINT ["/runner"]"#.to_owned()])
+        .changes(vec![
+            r#"ENTRYPOINT ["/runner"]"#.to_owned(),
+            format!("LABEL {LABEL_EXE}={}", exe_label(exe)),
+        ])
         .build();
     let mut progress = docker.create_image(Some(options), Some(bollard::body_full(root_fs.into())), None);
     while let Some(step) = progress.next().await {
@@ -76,6 +80,28 @@ async fn make(docker: &Docker, exe: &Path) -> Result<String, BackendError> {
     }
     tracing::info!(target: "ractor_flame::docker", image = %tag, exe = %exe.display(), "runner image imported");
     Ok(tag)
+}
+
+/// Label on an imported image: which executable path it was made from.
+const LABEL_EXE: &str = "ractor-flame.exe";
+
+fn exe_label(exe: &Path) -> String {
+    format!("{:016x}", fnv64(exe.as_os_str().as_encoded_bytes()))
+}
+
+/// Removes the unused images made from earlier builds of the same
+/// executable path, so rebuilds do not pile images up. Runs before the new
+/// import (a prune takes every unused image it matches). An image a
+/// container still uses is kept; engine errors are only logged.
+async fn prune_older(docker: &Docker, exe: &Path) {
+    let filters = HashMap::from([
+        ("label", vec![format!("{LABEL_EXE}={}", exe_label(exe))]),
+        ("dangling", vec!["false".to_owned()]),
+    ]);
+    let options = PruneImagesOptionsBuilder::new().filters(&filters).build();
+    if let Err(e) = docker.prune_images(Some(options)).await {
+        tracing::debug!(target: "ractor_flame::docker", error = %e, "older runner images not pruned");
+    }
 }
 
 /// The shared libraries `exe` needs, with the loader; none for a static
