@@ -236,10 +236,7 @@ async fn b10_invalid_options_are_rejected(kind: Kind) {
 async fn b12_min_runners_boot_in_parallel_at_start(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(3).min(2))).await;
-    eventually("min runners are up", WAIT, || async {
-        pool.stats().await.unwrap().runners == 2
-    })
-    .await;
+    support::runners(&pool, 2).await;
     // Both boots started before either finished: in parallel.
     assert_eq!(
         events.all()[..2],
@@ -250,10 +247,7 @@ async fn b12_min_runners_boot_in_parallel_at_start(kind: Kind) {
 
 async fn b13_checkout_picks_the_least_loaded_runner(kind: Kind) {
     let pool = pool_with(kind, config(2).min(2).max_concurrency(10)).await;
-    eventually("min runners are up", WAIT, || async {
-        pool.stats().await.unwrap().runners == 2
-    })
-    .await;
+    support::runners(&pool, 2).await;
     let k = key();
     let first = support::sleeping(&pool, &k, 2_000);
     support::busy(&pool, 1).await;
@@ -394,10 +388,7 @@ async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
 
 async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Kind) {
     let pool = pool_with(kind, config(2).min(1)).await;
-    eventually("the min runner is up", WAIT, || async {
-        pool.stats().await.unwrap().runners == 1
-    })
-    .await;
+    support::runners(&pool, 1).await;
     let first = pool.call::<WhereAmI>(()).await.unwrap();
     let k = key();
     let in_flight = support::sleeping(&pool, &k, 10_000);
@@ -413,10 +404,7 @@ async fn b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min(kind: Ki
     // At once, before the pool has even counted the loss, a new call avoids
     // the dead runner.
     assert_eq!(pool.call::<Echo>("next".into()).await.unwrap(), "next");
-    eventually("the pool refilled to min", WAIT, || async {
-        pool.stats().await.unwrap().runners == 1
-    })
-    .await;
+    support::runners(&pool, 1).await;
     let second = pool.call::<WhereAmI>(()).await.unwrap();
     assert_ne!(first.runner, second.runner, "a new runner");
     pool.stop().await;
@@ -483,10 +471,7 @@ async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
 
 async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
     let pool = pool_with(kind, config(2).min(2)).await;
-    eventually("min runners are up", WAIT, || async {
-        pool.stats().await.unwrap().runners == 2
-    })
-    .await;
+    support::runners(&pool, 2).await;
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     let k = key();
     let in_flight = support::sleeping(&pool, &k, 300);

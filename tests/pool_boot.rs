@@ -116,10 +116,7 @@ async fn b12_a_failing_min_boot_is_retried_and_never_fatal() {
     let pool = Pool::start(cfg, backend.clone(), &support::functions::registry())
         .await
         .unwrap();
-    eventually("the min runner is eventually up", Duration::from_secs(10), || async {
-        pool.stats().await.unwrap().runners == 1
-    })
-    .await;
+    support::runners(&pool, 1).await;
     assert_eq!(backend.boots.load(Ordering::Acquire), 5);
     pool.stop().await;
 }

@@ -206,10 +206,7 @@ async fn b36_rogue_peers_do_not_change_a_running_pools_state() {
     let pool = ractor_flame::Pool::start(config(2).min(1), backend.clone(), &registry)
         .await
         .unwrap();
-    eventually("the min runner is up", Duration::from_secs(10), || async {
-        pool.stats().await.unwrap().runners == 1
-    })
-    .await;
+    support::runners(&pool, 1).await;
     let before = pool.stats().await.unwrap();
     let addr = backend.listen_addr().expect("the endpoint is bound");
     for bytes in [

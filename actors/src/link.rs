@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
 use crate::terminator::{Serve, TerminatorMessage};
-use crate::wire::frame::{CallFrame, Outcome, ToRunner};
+use crate::wire::frame::{CallFrame, CallRef, Outcome, ToRunner};
 
 /// How long past its deadline the parent waits for a runner's own deadline
 /// reply before it gives up on its own.
@@ -138,26 +138,39 @@ impl RunnerConn {
     /// Dropping the future forgets the call; a linked call is also cancelled on
     /// the runner (its task is aborted).
     pub async fn call(&self, req: CallRequest<'_>) -> Result<Outcome, Error> {
-        if let Some(reason) = self.down_reason() {
-            return Err(Error::RunnerDown { reason });
+        if self.is_down() {
+            return Err(self.down_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = CallFrame {
-            id,
-            function: req.function.to_owned(),
-            args: req.args,
-            deadline_us: req.deadline.map(unix_micros),
-            want_result: req.want_result,
-            linked: req.linked,
-        };
         match &self.inner.transport {
-            // Unlinked calls and casts already run in a task of their own
-            // (see the facade), so inline is right for every local call.
-            Transport::Local { serve, .. } => serve
-                .run_inline(frame, req.deadline)
-                .await
-                .ok_or_else(|| self.down_error()),
-            Transport::Remote { tx } => self.call_remote(tx, frame, req.deadline).await,
+            // In-process: a borrowed view, no frame to build. Unlinked calls
+            // and casts already run in a task of their own (see the facade),
+            // so inline is right for every local call.
+            Transport::Local { serve, .. } => {
+                let call = CallRef {
+                    id,
+                    function: req.function,
+                    args: &req.args,
+                    deadline_us: None,
+                    want_result: req.want_result,
+                    linked: req.linked,
+                };
+                serve
+                    .run_inline(call, req.deadline)
+                    .await
+                    .ok_or_else(|| self.down_error())
+            }
+            Transport::Remote { tx } => {
+                let frame = CallFrame {
+                    id,
+                    function: req.function.to_owned(),
+                    args: req.args,
+                    deadline_us: req.deadline.map(unix_micros),
+                    want_result: req.want_result,
+                    linked: req.linked,
+                };
+                self.call_remote(tx, frame, req.deadline).await
+            }
         }
     }
 

@@ -182,3 +182,11 @@ pub async fn busy(pool: &Pool, n: usize) {
     })
     .await;
 }
+
+/// Waits until `pool` has `n` booted runners.
+pub async fn runners(pool: &Pool, n: usize) {
+    eventually(&format!("{n} runners up"), Duration::from_secs(20), || async {
+        pool.stats().await.unwrap().runners == n
+    })
+    .await;
+}

@@ -207,8 +207,7 @@ impl Serve {
     /// Accounting, deadline, panics and aborts are as for [`Serve::dispatch`];
     /// dropping the future cancels the call. `None` when the runner aborted
     /// it (the runner is going away).
-    pub(crate) async fn run_inline(self: &Arc<Self>, frame: CallFrame, deadline: Option<Instant>) -> Option<Outcome> {
-        let call = frame.view();
+    pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Some(Outcome::Refused);
         }

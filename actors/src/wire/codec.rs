@@ -159,6 +159,33 @@ mod tests {
         assert!(out.len() < 1100, "{} bytes", out.len());
     }
 
+    #[test]
+    fn in_place_decoding_reads_every_frame_the_parent_sends() {
+        use crate::wire::frame::{ToRunnerRef, Welcome};
+        let frames = [
+            ToRunner::Welcome(Welcome::Refused("no".into())),
+            call(vec![1, 2, 3]),
+            ToRunner::Cancel { id: 9 },
+            ToRunner::Ping,
+            ToRunner::IdleVerdict { granted: true },
+            ToRunner::Shutdown,
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            encode_frame(&frame, 1024, &mut out).unwrap();
+            let decoded: ToRunnerRef<'_> = rmp_serde::from_slice(&out[4..]).unwrap();
+            match (&frame, decoded) {
+                (ToRunner::Call(owned), ToRunnerRef::Call(view)) => assert_eq!(view, owned.view()),
+                (ToRunner::Cancel { id }, ToRunnerRef::Cancel { id: v }) => assert_eq!(*id, v),
+                (ToRunner::IdleVerdict { granted }, ToRunnerRef::IdleVerdict { granted: v }) => assert_eq!(*granted, v),
+                (ToRunner::Welcome(_), ToRunnerRef::Welcome(_))
+                | (ToRunner::Ping, ToRunnerRef::Ping)
+                | (ToRunner::Shutdown, ToRunnerRef::Shutdown) => {}
+                (owned, view) => panic!("{owned:?} decoded as {view:?}"),
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

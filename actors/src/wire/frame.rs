@@ -83,7 +83,7 @@ impl CallFrame {
 /// A [`CallFrame`] decoded in place: its name and arguments borrow the
 /// connection's read buffer, so a large argument is not copied once more on
 /// its way to the function's own decoder.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub(crate) struct CallRef<'a> {
     pub(crate) id: u64,
     pub(crate) function: &'a str,
@@ -93,7 +93,8 @@ pub(crate) struct CallRef<'a> {
     pub(crate) linked: bool,
 }
 
-/// [`ToRunner`] decoded in place (same encoding).
+/// [`ToRunner`] decoded in place (same encoding; a codec test keeps the two
+/// in step).
 #[derive(Debug, Deserialize)]
 pub(crate) enum ToRunnerRef<'a> {
     Welcome(#[allow(dead_code)] Welcome),
