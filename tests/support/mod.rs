@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod chaos;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod functions;
