@@ -1,9 +1,12 @@
 //! `DockerBackend`: each runner is a container on a Docker Engine.
 
+mod container;
+mod engine;
 mod events;
 mod image;
+mod liveness;
+mod sweep;
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,15 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectNetworkOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
-};
-use futures_util::StreamExt as _;
-use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId};
+use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext};
 use tokio::sync::OnceCell;
 
+pub use container::DockerState;
+pub use engine::create_internal_network;
 pub use events::ContainerEvent;
 
 /// Label: every container this backend creates.
@@ -30,9 +29,11 @@ pub const LABEL_POOL: &str = "ractor-flame.pool";
 pub const LABEL_PARENT: &str = "ractor-flame.parent";
 /// Label: the runner id.
 pub const LABEL_RUNNER: &str = "ractor-flame.runner";
-
-/// Lines of a container's output kept for error messages.
-const LAST_LINES: usize = 20;
+/// Label: the parent process, where it can be named, as
+/// `<boot id without dashes>-<PID namespace inode>-<pid>-<start time in
+/// clock ticks after boot>`. A sweep on the same boot and in the same PID
+/// namespace reads from `/proc` whether that process still runs.
+pub const LABEL_PARENT_PROCESS: &str = "ractor-flame.parent-process";
 /// Docker's smallest memory limit.
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 
@@ -72,14 +73,35 @@ pub enum Engine {
 
 /// Runners as containers, via bollard.
 ///
-/// Every container carries labels (managed, pool, parent instance, runner),
-/// auto-removes, never restarts, and is stopped and removed when its Runner
-/// goes. On its first boot the backend removes containers of the same pool
-/// left by an earlier parent (orphans), and watches the engine's events so a
-/// container that dies, is killed or is OOM-killed fails its calls at once.
+/// Every container carries labels (managed, pool, parent instance, parent
+/// process, runner), auto-removes, never restarts, and is stopped and
+/// removed when its Runner goes. The backend watches the engine's events so
+/// a container that dies, is killed or is OOM-killed fails its calls at once.
 ///
-/// With no registry at hand, the default image is made from the current
-/// executable (and the shared libraries it links), imported once per build.
+/// # Orphans and other parents
+///
+/// Several copies of one program may share an engine and a pool name. On
+/// each pool's first boot the backend sweeps that pool's orphans, and only
+/// those: containers whose parent process is provably gone (checked through
+/// `/proc` when it ran on this machine and PID namespace), containers that
+/// exited, and containers never started a minute after their creation. A
+/// running container of another parent is never removed: if that parent is
+/// alive it is a live runner, and if it is gone the runner stops by itself
+/// (end of file on its connection, lost heartbeats, or its failsafe) and
+/// auto-removes. See [`sweep()`].
+///
+/// # Images
+///
+/// With no registry at hand, the default image is made from the running
+/// executable (read from `/proc/self/exe`, so replacing the file on disk
+/// after start is harmless) and the shared libraries `ldd` lists (none for a
+/// static executable; a library `ldd` cannot find fails the boot, naming it),
+/// imported once per build. The executable keeps its absolute path in the
+/// image, so `$ORIGIN`-relative library paths resolve as on the host.
+/// Importing a new build removes images of earlier builds of the same path
+/// unless a live parent process (or one that cannot be checked from here)
+/// still claims them; a parent whose image was removed anyway imports it
+/// again on its next boot.
 ///
 /// # Examples
 ///
@@ -119,7 +141,9 @@ struct Shared {
     /// This parent instance, in every container's labels.
     instance: String,
     docker: OnceCell<Docker>,
-    image: OnceCell<String>,
+    /// The runner image's tag, once made or found; cleared when the engine
+    /// no longer has it.
+    image: tokio::sync::Mutex<Option<String>>,
     endpoint: OnceCell<Endpoint>,
     /// Orphans of each pool are swept once.
     swept: Mutex<Vec<String>>,
@@ -167,7 +191,7 @@ impl DockerBackend {
             shared: Arc::new(Shared {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 docker: OnceCell::new(),
-                image: OnceCell::new(),
+                image: tokio::sync::Mutex::new(None),
                 endpoint: OnceCell::new(),
                 swept: Mutex::new(Vec::new()),
                 events: events::Router::default(),
@@ -250,7 +274,7 @@ impl DockerBackend {
     /// When the engine does not answer or the image cannot be made.
     pub async fn prepare_image(&self) -> Result<String, BackendError> {
         let docker = self.docker().await?;
-        self.image_tag(docker).await.cloned()
+        self.image_tag(docker).await
     }
 
     /// This parent instance's label value.
@@ -290,29 +314,39 @@ impl DockerBackend {
     ///
     /// When the engine does not answer.
     pub async fn docker(&self) -> Result<&Docker, BackendError> {
-        self.shared.docker.get_or_try_init(|| connect(&self.engine)).await
+        self.shared
+            .docker
+            .get_or_try_init(|| engine::connect(&self.engine))
+            .await
     }
 
-    async fn image_tag(&self, docker: &Docker) -> Result<&String, BackendError> {
-        self.shared
-            .image
-            .get_or_try_init(|| async {
-                match &self.image {
-                    Image::Tag(tag) => match docker.inspect_image(tag).await {
-                        Ok(_) => Ok(tag.clone()),
-                        Err(e) => Err(BackendError::new(format!(
-                            "image {tag} not found in the engine ({e}); no registry is used: build or import it first"
-                        ))),
-                    },
-                    Image::Executable(path) => image::ensure(docker, path).await,
-                    Image::CurrentExe => {
-                        let exe = std::env::current_exe()
-                            .map_err(|e| BackendError::new(format!("current executable: {e}")))?;
-                        image::ensure(docker, &exe).await
-                    }
+    async fn image_tag(&self, docker: &Docker) -> Result<String, BackendError> {
+        let mut cached = self.shared.image.lock().await;
+        if let Some(tag) = cached.as_ref() {
+            return Ok(tag.clone());
+        }
+        let tag = match &self.image {
+            Image::Tag(tag) => match docker.inspect_image(tag).await {
+                Ok(_) => tag.clone(),
+                Err(e) => {
+                    return Err(BackendError::new(format!(
+                        "image {tag} not found in the engine ({e}); no registry is used: build or import it first"
+                    )));
                 }
-            })
-            .await
+            },
+            Image::Executable(path) => image::ensure(docker, image::Source::Path(path.clone())).await?,
+            Image::CurrentExe => image::ensure(docker, image::Source::CurrentExe).await?,
+        };
+        *cached = Some(tag.clone());
+        Ok(tag)
+    }
+
+    /// Forgets `tag` when the engine lost it, so the next boot makes it again.
+    async fn forget_image(&self, tag: &str) {
+        let mut cached = self.shared.image.lock().await;
+        if cached.as_deref() == Some(tag) {
+            *cached = None;
+        }
     }
 
     async fn endpoint(&self, ctx: &RunnerContext, docker: &Docker) -> Result<&Endpoint, BackendError> {
@@ -322,7 +356,7 @@ impl DockerBackend {
                 let ip = match (self.parent_addr, &self.network) {
                     (Some(ip), _) => ip,
                     (None, Network::Host) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    (None, Network::Named(name)) => gateway(docker, name).await?,
+                    (None, Network::Named(name)) => engine::gateway(docker, name).await?,
                 };
                 Endpoint::bind(SocketAddr::new(ip, 0), ctx.registry.build_id())
                     .await
@@ -331,9 +365,9 @@ impl DockerBackend {
             .await
     }
 
-    /// Removes containers of `pool` left by another parent instance, once
-    /// per pool, in the background: it never touches this instance's
-    /// containers, so the boot need not wait for it.
+    /// Removes orphans of `pool` (containers left by a parent that is
+    /// gone, see [`sweep`]), once per pool, in the background: it never
+    /// touches this instance's containers, so the boot need not wait for it.
     fn sweep_orphans(&self, docker: &Docker, pool: &str) {
         {
             let mut swept = self.shared.swept.lock().expect("poisoned");
@@ -344,57 +378,12 @@ impl DockerBackend {
         }
         let (docker, pool, instance) = (docker.clone(), pool.to_owned(), self.shared.instance.clone());
         tokio::spawn(async move {
-            match sweep(&docker, &[(LABEL_POOL, &pool)], Some(&instance)).await {
+            match sweep::sweep(&docker, &[(LABEL_POOL, &pool)], Some(&instance)).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(target: "ractor_flame::docker", pool, removed, "orphan runners removed"),
                 Err(e) => tracing::warn!(target: "ractor_flame::docker", pool, error = %e, "orphan sweep failed"),
             }
         });
-    }
-
-    fn labels(&self, ctx: &RunnerContext) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_POOL.to_owned(), ctx.pool.clone()),
-            (LABEL_PARENT.to_owned(), self.shared.instance.clone()),
-            (LABEL_RUNNER.to_owned(), ctx.runner_id.simple()),
-        ])
-    }
-
-    fn host_config(&self) -> HostConfig {
-        HostConfig {
-            network_mode: Some(match &self.network {
-                Network::Host => "host".to_owned(),
-                Network::Named(name) => name.clone(),
-            }),
-            auto_remove: Some(true),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
-            memory: self.memory,
-            memory_swap: self.memory,
-            nano_cpus: self.nano_cpus,
-            pids_limit: self.pids,
-            ..HostConfig::default()
-        }
-    }
-}
-
-/// The parent's handle on one runner container.
-#[derive(Debug)]
-pub struct DockerState {
-    runner: RunnerId,
-    container: Option<String>,
-    oom: bool,
-    last_lines: Arc<Mutex<VecDeque<String>>>,
-    follower: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl DockerState {
-    /// The container's id, once created.
-    pub fn container(&self) -> Option<&str> {
-        self.container.as_deref()
     }
 }
 
@@ -407,20 +396,14 @@ impl Backend for DockerBackend {
 
     async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
         self.validate()?;
-        Ok(DockerState {
-            runner: ctx.runner_id,
-            container: None,
-            oom: false,
-            last_lines: Arc::default(),
-            follower: None,
-        })
+        Ok(DockerState::new(ctx.runner_id))
     }
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         let docker = self.docker().await?;
         self.sweep_orphans(docker, &ctx.pool);
         self.shared.events.watch(docker, &self.shared.instance);
-        let image = self.image_tag(docker).await?.clone();
+        let mut image = self.image_tag(docker).await?;
         let endpoint = self.endpoint(ctx, docker).await?;
         endpoint.expect(ctx);
         let parent = ctx.parent(vec![endpoint.addr()], self.name());
@@ -431,37 +414,36 @@ impl Backend for DockerBackend {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.push(format!("{FLAME_PARENT}={}", parent.encode()));
-        let body = ContainerCreateBody {
-            image: Some(image),
-            env: Some(env),
-            cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
-            labels: Some(self.labels(ctx)),
-            host_config: Some(self.host_config()),
-            stop_timeout: Some(self.stop_timeout.as_secs().max(1) as i64),
-            ..ContainerCreateBody::default()
-        };
-        let name = container_name(&ctx.pool, ctx.runner_id);
-        let created = docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-            .await
-            .map_err(|e| {
-                endpoint.forget(ctx.runner_id);
+        let mut created = container::create(self, docker, ctx, image.clone(), env.clone()).await;
+        // The image of an executable can vanish under a cached tag (removed
+        // by hand, or by an older version's pruning): make it again, once.
+        if let Err(e) = &created
+            && container::is_missing_image(e)
+            && !matches!(self.image, Image::Tag(_))
+        {
+            tracing::warn!(target: "ractor_flame::docker", image = %image, "runner image gone; importing it again");
+            self.forget_image(&image).await;
+            image = self
+                .image_tag(docker)
+                .await
+                .inspect_err(|_| endpoint.forget(ctx.runner_id))?;
+            created = container::create(self, docker, ctx, image.clone(), env).await;
+        }
+        let id = created.map_err(|e| {
+            endpoint.forget(ctx.runner_id);
+            if container::is_missing_image(&e) {
+                BackendError::new(format!("image {image} not found in the engine: {e}"))
+            } else {
                 BackendError::new(format!("cannot create the runner container: {e}"))
-            })?;
+            }
+        })?;
         // Route engine events to this Runner before the container can die.
-        self.shared.events.route(&created.id, ctx.runner.clone());
-        state.container = Some(created.id.clone());
-        docker
-            .start_container(&created.id, None::<StartContainerOptions>)
+        self.shared.events.route(&id, ctx.runner.clone());
+        state.container = Some(id.clone());
+        state
+            .start(docker, &id)
             .await
-            .map_err(|e| BackendError::new(format!("cannot start the runner container: {e}")))?;
-        state.follower = Some(follow_logs(
-            docker.clone(),
-            created.id,
-            ctx.runner_id,
-            state.last_lines.clone(),
-        ));
-        Ok(())
+            .map_err(|e| BackendError::new(format!("cannot start the runner container: {e}")))
     }
 
     /// The engine's `die` event, with the exit code and the OOM flag,
@@ -472,182 +454,48 @@ impl Backend for DockerBackend {
 
     async fn handle_info(&self, state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
         let event = *info.downcast::<ContainerEvent>().ok()?;
-        match event {
-            ContainerEvent::Oom => {
-                state.oom = true;
-                None
-            }
-            ContainerEvent::Die { exit_code } => {
-                // The engine's `oom` event comes before the `die` it causes.
-                if state.oom {
-                    return Some(DownReason::OutOfMemory);
-                }
-                if exit_code == 137 || exit_code == 143 {
-                    return Some(DownReason::Killed);
-                }
-                // Let the log follower catch the last lines before quoting them.
-                if let Some(follower) = state.follower.as_mut() {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), follower).await;
-                }
-                let lines: Vec<String> = state.last_lines.lock().expect("poisoned").iter().cloned().collect();
-                if lines.is_empty() {
-                    Some(DownReason::Exited(exit_code))
-                } else {
-                    Some(DownReason::Backend(format!(
-                        "container exited with code {exit_code}; last lines: {}",
-                        lines.join(" | ")
-                    )))
-                }
-            }
-        }
+        state.on_event(event).await
     }
 
     async fn terminate(&self, state: &mut Self::State) {
         if let Some(endpoint) = self.shared.endpoint.get() {
             endpoint.forget(state.runner);
         }
-        let (Some(id), Some(docker)) = (state.container.take(), self.shared.docker.get()) else {
+        let Some(docker) = self.shared.docker.get() else {
             return;
         };
-        self.shared.events.unroute(&id);
-        // The runner exits on its own after its drain; a stop bounds the wait,
-        // and the forced removal covers a paused or stuck container.
-        let stop = StopContainerOptionsBuilder::new()
-            .t(self.stop_timeout.as_secs() as i32)
-            .build();
-        let _ = docker.stop_container(&id, Some(stop)).await;
-        let _ = docker
-            .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
-            .await;
-        if let Some(follower) = state.follower.take() {
-            follower.abort();
+        if let Some(id) = state.container() {
+            self.shared.events.unroute(id);
         }
+        state.stop_and_remove(docker, self.stop_timeout).await;
     }
 }
 
-async fn connect(engine: &Engine) -> Result<Docker, BackendError> {
-    let docker = match engine {
-        Engine::Defaults => Docker::connect_with_defaults(),
-        Engine::Socket(path) => Docker::connect_with_socket(&path.to_string_lossy(), 30, bollard::API_DEFAULT_VERSION),
-    }
-    .map_err(|e| BackendError::new(format!("cannot reach the Docker engine: {e}")))?;
-    docker
-        .ping()
-        .await
-        .map_err(|e| BackendError::new(format!("cannot reach the Docker engine: {e}")))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| BackendError::new(format!("cannot agree on an API version with the Docker engine: {e}")))
-}
-
-/// The gateway address of a user-defined network.
-async fn gateway(docker: &Docker, network: &str) -> Result<IpAddr, BackendError> {
-    let inspect = docker
-        .inspect_network(network, None::<InspectNetworkOptions>)
-        .await
-        .map_err(|e| BackendError::new(format!("network {network}: {e}")))?;
-    inspect
-        .ipam
-        .and_then(|ipam| ipam.config)
-        .and_then(|configs| configs.into_iter().find_map(|c| c.gateway))
-        .and_then(|gw| gw.parse().ok())
-        .ok_or_else(|| BackendError::new(format!("network {network} has no gateway address")))
-}
-
-/// Creates an `internal: true` bridge network (no route leaves it) and
-/// returns its gateway address: the address a parent on the host listens on
-/// for runners on that network. Useful for tests and isolated deployments.
+/// Removes the containers with all of `labels` (and the managed label)
+/// that belong to a parent instance other than `keep` and cannot be live
+/// runners of a live parent. Returns how many.
 ///
-/// # Errors
+/// Several parents may share one engine and one pool name (replicas, a
+/// rolling deploy, two copies of a program), so a container of another
+/// parent instance is removed only when:
 ///
-/// When the engine refuses.
-pub async fn create_internal_network(docker: &Docker, name: &str) -> Result<IpAddr, BackendError> {
-    let request = NetworkCreateRequest {
-        name: name.to_owned(),
-        driver: Some("bridge".to_owned()),
-        internal: Some(true),
-        labels: Some(HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())])),
-        ..NetworkCreateRequest::default()
-    };
-    docker
-        .create_network(request)
-        .await
-        .map_err(|e| BackendError::new(format!("cannot create network {name}: {e}")))?;
-    gateway(docker, name).await
-}
-
-/// Force-removes every container with all of `labels` (and the managed
-/// label), except those of parent instance `keep`. Returns how many.
+/// - its parent process is provably dead: it ran on this machine, in this
+///   PID namespace, since its last boot (the [`LABEL_PARENT_PROCESS`]
+///   label), and no process with that PID and start time runs now. Such a
+///   container goes in any state: never started, still waiting to connect,
+///   or stuck;
+/// - or, where the parent cannot be checked from here (another host or
+///   container, no label), the container has exited, or is still in state
+///   `created` a minute after its creation (a live parent starts its
+///   containers within its boot).
+///
+/// Every other container is kept: a running runner whose parent is gone
+/// stops by itself (end of file on its connection, lost heartbeats, or its
+/// failsafe timeout) and the engine then removes it (`auto_remove`).
 ///
 /// # Errors
 ///
 /// When the engine cannot list containers.
 pub async fn sweep(docker: &Docker, labels: &[(&str, &str)], keep: Option<&str>) -> Result<usize, BackendError> {
-    let mut filter = vec![format!("{LABEL_MANAGED}=true")];
-    filter.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&HashMap::from([("label", filter)]))
-        .build();
-    let found = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| BackendError::new(format!("cannot list containers: {e}")))?;
-    let mut removed = 0;
-    for container in found {
-        let parent = container
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_PARENT))
-            .map(String::as_str);
-        if keep.is_some() && parent == keep {
-            continue;
-        }
-        if let Some(id) = container.id {
-            let force = RemoveContainerOptionsBuilder::new().force(true).build();
-            if docker.remove_container(&id, Some(force)).await.is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
-}
-
-fn container_name(pool: &str, runner: RunnerId) -> String {
-    let pool: String = pool
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("flame-{pool}-{}", &runner.simple()[..12])
-}
-
-/// Forwards a container's output to tracing and keeps its last lines.
-fn follow_logs(
-    docker: Docker,
-    id: String,
-    runner: RunnerId,
-    last: Arc<Mutex<VecDeque<String>>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
-        let mut logs = docker.logs(&id, Some(options));
-        while let Some(Ok(chunk)) = logs.next().await {
-            for line in chunk.to_string().lines().filter(|l| !l.is_empty()) {
-                tracing::info!(target: "ractor_flame::docker", runner = %runner, "{line}");
-                let mut last = last.lock().expect("poisoned");
-                if last.len() == LAST_LINES {
-                    last.pop_front();
-                }
-                last.push_back(line.to_owned());
-            }
-        }
-    })
+    sweep::sweep(docker, labels, keep).await
 }
