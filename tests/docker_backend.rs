@@ -14,7 +14,7 @@ use ractor_flame::docker::{DockerBackend, Engine, Image};
 use ractor_flame::{DownReason, Error, Pool};
 use support::docker::{backend, containers, engine, running};
 use support::functions::{Alloc, Echo, WhereAmI};
-use support::{Events, config, eventually, key};
+use support::{config, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -156,34 +156,6 @@ async fn docker_an_oom_kill_is_reported_as_oom() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_a_parent_killed_with_sigkill_leaves_no_container_after_three_seconds() {
-    use tokio::io::AsyncBufReadExt;
-    let Some(docker) = engine("docker_a_parent_killed_with_sigkill_leaves_no_container").await else {
-        return;
-    };
-    let name = format!("test-parent-{}", key());
-    let mut parent = tokio::process::Command::new(support::runner_exe())
-        .args(["parent", "docker", &name])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap();
-    assert_eq!(line.as_deref(), Some("ready"));
-    eventually("two containers run", WAIT, || async {
-        running(&docker, &name).await.len() == 2
-    })
-    .await;
-    support::kill(parent.id().unwrap(), "KILL");
-    let _ = parent.wait().await;
-    eventually("the orphans are gone", Duration::from_secs(3), || async {
-        containers(&docker, &name).await == 0
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_a_container_that_never_connects_is_removed_after_boot_timeout() {
     let Some(docker) = engine("docker_a_container_that_never_connects_is_removed_after_boot_timeout").await else {
         return;
@@ -279,37 +251,6 @@ async fn b39_a_missing_image_and_bad_limits_are_clear_boot_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b38_a_pool_sweeps_its_predecessors_orphans_on_start() {
-    let Some(docker) = engine("b38_a_pool_sweeps_its_predecessors_orphans_on_start").await else {
-        return;
-    };
-    // A predecessor's runner: same pool name, another parent instance.
-    let predecessor = backend();
-    let name = format!("test-sweep-{}", key());
-    let old = start(
-        config(1)
-            .name(name.clone())
-            .idle_shutdown_after(ractor_flame::IdleShutdown::Never),
-        predecessor.clone(),
-    )
-    .await;
-    old.call::<Echo>("old".into()).await.unwrap();
-    let orphan = running(&docker, &name).await;
-    assert_eq!(orphan.len(), 1);
-    // The predecessor's pool vanishes without cleanup (as if killed): its
-    // actor is killed, so its runner container stays behind, connected to
-    // nobody soon but still there now.
-    old.actor().kill();
-    let events = Events::default();
-    let new = start(events.hooks(config(1).name(name.clone())), backend()).await;
-    new.call::<Echo>("new".into()).await.unwrap();
-    let now = running(&docker, &name).await;
-    assert!(!now.contains(&orphan[0]), "the orphan was swept");
-    new.stop().await;
-    eventually("nothing left", WAIT, || async { containers(&docker, &name).await == 0 }).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway() {
     use ractor_flame::docker::{Network, create_internal_network};
     let Some(docker) = engine("docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway").await else {
@@ -328,41 +269,4 @@ async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway()
     .await;
     docker.remove_network(&network).await.unwrap();
     assert_eq!(result.unwrap(), "over the bridge");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_a_new_build_of_an_executable_replaces_its_older_image() {
-    let Some(docker) = engine("docker_a_new_build_of_an_executable_replaces_its_older_image").await else {
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("flame-image-{}", key()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("runner");
-    // Unique bytes: image tags are content hashes, and must not exist yet.
-    let mut bytes = std::fs::read("/bin/sleep").unwrap();
-    bytes.extend_from_slice(key().as_bytes());
-    std::fs::write(&exe, &bytes).unwrap();
-    let first = DockerBackend::new()
-        .image(Image::Executable(exe.clone()))
-        .prepare_image()
-        .await
-        .unwrap();
-    // A "rebuild": same path, other bytes.
-    bytes.extend_from_slice(b"rebuilt");
-    std::fs::write(&exe, bytes).unwrap();
-    let second = DockerBackend::new()
-        .image(Image::Executable(exe.clone()))
-        .prepare_image()
-        .await
-        .unwrap();
-    assert_ne!(first, second);
-    assert!(docker.inspect_image(&second).await.is_ok());
-    assert!(
-        docker.inspect_image(&first).await.is_err(),
-        "the older build's image was removed"
-    );
-    let _ = docker
-        .remove_image(&second, None::<bollard::query_parameters::RemoveImageOptions>, None)
-        .await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

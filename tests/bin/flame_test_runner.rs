@@ -5,7 +5,13 @@
 //! it starts a process pool of itself, runs one call, prints
 //! `runner-pid <pid>` and waits to be killed (the parent-loss fault test).
 //! With `parent docker <pool-name>` the pool's runners are containers of an
-//! image made from this binary, and it prints `ready`.
+//! image made from this binary, and it prints `image <tag>` and `ready`.
+//! `parent docker-wait <pool-name>` first waits for a line on stdin.
+//! `parent docker-work <pool-name> <calls>` prints `ready` with its two
+//! runners up, then makes sleep calls two at a time until it made `<calls>`
+//! and stdin reached its end, and prints `done <ok> <errors>`.
+//! `prepare <exe>` imports the runner image of `<exe>`, prints
+//! `image <tag>` and lives until stdin reaches its end.
 
 #[path = "../support/functions.rs"]
 mod functions;
@@ -19,6 +25,19 @@ async fn main() {
         eprintln!("{e}");
         std::process::exit(2);
     }
+    #[cfg(feature = "docker")]
+    if std::env::args().nth(1).as_deref() == Some("prepare") {
+        let exe = std::env::args().nth(2).expect("prepare <exe>");
+        let tag = ractor_flame::DockerBackend::new()
+            .image(ractor_flame::docker::Image::Executable(exe.into()))
+            .prepare_image()
+            .await
+            .expect("image");
+        println!("image {tag}");
+        let mut rest = String::new();
+        while std::io::stdin().read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+        return;
+    }
     if std::env::args().nth(1).as_deref() != Some("parent") {
         eprintln!(
             "flame-test-runner: a runner for the ractor-flame tests; run with FLAME_PARENT set, or with `parent`"
@@ -26,21 +45,34 @@ async fn main() {
         std::process::exit(64);
     }
     #[cfg(feature = "docker")]
-    if std::env::args().nth(2).as_deref() == Some("docker") {
+    if let Some(mode) = std::env::args().nth(2).filter(|m| m.starts_with("docker")) {
         let args: Vec<String> = std::env::args().collect();
         let name = args.get(3).cloned().unwrap_or_else(|| "flame-test-parent".into());
+        if mode == "docker-wait" {
+            std::io::stdin().read_line(&mut String::new()).expect("stdin");
+        }
         let backend = ractor_flame::DockerBackend::new()
             .image(ractor_flame::docker::Image::CurrentExe)
             .stop_timeout(std::time::Duration::from_secs(1));
-        let pool = Pool::start(PoolConfig::new(2).min(2).name(name), backend, &registry)
-            .await
-            .expect("pool");
+        println!("image {}", backend.prepare_image().await.expect("image"));
+        let config = PoolConfig::new(2)
+            .min(2)
+            .name(name)
+            .idle_shutdown_after(ractor_flame::IdleShutdown::Never);
+        let pool = Pool::start(config, backend, &registry).await.expect("pool");
         pool.call::<functions::WhereAmI>(()).await.expect("call");
         // Both runners connected: none is left waiting for its failsafe.
         while pool.stats().await.expect("stats").runners < 2 {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         println!("ready");
+        if mode == "docker-work" {
+            let calls: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(200);
+            let (ok, errors) = work(&pool, calls).await;
+            pool.stop().await;
+            println!("done {ok} {errors}");
+            return;
+        }
         std::future::pending::<()>().await;
     }
     let backend = ProcessBackend::current_exe()
@@ -50,4 +82,38 @@ async fn main() {
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
     println!("runner-pid {}", place.pid);
     std::future::pending::<()>().await;
+}
+
+/// Sleep calls two at a time until `calls` were made and stdin reached its
+/// end; returns the successes and the errors (printed to stderr).
+#[cfg(feature = "docker")]
+async fn work(pool: &Pool, calls: usize) -> (usize, usize) {
+    let stdin_open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = stdin_open.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while std::io::stdin().read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+        flag.store(false, std::sync::atomic::Ordering::SeqCst);
+    });
+    let (mut ok, mut errors, mut made) = (0, 0, 0);
+    while made < calls || stdin_open.load(std::sync::atomic::Ordering::SeqCst) {
+        let pair = (0..2).map(|_| {
+            let args = functions::SleepArgs {
+                key: "work".into(),
+                ms: 5,
+            };
+            pool.call::<functions::Sleep>(args)
+        });
+        for result in futures_util::future::join_all(pair).await {
+            match result {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    eprintln!("call failed: {e}");
+                    errors += 1;
+                }
+            }
+        }
+        made += 2;
+    }
+    (ok, errors)
 }

@@ -67,3 +67,95 @@ pub async fn running(docker: &Docker, pool: &str) -> Vec<String> {
     let list = docker.list_containers(Some(options)).await.expect("list containers");
     list.into_iter().filter_map(|c| c.id).collect()
 }
+
+/// A parent process: the test runner binary in one of its parent modes.
+pub struct ParentProcess {
+    pub child: tokio::process::Child,
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Its runner image, from its `image <tag>` line.
+    pub image: Option<String>,
+}
+
+impl ParentProcess {
+    /// Starts `exe` with `args`, stdin and stdout piped.
+    pub fn spawn(exe: &std::path::Path, args: &[&str]) -> ParentProcess {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(exe)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("parent process starts");
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        ParentProcess {
+            child,
+            lines,
+            image: None,
+        }
+    }
+
+    /// Reads lines until one starts with `prefix` (noting an `image` line
+    /// on the way); returns it.
+    pub async fn until(&mut self, prefix: &str, timeout: std::time::Duration) -> String {
+        let read = async {
+            loop {
+                let line = self
+                    .lines
+                    .next_line()
+                    .await
+                    .expect("stdout")
+                    .unwrap_or_else(|| panic!("the parent process ended before printing {prefix:?}"));
+                if let Some(tag) = line.strip_prefix("image ") {
+                    self.image = Some(tag.to_owned());
+                }
+                if line.starts_with(prefix) {
+                    return line;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix:?} line within {timeout:?}"))
+    }
+
+    /// Writes a line to its stdin.
+    pub async fn say(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.expect("stdin");
+        stdin.flush().await.expect("stdin");
+    }
+
+    /// Closes its stdin.
+    pub fn close_stdin(&mut self) {
+        self.child.stdin.take();
+    }
+}
+
+/// A copy of the test runner binary in a fresh directory, with `extra`
+/// bytes appended (an ELF executable ignores trailing bytes; they make a
+/// distinct build). Returns the directory and the copy's path.
+pub fn runner_copy(extra: &[u8]) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("flame-exe-{}", super::key()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("runner");
+    let mut bytes = std::fs::read(super::runner_exe()).unwrap();
+    bytes.extend_from_slice(extra);
+    std::fs::write(&exe, bytes).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, exe)
+}
+
+/// Removes an image by id with all its tags (claims included).
+pub async fn remove_image(docker: &Docker, tag: &str) {
+    if let Ok(image) = docker.inspect_image(tag).await {
+        let force = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+            .force(true)
+            .build();
+        let _ = docker
+            .remove_image(&image.id.unwrap_or_default(), Some(force), None)
+            .await;
+    }
+}
