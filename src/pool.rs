@@ -272,7 +272,7 @@ impl Pool {
                     linked: false,
                     want_result: false,
                 };
-                let outcome = lease.conn().call(req).await?;
+                let outcome = lease.call(req).await?;
                 outcome_into_result(outcome, F::NAME, Duration::MAX).map(drop)
             }
             .await;
@@ -422,8 +422,9 @@ async fn run(
         linked,
         want_result: true,
     };
-    let outcome = lease.conn().call(req).await?;
-    drop(lease);
+    // The lease goes with the call: its slot returns when the work has
+    // ended on the runner, which may be after a deadline or cancel.
+    let outcome = lease.call(req).await?;
     outcome_into_result(outcome, function, budget)
 }
 

@@ -78,8 +78,9 @@ pub async fn serve_as_runner(registry: &Registry, parent: Parent) -> i32 {
     // SIGTERM (a `docker stop`, a supervisor) is a drain, not an abrupt exit
     // (B31). PID 1 in a container gets no default SIGTERM action, so the
     // handler is needed there too.
+    // On the link thread: busy function bodies cannot delay it.
     let on_signal = terminator.clone();
-    tokio::spawn(async move {
+    ractor_flame_actors::terminator::spawn_on_link(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;

@@ -17,7 +17,10 @@ use support::{config, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BUILD: BuildId = BuildId(0xF1A3E);
+/// The build the fixture's runner must serve: that of its pool's registry.
+fn build() -> BuildId {
+    Registry::new().build_id()
+}
 
 /// Stands in for a Runner actor: records what the endpoint sends it.
 struct Recorder(Arc<Mutex<Vec<String>>>);
@@ -53,7 +56,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), BUILD).await.unwrap();
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), build()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (actor, _) = Actor::spawn(None, Recorder(seen.clone()), ()).await.unwrap();
     let runner = RunnerId::new();
@@ -113,7 +116,7 @@ fn refused(w: Option<Welcome>) -> String {
 #[tokio::test]
 async fn b36_a_wrong_token_is_refused_and_changes_nothing() {
     let fx = fixture().await;
-    let reason = refused(exchange(&fx, &hello(fx.runner, Token::generate(), BUILD)).await);
+    let reason = refused(exchange(&fx, &hello(fx.runner, Token::generate(), build())).await);
     assert_eq!(reason, "wrong token");
     assert_eq!(fx.endpoint.expected(), 1, "the real runner may still connect");
     assert!(fx.seen.lock().unwrap().is_empty(), "no RemoteUp");
@@ -123,14 +126,16 @@ async fn b36_a_wrong_token_is_refused_and_changes_nothing() {
 async fn b36_another_build_is_refused() {
     let fx = fixture().await;
     let reason = refused(exchange(&fx, &hello(fx.runner, fx.token.clone(), BuildId(1))).await);
-    assert!(reason.contains("differs from parent build"), "{reason}");
+    // The refusal names both sides.
+    assert!(reason.contains(&BuildId(1).to_string()), "{reason}");
+    assert!(reason.contains(&build().to_string()), "{reason}");
     assert_eq!(fx.endpoint.expected(), 1);
 }
 
 #[tokio::test]
 async fn b36_an_unknown_runner_is_refused() {
     let fx = fixture().await;
-    let reason = refused(exchange(&fx, &hello(RunnerId::new(), fx.token.clone(), BUILD)).await);
+    let reason = refused(exchange(&fx, &hello(RunnerId::new(), fx.token.clone(), build())).await);
     assert!(reason.starts_with("unknown runner"), "{reason}");
 }
 
@@ -150,7 +155,7 @@ async fn b36_garbage_and_oversized_frames_are_dropped_without_a_panic() {
     assert!(fx.seen.lock().unwrap().is_empty());
     // The endpoint still admits the real runner afterwards.
     assert_eq!(
-        exchange(&fx, &hello(fx.runner, fx.token.clone(), BUILD)).await,
+        exchange(&fx, &hello(fx.runner, fx.token.clone(), build())).await,
         Some(Welcome::Accepted)
     );
 }
@@ -173,7 +178,7 @@ async fn b26_a_proven_runner_is_accepted_once_and_its_runner_hears_remote_up() {
     let fx = fixture().await;
     let mut stream = TcpStream::connect(fx.endpoint.addr()).await.unwrap();
     stream
-        .write_all(&hello(fx.runner, fx.token.clone(), BUILD))
+        .write_all(&hello(fx.runner, fx.token.clone(), build()))
         .await
         .unwrap();
     let mut len = [0u8; 4];
@@ -190,7 +195,7 @@ async fn b26_a_proven_runner_is_accepted_once_and_its_runner_hears_remote_up() {
     .await;
     assert_eq!(fx.endpoint.expected(), 0, "one connection per runner");
     // A replay of the same proof is refused.
-    let reason = refused(exchange(&fx, &hello(fx.runner, fx.token.clone(), BUILD)).await);
+    let reason = refused(exchange(&fx, &hello(fx.runner, fx.token.clone(), build())).await);
     assert!(reason.starts_with("unknown runner"), "{reason}");
     drop(stream);
     eventually("the close reaches the Runner", Duration::from_secs(5), || async {

@@ -28,6 +28,8 @@ use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 /// A runner the endpoint waits for.
 struct Expected {
     token: Token,
+    /// The build the runner must serve: its pool's registry's.
+    build_id: BuildId,
     runner: ActorRef<RunnerMessage>,
     opts: LinkOptions,
 }
@@ -61,25 +63,30 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    /// Binds `addr` (port 0 for any) and starts accepting runners of
-    /// `build_id`.
+    /// Binds `addr` (port 0 for any) and starts accepting runners. Each
+    /// runner must serve the build of the pool that expects it (its
+    /// context's registry), so pools with different registries can share
+    /// one endpoint; `_build_id` is not used.
+    ///
+    /// The listener and every connection it accepts live on the link thread,
+    /// where no function body and no busy application worker can delay them.
     ///
     /// # Errors
     ///
     /// When the address cannot be bound.
-    pub async fn bind(addr: SocketAddr, build_id: BuildId) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+    pub async fn bind(addr: SocketAddr, _build_id: BuildId) -> std::io::Result<Self> {
+        let listener = crate::link::thread::run(TcpListener::bind(addr)).await?;
         let addr = listener.local_addr()?;
         let expected: Arc<Mutex<HashMap<RunnerId, Expected>>> = Arc::default();
         let table = Arc::clone(&expected);
-        let accept = tokio::spawn(async move {
+        let accept = crate::link::thread::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let table = Arc::clone(&table);
                 tokio::spawn(async move {
-                    if let Err(reason) = authenticate(stream, &table, build_id).await {
+                    if let Err(reason) = authenticate(stream, &table).await {
                         tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
                     }
                 });
@@ -106,6 +113,7 @@ impl Endpoint {
         };
         let expected = Expected {
             token: ctx.token.clone(),
+            build_id: ctx.registry.build_id(),
             runner: ctx.runner.clone(),
             opts,
         };
@@ -123,11 +131,7 @@ impl Endpoint {
     }
 }
 
-async fn authenticate(
-    mut stream: TcpStream,
-    table: &Mutex<HashMap<RunnerId, Expected>>,
-    build_id: BuildId,
-) -> Result<(), String> {
+async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Expected>>) -> Result<(), String> {
     let mut buf = Vec::new();
     let first = tokio::time::timeout(
         HANDSHAKE_DEADLINE,
@@ -145,9 +149,9 @@ async fn authenticate(
             None => Err(format!("unknown runner {}", hello.runner_id)),
             Some(_) if hello.version != PROTOCOL_VERSION => Err(format!("protocol version {}", hello.version)),
             Some(e) if !e.token.verify(hello.token.as_bytes()) => Err("wrong token".to_owned()),
-            Some(_) if hello.build_id != build_id => Err(format!(
-                "runner build {} differs from parent build {build_id}",
-                hello.build_id
+            Some(e) if hello.build_id != e.build_id => Err(format!(
+                "runner serves build {} but the pool's registry is build {}: a runner of another binary or registry",
+                hello.build_id, e.build_id
             )),
             // Proven: the runner is no longer expected (one connection each).
             Some(_) => Ok(table.remove(&hello.runner_id).expect("present")),
@@ -188,6 +192,7 @@ fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
 fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
     let reason = match frame {
         ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
+        ToParent::Early { id, outcome } => return conn.deliver_early(id, outcome),
         ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),
         ToParent::IdleRequest => RemoteShutdownReason::Idle,
         ToParent::Stopping { reason } => RemoteShutdownReason::Stopping(reason),
@@ -219,6 +224,9 @@ pub async fn boot_in_process(
     system_shutdown: Option<SystemShutdown>,
 ) -> Result<ractor::ActorRef<crate::terminator::TerminatorMessage>, ractor::SpawnErr> {
     let (to_parent, mut from_runner) = mpsc::unbounded_channel::<ToParent>();
+    // Calls that run as tasks of their own (blocking functions) reply here
+    // too. A weak sender: the channel must close when the Terminator ends.
+    let to_parent_for_calls = to_parent.downgrade();
     let (terminator, handle, serve) = spawn_terminator(
         ctx.runner_id,
         ctx.registry.clone(),
@@ -229,7 +237,7 @@ pub async fn boot_in_process(
         Some(ctx.runner.get_cell()),
     )
     .await?;
-    let conn = RunnerConn::local(ctx.runner_id, serve, terminator.clone());
+    let conn = RunnerConn::local(ctx.runner_id, serve, terminator.clone(), to_parent_for_calls);
     let runner = ctx.runner.clone();
     let (frame_conn, frame_runner) = (conn.clone(), runner.clone());
     tokio::spawn(async move {

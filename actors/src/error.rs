@@ -160,30 +160,53 @@ impl fmt::Display for DownReason {
 /// assert_eq!(parse("0").unwrap_err().to_string(), "zero is not allowed");
 /// assert!(parse("x").is_err());
 /// ```
+///
+/// A panic that a body catches as a [`tokio::task::JoinError`] (a
+/// `spawn_blocking` or `spawn` it awaited with `?`) stays a panic: the caller
+/// gets [`Error::Panic`], not [`Error::Remote`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FnError(String);
+pub struct FnError {
+    message: String,
+    panic: bool,
+}
 
 impl FnError {
     /// An error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        FnError(message.to_string())
+        FnError {
+            message: message.to_string(),
+            panic: false,
+        }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// Whether the error is a panic of work the body awaited.
+    pub fn is_panic(&self) -> bool {
+        self.panic
     }
 }
 
 impl fmt::Display for FnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl<E: std::error::Error> From<E> for FnError {
+impl<E: std::error::Error + 'static> From<E> for FnError {
     fn from(err: E) -> Self {
-        FnError(err.to_string())
+        let message = err.to_string();
+        let any: Box<dyn std::any::Any> = Box::new(err);
+        match any.downcast::<tokio::task::JoinError>() {
+            Ok(join) if join.is_panic() => FnError {
+                message: crate::registry::panic_message(&*join.into_panic()),
+                panic: true,
+            },
+            _ => FnError { message, panic: false },
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod backend;
 mod config;
+mod context;
 mod endpoint;
 mod error;
 mod link;
@@ -38,11 +39,11 @@ pub use endpoint::Endpoint;
 #[doc(hidden)]
 pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
-pub use link::{CallRequest, RunnerConn, outcome_into_result};
+pub use link::{CallRequest, RunnerConn, SlotHold, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
 pub use pool::{Gate, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
-pub use terminator::current_runner;
+pub use context::{CurrentCall, current_call, current_runner};
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

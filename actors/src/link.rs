@@ -5,6 +5,9 @@
 //! in-process [`Serve`](crate::terminator::Serve) core; remote backends queue
 //! frames on the runner's TCP connection and match replies by call id.
 
+pub(crate) mod thread;
+
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +20,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
 use crate::terminator::{Serve, TerminatorMessage};
-use crate::wire::frame::{CallFrame, CallRef, Outcome, ToRunner};
+use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, ToRunner};
 
 /// How long past its deadline the parent waits for a runner's own deadline
-/// reply before it gives up on its own.
+/// reply before it gives up on its own (and cancels the work).
 const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// What keeps a call's slot taken (a checkout lease): dropped when the
+/// call's work has ended on the runner, which may be after the caller got
+/// its answer (a deadline, a cancel).
+pub type SlotHold = Box<dyn Any + Send>;
 
 /// What a caller asks a runner to do.
 #[derive(Debug)]
@@ -47,8 +55,8 @@ pub struct RunnerConn {
 struct ConnInner {
     runner: RunnerId,
     transport: Transport,
-    /// Calls sent on a remote transport and not yet answered.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// Calls sent and not yet ended on the runner.
+    pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     /// Set once, when the runner is gone; later calls fail with it.
     down: Mutex<Option<DownReason>>,
@@ -61,10 +69,30 @@ struct ConnInner {
     max_frame: usize,
 }
 
+/// A call between its send and the end of its work on the runner.
+enum Pending {
+    /// The caller awaits the outcome.
+    Waiting(oneshot::Sender<Delivered>),
+    /// The caller has its outcome (sent early); the work still runs and the
+    /// caller is about to park its slot here.
+    Answered,
+    /// The caller is gone (it got an early outcome, passed its deadline, or
+    /// dropped its future); the work still runs and holds this slot.
+    Parked(Option<SlotHold>),
+}
+
+/// An outcome, and whether the work behind it has ended.
+struct Delivered {
+    outcome: Outcome,
+    ended: bool,
+}
+
 enum Transport {
     Local {
         serve: Arc<Serve>,
         control: ActorRef<TerminatorMessage>,
+        /// Where calls dispatched as tasks (blocking functions) reply.
+        replies: mpsc::WeakUnboundedSender<ToParent>,
     },
     Remote {
         tx: mpsc::UnboundedSender<ToRunner>,
@@ -85,8 +113,21 @@ impl fmt::Debug for RunnerConn {
 }
 
 impl RunnerConn {
-    pub(crate) fn local(runner: RunnerId, serve: Arc<Serve>, control: ActorRef<TerminatorMessage>) -> Self {
-        Self::with(runner, Transport::Local { serve, control }, usize::MAX)
+    pub(crate) fn local(
+        runner: RunnerId,
+        serve: Arc<Serve>,
+        control: ActorRef<TerminatorMessage>,
+        replies: mpsc::WeakUnboundedSender<ToParent>,
+    ) -> Self {
+        Self::with(
+            runner,
+            Transport::Local {
+                serve,
+                control,
+                replies,
+            },
+            usize::MAX,
+        )
     }
 
     pub(crate) fn remote(runner: RunnerId, tx: mpsc::UnboundedSender<ToRunner>, max_frame: usize) -> Self {
@@ -138,15 +179,53 @@ impl RunnerConn {
     /// Dropping the future forgets the call; a linked call is also cancelled on
     /// the runner (its task is aborted).
     pub async fn call(&self, req: CallRequest<'_>) -> Result<Outcome, Error> {
+        self.call_held(req, None).await
+    }
+
+    /// Sends a call and waits for its outcome, like [`RunnerConn::call`];
+    /// `hold` (the call's checkout lease) is released when the call's work
+    /// has ended on the runner. When the caller stops waiting first (a
+    /// deadline, a cancel, a dropped future), the hold stays with the
+    /// connection until the runner reports the end, so a slot is free only
+    /// when its work is over.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunnerConn::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RunnerConn::call`]; the hold is kept until the work ends.
+    pub async fn call_held(&self, req: CallRequest<'_>, hold: Option<SlotHold>) -> Result<Outcome, Error> {
         if self.is_down() {
             return Err(self.down_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         match &self.inner.transport {
-            // In-process: a borrowed view, no frame to build. Unlinked calls
-            // and casts already run in a task of their own (see the facade),
-            // so inline is right for every local call.
-            Transport::Local { serve, .. } => {
+            Transport::Local { serve, replies, .. } => {
+                if serve.is_blocking(req.function) {
+                    // A blocking body outlives a caller that gives up: it
+                    // runs as a task and reports its end like a remote one.
+                    let Some(replies) = replies.upgrade() else {
+                        return Err(self.down_error());
+                    };
+                    let call = CallRef {
+                        id,
+                        function: req.function,
+                        args: &req.args,
+                        deadline_us: None,
+                        want_result: req.want_result,
+                        linked: req.linked,
+                    };
+                    let (linked, deadline) = (req.linked, req.deadline);
+                    let sent = || {
+                        serve.dispatch(call, deadline, replies);
+                        true
+                    };
+                    return self.send_and_wait(id, linked, deadline, hold, sent).await;
+                }
+                // In-process: a borrowed view, no frame to build. The body
+                // runs in this task: dropping the future ends it.
                 let call = CallRef {
                     id,
                     function: req.function,
@@ -155,68 +234,95 @@ impl RunnerConn {
                     want_result: req.want_result,
                     linked: req.linked,
                 };
-                serve
-                    .run_inline(call, req.deadline)
-                    .await
-                    .ok_or_else(|| self.down_error())
+                let outcome = serve.run_inline(call, req.deadline).await;
+                drop(hold);
+                outcome.ok_or_else(|| self.down_error())
             }
             Transport::Remote { tx } => {
+                // Leave room for the frame's envelope; a too-large argument
+                // fails this call only, never the connection.
+                let limit = self.inner.max_frame.saturating_sub(512 + req.function.len());
+                if req.args.len() > limit {
+                    return Err(Error::Codec(format!(
+                        "argument of {} bytes exceeds max_frame_size of {} bytes",
+                        req.args.len(),
+                        self.inner.max_frame
+                    )));
+                }
+                let (linked, deadline) = (req.linked, req.deadline);
                 let frame = CallFrame {
                     id,
                     function: req.function.to_owned(),
                     args: req.args,
-                    deadline_us: req.deadline.map(unix_micros),
+                    deadline_us: deadline.map(unix_micros),
                     want_result: req.want_result,
-                    linked: req.linked,
+                    linked,
                 };
-                self.call_remote(tx, frame, req.deadline).await
+                let sent = || tx.send(ToRunner::Call(frame)).is_ok();
+                self.send_and_wait(id, linked, deadline, hold, sent).await
             }
         }
     }
 
-    async fn call_remote(
+    /// Registers call `id`, sends it with `send`, and waits for its outcome.
+    async fn send_and_wait(
         &self,
-        out: &mpsc::UnboundedSender<ToRunner>,
-        frame: CallFrame,
+        id: u64,
+        linked: bool,
         deadline: Option<Instant>,
+        hold: Option<SlotHold>,
+        send: impl FnOnce() -> bool,
     ) -> Result<Outcome, Error> {
-        // Leave room for the frame's envelope; a too-large argument fails
-        // this call only, never the connection.
-        let limit = self.inner.max_frame.saturating_sub(512 + frame.function.len());
-        if frame.args.len() > limit {
-            return Err(Error::Codec(format!(
-                "argument of {} bytes exceeds max_frame_size of {} bytes",
-                frame.args.len(),
-                self.inner.max_frame
-            )));
-        }
-        let (id, linked) = (frame.id, frame.linked);
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("poisoned").insert(id, tx);
-        if out.send(ToRunner::Call(frame)).is_err() {
+        self.inner.pending.lock().expect("poisoned").insert(id, Pending::Waiting(tx));
+        if !send() {
             self.inner.pending.lock().expect("poisoned").remove(&id);
             return Err(self.down_error());
         }
-        let mut guard = CancelGuard {
+        let mut guard = CallGuard {
             conn: self,
-            out,
             id,
             linked,
+            hold,
             armed: true,
         };
         // The runner enforces the deadline; the parent keeps its own timer
-        // too, in case the runner is frozen.
+        // too, for a runner that is frozen or a body that never yields.
         let received = match deadline {
             Some(deadline) => match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), rx).await {
                 Ok(received) => received,
-                // Not even the runner's own deadline reply came: the guard
-                // cancels the remote task.
-                Err(_) => return Ok(Outcome::Deadline),
+                Err(_) => {
+                    // Past the deadline, linked or not: the guard cancels
+                    // the work and parks the slot until it ends.
+                    guard.linked = true;
+                    return Ok(Outcome::Deadline);
+                }
             },
             None => rx.await,
         };
         guard.armed = false;
-        received.map_err(|_| self.down_error())
+        match received {
+            Ok(Delivered { outcome, ended: true }) => Ok(outcome),
+            Ok(Delivered { outcome, ended: false }) => {
+                self.park(id, guard.hold.take());
+                Ok(outcome)
+            }
+            Err(_) => Err(self.down_error()),
+        }
+    }
+
+    /// Keeps `hold` until call `id` has ended on the runner (released at
+    /// once if it already has, or the runner is gone).
+    fn park(&self, id: u64, hold: Option<SlotHold>) {
+        let mut pending = self.inner.pending.lock().expect("poisoned");
+        match pending.get_mut(&id) {
+            Some(entry) if !self.is_down() => *entry = Pending::Parked(hold),
+            _ => {
+                pending.remove(&id);
+                drop(pending);
+                drop(hold);
+            }
+        }
     }
 
     /// Sends a call whose outcome nobody awaits (a cast to a placed child),
@@ -271,12 +377,39 @@ impl RunnerConn {
         }
     }
 
-    /// Routes a runner's reply to its caller. Unknown ids (a call whose caller
-    /// gave up) are ignored.
+    /// Asks the runner to stop call `id`.
+    fn cancel(&self, id: u64) {
+        match &self.inner.transport {
+            Transport::Local { serve, .. } => serve.cancel(id),
+            Transport::Remote { tx } => {
+                let _ = tx.send(ToRunner::Cancel { id });
+            }
+        }
+    }
+
+    /// Routes a runner's final reply: the call's work has ended. Its caller
+    /// gets the outcome, or its parked slot is released. Unknown ids (casts
+    /// to placed children) are ignored.
     pub(crate) fn deliver(&self, id: u64, outcome: Outcome) {
-        let waiter = self.inner.pending.lock().expect("poisoned").remove(&id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(outcome);
+        let entry = self.inner.pending.lock().expect("poisoned").remove(&id);
+        match entry {
+            Some(Pending::Waiting(waiter)) => {
+                let _ = waiter.send(Delivered { outcome, ended: true });
+            }
+            // Released outside the lock: a lease's drop may message the pool.
+            Some(Pending::Parked(hold)) => drop(hold),
+            Some(Pending::Answered) | None => {}
+        }
+    }
+
+    /// Routes an outcome that comes before the call's work has ended.
+    pub(crate) fn deliver_early(&self, id: u64, outcome: Outcome) {
+        let mut pending = self.inner.pending.lock().expect("poisoned");
+        if let Some(entry) = pending.get_mut(&id)
+            && matches!(entry, Pending::Waiting(_))
+            && let Pending::Waiting(waiter) = std::mem::replace(entry, Pending::Answered)
+        {
+            let _ = waiter.send(Delivered { outcome, ended: false });
         }
     }
 
@@ -298,7 +431,8 @@ impl RunnerConn {
         for notice in self.inner.children.lock().expect("poisoned").values() {
             notice.send_if_modified(|exit| exit.is_none() && exit.replace(reason.clone()).is_none());
         }
-        // Dropping the senders wakes every waiter, which then reads `down`.
+        // Dropping the senders wakes every waiter, which then reads `down`;
+        // parked slots are released (the runner and its work are gone).
         let pending = std::mem::take(&mut *self.inner.pending.lock().expect("poisoned"));
         drop(pending);
         if let Transport::Local { serve, .. } = &self.inner.transport {
@@ -339,30 +473,59 @@ impl RunnerConn {
         }
     }
 
-    /// Calls in flight on a remote transport (for tests and stats).
+    /// Calls in flight (for tests and stats), cancelling ones included.
     pub fn pending(&self) -> usize {
         self.inner.pending.lock().expect("poisoned").len()
     }
+
+    /// Calls whose caller has gone (deadline, cancel) while their work still
+    /// runs on the runner, each holding its slot.
+    pub fn cancelling(&self) -> usize {
+        self.inner
+            .pending
+            .lock()
+            .expect("poisoned")
+            .values()
+            .filter(|p| !matches!(p, Pending::Waiting(_)))
+            .count()
+    }
 }
 
-/// Cancels a remote call whose caller stopped waiting (B07).
-struct CancelGuard<'a> {
+/// Runs when a caller stops waiting before its call's outcome arrived (its
+/// future dropped, or the parent's deadline timer fired): cancels the work
+/// when the call is linked and keeps the call's slot until the work ends.
+struct CallGuard<'a> {
     conn: &'a RunnerConn,
-    out: &'a mpsc::UnboundedSender<ToRunner>,
     id: u64,
     linked: bool,
+    hold: Option<SlotHold>,
     armed: bool,
 }
 
-impl Drop for CancelGuard<'_> {
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        self.conn.inner.pending.lock().expect("poisoned").remove(&self.id);
-        if self.linked {
-            let _ = self.out.send(ToRunner::Cancel { id: self.id });
+        let still_running = {
+            let mut pending = self.conn.inner.pending.lock().expect("poisoned");
+            match pending.get_mut(&self.id) {
+                Some(entry) if !self.conn.is_down() => {
+                    *entry = Pending::Parked(self.hold.take());
+                    true
+                }
+                _ => {
+                    pending.remove(&self.id);
+                    false
+                }
+            }
+        };
+        if still_running && self.linked {
+            self.conn.cancel(self.id);
         }
+        // A hold still here is released now (the work has ended, or the
+        // runner is gone), outside the lock.
+        drop(self.hold.take());
     }
 }
 
@@ -401,7 +564,8 @@ pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) 
         Outcome::Deadline => Err(Error::Deadline { function, timeout }),
         Outcome::UnknownFunction => Err(Error::UnknownFunction { function }),
         Outcome::Codec(message) => Err(Error::Codec(message)),
-        Outcome::Refused => Err(Error::RunnerDown {
+        // Refused while draining, or aborted by a runner that is stopping.
+        Outcome::Refused | Outcome::Aborted => Err(Error::RunnerDown {
             reason: DownReason::ShuttingDown,
         }),
         Outcome::ChildStopped(reason) => Err(Error::ChildStopped { reason }),

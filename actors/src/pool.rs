@@ -112,6 +112,24 @@ impl Lease {
     pub fn runner(&self) -> RunnerId {
         self.slot.runner
     }
+
+    /// Sends one call on this slot's runner and waits for its outcome. The
+    /// slot is checked in when the call's work has ended on the runner: at
+    /// once for a call that completes; only when the runner reports the end
+    /// for one whose caller stopped waiting first (deadline, cancel, drop).
+    ///
+    /// # Errors
+    ///
+    /// As [`RunnerConn::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels a linked call; the slot stays taken
+    /// until the runner reports that the work has ended.
+    pub async fn call(self, req: crate::link::CallRequest<'_>) -> Result<crate::wire::Outcome, Error> {
+        let conn = self.slot.conn.clone();
+        conn.call_held(req, Some(Box::new(self))).await
+    }
 }
 
 impl Drop for Lease {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::context::CurrentCall;
 use crate::error::FnError;
 
 /// A function that runs on a runner.
@@ -44,9 +45,30 @@ pub trait RemoteFn: Send + Sync + 'static {
     /// The output, encoded with rmp-serde on its way back.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
-    /// The function's body. Runs in its own task on the runner; it is aborted
-    /// (dropped at its next `.await`) at its deadline or when the caller
-    /// cancels.
+    /// Whether the body is blocking or CPU-heavy work. A blocking body runs
+    /// on the runtime's blocking thread pool (`spawn_blocking`), never on a
+    /// worker that async work needs; it may compute or block for as long as
+    /// its deadline allows and should poll
+    /// [`current_call`](crate::current_call)`().is_cancelled()` between
+    /// steps. Default `false`; [`Registry::register_blocking`] sets it per
+    /// registration.
+    const BLOCKING: bool = false;
+
+    /// The function's body.
+    ///
+    /// It runs on a runner: on the local backend in this process (inline in
+    /// the caller's task, or on the blocking pool for a blocking function);
+    /// on the process and Docker backends in the runner process, as a task of
+    /// the application's runtime (or on its blocking pool), never on the
+    /// thread that carries the connection to the parent, so a body that
+    /// computes for seconds without an `.await` cannot make its runner miss
+    /// a heartbeat. Still, such a body holds a worker thread for as long as
+    /// it runs: mark CPU-heavy functions [`BLOCKING`](RemoteFn::BLOCKING).
+    ///
+    /// An async body is aborted (dropped at its next `.await`) at its deadline
+    /// or when its caller cancels; a blocking body cannot be aborted and sees
+    /// the same through [`CurrentCall::is_cancelled`](crate::CurrentCall::is_cancelled).
+    /// Either way the call's slot stays taken until the body has returned.
     fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
 }
 
@@ -142,12 +164,14 @@ pub(crate) type Encoded = Result<Vec<u8>, RunFailure>;
 pub(crate) enum RunFailure {
     /// The function returned an error.
     Returned(String),
+    /// The function panicked (in its body, or in blocking work it awaited).
+    Panicked(String),
     /// The arguments did not decode, or the output did not encode.
     Codec(String),
 }
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
-type Handler = Arc<dyn Fn(&[u8]) -> BoxFuture + Send + Sync>;
+type Handler = Arc<dyn Fn(&[u8], CurrentCall) -> BoxFuture + Send + Sync>;
 type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The functions a binary can run as a runner.
@@ -184,6 +208,7 @@ pub struct Registry {
 struct Entry {
     signature: String,
     handler: Handler,
+    blocking: bool,
 }
 
 impl fmt::Debug for Registry {
@@ -211,27 +236,86 @@ impl Registry {
     /// answering to one name is a programming error found at startup.
     #[track_caller]
     pub fn register<F: RemoteFn>(mut self) -> Self {
-        self.insert::<F>();
+        self.insert::<F>(F::BLOCKING);
+        self
+    }
+
+    /// Adds `F` as a blocking function, whatever its
+    /// [`BLOCKING`](RemoteFn::BLOCKING) says: its body runs on the blocking
+    /// thread pool of the runner's runtime, where CPU-heavy or blocking work
+    /// cannot hold up async work.
+    ///
+    /// # Panics
+    ///
+    /// When a function of the same name is already registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::{FnError, Registry, RemoteFn};
+    ///
+    /// struct Hash;
+    /// impl RemoteFn for Hash {
+    ///     const NAME: &'static str = "hash";
+    ///     type Args = Vec<u8>;
+    ///     type Output = u64;
+    ///     async fn run(bytes: Vec<u8>) -> Result<u64, FnError> {
+    ///         Ok(bytes.iter().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b)))
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new().register_blocking::<Hash>();
+    /// assert!(registry.contains("hash"));
+    /// ```
+    #[track_caller]
+    pub fn register_blocking<F: RemoteFn>(mut self) -> Self {
+        self.insert::<F>(true);
         self
     }
 
     #[track_caller]
-    fn insert<F: RemoteFn>(&mut self) {
+    fn insert<F: RemoteFn>(&mut self, blocking: bool) {
         let signature = format!(
             "{}({})->{}",
             F::NAME,
-            std::any::type_name::<F::Args>(),
-            std::any::type_name::<F::Output>()
+            type_sig::<F::Args>(),
+            type_sig::<F::Output>()
         );
-        let handler: Handler = Arc::new(|bytes: &[u8]| {
-            let args = rmp_serde::from_slice::<F::Args>(bytes);
-            Box::pin(async move {
-                let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
-                let output = F::run(args).await.map_err(|e| RunFailure::Returned(e.to_string()))?;
-                encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+        let handler: Handler = if blocking {
+            Arc::new(|bytes: &[u8], call: CurrentCall| {
+                let args = rmp_serde::from_slice::<F::Args>(bytes);
+                Box::pin(async move {
+                    let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
+                    // The body runs on a blocking thread, inside the runtime
+                    // (it may still use tokio), with its call as the current
+                    // one. Awaiting the join is the only way its end is known.
+                    let runtime = tokio::runtime::Handle::current();
+                    let joined =
+                        tokio::task::spawn_blocking(move || runtime.block_on(call.scope(F::run(args)))).await;
+                    let output = match joined {
+                        Ok(result) => result.map_err(RunFailure::from)?,
+                        Err(e) if e.is_panic() => return Err(RunFailure::Panicked(panic_message(&*e.into_panic()))),
+                        Err(e) => return Err(RunFailure::Returned(e.to_string())),
+                    };
+                    encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+                })
             })
-        });
-        let previous = self.functions.insert(F::NAME, Entry { signature, handler });
+        } else {
+            Arc::new(|bytes: &[u8], call: CurrentCall| {
+                let args = rmp_serde::from_slice::<F::Args>(bytes);
+                Box::pin(call.scope(async move {
+                    let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
+                    let output = F::run(args).await.map_err(RunFailure::from)?;
+                    encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+                }))
+            })
+        };
+        let entry = Entry {
+            signature,
+            handler,
+            blocking,
+        };
+        let previous = self.functions.insert(F::NAME, entry);
         assert!(previous.is_none(), "remote function `{}` registered twice", F::NAME);
     }
 
@@ -246,10 +330,10 @@ impl Registry {
         let signature = format!(
             "actor {}({})<{},{}>{}",
             A::NAME,
-            std::any::type_name::<A::Arguments>(),
-            std::any::type_name::<A::Cast>(),
-            std::any::type_name::<A::Call>(),
-            std::any::type_name::<A::Reply>()
+            type_sig::<A::Arguments>(),
+            type_sig::<A::Cast>(),
+            type_sig::<A::Call>(),
+            type_sig::<A::Reply>()
         );
         let placer: Placer = Arc::new(|bytes: &[u8], supervisor: ractor::ActorCell| {
             let args = rmp_serde::from_slice::<A::Arguments>(bytes);
@@ -291,7 +375,11 @@ impl Registry {
     }
 
     /// The identity of this build: names, argument and output types of every
-    /// function, the protocol version and the application version.
+    /// function and actor (type names and layouts), the crate and protocol
+    /// versions and the application version. Parent and runner each compute
+    /// their own; a runner whose identity differs is refused when it
+    /// connects. Set [`Registry::app_version`] to tell apart builds whose
+    /// functions look alike but behave differently.
     pub fn build_id(&self) -> BuildId {
         let mut h = Fnv::new();
         h.write(crate::wire::PROTOCOL_VERSION.to_le_bytes().as_slice());
@@ -311,8 +399,13 @@ impl Registry {
     }
 
     /// Starts the named function on encoded arguments; `None` if unknown.
-    pub(crate) fn start(&self, name: &str, args: &[u8]) -> Option<impl Future<Output = Encoded> + Send + use<>> {
-        self.functions.get(name).map(|e| (e.handler)(args))
+    pub(crate) fn start(&self, name: &str, args: &[u8], call: CurrentCall) -> Option<BoxFuture> {
+        self.functions.get(name).map(|e| (e.handler)(args, call))
+    }
+
+    /// Whether the named function runs on the blocking pool.
+    pub(crate) fn is_blocking(&self, name: &str) -> bool {
+        self.functions.get(name).is_some_and(|e| e.blocking)
     }
 
     /// Starts placing the named actor type; `None` if unknown.
@@ -360,6 +453,48 @@ fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed {
     Placed { cell, cast, call }
 }
 
+impl From<FnError> for RunFailure {
+    fn from(err: FnError) -> Self {
+        if err.is_panic() {
+            RunFailure::Panicked(err.message().to_owned())
+        } else {
+            RunFailure::Returned(err.message().to_owned())
+        }
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// How a type enters the [`BuildId`]: its name without module paths (the
+/// same type has other paths in a test harness and its runner binary, or
+/// after a module moves) plus its size and alignment, which change with most
+/// changes of its fields.
+fn type_sig<T>() -> String {
+    let name = std::any::type_name::<T>();
+    let mut short = String::with_capacity(name.len());
+    let mut segment = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            short.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            short.push(c);
+        }
+    }
+    short.push_str(segment.rsplit("::").next().unwrap_or(""));
+    format!("{short}/{}/{}", std::mem::size_of::<T>(), std::mem::align_of::<T>())
+}
+
 /// The identity of a build's remote functions, compared in the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BuildId(pub u64);
@@ -388,5 +523,28 @@ impl Fnv {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_sig;
+
+    #[test]
+    fn type_signatures_ignore_module_paths_but_not_shape() {
+        mod a {
+            pub(super) struct Args(pub(super) u64);
+        }
+        mod b {
+            pub(super) struct Args(pub(super) u64);
+        }
+        mod c {
+            pub(super) struct Args(pub(super) u64, pub(super) u64);
+        }
+        assert_eq!(type_sig::<a::Args>(), type_sig::<b::Args>());
+        assert_ne!(type_sig::<a::Args>(), type_sig::<c::Args>());
+        assert_eq!(type_sig::<Vec<a::Args>>(), "Vec<Args>/24/8");
+        assert_ne!(type_sig::<u32>(), type_sig::<u64>());
+        let _ = (a::Args(1).0, b::Args(1).0, c::Args(1, 2).1);
     }
 }

@@ -25,7 +25,7 @@ use crate::parent::{Parent, RunnerSettings};
 use crate::registry::Registry;
 use crate::wire::frame::{ToParent, ToRunner};
 
-pub use serve::{Serve, current_runner};
+pub use serve::Serve;
 
 /// The runner-side shutdown hook: stops the machine. Runs exactly once.
 pub type SystemShutdown = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -301,9 +301,17 @@ impl Actor for Terminator {
 /// linked to `supervisor` if given.
 /// Returns the actor, its join handle and the call engine.
 ///
+/// A remote runner's Terminator and its connection live on the link thread
+/// (see `link::thread`), an in-process one on the caller's runtime; the
+/// functions it serves run on the runtime this is called from.
+///
 /// # Errors
 ///
 /// When the actor cannot be spawned.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
 #[doc(hidden)]
 pub async fn spawn_terminator(
     runner: crate::parent::RunnerId,
@@ -313,16 +321,35 @@ pub async fn spawn_terminator(
     system_shutdown: Option<SystemShutdown>,
     supervisor: Option<ractor::ActorCell>,
 ) -> Result<(ActorRef<TerminatorMessage>, tokio::task::JoinHandle<()>, Arc<Serve>), ractor::SpawnErr> {
-    let serve = Serve::new(runner, registry);
+    let serve = Serve::new(runner, registry, tokio::runtime::Handle::current());
     let args = TerminatorArguments {
         serve: Arc::clone(&serve),
         settings,
         link,
         system_shutdown,
     };
-    let (actor, handle) = match supervisor {
-        Some(sup) => Actor::spawn_linked(None, Terminator, args, sup).await?,
-        None => Actor::spawn(None, Terminator, args).await?,
+    let remote = matches!(args.link, TerminatorLink::Remote(_));
+    let spawn = async move {
+        match supervisor {
+            Some(sup) => Actor::spawn_linked(None, Terminator, args, sup).await,
+            None => Actor::spawn(None, Terminator, args).await,
+        }
+    };
+    let (actor, handle) = if remote {
+        crate::link::thread::run(spawn).await?
+    } else {
+        spawn.await?
     };
     Ok((actor, handle, serve))
+}
+
+/// Runs `task` on the link thread, where no function body runs (for the
+/// runner's signal handling).
+#[doc(hidden)]
+pub fn spawn_on_link<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    crate::link::thread::spawn(task)
 }

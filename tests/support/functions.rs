@@ -297,6 +297,29 @@ impl ractor_flame::RemoteActor for Keeper {
     }
 }
 
+/// Burns CPU for `ms` milliseconds without ever yielding to the runtime
+/// (the shape of a transcode or an inference step); returns the loop count.
+pub struct Spin;
+
+/// Spins on the current thread for `ms`, never yielding.
+pub fn spin_for(ms: u64) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut n = 0u64;
+    while std::time::Instant::now() < until {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    n
+}
+
+impl RemoteFn for Spin {
+    const NAME: &'static str = "test.spin";
+    type Args = u64;
+    type Output = u64;
+    async fn run(ms: u64) -> Result<u64, FnError> {
+        Ok(spin_for(ms))
+    }
+}
+
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
     Registry::new()
@@ -311,5 +334,6 @@ pub fn registry() -> Registry {
         .register::<Exit>()
         .register::<NestedPool>()
         .register::<Alloc>()
+        .register::<Spin>()
         .register_actor::<Keeper>()
 }

@@ -56,6 +56,10 @@ pub struct PoolStats {
     pub busy: usize,
     /// Callers waiting for a slot.
     pub waiting: usize,
+    /// Busy slots whose caller has gone (a deadline, a cancel, a dropped
+    /// call) while the work still runs on the runner: they return when it
+    /// ends.
+    pub cancelling: usize,
 }
 
 /// One runner, as the pool sees it.
@@ -143,6 +147,12 @@ impl<B: Backend> PoolState<B> {
             booting,
             busy: self.runners.values().map(Slot::active).sum(),
             waiting: self.waiting.iter().filter(|w| !w.is_closed()).count(),
+            cancelling: self
+                .runners
+                .values()
+                .filter_map(|s| s.shared.as_ref())
+                .map(|s| s.conn.cancelling())
+                .sum(),
         }
     }
 

@@ -122,6 +122,7 @@ fn gone() -> Outcome {
 fn failure(f: RunFailure) -> Outcome {
     match f {
         RunFailure::Returned(m) => Outcome::ChildStopped(m),
+        RunFailure::Panicked(m) => Outcome::Panicked(m),
         RunFailure::Codec(m) => Outcome::Codec(m),
     }
 }

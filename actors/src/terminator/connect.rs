@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::{Serve, TerminatorMessage};
 use crate::link::instant_from_unix_micros;
 use crate::parent::Parent;
+use crate::registry::BuildId;
 use crate::wire::codec::{encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions};
 use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
@@ -21,7 +22,8 @@ use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 
 pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: Arc<Serve>) {
-    tokio::spawn(async move {
+    // The socket belongs to the link thread's reactor.
+    crate::link::thread::spawn(async move {
         let stream = loop {
             // The failsafe timer stops the actor; stop trying then.
             if matches!(myself.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
@@ -32,7 +34,7 @@ pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: 
             }
             tokio::time::sleep(RETRY_EVERY).await;
         };
-        match handshake(stream, &parent).await {
+        match handshake(stream, &parent, serve.registry().build_id()).await {
             Ok(stream) => start(myself, &parent, serve, stream),
             Err(reason) => {
                 let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
@@ -50,12 +52,15 @@ async fn try_addrs(parent: &Parent) -> Option<TcpStream> {
     None
 }
 
-async fn handshake(mut stream: TcpStream, parent: &Parent) -> Result<TcpStream, String> {
+/// Proves the runner to the parent. The build id is this runner's own,
+/// computed from the registry it serves, never the one `FLAME_PARENT` named:
+/// the parent compares them.
+async fn handshake(mut stream: TcpStream, parent: &Parent, build_id: BuildId) -> Result<TcpStream, String> {
     let hello = ToParent::Hello(Hello {
         version: PROTOCOL_VERSION,
         runner_id: parent.runner_id,
         token: parent.token.clone(),
-        build_id: parent.build_id,
+        build_id,
     });
     let mut buf = Vec::new();
     encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;

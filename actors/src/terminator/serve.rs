@@ -1,9 +1,13 @@
-//! The runner's call engine: one abortable tokio task per call, deadlines,
-//! panics caught, and the counters idle shutdown and drain read.
+//! The runner's call engine: one task per call on the application's runtime
+//! (blocking functions on its blocking pool), deadlines, panics caught, and
+//! the counters idle shutdown and drain read.
 //!
 //! Shared by the Terminator actor and whatever feeds it calls (the TCP
-//! reader, or a local caller directly), so calls never queue behind the
-//! Terminator's mailbox.
+//! reader on the link thread, or a local caller directly), so calls never
+//! queue behind the Terminator's mailbox. Every call ends with exactly one
+//! [`ToParent::Reply`], sent when its work has really ended (completed,
+//! aborted, or returned after cancellation): that frame frees the call's
+//! slot on the parent.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,37 +17,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 use super::children::Children;
+use crate::context::CurrentCall;
 use crate::parent::RunnerId;
-use crate::registry::{BoxFuture, Registry, RunFailure};
-use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, ChildEnvelope, PLACE};
-
-tokio::task_local! {
-    static CURRENT_RUNNER: RunnerId;
-}
-
-/// The runner the current remote function runs on; `None` outside one.
-///
-/// # Examples
-///
-/// ```
-/// assert!(ractor_flame_actors::current_runner().is_none());
-/// ```
-pub fn current_runner() -> Option<RunnerId> {
-    CURRENT_RUNNER.try_with(|id| *id).ok()
-}
-use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent};
+use crate::registry::{BoxFuture, Registry, RunFailure, panic_message};
+use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent};
 
 /// The call engine of one runner.
 #[derive(Debug)]
 pub struct Serve {
     runner: RunnerId,
     registry: Registry,
-    /// How to abort each running call, with whether it is linked.
-    tasks: Mutex<HashMap<u64, (Abort, bool)>>,
+    /// Where function bodies run: the application's runtime, never the link
+    /// thread.
+    work: Handle,
+    /// The calls running now, by id.
+    tasks: Mutex<HashMap<u64, Running>>,
     active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
@@ -55,11 +48,32 @@ pub struct Serve {
     children: Children,
 }
 
+/// How a running call is stopped.
+#[derive(Debug)]
+struct Running {
+    call: CurrentCall,
+    abort: Abort,
+    linked: bool,
+    /// A blocking body cannot be aborted: it is told, and its slot stays
+    /// taken until it returns.
+    blocking: bool,
+}
+
+impl Running {
+    fn stop(&self) {
+        self.call.cancel();
+        if !self.blocking {
+            self.abort.abort();
+        }
+    }
+}
+
 impl Serve {
-    pub(crate) fn new(runner: RunnerId, registry: Registry) -> Arc<Self> {
+    pub(crate) fn new(runner: RunnerId, registry: Registry, work: Handle) -> Arc<Self> {
         Arc::new(Serve {
             runner,
             registry,
+            work,
             tasks: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
@@ -83,7 +97,7 @@ impl Serve {
         &self.children
     }
 
-    /// A placed child holds a slot for its whole life (B33).
+    /// A placed child holds a slot for its whole life.
     pub(crate) fn child_started(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -99,7 +113,7 @@ impl Serve {
     /// The work a call names: a registered function, or an operation on
     /// placed children. Child messages are enqueued here, synchronously, so
     /// a caller's messages reach its child in the order they were sent.
-    fn start_work(self: &Arc<Self>, call: &CallRef<'_>) -> Result<BoxFuture, Outcome> {
+    fn start_work(self: &Arc<Self>, call: &CallRef<'_>, current: &CurrentCall) -> Result<BoxFuture, Outcome> {
         let name = call.function;
         if let Some(actor) = name.strip_prefix(PLACE) {
             let (this, actor, args, id, linked) = (
@@ -124,25 +138,28 @@ impl Serve {
                 self.children.stop(child);
                 Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
             }
-            _ => match self.registry.start(name, call.args) {
-                Some(work) => Ok(Box::pin(work)),
-                None => Err(Outcome::UnknownFunction),
-            },
+            _ => self
+                .registry
+                .start(name, call.args, current.clone())
+                .ok_or(Outcome::UnknownFunction),
         }
+    }
+
+    /// Whether calls of `function` run on the blocking pool.
+    pub(crate) fn is_blocking(&self, function: &str) -> bool {
+        self.registry.is_blocking(function)
     }
 
     /// Creates the work of `call` now and returns a future that runs it to
     /// the end, accounted like any call, its outcome dropped.
     pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
-        let work = self.start_work(&call.view());
+        let current = CurrentCall::new(self.runner, call.id, None);
+        let work = self.start_work(&call.view(), &current);
         let this = Arc::clone(self);
         async move {
             if let Ok(work) = work {
                 this.active.fetch_add(1, Ordering::AcqRel);
-                let _finish = Finish {
-                    serve: &this,
-                    id: call.id,
-                };
+                let _finish = Finish::new(&this, call.id, None);
                 let _ = work.await;
             }
         }
@@ -169,8 +186,8 @@ impl Serve {
         self.accepting.store(false, Ordering::Release);
     }
 
-    /// Starts a call in its own task; its outcome goes to `reply` (the
-    /// parent connection).
+    /// Starts a call in a task of its own on the work runtime; its outcome
+    /// goes to `reply` (the parent connection), when the work has ended.
     pub(crate) fn dispatch(
         self: &Arc<Self>,
         call: CallRef<'_>,
@@ -180,53 +197,69 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return send(&reply, call.id, Outcome::Refused);
         }
-        let work = match self.start_work(&call) {
+        let current = CurrentCall::new(self.runner, call.id, deadline);
+        let work = match self.start_work(&call, &current) {
             Ok(work) => work,
             Err(outcome) => return send(&reply, call.id, outcome),
         };
+        let blocking = self.is_blocking(call.function);
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
         let id = call.id;
         let want_result = call.want_result;
         let this = Arc::clone(self);
+        let for_task = current.clone();
         // Hold the map's lock across the spawn so the task's own removal
         // (in `Finish`) cannot run before its entry exists.
         let mut tasks = self.tasks.lock().expect("poisoned");
-        let runner = self.runner;
-        let handle = tokio::spawn(CURRENT_RUNNER.scope(runner, async move {
-            let _finish = Finish { serve: &this, id };
+        let handle = self.work.spawn(async move {
+            let mut finish = Finish::new(&this, id, Some(reply));
             let run = AssertUnwindSafe(work).catch_unwind();
-            let outcome = outcome(run_until(deadline, run).await, want_result);
-            send(&reply, id, outcome);
-        }));
-        tasks.insert(id, (Abort::Task(handle.abort_handle()), call.linked));
+            let result = if blocking {
+                run_blocking(deadline, &for_task, run, &finish).await
+            } else {
+                run_until(deadline, run).await
+            };
+            finish.reply(outcome(result, want_result));
+        });
+        tasks.insert(
+            id,
+            Running {
+                call: current,
+                abort: Abort::Task(handle.abort_handle()),
+                linked: call.linked,
+                blocking,
+            },
+        );
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
     /// is this process, so the extra task and its wake-ups buy nothing).
     /// Accounting, deadline, panics and aborts are as for [`Serve::dispatch`];
     /// dropping the future cancels the call. `None` when the runner aborted
-    /// it (the runner is going away).
+    /// it (the runner is going away). Blocking functions go through
+    /// `dispatch` instead: their body outlives a dropped caller.
     pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Some(Outcome::Refused);
         }
-        let work = match self.start_work(&call) {
+        let current = CurrentCall::new(self.runner, call.id, deadline);
+        let work = match self.start_work(&call, &current) {
             Ok(work) => work,
             Err(outcome) => return Some(outcome),
         };
         self.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
         let abort = Arc::new(Notify::new());
-        self.tasks
-            .lock()
-            .expect("poisoned")
-            .insert(call.id, (Abort::Inline(Arc::clone(&abort)), call.linked));
-        let _finish = Finish {
-            serve: self,
-            id: call.id,
+        let running = Running {
+            call: current,
+            abort: Abort::Inline(Arc::clone(&abort)),
+            linked: call.linked,
+            blocking: false,
         };
-        let run = CURRENT_RUNNER.scope(self.runner, AssertUnwindSafe(work).catch_unwind());
+        self.tasks.lock().expect("poisoned").insert(call.id, running);
+        let _finish = Finish::new(self, call.id, None);
+        let run = AssertUnwindSafe(work).catch_unwind();
         let result = tokio::select! {
             biased;
             _ = abort.notified() => return None,
@@ -235,34 +268,34 @@ impl Serve {
         Some(outcome(result, call.want_result))
     }
 
-    /// Aborts a call; unknown ids are ignored.
+    /// Cancels a call: an async body is aborted, a blocking one is told.
+    /// Unknown ids are ignored.
     pub(crate) fn cancel(&self, id: u64) {
-        if let Some((abort, _)) = self.tasks.lock().expect("poisoned").remove(&id) {
-            abort.abort();
+        if let Some(running) = self.tasks.lock().expect("poisoned").get(&id) {
+            running.stop();
         }
     }
 
-    /// Aborts every linked call and stops every linked child: their parent
-    /// is gone (B28, B34).
+    /// Stops every linked call and every linked child: their parent is gone.
     pub(crate) fn abort_linked(&self) {
         self.children.stop_all(true, "parent lost");
-        for (abort, linked) in self.tasks.lock().expect("poisoned").values() {
-            if *linked {
-                abort.abort();
+        for running in self.tasks.lock().expect("poisoned").values() {
+            if running.linked {
+                running.stop();
             }
         }
     }
 
-    /// Aborts every call and stops every child.
+    /// Stops every call and every child.
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
         self.children.stop_all(false, "runner stopped");
-        for (abort, _) in self.tasks.lock().expect("poisoned").values() {
-            abort.abort();
+        for running in self.tasks.lock().expect("poisoned").values() {
+            running.stop();
         }
     }
 
-    /// Waits until no call runs, at most `budget`; then aborts what is left.
+    /// Waits until no call runs, at most `budget`; then stops what is left.
     /// Returns whether the drain finished in time.
     pub(crate) async fn drain(&self, budget: Duration) -> bool {
         let waited = tokio::time::timeout(budget, async {
@@ -312,11 +345,36 @@ impl Abort {
 
 type Caught = Result<Result<Vec<u8>, RunFailure>, Box<dyn std::any::Any + Send>>;
 
-/// Runs `work` until `deadline`; `None` when the deadline passed first.
+/// Runs `work` until `deadline`; `None` when the deadline passed first (the
+/// work is dropped then: an async body ends at its next `.await`).
 async fn run_until(deadline: Option<Instant>, work: impl Future<Output = Caught>) -> Option<Caught> {
     match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
         None => Some(work.await),
+    }
+}
+
+/// Runs blocking `work` to its end. At the deadline the body is told (its
+/// call reads as cancelled) and the caller gets its deadline error at once,
+/// but the call ends, and its slot returns, only when the body returns.
+async fn run_blocking(
+    deadline: Option<Instant>,
+    call: &CurrentCall,
+    work: impl Future<Output = Caught>,
+    finish: &Finish<'_>,
+) -> Option<Caught> {
+    let Some(at) = deadline else {
+        return Some(work.await);
+    };
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        result = &mut work => Some(result),
+        () = tokio::time::sleep_until(at.into()) => {
+            call.cancel();
+            finish.early(Outcome::Deadline);
+            let _ = work.await;
+            None
+        }
     }
 }
 
@@ -327,19 +385,58 @@ fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
         Some(Ok(Ok(_))) if !want_result => Outcome::Done,
         Some(Ok(Ok(bytes))) => Outcome::Ok(bytes),
         Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
+        Some(Ok(Err(RunFailure::Panicked(m)))) => Outcome::Panicked(m),
         Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),
         Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
     }
 }
 
-/// Runs when a call's task ends, however it ends (completion, abort, panic).
+/// Runs when a call's work ends, however it ends (completion, abort,
+/// panic): frees the runner's count and sends the call's one final reply
+/// (`Aborted` when the work was dropped before it had an outcome).
 struct Finish<'a> {
     serve: &'a Serve,
     id: u64,
+    /// The parent connection; `None` for calls whose caller awaits them in
+    /// its own task.
+    reply: Option<mpsc::UnboundedSender<ToParent>>,
+    /// Counted out and replied to already.
+    ended: bool,
 }
 
-impl Drop for Finish<'_> {
-    fn drop(&mut self) {
+impl<'a> Finish<'a> {
+    fn new(serve: &'a Serve, id: u64, reply: Option<mpsc::UnboundedSender<ToParent>>) -> Self {
+        Finish {
+            serve,
+            id,
+            reply,
+            ended: false,
+        }
+    }
+
+    /// The call's end, with its outcome.
+    fn reply(&mut self, outcome: Outcome) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        // Counted out first: when the parent hears of it, the slot is free
+        // here too.
+        self.done();
+        if let Some(reply) = self.reply.take() {
+            send(&reply, self.id, outcome);
+        }
+    }
+
+    /// The caller's outcome before the work has ended.
+    fn early(&self, outcome: Outcome) {
+        if let Some(reply) = &self.reply {
+            let _ = reply.send(ToParent::Early { id: self.id, outcome });
+        }
+    }
+
+    /// The runner-side accounting of a call's end.
+    fn done(&self) {
         self.serve.tasks.lock().expect("poisoned").remove(&self.id);
         self.serve.touch();
         if self.serve.active.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -348,12 +445,9 @@ impl Drop for Finish<'_> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        // Dropped before an outcome: the work was aborted.
+        self.reply(Outcome::Aborted);
     }
 }

@@ -39,6 +39,10 @@ impl OutFrame for ToParent {
                 id,
                 outcome: Outcome::Codec(format!("result: {err}")),
             }),
+            ToParent::Early { id, .. } => Some(ToParent::Early {
+                id,
+                outcome: Outcome::Codec(format!("result: {err}")),
+            }),
             _ => None,
         }
     }
@@ -70,9 +74,10 @@ where
 {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let writer = tokio::spawn(write_loop(write, rx, opts));
+    // Both halves run on the link thread, where the stream was opened.
+    let writer = crate::link::thread::spawn(write_loop(write, rx, opts));
     let abort = writer.abort_handle();
-    tokio::spawn(async move {
+    crate::link::thread::spawn(async move {
         let reason = read_loop(read, opts, &mut on_body).await;
         // The reader owns the connection's fate: once it ends, the writer has
         // nobody to talk to.

@@ -131,6 +131,9 @@ pub enum Outcome {
     Refused,
     /// The placed child is gone; why.
     ChildStopped(String),
+    /// The work was aborted on the runner (its caller cancelled it, or the
+    /// runner stopped) before it produced an outcome.
+    Aborted,
 }
 
 /// Frames from parent to runner.
@@ -161,11 +164,21 @@ pub enum ToRunner {
 pub enum ToParent {
     /// The handshake.
     Hello(Hello),
-    /// A call's outcome.
+    /// A call's outcome, sent when its work has ended: the call's slot is
+    /// free again.
     Reply {
         /// The call's id.
         id: u64,
         /// What happened.
+        outcome: Outcome,
+    },
+    /// A call's outcome while its work still runs (a blocking body past its
+    /// deadline): the caller gets it now, and a [`ToParent::Reply`] follows
+    /// when the work has ended.
+    Early {
+        /// The call's id.
+        id: u64,
+        /// What the caller gets.
         outcome: Outcome,
     },
     /// Heartbeat.
