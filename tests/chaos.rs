@@ -19,11 +19,12 @@ use support::{Kind, config, eventually, pool_with};
 const OPS: usize = 2_000;
 const IN_FLIGHT: usize = 64;
 const BOUND: Duration = Duration::from_secs(60);
+const SLOTS: usize = 16;
 
 /// Up to 4 runners of 16 slots (64, the operations in flight), one kept
 /// booted; heartbeats every 100 ms, lost after 1 s (`support::config`).
 fn chaos_config() -> PoolConfig {
-    config(4).min(1).max_concurrency(16)
+    config(4).min(1).max_concurrency(SLOTS)
 }
 
 /// Runs the workload on `pool` under chaos on `target` and checks what
@@ -57,6 +58,15 @@ async fn under_chaos(test: &str, pool: &Pool, target: Target) {
         "the chaos task killed {} and froze {} runners",
         report.killed,
         report.stopped
+    );
+    // A lost runner fails the calls it held; once its loss is known it takes
+    // no more.
+    assert!(
+        report.runner_down() <= report.runner_down_bound(SLOTS),
+        "{} calls failed with RunnerDown after {} faults: more than the {} the lost runners held",
+        report.runner_down(),
+        report.killed + report.stopped,
+        report.runner_down_bound(SLOTS)
     );
     // Printed when it changes, so a timeout shows where the pool got stuck.
     let last = std::sync::Mutex::new(String::new());

@@ -90,6 +90,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// Operations that failed with `RunnerDown`.
+    pub fn runner_down(&self) -> usize {
+        self.errors
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("RunnerDown"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The most `RunnerDown` failures the faults can explain: each killed or
+    /// frozen runner fails the calls on its slots and the calls to placed
+    /// children riding on them, at most `2 * max_concurrency`. More means
+    /// calls were handed to a runner already known to be gone.
+    pub fn runner_down_bound(&self, max_concurrency: usize) -> usize {
+        (self.killed + self.stopped) * 2 * max_concurrency
+    }
+
     /// Adds the figures of a later run of the same workload.
     pub fn absorb(&mut self, other: Report) {
         self.made += other.made;
@@ -565,10 +582,14 @@ fn panics() -> &'static Mutex<Vec<String>> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
-            if let Ok(mut seen) = panics().try_lock() {
-                seen.push(format!("thread {thread}: {info}"));
+            // A failed assertion of a chaos test (on its own thread) fails
+            // that test already; it is no panic of the workload.
+            if !thread.starts_with("chaos_") {
+                if let Ok(mut seen) = panics().try_lock() {
+                    seen.push(format!("thread {thread}: {info}"));
+                }
+                PANIC_COUNT.fetch_add(1, Ordering::SeqCst);
             }
-            PANIC_COUNT.fetch_add(1, Ordering::SeqCst);
             previous(info);
         }));
         Mutex::default()
