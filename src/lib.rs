@@ -95,9 +95,9 @@ pub use runner::{run_if_runner, serve_as_runner};
 
 #[doc(inline)]
 pub use ractor_flame_actors::{
-    Backend, BackendError, BootRetry, BuildId, DownReason, Error, FnError, IdleShutdown, Parent, ParentError,
-    PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext, RunnerId,
-    current_runner,
+    Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, Parent,
+    ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext,
+    RunnerId, current_call, current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.

@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor_flame::{CallOptions, Error};
-use support::functions::Spin;
-use support::{Kind, config, pool_with};
+use support::functions::{AwaitedPanic, BlockingPanic, Echo, Spin, SpinArgs, SpinBlocking, WhereAmI};
+use support::{Kind, config, eventually, key, pool_with, probe};
 
 /// One CPU-saturating test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -63,5 +63,163 @@ async fn b40_process_eight_cpu_bound_bodies_at_default_concurrency_all_succeed()
     spinning_calls_all_succeed(Kind::Process, 8, 100, 5_000).await;
 }
 
-#[allow(dead_code)]
-fn _uses(_: Error) {}
+fn spin_args(key: &str, ms: u64, heed_cancel: bool) -> SpinArgs {
+    SpinArgs {
+        key: key.to_owned(),
+        ms,
+        heed_cancel,
+    }
+}
+
+/// A one-slot pool of `kind`.
+async fn one_slot(kind: Kind) -> support::TestPool {
+    pool_with(kind, config(1).max_concurrency(1)).await
+}
+
+async fn b41_deadline_answers_at_once_but_the_slot_waits_for_the_work(kind: Kind) {
+    let pool = one_slot(kind).await;
+    let k = key();
+    // A blocking body that ignores cancellation: 1.5 s of work, 300 ms budget.
+    let started = Instant::now();
+    let err = pool
+        .call_with::<SpinBlocking>(
+            spin_args(&k, 1_500, false),
+            CallOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    let answered = started.elapsed();
+    assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
+    assert!(answered < Duration::from_millis(1_000), "the deadline error came at once: {answered:?}");
+    // The work still runs: its slot is taken, and shown as cancelling.
+    let stats = pool.stats().await.unwrap();
+    assert_eq!((stats.busy, stats.cancelling), (1, 1), "{stats:?}");
+    let err = pool
+        .call_with::<Echo>("x".into(), CallOptions::new().timeout(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CheckoutTimeout { .. }), "no second call on the one slot: {err:?}");
+    // When the body returns, the slot does too.
+    eventually("the slot returns when the work ends", Duration::from_secs(10), || async {
+        let s = pool.stats().await.unwrap();
+        s.busy == 0 && s.cancelling == 0
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "not before the body returned");
+    assert_eq!(probe(&pool, &k).await.completed, 1, "the body ran to its end");
+    pool.stop().await;
+}
+
+async fn b41_a_blocking_body_sees_cancellation_and_frees_its_slot(kind: Kind) {
+    let pool = one_slot(kind).await;
+    let k = key();
+    let call = {
+        let pool = pool.pool.clone();
+        let args = spin_args(&k, 20_000, true);
+        tokio::spawn(async move { pool.call::<SpinBlocking>(args).await })
+    };
+    support::busy(&pool, 1).await;
+    let started = Instant::now();
+    call.abort();
+    let _ = call.await;
+    // The body polls `is_cancelled`, stops, and its slot returns.
+    eventually("the cancelled body frees its slot", Duration::from_secs(10), || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "long before its 20 s of work");
+    assert_eq!(probe(&pool, &k).await.dropped, 1, "the body saw the cancel");
+    pool.stop().await;
+}
+
+async fn b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(kind: Kind) {
+    let pool = one_slot(kind).await;
+    let started = Instant::now();
+    let err = pool
+        .call_with::<Spin>(1_500, CallOptions::new().timeout(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(1_000), "answered at the deadline");
+    assert_eq!(pool.stats().await.unwrap().busy, 1, "the spinning body holds its slot");
+    eventually("the slot returns when the body ends", Duration::from_secs(10), || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1_400));
+    assert_eq!(pool.call::<Echo>("after".into()).await.unwrap(), "after");
+    pool.stop().await;
+}
+
+async fn panics_in_blocking_work_arrive_as_panics(kind: Kind) {
+    let pool = one_slot(kind).await;
+    for err in [
+        pool.call::<BlockingPanic>("in a blocking body".into()).await.unwrap_err(),
+        pool.call::<AwaitedPanic>("in awaited spawn_blocking".into()).await.unwrap_err(),
+    ] {
+        match err {
+            Error::Panic { message, .. } => assert!(message.starts_with("in "), "{message}"),
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+    // The runner survived both.
+    assert_eq!(pool.call::<Echo>("alive".into()).await.unwrap(), "alive");
+    pool.stop().await;
+}
+
+macro_rules! on_local_and_process {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let _serial = super::SERIAL.lock().await;
+                super::$name(super::Kind::Local).await;
+            })*
+        }
+        mod process {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let _serial = super::SERIAL.lock().await;
+                super::$name(super::Kind::Process).await;
+            })*
+        }
+    };
+}
+
+on_local_and_process!(
+    b41_deadline_answers_at_once_but_the_slot_waits_for_the_work,
+    b41_a_blocking_body_sees_cancellation_and_frees_its_slot,
+    panics_in_blocking_work_arrive_as_panics,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b41_process_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline() {
+    let _serial = SERIAL.lock().await;
+    b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(Kind::Process).await;
+}
+
+/// The parent's own workers busy for longer than the heartbeat timeout: its
+/// runners are not declared dead, and they do not lose their parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b40_a_busy_parent_keeps_its_healthy_runners() {
+    let _serial = SERIAL.lock().await;
+    let cfg = config(1)
+        .min(1)
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(500));
+    let pool = pool_with(Kind::Process, cfg).await;
+    support::runners(&pool, 1).await;
+    let before = pool.call::<WhereAmI>(()).await.unwrap();
+    // Every worker of this runtime blocks for 2 s: four heartbeat timeouts.
+    let blockers: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_secs(2)) }))
+        .collect();
+    for b in blockers {
+        b.await.unwrap();
+    }
+    let after = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_eq!(before.pid, after.pid, "the same runner serves");
+    let stats = pool.stats().await.unwrap();
+    assert_eq!(stats.runners, 1, "{stats:?}");
+    pool.stop().await;
+}

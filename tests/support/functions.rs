@@ -320,6 +320,71 @@ impl RemoteFn for Spin {
     }
 }
 
+/// A blocking function: spins up to `ms`, and stops early when its call is
+/// cancelled if `heed_cancel`; counts under `key` (`completed` when it ran
+/// to the end, `dropped` when it stopped for a cancel). Returns whether it
+/// saw the cancellation.
+pub struct SpinBlocking;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpinArgs {
+    pub key: String,
+    pub ms: u64,
+    pub heed_cancel: bool,
+}
+
+impl RemoteFn for SpinBlocking {
+    const NAME: &'static str = "test.spin_blocking";
+    const BLOCKING: bool = true;
+    type Args = SpinArgs;
+    type Output = bool;
+    async fn run(args: SpinArgs) -> Result<bool, FnError> {
+        let call = ractor_flame::current_call().expect("a blocking body has its call");
+        update(&args.key, |c| c.running += 1);
+        let until = std::time::Instant::now() + Duration::from_millis(args.ms);
+        let mut stopped = false;
+        while std::time::Instant::now() < until {
+            if args.heed_cancel && call.is_cancelled() {
+                stopped = true;
+                break;
+            }
+            std::hint::black_box(spin_for(1));
+        }
+        update(&args.key, |c| {
+            c.running -= 1;
+            if stopped { c.dropped += 1 } else { c.completed += 1 }
+        });
+        Ok(call.is_cancelled())
+    }
+}
+
+/// A blocking function that panics with its argument.
+pub struct BlockingPanic;
+
+impl RemoteFn for BlockingPanic {
+    const NAME: &'static str = "test.blocking_panic";
+    const BLOCKING: bool = true;
+    type Args = String;
+    type Output = ();
+    async fn run(message: String) -> Result<(), FnError> {
+        panic!("{message}")
+    }
+}
+
+/// An async function whose `spawn_blocking` work panics; the body awaits it
+/// with `?`.
+pub struct AwaitedPanic;
+
+impl RemoteFn for AwaitedPanic {
+    const NAME: &'static str = "test.awaited_panic";
+    type Args = String;
+    type Output = ();
+    async fn run(message: String) -> Result<(), FnError> {
+        tokio::task::spawn_blocking(move || panic!("{message}")).await?;
+        Ok(())
+    }
+}
+
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
     Registry::new()
@@ -335,5 +400,8 @@ pub fn registry() -> Registry {
         .register::<NestedPool>()
         .register::<Alloc>()
         .register::<Spin>()
+        .register::<SpinBlocking>()
+        .register::<BlockingPanic>()
+        .register::<AwaitedPanic>()
         .register_actor::<Keeper>()
 }
