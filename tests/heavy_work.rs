@@ -223,3 +223,30 @@ async fn b40_a_busy_parent_keeps_its_healthy_runners() {
     assert_eq!(stats.runners, 1, "{stats:?}");
     pool.stop().await;
 }
+
+#[cfg(feature = "docker")]
+mod docker {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn b40_docker_cpu_bound_bodies_on_every_slot_all_succeed() {
+        if support::docker::engine("b40_docker_cpu_bound_bodies_on_every_slot_all_succeed")
+            .await
+            .is_none()
+        {
+            return;
+        }
+        spinning_calls_all_succeed(Kind::Docker, 2 * cores(), 2 * cores(), 5_000).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn b40_docker_eight_cpu_bound_bodies_at_default_concurrency_all_succeed() {
+        if support::docker::engine("b40_docker_eight_cpu_bound_bodies_at_default_concurrency_all_succeed")
+            .await
+            .is_none()
+        {
+            return;
+        }
+        spinning_calls_all_succeed(Kind::Docker, 8, 100, 5_000).await;
+    }
+}

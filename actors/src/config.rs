@@ -421,6 +421,12 @@ impl PoolConfig {
         if self.queue_capacity == Some(0) {
             return fail("queue_capacity must be at least 1".into());
         }
+        if self.heartbeat_interval.is_zero() {
+            return fail("heartbeat_interval must be above zero".into());
+        }
+        if self.heartbeat_timeout.is_zero() {
+            return fail("heartbeat_timeout must be above zero".into());
+        }
         if self.heartbeat_timeout <= self.heartbeat_interval {
             return fail(format!(
                 "heartbeat_timeout ({:?}) must exceed heartbeat_interval ({:?})",
@@ -468,6 +474,26 @@ mod tests {
             (PoolConfig::new(1).min(2), "min (2) exceeds max (1)"),
             (PoolConfig::new(1).max_concurrency(0), "max_concurrency"),
             (PoolConfig::new(1).queue_capacity(0), "queue_capacity"),
+            (
+                PoolConfig::new(1).heartbeat_interval(Duration::ZERO),
+                "heartbeat_interval must be above zero",
+            ),
+            (
+                PoolConfig::new(1)
+                    .heartbeat_interval(Duration::ZERO)
+                    .heartbeat_timeout(Duration::ZERO),
+                "heartbeat_interval must be above zero",
+            ),
+            (
+                PoolConfig::new(1).heartbeat_timeout(Duration::ZERO),
+                "heartbeat_timeout must be above zero",
+            ),
+            (
+                PoolConfig::new(1)
+                    .heartbeat_interval(Duration::from_secs(2))
+                    .heartbeat_timeout(Duration::from_secs(2)),
+                "must exceed heartbeat_interval",
+            ),
         ] {
             let err = config.validate().unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");

@@ -545,6 +545,6 @@ mod tests {
         assert_ne!(type_sig::<a::Args>(), type_sig::<c::Args>());
         assert_eq!(type_sig::<Vec<a::Args>>(), "Vec<Args>/24/8");
         assert_ne!(type_sig::<u32>(), type_sig::<u64>());
-        let _ = (a::Args(1).0, b::Args(1).0, c::Args(1, 2).1);
+        let _ = (a::Args(1).0, b::Args(1).0, c::Args(1, 2).0, c::Args(1, 2).1);
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! Both sides of the protocol use it; they differ only in frame types.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use super::codec::{FrameError, encode_frame, read_body};
@@ -87,25 +89,92 @@ where
     writer
 }
 
-async fn read_loop(
-    read: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    read: R,
     opts: LinkOptions,
     on_body: &mut impl FnMut(&[u8]) -> Result<(), FrameError>,
 ) -> DownReason {
+    let (read, alive) = Watched::new(read);
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut buf = Vec::new();
     loop {
-        // Any frame, heartbeat or not, proves the peer alive.
-        match tokio::time::timeout(opts.heartbeat_timeout, read_body(&mut reader, &mut buf, opts.max_frame)).await {
-            Err(_) => return DownReason::HeartbeatLost(opts.heartbeat_timeout),
-            Ok(Ok(true)) => {
+        let read = {
+            let frame = read_body(&mut reader, &mut buf, opts.max_frame);
+            let mut frame = std::pin::pin!(frame);
+            // Any byte, heartbeat or not, proves the peer alive: a large
+            // frame arriving slowly is not silence.
+            loop {
+                let deadline = alive.last() + opts.heartbeat_timeout;
+                tokio::select! {
+                    read = &mut frame => break read,
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        if alive.last().elapsed() >= opts.heartbeat_timeout {
+                            return DownReason::HeartbeatLost(opts.heartbeat_timeout);
+                        }
+                    }
+                }
+            }
+        };
+        match read {
+            Ok(true) => {
                 if let Err(e) = on_body(&buf) {
                     return DownReason::ConnectionLost(e.to_string());
                 }
             }
-            Ok(Ok(false)) => return DownReason::ConnectionLost("closed by peer".into()),
-            Ok(Err(e)) => return DownReason::ConnectionLost(e.to_string()),
+            Ok(false) => return DownReason::ConnectionLost("closed by peer".into()),
+            Err(e) => return DownReason::ConnectionLost(e.to_string()),
         }
+    }
+}
+
+/// A reader that notes when bytes last arrived.
+struct Watched<R> {
+    inner: R,
+    alive: Alive,
+}
+
+/// When bytes last arrived, shared with the reader's watchdog.
+#[derive(Clone)]
+struct Alive {
+    since: Instant,
+    last_us: Arc<AtomicU64>,
+}
+
+impl Alive {
+    fn last(&self) -> Instant {
+        self.since + Duration::from_micros(self.last_us.load(Ordering::Relaxed))
+    }
+}
+
+impl<R> Watched<R> {
+    fn new(inner: R) -> (Self, Alive) {
+        let alive = Alive {
+            since: Instant::now(),
+            last_us: Arc::default(),
+        };
+        (
+            Watched {
+                inner,
+                alive: alive.clone(),
+            },
+            alive,
+        )
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.alive.since.elapsed().as_micros() as u64;
+            self.alive.last_us.store(now, Ordering::Relaxed);
+        }
+        polled
     }
 }
 
@@ -158,5 +227,54 @@ fn push<Out: OutFrame>(msg: Out, buf: &mut Vec<u8>, limit: usize) {
         if let Some(substitute) = msg.oversized(&err) {
             let _ = encode_frame(&substitute, limit, buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A large frame that trickles in for several heartbeat timeouts, with
+    /// no heartbeat between its bytes, is not a lost peer; silence is.
+    #[tokio::test]
+    async fn b40_liveness_counts_bytes_not_just_heartbeats() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = LinkOptions {
+            max_frame: 64 * 1024 * 1024,
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(300),
+        };
+        let sender = tokio::spawn(async move {
+            let mut peer = TcpStream::connect(addr).await.unwrap();
+            let mut frame = Vec::new();
+            encode_frame(&ToParent::Ping, 1024, &mut frame).unwrap();
+            // A frame of 4 MiB (its body not a valid message: the reader
+            // hands it over undecoded), written in 256 KiB pieces every
+            // 100 ms: 1.6 s, more than five heartbeat timeouts.
+            let size: u32 = 4 * 1024 * 1024;
+            peer.write_all(&size.to_be_bytes()).await.unwrap();
+            for _ in 0..16 {
+                peer.write_all(&vec![0xc0; 256 * 1024]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Then silence, with the connection open.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(peer);
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, _write) = stream.into_split();
+        let mut sizes = Vec::new();
+        let started = Instant::now();
+        let reason = read_loop(read, opts, &mut |body: &[u8]| {
+            sizes.push(body.len());
+            Ok(())
+        })
+        .await;
+        assert_eq!(sizes, vec![4 * 1024 * 1024], "the whole frame arrived");
+        assert_eq!(reason, DownReason::HeartbeatLost(opts.heartbeat_timeout), "silence is loss");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        sender.abort();
     }
 }
