@@ -94,7 +94,9 @@ struct ChildInner {
     id: u64,
     conn: RunnerConn,
     /// The runner slot the child holds; returned when the child is done.
-    lease: Mutex<Option<Lease>>,
+    /// The child's slot. Released when the child exits, even while
+    /// handles remain (a watcher task takes it), or with the last handle.
+    lease: Arc<Mutex<Option<Lease>>>,
     linked: bool,
     exit: watch::Receiver<Option<String>>,
     timeout: Duration,
@@ -104,11 +106,22 @@ impl<A: RemoteActor> Child<A> {
     pub(crate) fn new(id: u64, lease: Lease, linked: bool, timeout: Duration) -> Self {
         let conn = lease.conn().clone();
         let exit = conn.watch_child(id);
+        let lease = Arc::new(Mutex::new(Some(lease)));
+        // A child that stops or crashes frees its slot at once: its handles
+        // then only report the exit.
+        let (held, mut watch) = (Arc::clone(&lease), exit.clone());
+        tokio::spawn(async move {
+            if let Ok(exited) = watch.wait_for(Option::is_some).await {
+                drop(exited);
+                let lease = held.lock().expect("poisoned").take();
+                drop(lease);
+            }
+        });
         Child {
             inner: Arc::new(ChildInner {
                 id,
                 conn,
-                lease: Mutex::new(Some(lease)),
+                lease,
                 linked,
                 exit,
                 timeout,

@@ -588,6 +588,38 @@ async fn b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up(kind: Kind) {
     pool.stop().await;
 }
 
+async fn b33_a_crashed_child_frees_its_slot_while_its_handle_is_held(kind: Kind) {
+    let cfg = config(1)
+        .max_concurrency(1)
+        .idle_shutdown_after(Duration::from_millis(200));
+    let pool = pool_with(kind, cfg).await;
+    let k = key();
+    let child = pool
+        .place_child::<Keeper>(KeeperArgs { key: k, start: 0 })
+        .await
+        .unwrap();
+    assert_eq!(pool.stats().await.unwrap().busy, 1);
+    child.cast(KeeperCast::Crash).unwrap();
+    // The handle is still held; the slot comes back all the same.
+    eventually("the crashed child's slot returns", WAIT, || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    assert!(!child.is_alive());
+    match child.call(()).await {
+        Err(Error::ChildStopped { .. }) => {}
+        other => panic!("expected ChildStopped, got {other:?}"),
+    }
+    // With its one slot free, the runner serves others, then idles out.
+    assert_eq!(pool.call::<Echo>("free".into()).await.unwrap(), "free");
+    eventually("the runner idles out while the handle is held", WAIT, || async {
+        pool.stats().await.unwrap().runners == 0
+    })
+    .await;
+    drop(child);
+    pool.stop().await;
+}
+
 async fn b34_linked_children_stop_with_their_handle_and_exits_are_reported(kind: Kind) {
     let pool = pool_with(kind, config(1)).await;
     // Linked: dropping the last handle stops the child.
@@ -715,6 +747,7 @@ conformance!(
     b29_idle_shutdown_never_interrupts_work,
     b32_place_child_starts_an_actor_that_the_handle_casts_and_calls,
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
+    b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
 );
 
@@ -743,5 +776,6 @@ conformance!(docker:
     b29_idle_shutdown_never_interrupts_work,
     b32_place_child_starts_an_actor_that_the_handle_casts_and_calls,
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
+    b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
 );
