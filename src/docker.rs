@@ -394,6 +394,12 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    /// Runner side: the container is the machine; the runner says so on
+    /// stderr and exits next, which stops (and auto-removes) the container.
+    async fn system_shutdown(&self) {
+        crate::runner::announce_system_shutdown(self.name());
+    }
+
     async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
         self.validate()?;
         Ok(DockerState::new(ctx.runner_id))

@@ -91,7 +91,7 @@ pub use process::{ProcessBackend, ProcessState};
 #[cfg(feature = "docker")]
 #[doc(no_inline)]
 pub use docker::DockerBackend;
-pub use runner::{run_if_runner, serve_as_runner};
+pub use runner::{run_if_runner, serve_as_runner, serve_as_runner_with};
 
 #[doc(inline)]
 pub use ractor_flame_actors::{

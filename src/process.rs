@@ -193,6 +193,12 @@ impl Backend for ProcessBackend {
         Ok(())
     }
 
+    /// Runner side: the runner process is the machine; the runner says so
+    /// on stderr (which reaches the parent) and its process exits next.
+    async fn system_shutdown(&self) {
+        crate::runner::announce_system_shutdown(self.name());
+    }
+
     async fn handle_info(&self, _state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
         let Exited(status) = *info.downcast::<Exited>().ok()?;
         Some(exit_reason(status))

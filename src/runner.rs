@@ -1,16 +1,22 @@
 //! The runner entry point: one call at the top of `main`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor_flame_actors::terminator::{TerminatorLink, TerminatorMessage, spawn_terminator};
-use ractor_flame_actors::{Parent, ParentError, Registry};
+use ractor_flame_actors::terminator::SystemShutdown;
+use ractor_flame_actors::{Backend, FLAME_PARENT, Parent, ParentError, Registry};
 
-/// Set once this process has become a runner.
+/// Set once this process has become a runner by other means than its
+/// environment ([`serve_as_runner`] with an injected `Parent`).
 static IS_RUNNER: AtomicBool = AtomicBool::new(false);
 
-/// Whether this process is a runner (it was started with `FLAME_PARENT`).
+/// Whether this process is a runner: it was started with `FLAME_PARENT` in
+/// its environment (decided from the first pool on, whether or not
+/// [`run_if_runner`] has run yet), or it serves as one.
 pub(crate) fn is_runner() -> bool {
-    IS_RUNNER.load(Ordering::Acquire)
+    static FROM_ENV: OnceLock<bool> = OnceLock::new();
+    IS_RUNNER.load(Ordering::Acquire) || *FROM_ENV.get_or_init(|| std::env::var_os(FLAME_PARENT).is_some())
 }
 
 /// Turns this process into a runner when `FLAME_PARENT` is set; returns at
@@ -42,7 +48,13 @@ pub async fn run_if_runner(registry: &Registry) -> Result<(), ParentError> {
     let Some(parent) = Parent::get()? else {
         return Ok(());
     };
-    let code = serve_as_runner(registry, parent).await;
+    // The shipped backend that booted this runner stops its machine.
+    let code = match parent.backend.as_str() {
+        "process" => serve_as_runner_with(registry, parent, crate::ProcessBackend::new("")).await,
+        #[cfg(feature = "docker")]
+        "docker" => serve_as_runner_with(registry, parent, crate::DockerBackend::new()).await,
+        _ => serve_as_runner(registry, parent).await,
+    };
     std::process::exit(code)
 }
 
@@ -56,6 +68,26 @@ pub async fn run_if_runner(registry: &Registry) -> Result<(), ParentError> {
 /// Dropping the future leaves the runner's actors running; await it to the
 /// end.
 pub async fn serve_as_runner(registry: &Registry, parent: Parent) -> i32 {
+    serve(registry, parent, None).await
+}
+
+/// Serves as the runner described by `parent`, like [`serve_as_runner`],
+/// then runs `backend`'s [`Backend::system_shutdown`] exactly once, when the
+/// runner is done (after its drain). [`run_if_runner`] does this for the
+/// shipped backends; a custom backend's runner entry point calls this.
+///
+/// Returns the process exit code: 0 after a normal end, 3 when the parent
+/// refused the runner or never answered (the reason is printed on stderr).
+///
+/// # Cancel safety
+///
+/// As [`serve_as_runner`].
+pub async fn serve_as_runner_with<B: Backend>(registry: &Registry, parent: Parent, backend: B) -> i32 {
+    let hook: SystemShutdown = Box::new(move || Box::pin(async move { backend.system_shutdown().await }));
+    serve(registry, parent, Some(hook)).await
+}
+
+async fn serve(registry: &Registry, parent: Parent, system_shutdown: Option<SystemShutdown>) -> i32 {
     IS_RUNNER.store(true, Ordering::Release);
     let runner = parent.runner_id;
     let settings = parent.settings.clone();
@@ -64,11 +96,11 @@ pub async fn serve_as_runner(registry: &Registry, parent: Parent) -> i32 {
         registry.clone(),
         settings,
         TerminatorLink::Remote(Box::new(parent)),
-        None,
+        system_shutdown,
         None,
     )
     .await;
-    let (terminator, handle, _serve) = match spawned {
+    let (terminator, handle, serve) = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
             eprintln!("ractor-flame runner {runner}: cannot start: {e}");
@@ -92,5 +124,19 @@ pub async fn serve_as_runner(registry: &Registry, parent: Parent) -> i32 {
         let _ = on_signal.cast(TerminatorMessage::Shutdown(name.to_owned()));
     });
     let _ = handle.await;
-    0
+    match serve.failure() {
+        Some(reason) => {
+            eprintln!("ractor-flame runner {runner}: {reason}");
+            3
+        }
+        None => 0,
+    }
+}
+
+/// The line a runner of the shipped backends prints when its machine stops
+/// (its `system_shutdown`): once, after the drain, just before it exits.
+pub(crate) fn announce_system_shutdown(backend: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    eprintln!("ractor-flame runner: system shutdown ({backend})");
 }

@@ -146,17 +146,35 @@ async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Exp
     let verdict = {
         let mut table = table.lock().expect("poisoned");
         match table.get(&hello.runner_id) {
-            None => Err(format!("unknown runner {}", hello.runner_id)),
-            Some(_) if hello.version != PROTOCOL_VERSION => Err(format!("protocol version {}", hello.version)),
-            Some(e) if !e.token.verify(hello.token.as_bytes()) => Err("wrong token".to_owned()),
-            Some(e) if hello.build_id != e.build_id => Err(format!(
-                "runner serves build {} but the pool's registry is build {}: a runner of another binary or registry",
-                hello.build_id, e.build_id
-            )),
+            None => Err((format!("unknown runner {}", hello.runner_id), None)),
+            // A wrong token proves nothing: it may not be our runner, so the
+            // boot it claims is left alone.
+            Some(e) if !e.token.verify(hello.token.as_bytes()) => Err(("wrong token".to_owned(), None)),
+            // The runner proved itself but cannot serve this pool: its boot
+            // fails with the reason, and it is no longer expected.
+            Some(e) if hello.version != PROTOCOL_VERSION || hello.build_id != e.build_id => {
+                let reason = if hello.version != PROTOCOL_VERSION {
+                    format!(
+                        "runner speaks protocol version {} but the parent speaks {PROTOCOL_VERSION}",
+                        hello.version
+                    )
+                } else {
+                    format!(
+                        "runner serves build {} but the pool's registry is build {}: a runner of another binary or registry",
+                        hello.build_id, e.build_id
+                    )
+                };
+                let expected = table.remove(&hello.runner_id).expect("present");
+                Err((reason, Some(expected.runner)))
+            }
             // Proven: the runner is no longer expected (one connection each).
             Some(_) => Ok(table.remove(&hello.runner_id).expect("present")),
         }
     };
+    if let Err((reason, Some(runner))) = &verdict {
+        let _ = runner.cast(RunnerMessage::Refused(reason.clone()));
+    }
+    let verdict = verdict.map_err(|(reason, _)| reason);
     let welcome = match &verdict {
         Ok(_) => Welcome::Accepted,
         Err(reason) => Welcome::Refused(reason.clone()),

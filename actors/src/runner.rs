@@ -51,6 +51,9 @@ pub enum RunnerMessage {
     },
     /// The connection to the runner is gone.
     ConnectionLost(DownReason),
+    /// The runner proved its token but the endpoint refused it (another
+    /// build, another protocol): the boot fails with this reason.
+    Refused(String),
     /// The boot timer fired.
     BootTimeout,
     /// The backend's grace after a connection loss ended without a better
@@ -69,6 +72,7 @@ impl fmt::Debug for RunnerMessage {
                 f.debug_struct("RemoteShutdown").field("reason", reason).finish()
             }
             RunnerMessage::ConnectionLost(r) => f.debug_tuple("ConnectionLost").field(r).finish(),
+            RunnerMessage::Refused(r) => f.debug_tuple("Refused").field(r).finish(),
             RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
             RunnerMessage::LostConfirmed(r) => f.debug_tuple("LostConfirmed").field(r).finish(),
             RunnerMessage::Info(_) => f.write_str("Info(..)"),
@@ -230,6 +234,11 @@ impl<B: Backend> Actor for Runner<B> {
                 let _ = state.pool.cast(msg);
             }
             RunnerMessage::ConnectionLost(reason) => self.connection_lost(&myself, state, reason),
+            RunnerMessage::Refused(reason) => {
+                if state.conn.is_none() {
+                    state.fail_boot(&myself, format!("runner refused at the handshake: {reason}"));
+                }
+            }
             RunnerMessage::LostConfirmed(reason) => self.lost(&myself, state, reason),
             RunnerMessage::Info(info) => {
                 if let Some(Ok(backend_state)) = state.backend.as_mut()

@@ -241,11 +241,16 @@ impl Actor for Terminator {
             }
             TerminatorMessage::ConnectFailed(reason) => {
                 tracing::warn!(target: "ractor_flame::terminator", %reason, "could not join the parent");
+                state.serve.set_failure(reason.clone());
                 myself.stop(Some(reason));
             }
             TerminatorMessage::FailsafeExpired => {
                 if state.phase == Phase::Connecting {
                     tracing::warn!(target: "ractor_flame::terminator", timeout = ?state.settings.failsafe_timeout, "no parent connection, failsafe stop");
+                    state.serve.set_failure(format!(
+                        "no connection to the parent within the failsafe timeout of {:?}",
+                        state.settings.failsafe_timeout
+                    ));
                     myself.stop(Some("failsafe".into()));
                 }
             }

@@ -10,6 +10,9 @@
 //! `parent docker-work <pool-name> <calls>` prints `ready` with its two
 //! runners up, then makes sleep calls two at a time until it made `<calls>`
 //! and stdin reached its end, and prints `done <ok> <errors>`.
+//! `pool-first` starts a pool with `min` 2 before `run_if_runner` and prints
+//! `runners <n>` (0 when `FLAME_PARENT` is set). `FLAME_TEST_REGISTRY=other`
+//! makes it serve [`functions::other_registry`].
 //! `prepare <exe>` imports the runner image of `<exe>`, prints
 //! `image <tag>` and lives until stdin reaches its end.
 
@@ -20,7 +23,23 @@ use ractor_flame::{Pool, PoolConfig, ProcessBackend};
 
 #[tokio::main]
 async fn main() {
-    let registry = functions::registry();
+    // `FLAME_TEST_REGISTRY=other`: serve a registry that differs from the
+    // tests' (another build of the program).
+    let registry = match std::env::var("FLAME_TEST_REGISTRY").as_deref() {
+        Ok("other") => functions::other_registry(),
+        _ => functions::registry(),
+    };
+    // `pool-first`: start a pool with `min` 2 before `run_if_runner`, print
+    // how many runners it has or boots, and exit.
+    if std::env::args().nth(1).as_deref() == Some("pool-first") {
+        let config = PoolConfig::new(2).min(2).name("pool-first");
+        let pool = Pool::start(config, ractor_flame::LocalBackend::new(), &registry)
+            .await
+            .expect("pool");
+        let stats = pool.stats().await.expect("stats");
+        println!("runners {}", stats.runners + stats.booting);
+        std::process::exit(0);
+    }
     if let Err(e) = ractor_flame::run_if_runner(&registry).await {
         eprintln!("{e}");
         std::process::exit(2);

@@ -385,6 +385,24 @@ impl RemoteFn for AwaitedPanic {
     }
 }
 
+/// A registry that differs from [`registry`] by one function: another build
+/// of the same program.
+pub fn other_registry() -> Registry {
+    registry().register::<OnlyInOtherBuild>()
+}
+
+/// Registered only in [`other_registry`].
+pub struct OnlyInOtherBuild;
+
+impl RemoteFn for OnlyInOtherBuild {
+    const NAME: &'static str = "test.only_in_other_build";
+    type Args = ();
+    type Output = String;
+    async fn run(_: ()) -> Result<String, FnError> {
+        Ok("other build".into())
+    }
+}
+
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
     Registry::new()

@@ -46,6 +46,8 @@ pub struct Serve {
     quiet: Notify,
     /// Placed children.
     children: Children,
+    /// Why this runner could not serve (refused by its parent), if so.
+    failure: Mutex<Option<String>>,
 }
 
 /// How a running call is stopped.
@@ -81,7 +83,19 @@ impl Serve {
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
             children: Children::default(),
+            failure: Mutex::new(None),
         })
+    }
+
+    /// Records why the runner could not serve its parent.
+    pub(crate) fn set_failure(&self, reason: String) {
+        self.failure.lock().expect("poisoned").get_or_insert(reason);
+    }
+
+    /// Why the runner could not serve its parent (it was refused, or never
+    /// reached it), if so: the runner process then exits non-zero.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("poisoned").clone()
     }
 
     /// Runs the named idle predicate of the registry.
