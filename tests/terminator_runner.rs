@@ -73,7 +73,8 @@ async fn b27_a_runner_with_no_parent_stops_at_the_failsafe() {
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let started = Instant::now();
     let (mut child, _) = start_runner(addr, Token::generate());
-    assert_eq!(exits_within(&mut child, Duration::from_secs(3)).await, 0);
+    // Non-zero: it never served its parent.
+    assert_eq!(exits_within(&mut child, Duration::from_secs(3)).await, 3);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -114,7 +115,8 @@ async fn b36_a_refused_runner_exits() {
     let (mut stream, _) = listener.accept().await.unwrap();
     let _ = read_frame(&mut stream).await;
     welcome(&mut stream, Welcome::Refused("wrong token".into())).await;
-    assert_eq!(exits_within(&mut child, Duration::from_secs(3)).await, 0);
+    // Non-zero: a refused runner failed.
+    assert_eq!(exits_within(&mut child, Duration::from_secs(3)).await, 3);
     // It does not try again: the connection is closed from its side.
     assert_eq!(stream.read(&mut [0u8; 16]).await.unwrap(), 0);
 }

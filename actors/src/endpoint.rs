@@ -220,6 +220,9 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
 }
 
 fn on_runner_closed(reason: DownReason, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
+    // No new work goes to a runner whose connection is gone, even while its
+    // backend's account of why is awaited.
+    conn.mark_lost();
     // The Runner fails the calls in flight (at once, or after its backend's
     // grace for a better reason). A Runner that is stopping (it may be
     // waiting in `post_stop` for this very close) or gone cannot: fail them

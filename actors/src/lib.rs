@@ -35,6 +35,7 @@ pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
     DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, PoolConfig, PoolEvent,
 };
+pub use context::{CurrentCall, current_call, current_runner};
 pub use endpoint::Endpoint;
 #[doc(hidden)]
 pub use endpoint::boot_in_process;
@@ -43,7 +44,6 @@ pub use link::{CallRequest, RunnerConn, SlotHold, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
 pub use pool::{Gate, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
-pub use context::{CurrentCall, current_call, current_runner};
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

@@ -62,6 +62,9 @@ struct ConnInner {
     down: Mutex<Option<DownReason>>,
     /// `down.is_some()`, readable without the lock (the checkout fast path).
     is_down: std::sync::atomic::AtomicBool,
+    /// The connection is gone but the runner's fate is not settled yet (the
+    /// backend may still explain it): no new work goes here.
+    lost: std::sync::atomic::AtomicBool,
     /// Woken when `down` is set.
     closed: tokio::sync::Notify,
     /// Exit notices of placed children, by child id.
@@ -143,6 +146,7 @@ impl RunnerConn {
                 next_id: AtomicU64::new(1),
                 down: Mutex::new(None),
                 is_down: std::sync::atomic::AtomicBool::new(false),
+                lost: std::sync::atomic::AtomicBool::new(false),
                 closed: tokio::sync::Notify::new(),
                 children: Mutex::new(HashMap::new()),
                 max_frame,
@@ -158,6 +162,18 @@ impl RunnerConn {
     /// Whether the runner is gone (cheap: no lock).
     pub fn is_down(&self) -> bool {
         self.inner.is_down.load(Ordering::Acquire)
+    }
+
+    /// Whether new work may go to this runner: it is not gone, and its
+    /// connection has not dropped (cheap: no lock).
+    pub fn is_usable(&self) -> bool {
+        !self.is_down() && !self.inner.lost.load(Ordering::Acquire)
+    }
+
+    /// The connection dropped; why is settled later (by [`RunnerConn::close`]).
+    /// Checkouts skip the runner from now on.
+    pub(crate) fn mark_lost(&self) {
+        self.inner.lost.store(true, Ordering::Release);
     }
 
     /// Why the runner is gone, if it is.
@@ -274,7 +290,11 @@ impl RunnerConn {
         send: impl FnOnce() -> bool,
     ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("poisoned").insert(id, Pending::Waiting(tx));
+        self.inner
+            .pending
+            .lock()
+            .expect("poisoned")
+            .insert(id, Pending::Waiting(tx));
         if !send() {
             self.inner.pending.lock().expect("poisoned").remove(&id);
             return Err(self.down_error());

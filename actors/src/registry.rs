@@ -275,12 +275,7 @@ impl Registry {
 
     #[track_caller]
     fn insert<F: RemoteFn>(&mut self, blocking: bool) {
-        let signature = format!(
-            "{}({})->{}",
-            F::NAME,
-            type_sig::<F::Args>(),
-            type_sig::<F::Output>()
-        );
+        let signature = format!("{}({})->{}", F::NAME, type_sig::<F::Args>(), type_sig::<F::Output>());
         let handler: Handler = if blocking {
             Arc::new(|bytes: &[u8], call: CurrentCall| {
                 let args = rmp_serde::from_slice::<F::Args>(bytes);
@@ -290,8 +285,7 @@ impl Registry {
                     // (it may still use tokio), with its call as the current
                     // one. Awaiting the join is the only way its end is known.
                     let runtime = tokio::runtime::Handle::current();
-                    let joined =
-                        tokio::task::spawn_blocking(move || runtime.block_on(call.scope(F::run(args)))).await;
+                    let joined = tokio::task::spawn_blocking(move || runtime.block_on(call.scope(F::run(args)))).await;
                     let output = match joined {
                         Ok(result) => result.map_err(RunFailure::from)?,
                         Err(e) if e.is_panic() => return Err(RunFailure::Panicked(panic_message(&*e.into_panic()))),

@@ -147,6 +147,21 @@ impl<S> RunnerState<S> {
     }
 }
 
+/// A Runner actor that is killed never runs `post_stop` (no drain, no
+/// `terminate`); its state is still dropped. The backend's state reclaims
+/// the machine on drop (the shipped backends do), and the runner is told to
+/// stop here, so it never serves a parent that forgot it.
+impl<S> Drop for RunnerState<S> {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn
+            && conn.down_reason().is_none()
+        {
+            conn.control(ToRunner::Shutdown);
+            conn.close(DownReason::Stopped);
+        }
+    }
+}
+
 impl<B: Backend> Actor for Runner<B> {
     type Msg = RunnerMessage;
     type State = RunnerState<B::State>;

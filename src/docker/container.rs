@@ -30,6 +30,28 @@ pub struct DockerState {
     oom: bool,
     last_lines: Arc<Mutex<VecDeque<String>>>,
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// The engine the container lives on, for the removal on drop.
+    engine: Option<Docker>,
+}
+
+/// A Runner actor that is killed never runs `terminate`; its state is still
+/// dropped, and that removes the container.
+impl Drop for DockerState {
+    fn drop(&mut self) {
+        if let (Some(id), Some(docker)) = (self.container.take(), self.engine.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            tracing::debug!(target: "ractor_flame::docker", runner = %self.runner, container = %id, "removing the container of a dropped runner");
+            runtime.spawn(async move {
+                let _ = docker
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .await;
+            });
+        }
+        if let Some(follower) = self.follower.take() {
+            follower.abort();
+        }
+    }
 }
 
 impl DockerState {
@@ -40,6 +62,7 @@ impl DockerState {
             oom: false,
             last_lines: Arc::default(),
             follower: None,
+            engine: None,
         }
     }
 
@@ -50,6 +73,7 @@ impl DockerState {
 
     /// Starts the created container and follows its output.
     pub(super) async fn start(&mut self, docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+        self.engine = Some(docker.clone());
         docker.start_container(id, None::<StartContainerOptions>).await?;
         self.follower = Some(follow_logs(
             docker.clone(),

@@ -48,7 +48,7 @@ impl SlotShared {
     /// runner whose connection is gone is skipped even before the Pool has
     /// heard of its loss.
     pub(crate) fn claim(&self, limit: usize) -> bool {
-        if self.conn.is_down() {
+        if !self.conn.is_usable() {
             return false;
         }
         let mut current = self.load.load(Ordering::SeqCst);
@@ -102,6 +102,14 @@ impl Gate {
     /// waits, and a runner has room. `None` sends the caller to the Pool.
     pub fn try_checkout(&self, pool: &ActorRef<PoolMessage>) -> Option<Lease> {
         if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
+            return None;
+        }
+        // A pool actor that died without its `post_stop` (killed) takes no
+        // work: the caller goes to the actor, which is not there.
+        if !matches!(
+            pool.get_status(),
+            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
+        ) {
             return None;
         }
         let serving = Arc::clone(&self.serving.read().expect("poisoned"));

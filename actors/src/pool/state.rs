@@ -114,6 +114,14 @@ impl<B: Backend> std::fmt::Debug for PoolState<B> {
     }
 }
 
+/// A Pool actor that is killed never runs `post_stop`; its state is still
+/// dropped, and that closes the gate: no call goes to a dead pool.
+impl<B: Backend> Drop for PoolState<B> {
+    fn drop(&mut self) {
+        self.gate.close();
+    }
+}
+
 impl<B: Backend> PoolState<B> {
     pub(super) fn new(args: PoolArguments<B>) -> Self {
         let min = if args.on_runner { 0 } else { args.config.min };

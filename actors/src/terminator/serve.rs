@@ -25,7 +25,9 @@ use super::children::Children;
 use crate::context::CurrentCall;
 use crate::parent::RunnerId;
 use crate::registry::{BoxFuture, Registry, RunFailure, panic_message};
-use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent};
+use crate::wire::frame::{
+    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent,
+};
 
 /// The call engine of one runner.
 #[derive(Debug)]

@@ -273,7 +273,11 @@ mod tests {
         })
         .await;
         assert_eq!(sizes, vec![4 * 1024 * 1024], "the whole frame arrived");
-        assert_eq!(reason, DownReason::HeartbeatLost(opts.heartbeat_timeout), "silence is loss");
+        assert_eq!(
+            reason,
+            DownReason::HeartbeatLost(opts.heartbeat_timeout),
+            "silence is loss"
+        );
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         sender.abort();
     }
