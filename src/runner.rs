@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ractor_flame_actors::terminator::{TerminatorLink, TerminatorMessage, spawn_terminator};
 use ractor_flame_actors::terminator::SystemShutdown;
+use ractor_flame_actors::terminator::{TerminatorLink, TerminatorMessage, spawn_terminator};
 use ractor_flame_actors::{Backend, FLAME_PARENT, Parent, ParentError, Registry};
 
 /// Set once this process has become a runner by other means than its

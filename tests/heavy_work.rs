@@ -47,7 +47,12 @@ async fn spinning_calls_all_succeed(kind: Kind, calls: usize, max_concurrency: u
             Err(e) => failures.push(e),
         }
     }
-    assert!(failures.is_empty(), "{} of {calls} calls failed after {:?}: {failures:?}", failures.len(), started.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed after {:?}: {failures:?}",
+        failures.len(),
+        started.elapsed()
+    );
     let stats = pool.stats().await.unwrap();
     assert_eq!(stats.runners, 1, "the runner survived: {stats:?}");
     pool.stop().await;
@@ -90,7 +95,10 @@ async fn b41_deadline_answers_at_once_but_the_slot_waits_for_the_work(kind: Kind
         .unwrap_err();
     let answered = started.elapsed();
     assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
-    assert!(answered < Duration::from_millis(1_000), "the deadline error came at once: {answered:?}");
+    assert!(
+        answered < Duration::from_millis(1_000),
+        "the deadline error came at once: {answered:?}"
+    );
     // The work still runs: its slot is taken, and shown as cancelling.
     let stats = pool.stats().await.unwrap();
     assert_eq!((stats.busy, stats.cancelling), (1, 1), "{stats:?}");
@@ -98,14 +106,24 @@ async fn b41_deadline_answers_at_once_but_the_slot_waits_for_the_work(kind: Kind
         .call_with::<Echo>("x".into(), CallOptions::new().timeout(Duration::from_millis(200)))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::CheckoutTimeout { .. }), "no second call on the one slot: {err:?}");
+    assert!(
+        matches!(err, Error::CheckoutTimeout { .. }),
+        "no second call on the one slot: {err:?}"
+    );
     // When the body returns, the slot does too.
-    eventually("the slot returns when the work ends", Duration::from_secs(10), || async {
-        let s = pool.stats().await.unwrap();
-        s.busy == 0 && s.cancelling == 0
-    })
+    eventually(
+        "the slot returns when the work ends",
+        Duration::from_secs(10),
+        || async {
+            let s = pool.stats().await.unwrap();
+            s.busy == 0 && s.cancelling == 0
+        },
+    )
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(1_400), "not before the body returned");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_400),
+        "not before the body returned"
+    );
     assert_eq!(probe(&pool, &k).await.completed, 1, "the body ran to its end");
     pool.stop().await;
 }
@@ -127,7 +145,10 @@ async fn b41_a_blocking_body_sees_cancellation_and_frees_its_slot(kind: Kind) {
         pool.stats().await.unwrap().busy == 0
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(5), "long before its 20 s of work");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "long before its 20 s of work"
+    );
     assert_eq!(probe(&pool, &k).await.dropped, 1, "the body saw the cancel");
     pool.stop().await;
 }
@@ -140,11 +161,16 @@ async fn b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(ki
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(1_000), "answered at the deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "answered at the deadline"
+    );
     assert_eq!(pool.stats().await.unwrap().busy, 1, "the spinning body holds its slot");
-    eventually("the slot returns when the body ends", Duration::from_secs(10), || async {
-        pool.stats().await.unwrap().busy == 0
-    })
+    eventually(
+        "the slot returns when the body ends",
+        Duration::from_secs(10),
+        || async { pool.stats().await.unwrap().busy == 0 },
+    )
     .await;
     assert!(started.elapsed() >= Duration::from_millis(1_400));
     assert_eq!(pool.call::<Echo>("after".into()).await.unwrap(), "after");
@@ -154,8 +180,12 @@ async fn b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(ki
 async fn panics_in_blocking_work_arrive_as_panics(kind: Kind) {
     let pool = one_slot(kind).await;
     for err in [
-        pool.call::<BlockingPanic>("in a blocking body".into()).await.unwrap_err(),
-        pool.call::<AwaitedPanic>("in awaited spawn_blocking".into()).await.unwrap_err(),
+        pool.call::<BlockingPanic>("in a blocking body".into())
+            .await
+            .unwrap_err(),
+        pool.call::<AwaitedPanic>("in awaited spawn_blocking".into())
+            .await
+            .unwrap_err(),
     ] {
         match err {
             Error::Panic { message, .. } => assert!(message.starts_with("in "), "{message}"),

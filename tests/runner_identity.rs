@@ -33,8 +33,14 @@ async fn b42_a_runner_of_another_build_is_refused_naming_both() {
         panic!("expected a boot failure, got {err:?}")
     };
     assert!(reason.contains("refused at the handshake"), "{reason}");
-    assert!(reason.contains(&registry().build_id().to_string()), "names the pool's build: {reason}");
-    assert!(reason.contains(&other_registry().build_id().to_string()), "names the runner's: {reason}");
+    assert!(
+        reason.contains(&registry().build_id().to_string()),
+        "names the pool's build: {reason}"
+    );
+    assert!(
+        reason.contains(&other_registry().build_id().to_string()),
+        "names the runner's: {reason}"
+    );
     pool.stop().await;
 }
 
@@ -100,7 +106,11 @@ async fn b11_a_runner_is_a_runner_before_run_if_runner() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), "runners 0", "no runner boots runners");
     // Without FLAME_PARENT, the same program is a parent and boots its min.
     let out = tokio::process::Command::new(support::runner_exe())
