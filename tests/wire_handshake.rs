@@ -41,6 +41,7 @@ impl Actor for Recorder {
         let name = match msg {
             RunnerMessage::RemoteUp(_) => "RemoteUp",
             RunnerMessage::ConnectionLost(_) => "ConnectionLost",
+            RunnerMessage::Refused(_) => "Refused",
             _ => "other",
         };
         self.0.lock().unwrap().push(name.to_owned());
@@ -129,7 +130,14 @@ async fn b36_another_build_is_refused() {
     // The refusal names both sides.
     assert!(reason.contains(&BuildId(1).to_string()), "{reason}");
     assert!(reason.contains(&build().to_string()), "{reason}");
-    assert_eq!(fx.endpoint.expected(), 1);
+    // It proved its token: it is our runner, of the wrong build. Its boot
+    // fails with the reason, and it is no longer expected.
+    assert_eq!(fx.endpoint.expected(), 0);
+    eventually("the Runner hears the refusal", Duration::from_secs(5), || async {
+        fx.seen.lock().unwrap().iter().any(|s| s == "Refused")
+    })
+    .await;
+    assert!(!fx.seen.lock().unwrap().iter().any(|s| s == "RemoteUp"));
 }
 
 #[tokio::test]
@@ -226,4 +234,78 @@ async fn b36_rogue_peers_do_not_change_a_running_pools_state() {
     assert_eq!(pool.stats().await.unwrap(), before);
     assert_eq!(pool.call::<Echo>("unharmed".into()).await.unwrap(), "unharmed");
     pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b44_a_flood_of_idle_connections_evicts_the_oldest_and_spares_a_real_runner() {
+    let fx = fixture().await;
+    // 500 peers that connect and say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(TcpStream::connect(fx.endpoint.addr()).await.unwrap());
+    }
+    // The real runner proves itself at once and is let in.
+    let started = Instant::now();
+    assert_eq!(
+        exchange_open(&fx, &hello(fx.runner, fx.token.clone(), build())).await,
+        Some(Welcome::Accepted)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // The oldest idle peers were closed long before the handshake deadline.
+    let first = idle.first_mut().unwrap();
+    let closed = tokio::time::timeout(Duration::from_millis(1500), first.read(&mut [0u8; 1])).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the oldest idle peer was evicted: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b44_a_real_boot_is_not_delayed_by_500_idle_connections() {
+    let registry = support::functions::registry();
+    let backend = ractor_flame::ProcessBackend::new(support::runner_exe());
+    let pool = ractor_flame::Pool::start(config(2).min(1).max_concurrency(1), backend.clone(), &registry)
+        .await
+        .unwrap();
+    support::runners(&pool, 1).await;
+    let addr = backend.listen_addr().expect("the endpoint is bound");
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The one runner is busy: a second call boots a second runner.
+    let k = support::key();
+    let busy = support::sleeping(&pool, &k, 1_000);
+    support::busy(&pool, 1).await;
+    let started = Instant::now();
+    assert_eq!(pool.call::<Echo>("second".into()).await.unwrap(), "second");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "boot took {:?}",
+        started.elapsed()
+    );
+    busy.await.unwrap().unwrap();
+    drop(idle);
+    pool.stop().await;
+}
+
+/// Sends `bytes` and reads one answer frame, keeping the connection open.
+async fn exchange_open(fx: &Fixture, bytes: &[u8]) -> Option<Welcome> {
+    let mut stream = TcpStream::connect(fx.endpoint.addr()).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), stream.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.ok()?;
+    match decode_body::<ToRunner>(&body).ok()? {
+        ToRunner::Welcome(w) => Some(w),
+        _ => None,
+    }
 }

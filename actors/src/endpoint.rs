@@ -3,10 +3,11 @@
 //! for the local backend. Both end the same way: `RemoteUp` cast to the
 //! runner's Runner actor, with a [`RunnerConn`] to send calls on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::io::AsyncWriteExt;
@@ -79,19 +80,7 @@ impl Endpoint {
         let addr = listener.local_addr()?;
         let expected: Arc<Mutex<HashMap<RunnerId, Expected>>> = Arc::default();
         let table = Arc::clone(&expected);
-        let accept = crate::link::thread::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let table = Arc::clone(&table);
-                tokio::spawn(async move {
-                    if let Err(reason) = authenticate(stream, &table).await {
-                        tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
-                    }
-                });
-            }
-        });
+        let accept = crate::link::thread::spawn(accept_loop(listener, table));
         Ok(Endpoint {
             addr,
             expected,
@@ -128,6 +117,58 @@ impl Endpoint {
     /// Runners still expected (for tests: refused peers change nothing).
     pub fn expected(&self) -> usize {
         self.expected.lock().expect("poisoned").len()
+    }
+}
+
+/// Most connections that may wait for their handshake at once; a newer one
+/// evicts the oldest, so a flood of idle peers never locks a runner out.
+const MAX_UNAUTHENTICATED: usize = 128;
+/// Longest pause after a failed `accept` (out of file descriptors, say).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts runners' connections, each authenticated in a task of its own.
+///
+/// Accept errors back off (doubling from 5 ms up to a second) instead of
+/// spinning a core. Connections that have not proven a token are capped in
+/// number ([`MAX_UNAUTHENTICATED`], oldest evicted first) and in time
+/// ([`HANDSHAKE_DEADLINE`]); a real runner sends its proof the moment it
+/// connects, so a flood of idle or slow peers does not delay its boot.
+async fn accept_loop(listener: TcpListener, table: Arc<Mutex<HashMap<RunnerId, Expected>>>) {
+    let handshakes: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>> = Arc::default();
+    let mut backoff = Duration::from_millis(5);
+    let mut next = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(5);
+                accepted
+            }
+            Err(error) => {
+                tracing::warn!(target: "ractor_flame::pool", %error, ?backoff, "accept failed, backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        next += 1;
+        let id = next;
+        let (table, pending) = (Arc::clone(&table), Arc::clone(&handshakes));
+        let task = tokio::spawn(async move {
+            let result = authenticate(stream, &table).await;
+            pending.lock().expect("poisoned").retain(|(other, _)| *other != id);
+            if let Err(reason) = result {
+                tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
+            }
+        });
+        let mut pending = handshakes.lock().expect("poisoned");
+        if !task.is_finished() {
+            pending.push_back((id, task.abort_handle()));
+        }
+        while pending.len() > MAX_UNAUTHENTICATED {
+            if let Some((_, oldest)) = pending.pop_front() {
+                oldest.abort();
+            }
+        }
     }
 }
 

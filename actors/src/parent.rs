@@ -51,8 +51,17 @@ impl fmt::Display for RunnerId {
 /// A per-runner secret the runner proves in the handshake.
 ///
 /// Its `Debug` never shows the secret; comparison is constant-time.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Token(#[serde(with = "serde_bytes")] Vec<u8>);
+
+/// Constant-time, like [`Token::verify`]: `==` on tokens leaks nothing either.
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.verify(&other.0)
+    }
+}
+
+impl Eq for Token {}
 
 impl Token {
     /// A fresh random 32-byte token.
