@@ -35,6 +35,22 @@ impl RemoteFn for Noop {
     }
 }
 
+/// CPU-bound work that never yields: spins for `ms` milliseconds.
+struct Spin;
+impl RemoteFn for Spin {
+    const NAME: &'static str = "bench.spin";
+    type Args = u64;
+    type Output = u64;
+    async fn run(ms: u64) -> Result<u64, FnError> {
+        let until = Instant::now() + Duration::from_millis(ms);
+        let mut n = 0u64;
+        while Instant::now() < until {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+        Ok(n)
+    }
+}
+
 static CASTS: AtomicU64 = AtomicU64::new(0);
 
 struct CountCast;
@@ -112,6 +128,7 @@ fn registry() -> Registry {
         .register::<CountCast>()
         .register::<Len>()
         .register::<Pid>()
+        .register::<Spin>()
 }
 
 // ---- output -----------------------------------------------------------------
@@ -134,6 +151,8 @@ struct Plan {
     throughput_for: Duration,
     casts: u64,
     boots: usize,
+    /// How long each CPU-bound call spins.
+    spin_ms: u64,
 }
 
 // ---- measurements -----------------------------------------------------------
@@ -325,6 +344,37 @@ async fn remote(plan: &Plan, registry: &Registry) {
         emit("runner_rss_idle_kib", kib as f64, "KiB");
     }
     pool.stop().await;
+}
+
+/// CPU-bound bodies that never yield, on every slot of one runner (2 x the
+/// cores) and 8 at the default `max_concurrency`, with the default heartbeat
+/// settings: the share of calls that succeed.
+async fn cpu_bound(plan: &Plan, registry: &Registry) {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (mut made, mut ok) = (0usize, 0usize);
+    for (calls, max_concurrency) in [(2 * cores, 2 * cores), (8, 100)] {
+        let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+        let config = PoolConfig::new(1)
+            .name(format!("bench-cpu-{calls}"))
+            .max_concurrency(max_concurrency)
+            .timeout(Duration::from_secs(300));
+        let pool = Pool::start(config, backend, registry).await.unwrap();
+        let tasks: Vec<_> = (0..calls)
+            .map(|_| {
+                let (pool, ms) = (pool.clone(), plan.spin_ms);
+                tokio::spawn(async move { pool.call::<Spin>(ms).await })
+            })
+            .collect();
+        for task in tasks {
+            made += 1;
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => eprintln!("report: a CPU-bound call failed: {e}"),
+            }
+        }
+        pool.stop().await;
+    }
+    emit("cpu_bound_calls_ok_ratio", ok as f64 / made as f64, "ratio");
 }
 
 async fn cold_boot(plan: &Plan, registry: &Registry) {
@@ -582,6 +632,7 @@ async fn main() {
             throughput_for: Duration::from_secs(1),
             casts: 200_000,
             boots: 5,
+            spin_ms: 2_500,
         }
     } else {
         Plan {
@@ -589,11 +640,13 @@ async fn main() {
             throughput_for: Duration::from_secs(5),
             casts: 1_000_000,
             boots: 15,
+            spin_ms: 5_000,
         }
     };
     local(&plan, &registry).await;
     remote(&plan, &registry).await;
     cold_boot(&plan, &registry).await;
+    cpu_bound(&plan, &registry).await;
     #[cfg(feature = "docker")]
     docker::run(&plan, &registry).await;
 }

@@ -51,6 +51,60 @@
 //! | [`ProcessBackend`] | a child process of this executable | one machine, real isolation of crashes and memory |
 //! | [`DockerBackend`] (feature `docker`) | a container of an image made from this executable | isolation, limits, a real deployment's shape |
 //!
+//! ## Heavy work
+//!
+//! FLAME exists for heavy jobs, and tokio schedules cooperatively: a body
+//! that computes for seconds without an `.await` keeps its worker thread.
+//! ractor-flame keeps such bodies from ever taking the runner down with
+//! them:
+//!
+//! - **The link has a thread of its own.** Every connection between a parent
+//!   and its runners (listener, handshake, reads, batched writes, heartbeats
+//!   both ways) and each remote runner's Terminator run on one dedicated OS
+//!   thread with a current-thread runtime, shared by all pools of the
+//!   process. Function bodies never run there: the runner spawns them on the
+//!   application's runtime. So heartbeats, cancels and shutdowns keep
+//!   flowing while every slot computes, and a parent whose own workers are
+//!   busy for seconds still answers its runners. Any byte received counts as
+//!   a sign of life, so a large argument on a slow link is not a lost runner.
+//! - **Blocking functions have their own path.** Set
+//!   [`RemoteFn::BLOCKING`] (or register with [`Registry::register_blocking`])
+//!   and the body runs on the runtime's blocking thread pool, where it cannot
+//!   hold up async work. A panic there, or in `spawn_blocking` work a body
+//!   awaits with `?`, reaches the caller as [`Error::Panic`].
+//! - **A slot is free only when its work has ended.** A caller whose
+//!   deadline passes, or who cancels (drops the call), gets its error at
+//!   once, but the slot returns to the pool only when the runner reports
+//!   that the work is over: async bodies are aborted at their next `.await`;
+//!   blocking bodies are told through [`current_call`]`().is_cancelled()` and
+//!   keep their slot until they return. `max_concurrency` is thus the real
+//!   concurrency on a runner; [`PoolStats::cancelling`] counts such slots.
+//!
+//! ```
+//! use ractor_flame::{FnError, RemoteFn, current_call};
+//!
+//! /// Hours of CPU in the worst case: a blocking function that stops when
+//! /// its caller gives up.
+//! struct Transcode;
+//! impl RemoteFn for Transcode {
+//!     const NAME: &'static str = "transcode";
+//!     const BLOCKING: bool = true;
+//!     type Args = Vec<u8>;
+//!     type Output = usize;
+//!     async fn run(video: Vec<u8>) -> Result<usize, FnError> {
+//!         let call = current_call().expect("inside a call");
+//!         let mut frames = 0;
+//!         for _chunk in video.chunks(4096) {
+//!             if call.is_cancelled() {
+//!                 return Err(FnError::msg("cancelled"));
+//!             }
+//!             frames += 1; // ... encode one chunk ...
+//!         }
+//!         Ok(frames)
+//!     }
+//! }
+//! ```
+//!
 //! ## Placed children
 //!
 //! [`Pool::place_child`] starts a registered ractor actor ([`RemoteActor`]) on a
@@ -70,7 +124,14 @@
 //! so no call is ever cut off), when its parent is gone (connection closed or
 //! heartbeats stopped), when it never reached its parent within the failsafe
 //! timeout, or on SIGTERM; it drains calls in flight up to `shutdown_timeout`
-//! first.
+//! first, then runs its backend's `system_shutdown` once and exits (code 0;
+//! 3 when its parent refused it or never answered).
+//!
+//! A process started with `FLAME_PARENT` in its environment is a runner from
+//! its first line: a pool it starts, even before [`run_if_runner`], boots no
+//! runners of its own. Each side computes its own [`BuildId`] from the
+//! functions it registers; a runner of another build is refused when it
+//! connects, and the boot fails with both identities in the reason.
 
 mod call;
 mod child;

@@ -379,7 +379,9 @@ async fn b20_every_call_checks_in_exactly_once(kind: Kind) {
     support::busy(&pool, 0).await;
     // A late or duplicate checkin for an unknown runner is harmless.
     pool.actor()
-        .cast(ractor_flame::PoolMessage::Checkin(ractor_flame::RunnerId::new()))
+        .cast(ractor_flame::PoolMessage::Internal(
+            ractor_flame::actors::Internal::checkin(ractor_flame::RunnerId::new()),
+        ))
         .unwrap();
     assert_eq!(pool.call::<Echo>("alive".into()).await.unwrap(), "alive");
     assert_eq!(pool.stats().await.unwrap().busy, 0);

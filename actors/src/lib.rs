@@ -42,7 +42,9 @@ pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
 pub use link::{CallRequest, RunnerConn, SlotHold, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
-pub use pool::{Gate, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
+pub use pool::{Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
+#[doc(hidden)]
+pub use registry::Fnv;
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
 
 /// Re-exported so backends and tests name the same ractor as this crate.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
 use crate::terminator::{Serve, TerminatorMessage};
+use crate::wire::clock::unix_micros;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, ToRunner};
 
 /// How long past its deadline the parent waits for a runner's own deadline
@@ -546,30 +547,6 @@ impl Drop for CallGuard<'_> {
         // A hold still here is released now (the work has ended, or the
         // runner is gone), outside the lock.
         drop(self.hold.take());
-    }
-}
-
-/// An `Instant` as microseconds since the Unix epoch, for the wire.
-pub(crate) fn unix_micros(at: Instant) -> u64 {
-    let now_i = Instant::now();
-    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let at_s = if at >= now_i {
-        now_s + (at - now_i)
-    } else {
-        now_s.saturating_sub(now_i - at)
-    };
-    at_s.as_micros() as u64
-}
-
-/// The `Instant` for microseconds since the Unix epoch.
-pub(crate) fn instant_from_unix_micros(us: u64) -> Instant {
-    let now_i = Instant::now();
-    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let at_s = Duration::from_micros(us);
-    if at_s >= now_s {
-        now_i + (at_s - now_s)
-    } else {
-        now_i.checked_sub(now_s - at_s).unwrap_or(now_i)
     }
 }
 

@@ -32,54 +32,75 @@ use state::PoolState;
 pub use state::PoolStats;
 
 /// Messages of the Pool actor.
+///
+/// Callers send `Checkout` and `Stats` (the [`Pool`](https://docs.rs/ractor-flame)
+/// handle does it for you); everything else the pool hears from its own
+/// runners and leases, as [`PoolMessage::Internal`], which only this crate
+/// can build or read.
 #[non_exhaustive]
 pub enum PoolMessage {
     /// A caller wants a slot. The reply port's timeout is its checkout budget.
     Checkout(RpcReplyPort<Result<Lease, Error>>),
-    /// A slot was returned (cast by a dropped [`Lease`] when callers wait):
-    /// serve the waiters. Late, duplicate or unknown ones are harmless.
-    Checkin(RunnerId),
     /// A snapshot of the pool.
     Stats(RpcReplyPort<PoolStats>),
+    /// From the pool's runners and leases.
+    Internal(Internal),
+}
+
+/// What the pool's runners and leases tell it. Opaque outside this crate.
+pub struct Internal(pub(crate) InternalMsg);
+
+impl Internal {
+    /// A slot of `runner` was returned. Late, duplicate or unknown ones are
+    /// harmless (the tests send such strays).
+    #[doc(hidden)]
+    pub fn checkin(runner: RunnerId) -> Self {
+        Internal(InternalMsg::Checkin(runner))
+    }
+}
+
+impl fmt::Debug for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            InternalMsg::Checkin(r) => write!(f, "Checkin({r})"),
+            InternalMsg::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
+            InternalMsg::RunnerLost { runner, reason } => write!(f, "RunnerLost({runner}, {reason})"),
+            InternalMsg::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
+            InternalMsg::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
+            InternalMsg::RetryBoot => f.write_str("RetryBoot"),
+        }
+    }
+}
+
+/// The messages of [`Internal`].
+pub(crate) enum InternalMsg {
+    /// A slot was returned (cast by a dropped [`Lease`] when callers wait):
+    /// serve the waiters.
+    Checkin(RunnerId),
     /// A runner connected and serves.
-    RunnerUp {
-        /// Which.
-        runner: RunnerId,
-        /// Its connection.
-        conn: RunnerConn,
-    },
+    RunnerUp { runner: RunnerId, conn: RunnerConn },
     /// A runner is gone.
-    RunnerLost {
-        /// Which.
-        runner: RunnerId,
-        /// Why.
-        reason: String,
-    },
+    RunnerLost { runner: RunnerId, reason: String },
     /// A runner has been idle and asks to stop.
-    IdleRequest {
-        /// Which.
-        runner: RunnerId,
-    },
+    IdleRequest { runner: RunnerId },
     /// A runner is stopping on its own; send it no more work.
-    RunnerStopping {
-        /// Which.
-        runner: RunnerId,
-    },
+    RunnerStopping { runner: RunnerId },
     /// The boot backoff timer fired.
     RetryBoot,
+}
+
+impl From<InternalMsg> for PoolMessage {
+    fn from(msg: InternalMsg) -> Self {
+        PoolMessage::Internal(Internal(msg))
+    }
 }
 
 impl fmt::Debug for PoolMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PoolMessage::Checkout(_) => f.write_str("Checkout"),
-            PoolMessage::Checkin(r) => write!(f, "Checkin({r})"),
             PoolMessage::Stats(_) => f.write_str("Stats"),
-            PoolMessage::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
-            PoolMessage::RunnerLost { runner, reason } => write!(f, "RunnerLost({runner}, {reason})"),
-            PoolMessage::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
-            PoolMessage::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
-            PoolMessage::RetryBoot => f.write_str("RetryBoot"),
+            PoolMessage::Internal(i) => i.fmt(f),
         }
     }
 }
@@ -142,7 +163,7 @@ impl Drop for Lease {
         self.slot.load.fetch_sub(1, Ordering::SeqCst);
         if self.always_tell || self.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
-            let _ = self.pool.cast(PoolMessage::Checkin(self.slot.runner));
+            let _ = self.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
         }
     }
 }
@@ -232,15 +253,17 @@ impl<B: Backend> Actor for Pool<B> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PoolMessage::Checkout(reply) => state.checkout(&myself, reply).await,
-            PoolMessage::Checkin(runner) => state.checkin(&myself, runner).await,
             PoolMessage::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
-            PoolMessage::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
-            PoolMessage::RunnerLost { runner, reason } => state.runner_lost(&myself, runner, Some(reason)).await,
-            PoolMessage::IdleRequest { runner } => state.idle_request(runner),
-            PoolMessage::RunnerStopping { runner } => state.runner_stopping(runner),
-            PoolMessage::RetryBoot => state.retry_boot(&myself).await,
+            PoolMessage::Internal(Internal(msg)) => match msg {
+                InternalMsg::Checkin(runner) => state.checkin(&myself, runner).await,
+                InternalMsg::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
+                InternalMsg::RunnerLost { runner, reason } => state.runner_lost(&myself, runner, Some(reason)).await,
+                InternalMsg::IdleRequest { runner } => state.idle_request(runner),
+                InternalMsg::RunnerStopping { runner } => state.runner_stopping(runner),
+                InternalMsg::RetryBoot => state.retry_boot(&myself).await,
+            },
         }
         Ok(())
     }

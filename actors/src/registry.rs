@@ -504,19 +504,43 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_se
     rmp_serde::to_vec_named(value)
 }
 
-/// FNV-1a, 64 bit: stable across builds and platforms (unlike `DefaultHasher`).
-struct Fnv(u64);
+/// FNV-1a, 64 bit: stable across builds and platforms (unlike
+/// `DefaultHasher`). The project's one hash: build identities here, runner
+/// image tags in the facade.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Fnv {
-    fn new() -> Self {
+    /// The FNV-1a offset basis.
+    pub fn new() -> Self {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// Mixes in `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// The hash of `bytes`.
+    pub fn hash(bytes: &[u8]) -> u64 {
+        let mut h = Fnv::new();
+        h.write(bytes);
+        h.finish()
     }
 }
 

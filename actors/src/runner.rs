@@ -20,7 +20,7 @@ use crate::backend::{Backend, RunnerContext};
 use crate::error::{BackendError, DownReason};
 use crate::link::RunnerConn;
 use crate::parent::RunnerId;
-use crate::pool::PoolMessage;
+use crate::pool::{InternalMsg, PoolMessage};
 use crate::wire::frame::ToRunner;
 
 /// Extra time, beyond the drain budget, a stopping Runner waits for its
@@ -229,10 +229,13 @@ impl<B: Backend> Actor for Runner<B> {
                 }
                 tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), "remote up");
                 state.conn = Some(conn.clone());
-                let _ = state.pool.cast(PoolMessage::RunnerUp {
-                    runner: state.id(),
-                    conn,
-                });
+                let _ = state.pool.cast(
+                    InternalMsg::RunnerUp {
+                        runner: state.id(),
+                        conn,
+                    }
+                    .into(),
+                );
             }
             RunnerMessage::BootTimeout => {
                 if state.conn.is_none() {
@@ -243,10 +246,10 @@ impl<B: Backend> Actor for Runner<B> {
             RunnerMessage::RemoteShutdown { reason } => {
                 let runner = state.id();
                 let msg = match reason {
-                    RemoteShutdownReason::Idle => PoolMessage::IdleRequest { runner },
-                    RemoteShutdownReason::Stopping(_) => PoolMessage::RunnerStopping { runner },
+                    RemoteShutdownReason::Idle => InternalMsg::IdleRequest { runner },
+                    RemoteShutdownReason::Stopping(_) => InternalMsg::RunnerStopping { runner },
                 };
-                let _ = state.pool.cast(msg);
+                let _ = state.pool.cast(msg.into());
             }
             RunnerMessage::ConnectionLost(reason) => self.connection_lost(&myself, state, reason),
             RunnerMessage::Refused(reason) => {
@@ -314,10 +317,11 @@ impl<B: Backend> Runner<B> {
         if let Some(conn) = &state.conn {
             conn.close(reason.clone());
         }
-        let _ = state.pool.cast(PoolMessage::RunnerLost {
+        let lost = InternalMsg::RunnerLost {
             runner: state.id(),
             reason: reason.to_string(),
-        });
+        };
+        let _ = state.pool.cast(lost.into());
         myself.stop(Some(reason.to_string()));
     }
 }

@@ -5,6 +5,7 @@
 //! [`connection`] drives one TCP connection (batched writes, heartbeats both
 //! ways, a reader that hands decoded frames to a callback).
 
+pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod frame;

@@ -407,13 +407,8 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// FNV-1a 64: stable across builds and platforms, and enough to tell
-/// executables apart. The facade's only hash.
+/// FNV-1a 64 (the project's one hash): stable across builds and
+/// platforms, and enough to tell executables apart.
 fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    ractor_flame_actors::Fnv::hash(bytes)
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
 
+use super::InternalMsg;
 use super::gate::{Gate, SlotShared};
 use super::{Lease, PoolArguments, PoolMessage};
 use crate::backend::{Backend, RunnerContext};
@@ -426,7 +427,7 @@ impl<B: Backend> PoolState<B> {
             let delay = retry.backoff(self.failures);
             tracing::warn!(target: "ractor_flame::pool", pool = %self.config.name, %reason, ?delay, "boot failed, retrying");
             self.retry_armed = true;
-            myself.send_after(delay, || PoolMessage::RetryBoot);
+            myself.send_after(delay, || InternalMsg::RetryBoot.into());
         }
     }
 

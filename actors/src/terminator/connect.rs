@@ -10,9 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{Serve, TerminatorMessage};
-use crate::link::instant_from_unix_micros;
 use crate::parent::Parent;
 use crate::registry::BuildId;
+use crate::wire::clock::instant_from_unix_micros;
 use crate::wire::codec::{encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions};
 use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
