@@ -6,8 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ractor_flame::{CallOptions, Error, PoolEvent};
-use support::functions::{Echo, Fail, Keeper, KeeperArgs, KeeperCast, Panic, Sleep, WhereAmI};
+use ractor_flame::{CallOptions, Error, IdleShutdown, PoolEvent};
+use support::functions::{
+    self, AllowIdle, Echo, Fail, IdleAsks, Keeper, KeeperArgs, KeeperCast, Panic, Sleep, SleepWhere, WhereAmI,
+};
 use support::{Events, Kind, config, eventually, key, pool_with, probe, sleep};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -248,15 +250,24 @@ async fn b12_min_runners_boot_in_parallel_at_start(kind: Kind) {
 async fn b13_checkout_picks_the_least_loaded_runner(kind: Kind) {
     let pool = pool_with(kind, config(2).min(2).max_concurrency(10)).await;
     support::runners(&pool, 2).await;
-    let k = key();
-    let first = support::sleeping(&pool, &k, 2_000);
+    let hold = |ms| {
+        let (pool, args) = (pool.pool.clone(), sleep(&key(), ms));
+        tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
+    };
+    // A long call takes one runner, a short one the other and ends: loads
+    // are now 1 and 0, and the runner with 0 is the one that served last.
+    // "First runner with room" sends the short call (and the next) to the
+    // long call's runner; round robin sends the next call back to it.
+    let long = hold(3_000);
     support::busy(&pool, 1).await;
-    // The next two calls go to the idle runner, then alternate; WhereAmI
-    // runs on the runner with fewer checkouts.
-    let a = pool.call::<WhereAmI>(()).await.unwrap();
-    let b = pool.call::<WhereAmI>(()).await.unwrap();
-    assert_eq!(a.runner, b.runner, "both went to the runner without the sleep");
-    first.abort();
+    let short = hold(1).await.unwrap().unwrap();
+    support::busy(&pool, 1).await;
+    let next = pool.call::<WhereAmI>(()).await.unwrap();
+    let again = pool.call::<WhereAmI>(()).await.unwrap();
+    let long = long.await.unwrap().unwrap();
+    assert_ne!(short.runner, long.runner, "the second call went to the idle runner");
+    assert_ne!(next.runner, long.runner, "not the runner holding the work");
+    assert_eq!(again.runner, next.runner, "still the less loaded runner");
     pool.stop().await;
 }
 
@@ -301,25 +312,69 @@ async fn b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses(kind: Kind) {
 }
 
 async fn b16_waiters_that_gave_up_are_skipped(kind: Kind) {
-    let pool = pool_with(kind, config(1).max_concurrency(2)).await;
-    let (k_hold, k_gave_up) = (key(), key());
-    let holders: Vec<_> = (0..2).map(|_| support::sleeping(&pool, &k_hold, 300)).collect();
-    support::busy(&pool, 2).await;
-    let err = pool
-        .call_with::<Sleep>(
-            sleep(&k_gave_up, 1),
-            CallOptions::new().timeout(Duration::from_millis(50)),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::CheckoutTimeout { .. }));
-    let served = pool.call::<Echo>("served".into()).await.unwrap();
-    assert_eq!(served, "served");
-    for h in holders {
-        h.await.unwrap().unwrap();
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(1).max_concurrency(1))).await;
+    let (k_hold, k_timed_out, k_dropped, k_live) = (key(), key(), key(), key());
+    let holder = {
+        let (pool, args) = (pool.pool.clone(), sleep(&k_hold, 2_500));
+        tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
+    };
+    support::busy(&pool, 1).await;
+    // Two waiters queue ahead of the live one and give up: one passes its
+    // deadline, the other's caller goes away.
+    let dropped = support::sleeping(&pool, &k_dropped, 1);
+    eventually("the first waiter queues", WAIT, || async {
+        pool.stats().await.unwrap().waiting == 1
+    })
+    .await;
+    // Its deadline passes after the live waiter queued, before the slot frees.
+    let timed_out = tokio::spawn({
+        let pool = pool.pool.clone();
+        let args = sleep(&k_timed_out, 1);
+        async move {
+            pool.call_with::<Sleep>(args, CallOptions::new().timeout(Duration::from_millis(1_000)))
+                .await
+        }
+    });
+    eventually("the second waiter queues", WAIT, || async {
+        pool.stats().await.unwrap().waiting == 2
+    })
+    .await;
+    let live = {
+        let (pool, args) = (pool.pool.clone(), sleep(&k_live, 1));
+        tokio::spawn(async move {
+            pool.call_with::<SleepWhere>(args, CallOptions::new().timeout(Duration::from_secs(8)))
+                .await
+        })
+    };
+    eventually("the live waiter queues behind them", WAIT, || async {
+        pool.stats().await.unwrap().waiting == 3
+    })
+    .await;
+    dropped.abort();
+    let err = timed_out.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::CheckoutTimeout { .. }), "{err:?}");
+    assert_eq!(
+        pool.stats().await.unwrap().waiting,
+        1,
+        "only the live waiter still waits"
+    );
+    assert_eq!(
+        pool.stats().await.unwrap().busy,
+        1,
+        "the holder still holds the one slot"
+    );
+    // The one slot frees: it goes to the live waiter behind the two that
+    // gave up, on the same runner (nothing booted for the dead ones).
+    let held = holder.await.unwrap().unwrap();
+    let served = live.await.unwrap().expect("the live waiter is served");
+    assert_eq!(served.runner, held.runner);
+    assert_eq!(events.grow_starts(), 1, "{:?}", events.all());
+    for k in [&k_timed_out, &k_dropped] {
+        let counts = probe(&pool, k).await;
+        assert_eq!(counts.running + counts.completed + counts.dropped, 0, "never served");
     }
-    let counts = probe(&pool, &k_gave_up).await;
-    assert_eq!(counts.running + counts.completed + counts.dropped, 0, "never served");
+    assert_eq!(probe(&pool, &k_live).await.completed, 1);
     support::busy(&pool, 0).await;
     pool.stop().await;
 }
@@ -461,6 +516,36 @@ async fn b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget(kind: Ki
     pool.stop().await;
 }
 
+async fn b22_an_idle_predicate_holds_the_runner_until_it_agrees(kind: Kind) {
+    let events = Events::default();
+    let idle = Duration::from_millis(100);
+    let cfg = config(1).idle_shutdown_after(IdleShutdown::when(idle, functions::IDLE_PREDICATE));
+    let pool = pool_with(kind, events.hooks(cfg)).await;
+    let first = pool.call::<WhereAmI>(()).await.unwrap();
+    // Idle time has to pass for the predicate to be asked, and any call
+    // resets it: look only every few idle periods.
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(idle * 3).await;
+        if pool.call::<IdleAsks>(()).await.unwrap() >= 3 {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the idle predicate was never asked");
+    }
+    // Asked (and refused) several times: the runner stayed.
+    assert_eq!(events.shrinks(), 0, "{:?}", events.all());
+    assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, first.runner);
+    // It agrees: the runner idles down.
+    pool.call::<AllowIdle>(true).await.unwrap();
+    eventually("the runner idles down once the predicate agrees", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    let s = pool.stats().await.unwrap();
+    assert_eq!((s.runners, s.booting), (0, 0));
+    pool.stop().await;
+}
+
 async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(2).single_use(true))).await;
@@ -480,17 +565,50 @@ async fn b23_single_use_runners_stop_after_their_first_call(kind: Kind) {
 async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
     let pool = pool_with(kind, config(2).min(2)).await;
     support::runners(&pool, 2).await;
-    let place = pool.call::<WhereAmI>(()).await.unwrap();
     let k = key();
-    let in_flight = support::sleeping(&pool, &k, 300);
+    let in_flight = {
+        let (pool, args) = (pool.pool.clone(), sleep(&k, 300));
+        tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
+    };
     support::busy(&pool, 1).await;
+    // The least loaded runner: the other one (B13).
+    let idle = pool.call::<WhereAmI>(()).await.unwrap();
     pool.stop().await;
-    assert_eq!(in_flight.await.unwrap().unwrap(), 300, "the call in flight drained");
-    match &pool.local {
-        Some(local) => assert_eq!(local.system_shutdowns(), 2, "each runner shut down once"),
-        None if kind == Kind::Process => assert!(!support::alive(place.pid), "runner process is gone"),
-        None => {}
+    let drained = in_flight.await.unwrap().expect("the call in flight drained");
+    assert_ne!(drained.runner, idle.runner);
+    match kind {
+        Kind::Local => {
+            let local = pool.local.as_ref().unwrap();
+            assert_eq!(local.system_shutdowns(), 2, "each runner shut down once");
+        }
+        Kind::Process => {
+            for place in [&drained, &idle] {
+                assert!(!support::alive(place.pid), "runner process {} is gone", place.pid);
+            }
+        }
+        Kind::Docker => docker_containers_gone(pool.name()).await,
     }
+}
+
+/// No container of pool `name` runs once `stop` returned, and none is left
+/// (running or not) soon after.
+#[cfg(feature = "docker")]
+async fn docker_containers_gone(name: &str) {
+    let docker = bollard::Docker::connect_with_defaults().expect("docker client");
+    assert_eq!(
+        support::docker::running(&docker, name).await,
+        Vec::<String>::new(),
+        "no runner container outlives stop()"
+    );
+    eventually("no labelled container is left", Duration::from_secs(3), || async {
+        support::docker::containers(&docker, name).await == 0
+    })
+    .await;
+}
+
+#[cfg(not(feature = "docker"))]
+async fn docker_containers_gone(_: &str) {
+    unreachable!("the docker feature is off")
 }
 
 async fn b29_idle_shutdown_never_interrupts_work(kind: Kind) {
@@ -744,6 +862,7 @@ conformance!(
     b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min,
     b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
     b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
+    b22_an_idle_predicate_holds_the_runner_until_it_agrees,
     b23_single_use_runners_stop_after_their_first_call,
     b24_stopping_a_pool_drains_then_stops_every_runner,
     b29_idle_shutdown_never_interrupts_work,
@@ -773,6 +892,7 @@ conformance!(docker:
     b20_every_call_checks_in_exactly_once,
     b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
     b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
+    b22_an_idle_predicate_holds_the_runner_until_it_agrees,
     b23_single_use_runners_stop_after_their_first_call,
     b24_stopping_a_pool_drains_then_stops_every_runner,
     b29_idle_shutdown_never_interrupts_work,

@@ -421,5 +421,110 @@ pub fn registry() -> Registry {
         .register::<SpinBlocking>()
         .register::<BlockingPanic>()
         .register::<AwaitedPanic>()
+        .register::<SleepWhere>()
+        .register::<Env>()
+        .register::<Threads>()
+        .register::<AllowIdle>()
+        .register::<IdleAsks>()
+        .idle_predicate(IDLE_PREDICATE, idle_allowed)
         .register_actor::<Keeper>()
+}
+
+/// Sleeps like [`Sleep`] (counted under `key`), then reports where it ran:
+/// a call that holds its runner and names it.
+pub struct SleepWhere;
+
+impl RemoteFn for SleepWhere {
+    const NAME: &'static str = "test.sleep_where";
+    type Args = SleepArgs;
+    type Output = Place;
+    async fn run(args: SleepArgs) -> Result<Place, FnError> {
+        Sleep::run(args).await?;
+        WhereAmI::run(()).await
+    }
+}
+
+/// The value of an environment variable on the runner.
+pub struct Env;
+
+impl RemoteFn for Env {
+    const NAME: &'static str = "test.env";
+    type Args = String;
+    type Output = Option<String>;
+    async fn run(name: String) -> Result<Option<String>, FnError> {
+        Ok(std::env::var(name).ok())
+    }
+}
+
+/// Starts up to `n` threads that all stay alive until the last one started,
+/// then ends them; returns how many could start (a pids limit stops a
+/// fork bomb here).
+pub struct Threads;
+
+impl RemoteFn for Threads {
+    const NAME: &'static str = "test.threads";
+    const BLOCKING: bool = true;
+    type Args = usize;
+    type Output = usize;
+    async fn run(n: usize) -> Result<usize, FnError> {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Arc::new(Mutex::new(wait));
+        let mut started = Vec::new();
+        for _ in 0..n {
+            let wait = wait.clone();
+            let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+                // Blocks until `release` is dropped.
+                let _ = wait.lock().map(|w| w.recv());
+            });
+            match spawned {
+                Ok(handle) => started.push(handle),
+                Err(_) => break,
+            }
+        }
+        let count = started.len();
+        drop(release);
+        for handle in started {
+            let _ = handle.join();
+        }
+        Ok(count)
+    }
+}
+
+/// The idle predicate the tests register: a runner whose pool says
+/// `IdleShutdown::when(_, IDLE_PREDICATE)` idles down only after
+/// [`AllowIdle`] said `true` in its process. Each question is counted
+/// ([`IdleAsks`]).
+pub const IDLE_PREDICATE: &str = "test.idle_allowed";
+
+static IDLE_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static IDLE_ASKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn idle_allowed() -> bool {
+    IDLE_ASKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    IDLE_ALLOWED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Sets what [`IDLE_PREDICATE`] answers in the runner's process.
+pub struct AllowIdle;
+
+impl RemoteFn for AllowIdle {
+    const NAME: &'static str = "test.allow_idle";
+    type Args = bool;
+    type Output = ();
+    async fn run(allowed: bool) -> Result<(), FnError> {
+        IDLE_ALLOWED.store(allowed, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// How often [`IDLE_PREDICATE`] was asked in the runner's process.
+pub struct IdleAsks;
+
+impl RemoteFn for IdleAsks {
+    const NAME: &'static str = "test.idle_asks";
+    type Args = ();
+    type Output = u32;
+    async fn run(_: ()) -> Result<u32, FnError> {
+        Ok(IDLE_ASKED.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
