@@ -13,8 +13,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_flame::actors::runner::{Runner, RunnerArguments, RunnerMessage};
 use ractor_flame::actors::{RunnerSettings, Token};
 use ractor_flame::{
-    Backend, BackendError, BootRetry, Error, LocalBackend, Pool, PoolEvent, PoolMessage, Registry, RunnerContext,
-    RunnerId,
+    Backend, BackendError, BootRetry, Error, LocalBackend, Pool, PoolEvent, PoolMessage, ProcessBackend, ProcessState,
+    Registry, RunnerContext, RunnerId,
 };
 use support::functions::Echo;
 use support::{Events, config, eventually};
@@ -190,22 +190,143 @@ async fn runner_with(backend: Counting) -> (ActorRef<RunnerMessage>, Arc<Mutex<O
     (runner, ended)
 }
 
-#[tokio::test]
+/// A real process backend that records each `remote_boot` (and the pid it
+/// started) and answers a [`Marker`] sent as `RunnerMessage::Info`, so a
+/// test knows when every earlier message of the Runner's mailbox was handled.
+#[derive(Clone)]
+struct Recording {
+    inner: ProcessBackend,
+    boots: Arc<AtomicUsize>,
+    pids: Arc<Mutex<Vec<u32>>>,
+    markers: Arc<AtomicUsize>,
+}
+
+/// Passed through the Runner's mailbox behind other messages.
+struct Marker;
+
+impl Recording {
+    fn new() -> Self {
+        Recording {
+            inner: ProcessBackend::new(support::runner_exe()),
+            boots: Arc::default(),
+            pids: Arc::default(),
+            markers: Arc::default(),
+        }
+    }
+}
+
+impl Backend for Recording {
+    type State = ProcessState;
+    fn name(&self) -> &'static str {
+        "recording-process"
+    }
+    async fn init(&self, ctx: &RunnerContext) -> Result<ProcessState, BackendError> {
+        self.inner.init(ctx).await
+    }
+    async fn remote_boot(&self, state: &mut ProcessState, ctx: &RunnerContext) -> Result<(), BackendError> {
+        self.boots.fetch_add(1, Ordering::AcqRel);
+        let booted = self.inner.remote_boot(state, ctx).await;
+        self.pids.lock().unwrap().extend(state.pid());
+        booted
+    }
+    async fn handle_info(
+        &self,
+        state: &mut ProcessState,
+        info: Box<dyn std::any::Any + Send>,
+    ) -> Option<ractor_flame::DownReason> {
+        if info.is::<Marker>() {
+            self.markers.fetch_add(1, Ordering::AcqRel);
+            return None;
+        }
+        self.inner.handle_info(state, info).await
+    }
+    fn down_grace(&self) -> Duration {
+        self.inner.down_grace()
+    }
+    async fn terminate(&self, state: &mut ProcessState) {
+        self.inner.terminate(state).await
+    }
+}
+
+/// Plays the pool for a Runner under test: counts what the Runner tells it.
+struct CountingPool(Arc<AtomicUsize>);
+
+impl Actor for CountingPool {
+    type Msg = PoolMessage;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<PoolMessage>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(&self, _: ActorRef<PoolMessage>, _: PoolMessage, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Live processes whose `FLAME_PARENT` names runner `id`.
+fn processes_of(id: RunnerId) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let parent = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
+            .find_map(|v| ractor_flame::Parent::decode(&String::from_utf8_lossy(v)).ok());
+        if parent.is_some_and(|p| p.runner_id == id) && support::alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b25_boot_is_one_shot() {
-    let backend = Counting::default();
-    let (runner, ended) = runner_with(backend.clone()).await;
+    const WAIT: Duration = Duration::from_secs(10);
+    let backend = Recording::new();
+    let told = Arc::new(AtomicUsize::new(0));
+    let (pool, _) = Actor::spawn(None, CountingPool(told.clone()), ()).await.unwrap();
+    let id = RunnerId::new();
+    let args = RunnerArguments {
+        pool: pool.clone(),
+        context: Box::new(move |runner| RunnerContext {
+            runner_id: id,
+            pool: "b25".into(),
+            token: Token::generate(),
+            registry: support::functions::registry(),
+            settings: RunnerSettings::default(),
+            boot_timeout: Duration::from_secs(10),
+            runner,
+        }),
+    };
+    let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend.clone())), args, pool.get_cell())
+        .await
+        .unwrap();
     runner.cast(RunnerMessage::Boot).unwrap();
     runner.cast(RunnerMessage::Boot).unwrap();
-    eventually("the first boot ran", Duration::from_secs(5), || async {
-        backend.boots.load(Ordering::Acquire) == 1
+    runner.cast(RunnerMessage::Info(Box::new(Marker))).unwrap();
+    eventually("the Runner handled both boots", WAIT, || async {
+        backend.markers.load(Ordering::Acquire) == 1
     })
     .await;
-    // A third message after both boots: once it is handled, the second boot
-    // has been handled (and refused) too.
-    runner.cast(RunnerMessage::Boot).unwrap();
-    let _ = runner.drain_and_wait(Some(Duration::from_secs(5))).await;
-    assert_eq!(backend.boots.load(Ordering::Acquire), 1);
-    assert!(ended.lock().unwrap().as_deref() != Some("quota exceeded"));
+    assert_eq!(backend.boots.load(Ordering::Acquire), 1, "remote_boot ran once");
+    let pids = backend.pids.lock().unwrap().clone();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert_eq!(processes_of(id), pids, "one runner process, the one booted");
+    // The one boot is real: the runner connects and the pool hears of it.
+    eventually("the runner is up", WAIT, || async { told.load(Ordering::Acquire) >= 1 }).await;
+    assert_eq!(processes_of(id), pids);
+    runner.stop_and_wait(None, Some(WAIT)).await.unwrap();
+    eventually("the runner process is gone", WAIT, || async {
+        processes_of(id).is_empty()
+    })
+    .await;
+    pool.stop(None);
 }
 
 #[tokio::test]
