@@ -28,6 +28,21 @@ impl Visit for Captured {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+        let mut captured = Captured {
+            target: attrs.metadata().target().to_owned(),
+            text: format!("span={} ", attrs.metadata().name()),
+        };
+        attrs.record(&mut captured);
+        self.0.lock().unwrap().push(captured);
+    }
+
+    fn on_record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>, _: Context<'_, S>) {
+        let mut captured = Captured::default();
+        values.record(&mut captured);
+        self.0.lock().unwrap().push(captured);
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut captured = Captured {
             target: event.metadata().target().to_owned(),
@@ -92,4 +107,205 @@ async fn lifecycle_events_carry_the_pool_and_runner_and_no_secret() {
         ractor_flame::BuildId(1),
     );
     assert!(format!("{parent:?}").contains("Token(<redacted>)"));
+}
+
+/// Every event and span (fields as text) from every thread of this test
+/// binary, from the first call on: runtimes' workers, link threads and
+/// blocking threads included, which a thread-local subscriber would miss.
+fn global_capture() -> Arc<Mutex<Vec<Captured>>> {
+    static ALL: std::sync::OnceLock<Arc<Mutex<Vec<Captured>>>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(all.clone()));
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        all
+    })
+    .clone()
+}
+
+/// The token bytes of a runner's `FLAME_PARENT`.
+fn token_of(parent: &Parent) -> Vec<u8> {
+    let encoded = rmp_serde::to_vec(&parent.token).unwrap();
+    let bytes = rmp_serde::from_slice::<serde_bytes::ByteBuf>(&encoded)
+        .unwrap()
+        .into_vec();
+    assert_eq!(bytes.len(), 32, "a 32-byte token");
+    bytes
+}
+
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[(n >> (18 - 6 * i)) as usize & 63] as char);
+        }
+    }
+    out
+}
+
+/// How a token could show up in text: hex, base64 (both alphabets), a
+/// `Debug` of its bytes; whole and its first 12 bytes (a truncated print).
+fn renderings(token: &[u8]) -> Vec<String> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = Vec::new();
+    for part in [token, &token[..12]] {
+        let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
+        out.push(hex.to_uppercase());
+        out.push(hex);
+        out.push(base64(part, STD));
+        out.push(base64(part, URL));
+    }
+    let head = &token[..8];
+    out.push(format!("{head:?}").trim_end_matches(']').to_owned());
+    out.push(format!("{head:x?}").trim_end_matches(']').to_owned());
+    out.push(String::from_utf8_lossy(token).into_owned());
+    out
+}
+
+/// Runs calls, errors, a cast, idle shutdown and stop on a two-runner pool
+/// of `kind` while reading each runner's real `FLAME_PARENT` (from the
+/// process environment, or the container's); then no captured event or
+/// span, in any thread, and no `Debug` output of the pool, backend, parents,
+/// stats or errors holds a token or the user's secret env value.
+async fn runner_tokens_never_appear(kind: support::Kind) {
+    use support::functions::{Fail, Panic, Sleep, SleepWhere};
+    let captured = global_capture();
+    let user_secret = format!("user-secret-{}", support::key());
+    let cfg = config(2)
+        .max_concurrency(1)
+        .idle_shutdown_after(Duration::from_millis(1_500));
+    let name = cfg.get_name().to_owned();
+    let registry = support::functions::registry();
+    let mut printed = Vec::new();
+    let pool = match kind {
+        support::Kind::Process => {
+            let backend =
+                ractor_flame::ProcessBackend::new(support::runner_exe()).env("FLAME_USER_SECRET", &user_secret);
+            printed.push(format!("{backend:?}"));
+            let pool = Pool::start(cfg, backend.clone(), &registry).await.unwrap();
+            printed.push(format!("{backend:?}"));
+            pool
+        }
+        #[cfg(feature = "docker")]
+        support::Kind::Docker => {
+            let backend = support::docker::backend().env("FLAME_USER_SECRET", &user_secret);
+            printed.push(format!("{backend:?}"));
+            let pool = Pool::start(cfg, backend.clone(), &registry).await.unwrap();
+            printed.push(format!("{backend:?}"));
+            pool
+        }
+        _ => unreachable!("remote backends only: the local one has no token"),
+    };
+    // Two runners, both up.
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, args) = (pool.clone(), support::sleep(&support::key(), 300));
+            tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
+        })
+        .collect();
+    support::busy(&pool, 2).await;
+    let mut flame_parents = Vec::new();
+    match kind {
+        support::Kind::Process => {
+            for call in calls {
+                let place = call.await.unwrap().unwrap();
+                let environ = std::fs::read(format!("/proc/{}/environ", place.pid)).unwrap();
+                flame_parents.extend(
+                    environ
+                        .split(|b| *b == 0)
+                        .filter_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
+                        .map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                );
+            }
+        }
+        #[cfg(feature = "docker")]
+        support::Kind::Docker => {
+            let docker = bollard::Docker::connect_with_defaults().unwrap();
+            for id in support::docker::running(&docker, &name).await {
+                let inspect = docker.inspect_container(&id, None).await.unwrap();
+                let env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+                flame_parents.extend(
+                    env.iter()
+                        .filter_map(|kv| kv.strip_prefix("FLAME_PARENT="))
+                        .map(str::to_owned),
+                );
+            }
+            for call in calls {
+                call.await.unwrap().unwrap();
+            }
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(flame_parents.len(), 2, "each runner's FLAME_PARENT was read");
+    let parents: Vec<Parent> = flame_parents.iter().map(|v| Parent::decode(v).unwrap()).collect();
+    // Errors, a panic, a deadline, a cast: the paths that log.
+    printed.push(format!("{:?}", pool.call::<Fail>("x".into()).await.unwrap_err()));
+    printed.push(format!("{:?}", pool.call::<Panic>("y".into()).await.unwrap_err()));
+    let deadline = ractor_flame::CallOptions::new().timeout(Duration::from_millis(50));
+    let err = pool
+        .call_with::<Sleep>(support::sleep(&support::key(), 5_000), deadline)
+        .await
+        .unwrap_err();
+    printed.push(format!("{err:?}"));
+    pool.cast::<Fail>("z".into()).unwrap();
+    printed.push(format!("{:?}", pool.stats().await.unwrap()));
+    printed.push(format!("{pool:?}"));
+    printed.push(format!("{parents:?}"));
+    // Idle shutdown, then stop.
+    eventually("the runners idle down", Duration::from_secs(20), || async {
+        pool.stats().await.unwrap().runners == 0
+    })
+    .await;
+    pool.stop().await;
+    printed.push(format!("{pool:?}"));
+
+    let texts: Vec<String> = captured
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e.target, e.text))
+        .collect();
+    // The capture saw this pool's life, so the search below means something.
+    let ups = texts
+        .iter()
+        .filter(|t| t.contains("message=runner up ") && t.contains(&format!("pool={name} ")))
+        .count();
+    assert!(ups >= 2, "captured {ups} `runner up` events of {name}");
+    let mut secrets: Vec<(String, String)> = flame_parents
+        .iter()
+        .map(|v| ("FLAME_PARENT".into(), v.clone()))
+        .collect();
+    secrets.push(("the user's env value".into(), user_secret.clone()));
+    for parent in &parents {
+        for r in renderings(&token_of(parent)) {
+            secrets.push((format!("the token of {:?}", parent.runner_id), r));
+        }
+    }
+    for (what, secret) in &secrets {
+        for text in texts.iter().chain(&printed) {
+            assert!(!text.contains(secret.as_str()), "{what} ({secret}) appears in: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b35_process_runner_tokens_never_appear_in_events_or_debug_output() {
+    runner_tokens_never_appear(support::Kind::Process).await;
+}
+
+#[cfg(feature = "docker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b35_docker_runner_tokens_never_appear_in_events_or_debug_output() {
+    if support::docker::engine("b35_docker_runner_tokens_never_appear_in_events_or_debug_output")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    runner_tokens_never_appear(support::Kind::Docker).await;
 }
