@@ -13,7 +13,7 @@ use bollard::query_parameters::KillContainerOptionsBuilder;
 use ractor_flame::docker::{DockerBackend, Engine, Image};
 use ractor_flame::{DownReason, Error, Pool};
 use support::docker::{backend, containers, engine, running};
-use support::functions::{Alloc, Echo, WhereAmI};
+use support::functions::{Alloc, Echo, Env, Threads, WhereAmI};
 use support::{config, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -269,4 +269,81 @@ async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway()
     .await;
     docker.remove_network(&network).await.unwrap();
     assert_eq!(result.unwrap(), "over the bridge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b39_cpu_and_pids_limits_reach_the_container_and_hold() {
+    let Some(docker) = engine("b39_cpu_and_pids_limits_reach_the_container_and_hold").await else {
+        return;
+    };
+    let pool = start(config(1), backend().cpus(0.5).pids(64)).await;
+    pool.call::<Echo>("up".into()).await.unwrap();
+    let id = running(&docker, pool.name()).await.remove(0);
+    let host = docker.inspect_container(&id, None).await.unwrap().host_config.unwrap();
+    assert_eq!(host.nano_cpus, Some(500_000_000), "0.5 CPU");
+    assert_eq!(host.pids_limit, Some(64));
+    // The pids limit holds: a burst of 200 threads stops short of 64
+    // processes and threads in the container, and the runner survives it.
+    let started = pool.call::<Threads>(200).await.unwrap();
+    assert!(started < 64, "{started} threads started under a pids limit of 64");
+    assert_eq!(pool.call::<Echo>("still up".into()).await.unwrap(), "still up");
+    pool.stop().await;
+    gone(&docker, &pool).await;
+
+    // Without limits, the same burst runs in full (the limit above is what
+    // stopped it) and the engine shows none.
+    let pool = start(config(1), backend()).await;
+    assert_eq!(pool.call::<Threads>(200).await.unwrap(), 200);
+    let id = running(&docker, pool.name()).await.remove(0);
+    let host = docker.inspect_container(&id, None).await.unwrap().host_config.unwrap();
+    assert!(matches!(host.nano_cpus, None | Some(0)), "{:?}", host.nano_cpus);
+    assert!(
+        matches!(host.pids_limit, None | Some(0) | Some(-1)),
+        "{:?}",
+        host.pids_limit
+    );
+    pool.stop().await;
+    gone(&docker, &pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b37_docker_flame_parent_is_not_overridable_by_user_env() {
+    let Some(docker) = engine("b37_docker_flame_parent_is_not_overridable_by_user_env").await else {
+        return;
+    };
+    let user = DockerBackend::new()
+        .image(Image::Executable(support::runner_exe().into()))
+        .stop_timeout(Duration::from_secs(1))
+        .env("FLAME_PARENT", "x")
+        .env("FLAME_USER_VAR", "1");
+    let pool = start(config(1), user).await;
+    // The runner booted, so it read a real FLAME_PARENT: the one naming it.
+    let place = pool.call::<WhereAmI>(()).await.unwrap();
+    let seen = pool
+        .call::<Env>("FLAME_PARENT".into())
+        .await
+        .unwrap()
+        .expect("FLAME_PARENT set");
+    assert_ne!(seen, "x");
+    let parent = ractor_flame::Parent::decode(&seen).unwrap();
+    assert_eq!(format!("{:?}", parent.runner_id), place.runner);
+    assert_eq!(parent.backend, "docker");
+    // The user's other variables pass through.
+    assert_eq!(
+        pool.call::<Env>("FLAME_USER_VAR".into()).await.unwrap().as_deref(),
+        Some("1")
+    );
+    // The container holds exactly one FLAME_PARENT, the real one.
+    let id = running(&docker, pool.name()).await.remove(0);
+    let env = docker
+        .inspect_container(&id, None)
+        .await
+        .unwrap()
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    let flame_parents: Vec<_> = env.iter().filter(|kv| kv.starts_with("FLAME_PARENT=")).collect();
+    assert_eq!(flame_parents, vec![&format!("FLAME_PARENT={seen}")]);
+    pool.stop().await;
+    gone(&docker, &pool).await;
 }
