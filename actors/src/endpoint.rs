@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::wire::outbox::Outbox;
 use ractor::ActorRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::backend::RunnerContext;
 use crate::error::DownReason;
@@ -230,7 +230,7 @@ async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Exp
 
 /// Starts the driver of an authenticated connection and casts `RemoteUp`.
 fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
-    let (tx, rx) = mpsc::unbounded_channel::<ToRunner>();
+    let (tx, queue) = Outbox::<ToRunner>::new();
     let conn = RunnerConn::remote(runner_id, tx, expected.opts.max_frame);
     let runner = expected.runner;
     let (frame_conn, frame_runner) = (conn.clone(), runner.clone());
@@ -238,7 +238,7 @@ fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
     connection::spawn(
         stream,
         expected.opts,
-        rx,
+        queue,
         move |body: &[u8]| {
             on_runner_frame(decode_body(body)?, &frame_conn, &frame_runner);
             Ok(())
@@ -285,7 +285,7 @@ pub async fn boot_in_process(
     ctx: &RunnerContext,
     system_shutdown: Option<SystemShutdown>,
 ) -> Result<ractor::ActorRef<crate::terminator::TerminatorMessage>, ractor::SpawnErr> {
-    let (to_parent, mut from_runner) = mpsc::unbounded_channel::<ToParent>();
+    let (to_parent, mut from_runner) = Outbox::<ToParent>::new();
     // Calls that run as tasks of their own (blocking functions) reply here
     // too. A weak sender: the channel must close when the Terminator ends.
     let to_parent_for_calls = to_parent.downgrade();
@@ -303,7 +303,7 @@ pub async fn boot_in_process(
     let runner = ctx.runner.clone();
     let (frame_conn, frame_runner) = (conn.clone(), runner.clone());
     tokio::spawn(async move {
-        while let Some(frame) = from_runner.recv().await {
+        while let Some(frame) = from_runner.recv_one().await {
             on_runner_frame(frame, &frame_conn, &frame_runner);
         }
         // The channel closes when the Terminator is gone; wait for its exit

@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
 use crate::terminator::{Serve, TerminatorMessage};
 use crate::wire::clock::unix_micros;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, ToRunner};
+use crate::wire::outbox::{Outbox, WeakOutbox};
 
 /// How long past its deadline the parent waits for a runner's own deadline
 /// reply before it gives up on its own (and cancels the work).
@@ -96,10 +97,10 @@ enum Transport {
         serve: Arc<Serve>,
         control: ActorRef<TerminatorMessage>,
         /// Where calls dispatched as tasks (blocking functions) reply.
-        replies: mpsc::WeakUnboundedSender<ToParent>,
+        replies: WeakOutbox<ToParent>,
     },
     Remote {
-        tx: mpsc::UnboundedSender<ToRunner>,
+        tx: Outbox<ToRunner>,
     },
 }
 
@@ -121,7 +122,7 @@ impl RunnerConn {
         runner: RunnerId,
         serve: Arc<Serve>,
         control: ActorRef<TerminatorMessage>,
-        replies: mpsc::WeakUnboundedSender<ToParent>,
+        replies: WeakOutbox<ToParent>,
     ) -> Self {
         Self::with(
             runner,
@@ -134,7 +135,7 @@ impl RunnerConn {
         )
     }
 
-    pub(crate) fn remote(runner: RunnerId, tx: mpsc::UnboundedSender<ToRunner>, max_frame: usize) -> Self {
+    pub(crate) fn remote(runner: RunnerId, tx: Outbox<ToRunner>, max_frame: usize) -> Self {
         Self::with(runner, Transport::Remote { tx }, max_frame)
     }
 
@@ -235,7 +236,7 @@ impl RunnerConn {
                         linked: req.linked,
                     };
                     let (linked, deadline) = (req.linked, req.deadline);
-                    let sent = || {
+                    let sent = |_alone| {
                         serve.dispatch(call, deadline, replies);
                         true
                     };
@@ -275,28 +276,31 @@ impl RunnerConn {
                     want_result: req.want_result,
                     linked,
                 };
-                let sent = || tx.send(ToRunner::Call(frame)).is_ok();
+                // A lone call goes straight out from this thread; calls
+                // made together are batched by the link thread.
+                let sent = |alone| tx.send_alone(ToRunner::Call(frame), alone);
                 self.send_and_wait(id, linked, deadline, hold, sent).await
             }
         }
     }
 
-    /// Registers call `id`, sends it with `send`, and waits for its outcome.
+    /// Registers call `id`, sends it with `send` (told whether it is the only
+    /// call in flight), and waits for its outcome.
     async fn send_and_wait(
         &self,
         id: u64,
         linked: bool,
         deadline: Option<Instant>,
         hold: Option<SlotHold>,
-        send: impl FnOnce() -> bool,
+        send: impl FnOnce(bool) -> bool,
     ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .expect("poisoned")
-            .insert(id, Pending::Waiting(tx));
-        if !send() {
+        let alone = {
+            let mut pending = self.inner.pending.lock().expect("poisoned");
+            pending.insert(id, Pending::Waiting(tx));
+            pending.len() == 1
+        };
+        if !send(alone) {
             self.inner.pending.lock().expect("poisoned").remove(&id);
             return Err(self.down_error());
         }
@@ -375,7 +379,13 @@ impl RunnerConn {
                 Ok(())
             }
             // The reply (`Done`) matches no pending call and is dropped.
-            Transport::Remote { tx } => tx.send(ToRunner::Call(frame)).map_err(|_| self.down_error()),
+            Transport::Remote { tx } => {
+                if tx.send(ToRunner::Call(frame)) {
+                    Ok(())
+                } else {
+                    Err(self.down_error())
+                }
+            }
         }
     }
 

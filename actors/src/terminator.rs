@@ -17,8 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::outbox::Outbox;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
 
 use crate::error::DownReason;
 use crate::parent::{Parent, RunnerSettings};
@@ -38,7 +38,7 @@ pub struct Terminator;
 #[derive(Debug)]
 pub enum TerminatorLink {
     /// In-process: frames to the parent go on this channel.
-    Local(mpsc::UnboundedSender<ToParent>),
+    Local(Outbox<ToParent>),
     /// Remote: connect to the parent described here.
     Remote(Box<Parent>),
 }
@@ -67,7 +67,7 @@ impl fmt::Debug for TerminatorArguments {
 #[derive(Debug)]
 pub enum TerminatorMessage {
     /// The connection to the parent is up and authenticated.
-    Connected(mpsc::UnboundedSender<ToParent>, tokio::task::JoinHandle<()>),
+    Connected(Outbox<ToParent>, tokio::task::JoinHandle<()>),
     /// The parent refused us, or could not be reached.
     ConnectFailed(String),
     /// A control frame from the parent.
@@ -96,7 +96,7 @@ pub struct TerminatorState {
     serve: Arc<Serve>,
     settings: RunnerSettings,
     phase: Phase,
-    to_parent: Option<mpsc::UnboundedSender<ToParent>>,
+    to_parent: Option<Outbox<ToParent>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     idle_generation: u64,
     awaiting_verdict: bool,

@@ -9,6 +9,7 @@ pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod frame;
+pub(crate) mod outbox;
 
 pub use codec::FrameError;
 #[doc(hidden)]
@@ -17,6 +18,8 @@ pub use codec::{decode_body, encode_frame};
 pub use frame::{
     CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, ChildEnvelope, Hello, Outcome, PLACE, ToParent, ToRunner, Welcome,
 };
+#[doc(hidden)]
+pub use outbox::Outbox;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
 pub const PROTOCOL_VERSION: u32 = 2;

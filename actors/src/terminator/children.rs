@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::wire::outbox::{Outbox, WeakOutbox};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::mpsc;
 
 use super::Serve;
 use crate::registry::{BoxFuture, Placed, RunFailure, encode};
@@ -19,11 +19,11 @@ pub(crate) struct Children {
     by_id: Mutex<HashMap<u64, (Placed, bool)>>,
     by_actor: Mutex<HashMap<ActorId, u64>>,
     /// Where exit notices go (weak: it must not keep the connection open).
-    events: Mutex<Option<mpsc::WeakUnboundedSender<ToParent>>>,
+    events: Mutex<Option<WeakOutbox<ToParent>>>,
 }
 
 impl Children {
-    pub(crate) fn set_events(&self, tx: &mpsc::UnboundedSender<ToParent>) {
+    pub(crate) fn set_events(&self, tx: &Outbox<ToParent>) {
         *self.events.lock().expect("poisoned") = Some(tx.downgrade());
     }
 

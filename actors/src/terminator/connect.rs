@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::outbox::Outbox;
 use ractor::{ActorRef, ActorStatus};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::{Serve, TerminatorMessage};
 use crate::parent::Parent;
@@ -87,7 +87,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
     };
-    let (tx, rx) = mpsc::unbounded_channel::<ToParent>();
+    let (tx, queue) = Outbox::<ToParent>::new();
     // The reader holds only a weak sender: when the Terminator drops its own,
     // the writer flushes and closes even while the reader still runs.
     let weak = tx.downgrade();
@@ -116,7 +116,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         Ok(())
     };
     let lost = myself.clone();
-    let writer = connection::spawn(stream, opts, rx, on_body, move |reason| {
+    let writer = connection::spawn(stream, opts, queue, on_body, move |reason| {
         let _ = lost.cast(TerminatorMessage::ParentLost(reason));
     });
     let _ = myself.cast(TerminatorMessage::Connected(tx, writer));

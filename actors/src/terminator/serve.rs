@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::children::Children;
@@ -28,6 +28,7 @@ use crate::registry::{BoxFuture, Registry, RunFailure, panic_message};
 use crate::wire::frame::{
     CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent,
 };
+use crate::wire::outbox::Outbox;
 
 /// The call engine of one runner.
 #[derive(Debug)]
@@ -204,12 +205,7 @@ impl Serve {
 
     /// Starts a call in a task of its own on the work runtime; its outcome
     /// goes to `reply` (the parent connection), when the work has ended.
-    pub(crate) fn dispatch(
-        self: &Arc<Self>,
-        call: CallRef<'_>,
-        deadline: Option<Instant>,
-        reply: mpsc::UnboundedSender<ToParent>,
-    ) {
+    pub(crate) fn dispatch(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>, reply: Outbox<ToParent>) {
         if !self.accepting.load(Ordering::Acquire) {
             return send(&reply, call.id, Outcome::Refused);
         }
@@ -336,7 +332,7 @@ fn decode_envelope(bytes: &[u8]) -> Result<ChildEnvelope, Outcome> {
 }
 
 /// Sends a call's outcome to the parent.
-fn send(reply: &mpsc::UnboundedSender<ToParent>, id: u64, outcome: Outcome) {
+fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
     let _ = reply.send(ToParent::Reply { id, outcome });
 }
 
@@ -415,13 +411,13 @@ struct Finish<'a> {
     id: u64,
     /// The parent connection; `None` for calls whose caller awaits them in
     /// its own task.
-    reply: Option<mpsc::UnboundedSender<ToParent>>,
+    reply: Option<Outbox<ToParent>>,
     /// Counted out and replied to already.
     ended: bool,
 }
 
 impl<'a> Finish<'a> {
-    fn new(serve: &'a Serve, id: u64, reply: Option<mpsc::UnboundedSender<ToParent>>) -> Self {
+    fn new(serve: &'a Serve, id: u64, reply: Option<Outbox<ToParent>>) -> Self {
         Finish {
             serve,
             id,
@@ -440,7 +436,10 @@ impl<'a> Finish<'a> {
         // here too.
         self.done();
         if let Some(reply) = self.reply.take() {
-            send(&reply, self.id, outcome);
+            // The last call running replies straight from its thread;
+            // replies of calls running together are batched.
+            let alone = self.serve.tasks.lock().expect("poisoned").is_empty();
+            let _ = reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone);
         }
     }
 

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::codec::{FrameError, read_body};
+use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
+use super::outbox::{Queue, push};
+use crate::error::DownReason;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
-
-use super::codec::{FrameError, encode_frame, read_body};
-use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
-use crate::error::DownReason;
 
 /// Limits and timers of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -61,13 +60,14 @@ impl OutFrame for ToRunner {
 /// frame, heartbeats included, to decode as it likes (in place, even); an
 /// error from it ends the connection. `on_close` runs once with the reason
 /// the connection ended.
-/// Outgoing frames come from `rx`: once every sender is dropped, the queued
-/// frames are written and the connection closes. The returned handle ends
-/// when the writer has flushed (or was aborted because the reader ended).
+/// Outgoing frames come from `queue`'s outboxes (written straight out, or
+/// batched by the writer): once every outbox is dropped, the queued frames
+/// are written and the connection closes. The returned handle ends when the
+/// writer has flushed (or was aborted because the reader ended).
 pub(crate) fn spawn<Out>(
     stream: TcpStream,
     opts: LinkOptions,
-    rx: mpsc::UnboundedReceiver<Out>,
+    queue: Queue<Out>,
     mut on_body: impl FnMut(&[u8]) -> Result<(), FrameError> + Send + 'static,
     on_close: impl FnOnce(DownReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()>
@@ -77,7 +77,7 @@ where
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     // Both halves run on the link thread, where the stream was opened.
-    let writer = crate::link::thread::spawn(write_loop(write, rx, opts));
+    let writer = crate::link::thread::spawn(write_loop(write, queue, opts));
     let abort = writer.abort_handle();
     crate::link::thread::spawn(async move {
         let reason = read_loop(read, opts, &mut on_body).await;
@@ -178,61 +178,95 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
     }
 }
 
-async fn write_loop<Out: OutFrame>(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, opts: LinkOptions) {
+/// The link thread's writer: takes queued frames, batches them into one
+/// write, sends heartbeats, and sends what a sender's straight write left
+/// over. See [`outbox`](super::outbox) for the fast path beside it.
+async fn write_loop<Out: OutFrame>(write: OwnedWriteHalf, mut queue: Queue<Out>, opts: LinkOptions) {
+    let half = Arc::new(write);
+    {
+        let mut state = queue.shared.state.lock().expect("poisoned");
+        state.half = Some(Arc::clone(&half));
+        state.max_frame = opts.max_frame;
+    }
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut under_load = false;
     loop {
-        let first = tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(msg) => msg,
+        let (first, mut taken) = tokio::select! {
+            msg = queue.recv() => match msg {
+                Some(msg) => (msg, 1),
                 // Every sender is gone: flush and close our half.
                 None => break,
             },
-            _ = ticker.tick() => Out::ping(),
+            _ = ticker.tick() => (Out::ping(), 0),
         };
+        {
+            // From here until the write is done, senders queue behind us;
+            // what a straight write left over goes first.
+            let mut state = queue.shared.state.lock().expect("poisoned");
+            state.in_flight = true;
+            buf.append(&mut state.leftover);
+        }
         push(first, &mut buf, opts.max_frame);
         // Batch whatever else is already queued into the same write. Under
         // load (the last write carried several frames), first let the tasks
         // that are ready run once, so their frames join this write: one
         // syscall for many. A lone frame goes out at once.
-        let mut frames = 1;
         let mut yielded = !under_load;
         while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(msg) => {
+            match queue.try_recv() {
+                Some(msg) => {
                     push(msg, &mut buf, opts.max_frame);
-                    frames += 1;
+                    taken += 1;
                 }
-                Err(_) if !yielded => {
+                None if !yielded => {
                     yielded = true;
                     tokio::task::yield_now().await;
                 }
-                Err(_) => break,
+                None => break,
             }
         }
-        under_load = frames > 1;
-        if write.write_all(&buf).await.is_err() {
+        under_load = taken > 1;
+        queue.taken(taken);
+        if write_all(&half, &buf).await.is_err() {
             return;
         }
         buf.clear();
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::with_capacity(64 * 1024);
+        }
+        queue.shared.state.lock().expect("poisoned").in_flight = false;
     }
-    let _ = write.shutdown().await;
+    let leftover = {
+        let mut state = queue.shared.state.lock().expect("poisoned");
+        state.half = None;
+        std::mem::take(&mut state.leftover)
+    };
+    let _ = write_all(&half, &leftover).await;
+    // The last handle of the half shuts its direction down when dropped.
+    if let Ok(mut half) = Arc::try_unwrap(half) {
+        let _ = half.shutdown().await;
+    }
 }
 
-fn push<Out: OutFrame>(msg: Out, buf: &mut Vec<u8>, limit: usize) {
-    if let Err(err) = encode_frame(&msg, limit, buf) {
-        tracing::warn!(target: "ractor_flame::wire", error = %err, "frame not sent");
-        if let Some(substitute) = msg.oversized(&err) {
-            let _ = encode_frame(&substitute, limit, buf);
+/// Writes all of `buf` (the half is shared with senders' straight writes,
+/// hence `try_write` rather than `write_all`).
+async fn write_all(half: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match half.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::codec::encode_frame;
     use tokio::net::TcpListener;
 
     /// A large frame that trickles in for several heartbeat timeouts, with

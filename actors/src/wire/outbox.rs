@@ -1,0 +1,248 @@
+//! The sending side of a connection: a queue for the link thread's batching
+//! writer, with a fast path that skips the thread hop.
+//!
+//! A frame sent while nothing is queued or being written is encoded and
+//! written to the socket at once, from the sender's own thread (a
+//! non-blocking write): a lone call or reply costs no wake-up of the link
+//! thread. Otherwise it joins the queue, and the writer on the link thread
+//! batches it with the others into one write. Frames from one sender keep
+//! their order either way: a frame goes straight out only when nothing is
+//! ahead of it.
+//!
+//! Once every [`Outbox`] is dropped, the writer writes what is queued and
+//! closes its half of the connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use super::codec::encode_frame;
+use super::connection::OutFrame;
+
+/// Sends frames on one connection (or, in-process, on a channel). Cheap to
+/// clone.
+#[doc(hidden)]
+pub struct Outbox<Out> {
+    tx: mpsc::UnboundedSender<Out>,
+    shared: Arc<Shared>,
+}
+
+impl<Out> Clone for Outbox<Out> {
+    fn clone(&self) -> Self {
+        Outbox {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Out> std::fmt::Debug for Outbox<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.shared.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Outbox`] that does not keep the connection open.
+pub(crate) struct WeakOutbox<Out> {
+    tx: mpsc::WeakUnboundedSender<Out>,
+    shared: Arc<Shared>,
+}
+
+impl<Out> Clone for WeakOutbox<Out> {
+    fn clone(&self) -> Self {
+        WeakOutbox {
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Out> std::fmt::Debug for WeakOutbox<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakOutbox")
+    }
+}
+
+/// The receiving end: the writer task's (or the in-process loop's).
+pub(crate) struct Queue<Out> {
+    rx: mpsc::UnboundedReceiver<Out>,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// What senders and the writer share.
+pub(crate) struct Shared {
+    /// Frames in the queue that the writer has not taken into a write yet.
+    /// While above zero, senders queue behind them.
+    pub(super) queued: AtomicUsize,
+    pub(super) state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    /// The socket, once the connection is driven; `None` in-process and
+    /// after the close.
+    pub(super) half: Option<Arc<OwnedWriteHalf>>,
+    pub(super) max_frame: usize,
+    /// The writer has bytes on their way out: senders queue.
+    pub(super) in_flight: bool,
+    /// The unwritten tail of a frame written straight out; the writer sends
+    /// it before anything else.
+    pub(super) leftover: Vec<u8>,
+    /// Reused encoding buffer for the fast path.
+    scratch: Vec<u8>,
+}
+
+// Only this crate sends frames: its frame types are the only `OutFrame`s.
+#[allow(private_bounds)]
+impl<Out: OutFrame> Outbox<Out> {
+    /// A new outbox and its queue.
+    pub(crate) fn new() -> (Outbox<Out>, Queue<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                half: None,
+                max_frame: usize::MAX,
+                in_flight: false,
+                leftover: Vec::new(),
+                scratch: Vec::new(),
+            }),
+        });
+        let outbox = Outbox {
+            tx,
+            shared: Arc::clone(&shared),
+        };
+        (outbox, Queue { rx, shared })
+    }
+
+    /// Queues `frame` for the writer; `false` when the connection is gone.
+    pub(crate) fn send(&self, frame: Out) -> bool {
+        self.enqueue(frame)
+    }
+
+    /// Sends `frame`, straight out when `alone` (the sender knows of no
+    /// other frame about to follow: nothing to batch it with) and nothing is
+    /// ahead of it; queued for the writer's batches otherwise. `false` when
+    /// the connection is gone.
+    pub(crate) fn send_alone(&self, frame: Out, alone: bool) -> bool {
+        if !alone {
+            return self.enqueue(frame);
+        }
+        match self.try_direct(frame) {
+            Ok(()) => true,
+            Err(frame) => self.enqueue(frame),
+        }
+    }
+
+    fn enqueue(&self, frame: Out) -> bool {
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(frame).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Writes `frame` straight to the socket when nothing is ahead of it and
+    /// nobody else is writing; gives it back otherwise.
+    fn try_direct(&self, frame: Out) -> Result<(), Out> {
+        if self.shared.queued.load(Ordering::SeqCst) != 0 || self.tx.is_closed() {
+            return Err(frame);
+        }
+        // Never wait for another writer: queue behind it instead.
+        let Ok(mut state) = self.shared.state.try_lock() else {
+            return Err(frame);
+        };
+        let state = &mut *state;
+        if state.in_flight || !state.leftover.is_empty() || self.shared.queued.load(Ordering::SeqCst) != 0 {
+            return Err(frame);
+        }
+        let Some(half) = state.half.clone() else {
+            return Err(frame);
+        };
+        state.scratch.clear();
+        push(frame, &mut state.scratch, state.max_frame);
+        let mut written = 0;
+        while written < state.scratch.len() {
+            match half.try_write(&state.scratch[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // A broken connection: its reader reports the loss.
+                Err(_) => return Ok(()),
+            }
+        }
+        if written < state.scratch.len() {
+            // The socket is full: the writer sends the rest when it can. A
+            // heartbeat wakes it (and follows the rest: harmless).
+            state.leftover.extend_from_slice(&state.scratch[written..]);
+            self.shared.queued.fetch_add(1, Ordering::SeqCst);
+            if self.tx.send(Out::ping()).is_err() {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if state.scratch.capacity() > 1 << 20 {
+            state.scratch = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakOutbox<Out> {
+        WeakOutbox {
+            tx: self.tx.downgrade(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Out> WeakOutbox<Out> {
+    /// The outbox, while the connection is open.
+    pub(crate) fn upgrade(&self) -> Option<Outbox<Out>> {
+        Some(Outbox {
+            tx: self.tx.upgrade()?,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
+impl<Out> Queue<Out> {
+    /// The next queued frame; `None` once every outbox is dropped. The
+    /// frame still counts as queued until [`Queue::taken`].
+    pub(crate) async fn recv(&mut self) -> Option<Out> {
+        self.rx.recv().await
+    }
+
+    /// The next queued frame, if one is ready (counted as for `recv`).
+    pub(crate) fn try_recv(&mut self) -> Option<Out> {
+        self.rx.try_recv().ok()
+    }
+
+    /// `n` frames received have left the queue (they are written, or about
+    /// to be, in order).
+    pub(crate) fn taken(&self, n: usize) {
+        self.shared.queued.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// A frame received in-process (no writer) has been handled.
+    pub(crate) async fn recv_one(&mut self) -> Option<Out> {
+        let frame = self.rx.recv().await;
+        if frame.is_some() {
+            self.taken(1);
+        }
+        frame
+    }
+}
+
+/// Encodes `msg`; a frame over the limit is replaced by its substitute (an
+/// error reply), if it has one.
+pub(super) fn push<Out: OutFrame>(msg: Out, buf: &mut Vec<u8>, limit: usize) {
+    if let Err(err) = encode_frame(&msg, limit, buf) {
+        tracing::warn!(target: "ractor_flame::wire", error = %err, "frame not sent");
+        if let Some(substitute) = msg.oversized(&err) {
+            let _ = encode_frame(&substitute, limit, buf);
+        }
+    }
+}
