@@ -124,6 +124,15 @@ impl Pool {
         supervisor: Option<ActorCell>,
     ) -> Result<Pool, Error> {
         config.validate()?;
+        for idle in [config.get_idle_shutdown_after(), config.get_min_idle_shutdown_after()] {
+            if let Some(name) = idle.predicate()
+                && !registry.has_idle_predicate(name)
+            {
+                return Err(Error::Config(format!(
+                    "idle predicate `{name}` is not registered (Registry::idle_predicate)"
+                )));
+            }
+        }
         let settings = Arc::new(Settings {
             name: config.get_name().to_owned(),
             timeout: config.get_timeout(),

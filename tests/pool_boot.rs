@@ -343,3 +343,18 @@ async fn b25_a_boot_error_stops_the_runner_with_that_reason() {
     .await;
     assert_eq!(ended.lock().unwrap().as_deref(), Some("quota exceeded"));
 }
+
+#[tokio::test]
+async fn b10_an_unregistered_idle_predicate_is_a_config_error() {
+    let cfg = support::config(1).idle_shutdown_after(ractor_flame::IdleShutdown::when(
+        std::time::Duration::from_millis(100),
+        "no.such.predicate",
+    ));
+    let err = ractor_flame::Pool::start(cfg, ractor_flame::LocalBackend::new(), &support::functions::registry())
+        .await
+        .unwrap_err();
+    match err {
+        ractor_flame::Error::Config(message) => assert!(message.contains("no.such.predicate"), "{message}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}

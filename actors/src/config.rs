@@ -400,6 +400,11 @@ impl PoolConfig {
         &self.idle_shutdown_after
     }
 
+    /// Idle shutdown of the `min` runners.
+    pub fn get_min_idle_shutdown_after(&self) -> &IdleShutdown {
+        &self.min_idle_shutdown_after
+    }
+
     /// Checks the options.
     ///
     /// # Errors

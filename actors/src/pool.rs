@@ -235,6 +235,17 @@ impl<B: Backend> Actor for Pool<B> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         args.config.validate()?;
+        // A predicate the runners do not know would keep them up for ever.
+        for idle in [&args.config.idle_shutdown_after, &args.config.min_idle_shutdown_after] {
+            if let Some(name) = idle.predicate()
+                && !args.registry.has_idle_predicate(name)
+            {
+                return Err(Error::Config(format!(
+                    "idle predicate `{name}` is not registered (Registry::idle_predicate)"
+                ))
+                .into());
+            }
+        }
         Ok(PoolState::new(args))
     }
 

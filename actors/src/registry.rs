@@ -407,6 +407,11 @@ impl Registry {
         self.actors.get(name).map(|(_, placer)| placer(args, supervisor))
     }
 
+    /// Whether an idle predicate of this name is registered.
+    pub fn has_idle_predicate(&self, name: &str) -> bool {
+        self.predicates.contains_key(name)
+    }
+
     /// Runs the named predicate; an unknown name counts as "not yet".
     pub(crate) fn predicate_holds(&self, name: &str) -> bool {
         match self.predicates.get(name) {
