@@ -221,29 +221,7 @@ impl RunnerConn {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         match &self.inner.transport {
             Transport::Local { serve, replies, .. } => {
-                if serve.is_blocking(req.function) {
-                    // A blocking body outlives a caller that gives up: it
-                    // runs as a task and reports its end like a remote one.
-                    let Some(replies) = replies.upgrade() else {
-                        return Err(self.down_error());
-                    };
-                    let call = CallRef {
-                        id,
-                        function: req.function,
-                        args: &req.args,
-                        deadline_us: None,
-                        want_result: req.want_result,
-                        linked: req.linked,
-                    };
-                    let (linked, deadline) = (req.linked, req.deadline);
-                    let sent = |_alone| {
-                        serve.dispatch(call, deadline, replies);
-                        true
-                    };
-                    return self.send_and_wait(id, linked, deadline, hold, sent).await;
-                }
-                // In-process: a borrowed view, no frame to build. The body
-                // runs in this task: dropping the future ends it.
+                // In-process: a borrowed view, no frame to build.
                 let call = CallRef {
                     id,
                     function: req.function,
@@ -252,6 +230,20 @@ impl RunnerConn {
                     want_result: req.want_result,
                     linked: req.linked,
                 };
+                if serve.is_blocking(req.function) {
+                    // A blocking body outlives a caller that gives up: it
+                    // runs as a task and reports its end like a remote one.
+                    let Some(replies) = replies.upgrade() else {
+                        return Err(self.down_error());
+                    };
+                    let (linked, deadline) = (req.linked, req.deadline);
+                    let sent = |_alone| {
+                        serve.dispatch(call, deadline, replies);
+                        true
+                    };
+                    return self.send_and_wait(id, linked, deadline, hold, sent).await;
+                }
+                // The body runs in this task: dropping the future ends it.
                 let outcome = serve.run_inline(call, req.deadline).await;
                 drop(hold);
                 outcome.ok_or_else(|| self.down_error())
