@@ -6,8 +6,8 @@ use std::time::Duration;
 ///
 /// | option | meaning | default |
 /// |---|---|---|
-/// | `timeout` | total budget: checkout plus execution (B03) | none: the pool's `boot_timeout` for checkout, then its `timeout` for execution |
-/// | `link` | cancel the remote task when the caller's future is dropped (B07) | `true` |
+/// | `timeout` | total budget: checkout plus execution | none: the pool's `boot_timeout` for checkout, then its `timeout` for execution |
+/// | `link` | cancel the remote task when the caller's future is dropped | `true` |
 ///
 /// # Examples
 ///

@@ -218,7 +218,7 @@ impl DockerBackend {
     }
 
     /// An environment variable for runners. `FLAME_PARENT` cannot be
-    /// overridden (B37).
+    /// overridden: the backend always sets it last.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self

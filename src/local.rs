@@ -41,7 +41,7 @@ impl LocalBackend {
     }
 
     /// How many in-process runners have completed `system_shutdown` (each
-    /// exactly once, B30).
+    /// exactly once).
     pub fn system_shutdowns(&self) -> usize {
         self.shutdowns.load(Ordering::Acquire)
     }

@@ -97,7 +97,7 @@ impl ProcessBackend {
     }
 
     /// Adds an environment variable for runners. `FLAME_PARENT` cannot be
-    /// overridden (B37): the backend always sets it last.
+    /// overridden: the backend always sets it last.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self

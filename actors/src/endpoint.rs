@@ -39,7 +39,7 @@ struct Expected {
 ///
 /// Before a peer has proven its token it may send one frame of at most
 /// [`HANDSHAKE_MAX_FRAME`] bytes within [`HANDSHAKE_DEADLINE`]; anything else
-/// closes the connection and changes no state (B36).
+/// closes the connection and changes no state.
 #[derive(Clone)]
 pub struct Endpoint {
     addr: SocketAddr,

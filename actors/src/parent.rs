@@ -93,7 +93,7 @@ impl fmt::Debug for Token {
     }
 }
 
-/// What a runner needs to find and prove itself to its parent (B35).
+/// What a runner needs to find and prove itself to its parent.
 ///
 /// # Examples
 ///
@@ -155,17 +155,17 @@ impl fmt::Debug for Parent {
 /// Runner-side settings handed down from the pool configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerSettings {
-    /// No parent connection within this: the runner stops (B27).
+    /// No parent connection within this: the runner stops.
     pub failsafe_timeout: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
-    /// Silence after which the parent is lost (B28).
+    /// Silence after which the parent is lost.
     pub heartbeat_timeout: Duration,
     /// Idle shutdown: `None` for never.
     pub idle_after: Option<Duration>,
     /// Named idle predicate, if any.
     pub idle_predicate: Option<String>,
-    /// Drain budget on shutdown (B30).
+    /// Drain budget on shutdown.
     pub shutdown_timeout: Duration,
     /// Largest frame in bytes.
     pub max_frame_size: usize,

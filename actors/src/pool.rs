@@ -106,7 +106,7 @@ impl fmt::Debug for PoolMessage {
 }
 
 /// A checked-out slot on one runner. Dropping it checks the slot in, exactly
-/// once, whatever happened to the call (B20).
+/// once, whatever happened to the call.
 pub struct Lease {
     /// The runner, its connection and its checkout count, shared with the pool.
     slot: Arc<SlotShared>,
@@ -194,7 +194,7 @@ pub struct PoolArguments<B> {
     pub backend: Arc<B>,
     /// The functions runners serve.
     pub registry: Registry,
-    /// `true` when this process is itself a runner: `min` is forced to 0 (B11).
+    /// `true` when this process is itself a runner: `min` is forced to 0.
     pub on_runner: bool,
     /// The checkout fast path, shared with the pool's handles.
     pub gate: Arc<Gate>,

@@ -1,7 +1,7 @@
 //! The Runner: the parent's actor for one runner. It holds the backend's
 //! state and invokes the backend's callbacks from its handlers.
 //!
-//! Lifecycle: `init` in `post_start`; `Boot` (once: B25) runs `remote_boot`
+//! Lifecycle: `init` in `post_start`; `Boot` (handled once) runs `remote_boot`
 //! and arms the boot timer; [`RunnerMessage::RemoteUp`] (the runner proved its
 //! token) tells the pool the runner serves; [`RunnerMessage::RemoteShutdown`]
 //! carries the runner's wish to stop; on stop it drains the runner and calls

@@ -3,8 +3,8 @@
 //!
 //! It connects back to the parent (remote), serves calls through its
 //! [`Serve`] core, and decides when the runner ends: the failsafe (no parent
-//! in time, B27), idle shutdown (asked of the parent, B22/B29), parent loss
-//! (B28) and the drain (B30). When it is done it calls the backend's
+//! in time), idle shutdown (asked of the parent), parent loss and the
+//! drain. When it is done it calls the backend's
 //! `system_shutdown` exactly once.
 
 mod children;

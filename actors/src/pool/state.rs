@@ -1,6 +1,5 @@
-//! The Pool's decisions: checkout choice (B13), growth (B14, B17), the FIFO
-//! queue (B15, B16), boot retry with backoff (B18), refill to `min` (B21),
-//! idle verdicts (B22) and single use (B23).
+//! The Pool's decisions: checkout choice, growth, the FIFO queue, boot
+//! retry with backoff, refill to `min`, idle verdicts and single use.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -175,7 +174,7 @@ impl<B: Backend> PoolState<B> {
     }
 
     /// Claims a slot on the booted runner with the fewest checkouts below
-    /// its limit (B13). Callers on the fast path claim too, so a runner that
+    /// its limit. Callers on the fast path claim too, so a runner that
     /// looked free may be full by now: then the next one is tried.
     fn pick(&self) -> Option<Arc<SlotShared>> {
         let limit = self.per_runner();
@@ -267,7 +266,7 @@ impl<B: Backend> PoolState<B> {
         self.maybe_grow(myself).await;
     }
 
-    /// Serves waiters in order while runners have free slots (B16, B17).
+    /// Serves waiters in order while runners have free slots.
     fn serve_waiters(&mut self, myself: &ActorRef<PoolMessage>) {
         while let Some(front) = self.waiting.front() {
             if front.is_closed() {
@@ -284,7 +283,7 @@ impl<B: Backend> PoolState<B> {
     }
 
     /// Boots more runners while the waiting callers exceed what booting
-    /// runners will absorb and `max` allows (B14).
+    /// runners will absorb and `max` allows.
     async fn maybe_grow(&mut self, myself: &ActorRef<PoolMessage>) {
         if self.stopping || self.retry_armed {
             return;
@@ -299,7 +298,7 @@ impl<B: Backend> PoolState<B> {
         }
     }
 
-    /// Boots runners until `min` are up or booting (B12, B21).
+    /// Boots runners until `min` are up or booting.
     pub(super) async fn refill_min(&mut self, myself: &ActorRef<PoolMessage>) {
         if self.stopping {
             return;
@@ -474,7 +473,7 @@ impl<B: Backend> PoolState<B> {
     }
 
     /// Grants an idle runner's wish to stop only when nothing is checked out
-    /// on it; the runner stays otherwise (B22, B29).
+    /// on it; the runner stays otherwise.
     pub(super) fn idle_request(&mut self, runner: RunnerId) {
         let stopping = self.stopping;
         let Some(slot) = self.runners.get_mut(&runner) else {

@@ -1,6 +1,6 @@
 //! Placed children (FLAME's `place_child`) on the runner side: a nursery
 //! actor supervises them, each holds one of the runner's slots for its whole
-//! life (B33), and their exits are reported to the parent (B34).
+//! life, and their exits are reported to the parent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
