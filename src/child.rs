@@ -13,10 +13,10 @@ use tokio::sync::watch;
 /// A typed handle to an actor placed on a runner. Cheap to clone.
 ///
 /// The child holds one slot of its runner for its whole life, and its runner
-/// never idles down while it lives (B33).
+/// never idles down while it lives.
 ///
 /// - Linked (the default): when the last handle is dropped, or the parent
-///   goes away, the child is stopped (B34).
+///   goes away, the child is stopped.
 /// - Unlinked: the child outlives its handles; its slot, and its runner,
 ///   stay until it exits.
 ///
