@@ -153,7 +153,7 @@ impl Pool {
     }
 
     /// Runs `F` on a runner with the pool's default budgets: a slot within
-    /// `boot_timeout`, execution within `timeout` (B02).
+    /// `boot_timeout`, execution within `timeout`.
     ///
     /// # Errors
     ///
@@ -164,7 +164,7 @@ impl Pool {
     /// # Cancel safety
     ///
     /// Dropping the future gives up the queue place or the slot at once and
-    /// cancels the remote task (B07, B20).
+    /// cancels the remote task.
     pub async fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output, Error> {
         self.call_with::<F>(args, CallOptions::default()).await
     }
@@ -172,7 +172,7 @@ impl Pool {
     /// Runs `F` on a runner with per-call options.
     ///
     /// An explicit timeout is a total budget: checkout uses part of it and
-    /// what remains is the execution deadline sent to the runner (B03).
+    /// what remains is the execution deadline sent to the runner.
     ///
     /// # Errors
     ///
@@ -237,12 +237,12 @@ impl Pool {
 
     /// Runs `F` on a runner without waiting for it: returns at once; the work
     /// checks out a slot (waiting up to `boot_timeout`), runs with no deadline,
-    /// holds its slot while it runs, and sends no result back (B08). Failures
+    /// holds its slot while it runs, and sends no result back. Failures
     /// are logged at `warn`.
     ///
     /// # Errors
     ///
-    /// [`Error::PoolNotRunning`] at once for a stopped pool (B09);
+    /// [`Error::PoolNotRunning`] at once for a stopped pool;
     /// [`Error::Codec`] when the arguments do not encode.
     ///
     /// # Examples
@@ -293,9 +293,9 @@ impl Pool {
     }
 
     /// Starts the registered actor `A` on a runner, linked to the returned
-    /// handle (B32-B34). The child takes one slot of its runner for its whole
-    /// life. Placement waits for a slot within `boot_timeout`, then for the
-    /// actor's start within `timeout`.
+    /// handle (see [`Child`] for its lifetime). The child takes one slot of
+    /// its runner for its whole life. Placement waits for a slot within
+    /// `boot_timeout`, then for the actor's start within `timeout`.
     ///
     /// # Errors
     ///
@@ -365,8 +365,8 @@ impl Pool {
     }
 
     /// Stops the pool: callers still waiting get [`Error::PoolNotRunning`],
-    /// calls in flight drain up to `shutdown_timeout`, then every runner stops
-    /// (B24). Returns when the pool actor has stopped.
+    /// calls in flight drain up to `shutdown_timeout`, then every runner stops.
+    /// Returns when the pool actor has stopped.
     ///
     /// # Cancel safety
     ///

@@ -71,7 +71,7 @@ impl IdleShutdown {
     }
 }
 
-/// How failed boots are retried (B18).
+/// How failed boots are retried.
 ///
 /// A boot that fails is retried after `initial_backoff`, doubling up to
 /// `max_backoff`, while callers still wait. After `max_attempts` failed boots
@@ -268,7 +268,7 @@ impl PoolConfig {
     }
 
     setter!(
-        /// Runners kept booted (default 0). Forced to 0 on a runner (B11).
+        /// Runners kept booted (default 0). Forced to 0 on a runner.
         min: usize
     );
     setter!(
@@ -289,7 +289,7 @@ impl PoolConfig {
     );
     setter!(
         /// How long a boot may take to connect back (default 30 s). Also the
-        /// checkout budget of a call without an explicit timeout (B02).
+        /// checkout budget of a call without an explicit timeout.
         boot_timeout: Duration
     );
     setter!(

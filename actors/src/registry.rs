@@ -72,7 +72,7 @@ pub trait RemoteFn: Send + Sync + 'static {
     fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
 }
 
-/// A ractor actor that can be placed on a runner with `place_child` (B32).
+/// A ractor actor that can be placed on a runner with `place_child`.
 ///
 /// Its arguments and the messages the parent may send travel through the
 /// codec, so they are serde types; ractor messages themselves need not be

@@ -1,8 +1,8 @@
-//! The parent-runner wire protocol (DESIGN section 5).
+//! The parent-runner wire protocol .
 //!
-//! Layered as mini-redis layers its protocol: [`frame`] holds the message
-//! types, [`codec`] turns them into length-prefixed rmp-serde frames and back,
-//! [`connection`] drives one TCP connection (batched writes, heartbeats both
+//! Layered as mini-redis layers its protocol: `frame` holds the message
+//! types, `codec` turns them into length-prefixed rmp-serde frames and back,
+//! `connection` drives one TCP connection (batched writes, heartbeats both
 //! ways, a reader that hands decoded frames to a callback).
 
 pub(crate) mod clock;
