@@ -1,4 +1,4 @@
-//! The parent-runner wire protocol .
+//! The parent-runner wire protocol.
 //!
 //! Layered as mini-redis layers its protocol: `frame` holds the message
 //! types, `codec` turns them into length-prefixed rmp-serde frames and back,
