@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, PoolEvent, ProcessBackend, Registry, RemoteFn};
+use ractor_flame::{AnyBackend, FnError, Pool, PoolConfig, PoolEvent, Registry, RemoteFn};
 use serde::{Deserialize, Serialize};
 
 /// Runners at most.
@@ -227,15 +227,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
 
-    let pool = match backend.as_str() {
-        "local" => Pool::start(config, LocalBackend::new(), &registry).await?,
-        // Runners re-run this executable with the same arguments.
-        "process" => Pool::start(config, ProcessBackend::current_exe()?, &registry).await?,
-        #[cfg(feature = "docker")]
-        #[cfg(feature = "docker")]
-        "docker" => Pool::start(config, ractor_flame::DockerBackend::new(), &registry).await?,
-        other => return Err(format!("unknown backend `{other}` (local or process)").into()),
-    };
+    // `local`, `process` (runners re-run this executable with the same
+    // arguments) or `docker`: one `Pool::start` whatever the choice.
+    let chosen: AnyBackend = backend.parse()?;
+    let pool = Pool::start(config, chosen, &registry).await?;
     println!(
         "pool `{}` on the {backend} backend: max {MAX_RUNNERS} runners x {MAX_CONCURRENCY} calls, {jobs} jobs",
         pool.name()

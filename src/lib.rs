@@ -133,6 +133,7 @@
 //! functions it registers; a runner of another build is refused when it
 //! connects, and the boot fails with both identities in the reason.
 
+mod any;
 mod call;
 mod child;
 #[cfg(feature = "docker")]
@@ -143,6 +144,7 @@ mod pool;
 mod process;
 mod runner;
 
+pub use any::{AnyBackend, AnyState, UnknownBackend};
 pub use call::CallOptions;
 pub use child::Child;
 pub use local::LocalBackend;
@@ -166,6 +168,13 @@ pub use ractor_flame_actors::Pool as PoolActor;
 
 /// The actor layer, for backend authors.
 pub use ractor_flame_actors as actors;
+
+/// The ractor crate this crate is built on (0.16, feature `tokio_runtime`).
+///
+/// Name ractor through this path (`ractor_flame::ractor::Actor`,
+/// `ractor_flame::ractor::ActorRef`, ...) to be sure your supervisor and the
+/// pool use the same ractor, or depend on the same version yourself.
+pub use ractor_flame_actors::ractor;
 
 /// The README's examples compile and run.
 #[cfg(doctest)]
