@@ -552,7 +552,19 @@ impl Drop for CallGuard<'_> {
     }
 }
 
-/// Turns a runner's outcome into the caller's result.
+/// Turns a runner's outcome into the caller's result: the encoded output
+/// (empty for an outcome that carries none). Backends and handles that send
+/// their own [`CallRequest`]s use it to report the outcome the way
+/// `Pool::call` does.
+///
+/// # Errors
+///
+/// [`Error::Remote`] when the function returned an error, [`Error::Panic`]
+/// when it panicked, [`Error::Deadline`] (with `timeout`) when its deadline
+/// passed, [`Error::UnknownFunction`], [`Error::Codec`],
+/// [`Error::RunnerDown`] with [`DownReason::ShuttingDown`] when a stopping
+/// runner refused or aborted it, and [`Error::ChildStopped`] for a placed
+/// child that stopped.
 pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
     let function = function.to_owned();
     match outcome {

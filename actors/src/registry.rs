@@ -54,21 +54,34 @@ pub trait RemoteFn: Send + Sync + 'static {
     /// registration.
     const BLOCKING: bool = false;
 
-    /// The function's body.
+    /// The function's body: what every call or cast of this function runs,
+    /// with the decoded argument.
     ///
-    /// It runs on a runner: on the local backend in this process (inline in
-    /// the caller's task, or on the blocking pool for a blocking function);
-    /// on the process and Docker backends in the runner process, as a task of
-    /// the application's runtime (or on its blocking pool), never on the
-    /// thread that carries the connection to the parent, so a body that
-    /// computes for seconds without an `.await` cannot make its runner miss
-    /// a heartbeat. Still, such a body holds a worker thread for as long as
-    /// it runs: mark CPU-heavy functions [`BLOCKING`](RemoteFn::BLOCKING).
+    /// Where it runs depends on the backend:
+    ///
+    /// - **local**: in this process (inline in the caller's task, or on the
+    ///   blocking pool for a blocking function);
+    /// - **process and Docker**: in the runner process, as a task of the
+    ///   application's runtime (or on its blocking pool for a blocking
+    ///   function).
+    ///
+    /// It never runs on the thread that carries the connection to the
+    /// parent, so a body that computes for seconds without an `.await`
+    /// cannot make its runner miss a heartbeat. Still, such a body holds a
+    /// worker thread for as long as it runs: mark CPU-heavy functions
+    /// [`BLOCKING`](RemoteFn::BLOCKING).
     ///
     /// An async body is aborted (dropped at its next `.await`) at its deadline
     /// or when its caller cancels; a blocking body cannot be aborted and sees
     /// the same through [`CurrentCall::is_cancelled`](crate::CurrentCall::is_cancelled).
     /// Either way the call's slot stays taken until the body has returned.
+    ///
+    /// # Errors
+    ///
+    /// Return an [`FnError`] to fail the call: the caller gets
+    /// [`Error::Remote`](crate::Error::Remote) with its message. A panic in
+    /// the body does not take the runner down; the caller gets
+    /// [`Error::Panic`](crate::Error::Panic).
     fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
 }
 
