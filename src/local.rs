@@ -35,13 +35,16 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// A local backend.
+    /// A local backend. Clones share their counters and runners, so keep a
+    /// clone to call [`system_shutdowns`](Self::system_shutdowns) or
+    /// [`kill_runners`](Self::kill_runners) after handing one to a pool.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How many in-process runners have completed `system_shutdown` (each
-    /// exactly once).
+    /// does so exactly once). Tests use it to check that every booted runner
+    /// was shut down.
     pub fn system_shutdowns(&self) -> usize {
         self.shutdowns.load(Ordering::Acquire)
     }

@@ -133,7 +133,10 @@ impl ProcessBackend {
     }
 }
 
-/// The parent's handle on one runner process.
+/// The parent's handle on one runner process: the [`Backend::State`] of
+/// [`ProcessBackend`]. The pool creates and drops it; dropping it kills and
+/// reaps the process if it is still running. You meet it only in code
+/// generic over backends, or to read a runner's [`pid`](Self::pid).
 #[derive(Debug, Default)]
 pub struct ProcessState {
     runner: Option<RunnerId>,
