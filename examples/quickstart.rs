@@ -208,7 +208,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_concurrency(MAX_CONCURRENCY)
         .idle_shutdown_after(Duration::from_millis(500))
         .on_grow_start(|event| {
-            if let PoolEvent::GrowStart { target } = event {
+            if let PoolEvent::GrowStart { target, .. } = event {
                 println!("grow   -> {}", runners(*target));
             }
         })
@@ -221,7 +221,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .on_shrink(move |event| {
-            if let PoolEvent::Shrink { count } = event {
+            if let PoolEvent::Shrink { count, .. } = event {
                 on_down.fetch_sub(1, Ordering::Relaxed);
                 println!("shrink -> {}", runners(*count));
             }

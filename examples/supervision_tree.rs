@@ -179,7 +179,7 @@ fn with_hooks(config: PoolConfig, label: &'static str, booted: &Arc<AtomicUsize>
             }
         })
         .on_shrink(move |event| {
-            if let PoolEvent::Shrink { count } = event {
+            if let PoolEvent::Shrink { count, .. } = event {
                 println!("   [{label}] runner left ({count} now)");
             }
         })

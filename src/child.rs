@@ -10,6 +10,8 @@ use ractor_flame_actors::wire::{CHILD_CALL, CHILD_STOP, ChildEnvelope};
 use ractor_flame_actors::{CallRequest, Error, Lease, RemoteActor, RunnerConn, RunnerId, outcome_into_result};
 use tokio::sync::watch;
 
+use crate::call::CallOptions;
+
 /// A typed handle to an actor placed on a runner. Cheap to clone.
 ///
 /// The child holds one slot of its runner for its whole life, and its runner
@@ -158,10 +160,14 @@ impl<A: RemoteActor> Child<A> {
     /// Dropping the future abandons the reply; the message may already have
     /// reached the child.
     pub async fn call(&self, msg: A::Call) -> Result<A::Reply, Error> {
-        self.call_with(msg, self.inner.timeout).await
+        self.call_with(msg, CallOptions::new()).await
     }
 
-    /// Calls the child with this timeout.
+    /// Calls the child with per-call options, as
+    /// [`Pool::call_with`](crate::Pool::call_with) takes them: `timeout` is
+    /// the time the child has to answer (default: the pool's `timeout`). A
+    /// child's call is always linked: its reply is abandoned when the future
+    /// is dropped, so `link` does not apply.
     ///
     /// # Errors
     ///
@@ -170,7 +176,18 @@ impl<A: RemoteActor> Child<A> {
     /// # Cancel safety
     ///
     /// As [`Child::call`].
-    pub async fn call_with(&self, msg: A::Call, timeout: Duration) -> Result<A::Reply, Error> {
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ractor_flame::{CallOptions, Child, RemoteActor};
+    /// # async fn ask<A: RemoteActor<Call = ()>>(child: Child<A>) -> Result<(), ractor_flame::Error> {
+    /// use std::time::Duration;
+    /// let reply = child.call_with((), CallOptions::new().timeout(Duration::from_millis(200))).await?;
+    /// # let _ = reply; Ok(()) }
+    /// ```
+    pub async fn call_with(&self, msg: A::Call, opts: CallOptions) -> Result<A::Reply, Error> {
+        let timeout = opts.get_timeout().unwrap_or(self.inner.timeout);
         self.alive()?;
         let req = CallRequest {
             function: CHILD_CALL,

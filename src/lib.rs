@@ -166,6 +166,9 @@ pub use ractor_flame_actors::{
 /// The Pool actor, for embedding in a supervision tree by hand.
 pub use ractor_flame_actors::Pool as PoolActor;
 
+/// The level type [`PoolConfig::log`] takes (re-exported from `tracing`).
+pub use tracing::Level;
+
 /// The actor layer, for backend authors.
 pub use ractor_flame_actors as actors;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::parent::RunnerId;
 
 /// Default for [`PoolConfig::max_concurrency`].
 pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
@@ -122,21 +123,32 @@ impl BootRetry {
 #[non_exhaustive]
 pub enum PoolEvent {
     /// A growth boot starts; `target` is the runner count once it succeeds.
+    #[non_exhaustive]
     GrowStart {
         /// Runners (booted and booting) once this boot succeeds.
         target: usize,
+        /// The runner being booted.
+        runner: RunnerId,
     },
     /// A growth boot ended.
+    #[non_exhaustive]
     GrowEnd {
         /// `Ok(())` or the boot error.
         result: Result<(), Error>,
         /// Runners (booted and booting) now.
         count: usize,
+        /// The runner that booted (or failed to).
+        runner: RunnerId,
+        /// From the start of the boot until the runner served (or failed).
+        boot_time: Duration,
     },
     /// A runner left the pool.
+    #[non_exhaustive]
     Shrink {
         /// Runners (booted and booting) now.
         count: usize,
+        /// The runner that left.
+        runner: RunnerId,
     },
 }
 

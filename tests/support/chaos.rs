@@ -332,7 +332,9 @@ async fn op(pool: &Pool, mut rng: Rng, i: u64) -> Outcome {
                 let (start, add) = (rng.below(1_000), 1 + rng.below(1_000));
                 let child = pool.place_child_with::<Keeper>(KeeperArgs { key, start }, opts).await?;
                 child.cast(KeeperCast::Add(add))?;
-                let (total, _pid) = child.call_with((), OP_TIMEOUT).await?;
+                let (total, _pid) = child
+                    .call_with((), ractor_flame::CallOptions::new().timeout(OP_TIMEOUT))
+                    .await?;
                 let wrong = total != start + add;
                 Ok(wrong.then(|| format!("child {i}: total {total}, want {}", start + add)))
             }

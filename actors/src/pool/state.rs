@@ -73,6 +73,8 @@ struct Slot {
     is_min: bool,
     /// Left because it was idle: not refilled.
     idle_exit: bool,
+    /// When its boot started.
+    boot_started: std::time::Instant,
 }
 
 impl Slot {
@@ -321,7 +323,13 @@ impl<B: Backend> PoolState<B> {
     async fn boot(&mut self, myself: &ActorRef<PoolMessage>, is_min: bool) {
         let runner_id = RunnerId::new();
         let target = self.runners.len() + 1;
-        self.hook(&self.config.on_grow_start, PoolEvent::GrowStart { target });
+        self.hook(
+            &self.config.on_grow_start,
+            PoolEvent::GrowStart {
+                target,
+                runner: runner_id,
+            },
+        );
         tracing::event!(target: "ractor_flame::pool", tracing::Level::DEBUG, pool = %self.config.name, runner = %runner_id, target, "grow");
         let settings = self.settings(is_min);
         let (pool, registry, boot_timeout) = (
@@ -354,6 +362,7 @@ impl<B: Backend> PoolState<B> {
                         shared: None,
                         is_min,
                         idle_exit: false,
+                        boot_started: std::time::Instant::now(),
                     },
                 );
             }
@@ -385,11 +394,20 @@ impl<B: Backend> PoolState<B> {
             return;
         };
         slot.shared = Some(SlotShared::new(runner, conn));
+        let boot_time = slot.boot_started.elapsed();
         self.publish();
         self.failures = 0;
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner up");
-        self.hook(&self.config.on_grow_end, PoolEvent::GrowEnd { result: Ok(()), count });
+        self.hook(
+            &self.config.on_grow_end,
+            PoolEvent::GrowEnd {
+                result: Ok(()),
+                count,
+                runner,
+                boot_time,
+            },
+        );
         if self.stopping {
             return;
         }
@@ -397,7 +415,7 @@ impl<B: Backend> PoolState<B> {
         self.maybe_grow(myself).await;
     }
 
-    async fn boot_failed(&mut self, myself: &ActorRef<PoolMessage>, slot: Slot, reason: String) {
+    async fn boot_failed(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, slot: Slot, reason: String) {
         self.failures += 1;
         let count = self.runners.len();
         let error = Error::BootFailed { reason: reason.clone() };
@@ -406,6 +424,8 @@ impl<B: Backend> PoolState<B> {
             PoolEvent::GrowEnd {
                 result: Err(error.clone()),
                 count,
+                runner,
+                boot_time: slot.boot_started.elapsed(),
             },
         );
         if self.stopping {
@@ -450,11 +470,11 @@ impl<B: Backend> PoolState<B> {
         };
         if !slot.booted() {
             let reason = reason.unwrap_or_else(|| "runner exited while booting".into());
-            return self.boot_failed(myself, slot, reason).await;
+            return self.boot_failed(myself, runner, slot, reason).await;
         }
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner left");
-        self.hook(&self.config.on_shrink, PoolEvent::Shrink { count });
+        self.hook(&self.config.on_shrink, PoolEvent::Shrink { count, runner });
         if self.stopping {
             return;
         }
