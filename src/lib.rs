@@ -160,7 +160,7 @@ pub use runner::{run_if_runner, serve_as_runner, serve_as_runner_with};
 pub use ractor_flame_actors::{
     Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, Parent,
     ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext,
-    RunnerId, current_call, current_runner,
+    RunnerId, StatefulFn, current_call, current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.

@@ -154,6 +154,27 @@ impl ProcessState {
     }
 }
 
+/// A Runner actor that is killed (its supervisor stopped without waiting
+/// for it, say) never runs `terminate`: the process is killed here, before
+/// the drop returns, so it never outlives the pool that dropped it. (The
+/// watcher task would kill it too, but later.)
+impl Drop for ProcessState {
+    fn drop(&mut self) {
+        let (Some(pid), Some(_), Some(mut reaped)) = (self.pid, self.kill.take(), self.reaped.take()) else {
+            return;
+        };
+        // Reaped already: the pid may belong to another process by now.
+        if reaped.try_recv().is_ok() {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The child exited: sent to the Runner as a backend message.
 #[derive(Debug)]
 struct Exited(std::process::ExitStatus);
@@ -168,7 +189,9 @@ impl Backend for ProcessBackend {
     async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
         Ok(ProcessState {
             runner: Some(ctx.runner_id),
-            ..ProcessState::default()
+            pid: None,
+            kill: None,
+            reaped: None,
         })
     }
 

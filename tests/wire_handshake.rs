@@ -86,6 +86,7 @@ fn hello(runner: RunnerId, token: Token, build: BuildId) -> Vec<u8> {
         runner_id: runner,
         token,
         build_id: build,
+        failed: None,
     });
     encode_frame(&frame, 4096, &mut out).unwrap();
     out

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::parent::RunnerId;
+use crate::registry::States;
 
 tokio::task_local! {
     static CURRENT_CALL: CurrentCall;
@@ -54,6 +55,7 @@ pub struct CurrentCall {
 
 struct Inner {
     runner: RunnerId,
+    states: Arc<States>,
     id: u64,
     deadline: Option<Instant>,
     cancelled: AtomicBool,
@@ -72,10 +74,11 @@ impl fmt::Debug for CurrentCall {
 }
 
 impl CurrentCall {
-    pub(crate) fn new(runner: RunnerId, id: u64, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(runner: RunnerId, states: Arc<States>, id: u64, deadline: Option<Instant>) -> Self {
         CurrentCall {
             inner: Arc::new(Inner {
                 runner,
+                states,
                 id,
                 deadline,
                 cancelled: AtomicBool::new(false),
@@ -87,6 +90,13 @@ impl CurrentCall {
     /// The runner serving the call.
     pub fn runner(&self) -> RunnerId {
         self.inner.runner
+    }
+
+    /// The runner's state of type `S` (see
+    /// [`Registry::with_state`](crate::Registry::with_state)); `None` when no
+    /// such state is registered.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
+        self.inner.states.get::<S>()
     }
 
     /// When the call's execution budget ends; `None` for none (casts).

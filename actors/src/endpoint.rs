@@ -193,8 +193,10 @@ async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Exp
             Some(e) if !e.token.verify(hello.token.as_bytes()) => Err(("wrong token".to_owned(), None)),
             // The runner proved itself but cannot serve this pool: its boot
             // fails with the reason, and it is no longer expected.
-            Some(e) if hello.version != PROTOCOL_VERSION || hello.build_id != e.build_id => {
-                let reason = if hello.version != PROTOCOL_VERSION {
+            Some(e) if hello.version != PROTOCOL_VERSION || hello.build_id != e.build_id || hello.failed.is_some() => {
+                let reason = if let Some(failed) = &hello.failed {
+                    failed.clone()
+                } else if hello.version != PROTOCOL_VERSION {
                     format!(
                         "runner speaks protocol version {} but the parent speaks {PROTOCOL_VERSION}",
                         hello.version
@@ -299,6 +301,10 @@ pub async fn boot_in_process(
         Some(ctx.runner.get_cell()),
     )
     .await?;
+    if let Some(reason) = serve.failure() {
+        terminator.stop(Some(reason.clone()));
+        return Err(ractor::SpawnErr::StartupFailed(reason.into()));
+    }
     let conn = RunnerConn::local(ctx.runner_id, serve, terminator.clone(), to_parent_for_calls);
     let runner = ctx.runner.clone();
     let (frame_conn, frame_runner) = (conn.clone(), runner.clone());

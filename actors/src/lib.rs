@@ -45,7 +45,7 @@ pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, To
 pub use pool::{Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 #[doc(hidden)]
 pub use registry::Fnv;
-pub use registry::{BuildId, Registry, RemoteActor, RemoteFn};
+pub use registry::{BuildId, Registry, RemoteActor, RemoteFn, StatefulFn};
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

@@ -6,7 +6,8 @@
 //! registration code; the handshake compares a [`BuildId`] derived from the
 //! registered names and types so a runner from another build is refused.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -212,6 +213,9 @@ type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Registry {
     functions: BTreeMap<&'static str, Entry>,
+    /// State constructors, by the state type's signature (a stable order for
+    /// the build id).
+    states: BTreeMap<String, (TypeId, StateBuilder)>,
     actors: BTreeMap<&'static str, (String, Placer)>,
     predicates: BTreeMap<String, Predicate>,
     app_version: Option<String>,
@@ -230,6 +234,7 @@ impl fmt::Debug for Registry {
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
             .field("actors", &self.actors.keys().collect::<Vec<_>>())
             .field("predicates", &self.predicates.keys().collect::<Vec<_>>())
+            .field("states", &self.states.keys().collect::<Vec<_>>())
             .field("build_id", &self.build_id())
             .finish()
     }
@@ -357,6 +362,77 @@ impl Registry {
         self
     }
 
+    /// Registers the state of type `S` that [`StatefulFn`]s use: built once
+    /// per runner, on the runner, when it starts (before it connects to its
+    /// parent), by `build`, which may be async and may fail; every call then
+    /// gets the same `Arc<S>`. A failure is the runner's boot error: the
+    /// pool's `BootFailed` carries its message. Nothing is built on a
+    /// parent that only calls.
+    ///
+    /// # Panics
+    ///
+    /// When a state of type `S` is already registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ractor_flame_actors::{FnError, Registry, StatefulFn};
+    ///
+    /// struct Model { weights: Vec<f32> }
+    ///
+    /// struct Infer;
+    /// impl StatefulFn for Infer {
+    ///     const NAME: &'static str = "infer";
+    ///     type State = Model;
+    ///     type Args = f32;
+    ///     type Output = f32;
+    ///     async fn run(model: Arc<Model>, x: f32) -> Result<f32, FnError> {
+    ///         Ok(model.weights.iter().map(|w| w * x).sum())
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new()
+    ///     .with_state(|| async { Ok::<_, FnError>(Model { weights: vec![0.5, 0.25] }) })
+    ///     .register::<Infer>();
+    /// assert!(registry.contains("infer"));
+    /// ```
+    #[track_caller]
+    pub fn with_state<S, B, Fut, E>(mut self, build: B) -> Self
+    where
+        S: Send + Sync + 'static,
+        B: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        let signature = type_sig::<S>();
+        let builder: StateBuilder = Arc::new(move || {
+            let building = build();
+            Box::pin(async move {
+                building
+                    .await
+                    .map(|s| Arc::new(s) as Arc<dyn Any + Send + Sync>)
+                    .map_err(|e| format!("state {}: {e}", std::any::type_name::<S>()))
+            })
+        });
+        let previous = self.states.insert(signature, (TypeId::of::<S>(), builder));
+        assert!(
+            previous.is_none(),
+            "state {} registered twice",
+            std::any::type_name::<S>()
+        );
+        self
+    }
+
+    /// Builds every registered state (on a runner, at its start).
+    pub(crate) async fn build_states(&self) -> Result<States, String> {
+        let mut states = States::default();
+        for (type_id, build) in self.states.values() {
+            states.0.insert(*type_id, build().await?);
+        }
+        Ok(states)
+    }
+
     /// Registers a named predicate for
     /// [`IdleShutdown::AfterWhen`](crate::IdleShutdown::AfterWhen): the runner
     /// idles down only when it returns `true`.
@@ -402,6 +478,11 @@ impl Registry {
             h.write(signature.as_bytes());
             h.write(&[0]);
         }
+        for signature in self.states.keys() {
+            h.write(b"state ");
+            h.write(signature.as_bytes());
+            h.write(&[0]);
+        }
         BuildId(h.0)
     }
 
@@ -434,6 +515,78 @@ impl Registry {
                 false
             }
         }
+    }
+}
+
+type StateFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Any + Send + Sync>, String>> + Send>>;
+type StateBuilder = Arc<dyn Fn() -> StateFuture + Send + Sync>;
+
+/// The states of one runner, by type.
+#[derive(Default)]
+pub(crate) struct States(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl fmt::Debug for States {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "States({})", self.0.len())
+    }
+}
+
+impl States {
+    pub(crate) fn get<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
+        self.0.get(&TypeId::of::<S>())?.clone().downcast::<S>().ok()
+    }
+}
+
+/// A remote function with state: like [`RemoteFn`], and its body also gets
+/// the runner's `Arc<State>`, built once per runner by the constructor
+/// registered with [`Registry::with_state`]. Use it for what a function needs
+/// and should not rebuild per call: a loaded model, a connection pool,
+/// configuration.
+///
+/// Every `StatefulFn` is a [`RemoteFn`]: register it with
+/// [`Registry::register`] and call it with `pool.call::<F>(args)` as any
+/// other.
+///
+/// # Errors
+///
+/// A call fails with the function's error when no state of type `State` is
+/// registered (the message names the type).
+///
+/// # Examples
+///
+/// See [`Registry::with_state`].
+pub trait StatefulFn: Send + Sync + 'static {
+    /// The stable name the function is called by. Unique in a registry.
+    const NAME: &'static str;
+    /// As [`RemoteFn::BLOCKING`].
+    const BLOCKING: bool = false;
+    /// The state the body gets (registered with [`Registry::with_state`]).
+    type State: Send + Sync + 'static;
+    /// The argument.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The output.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The function's body; runs as [`RemoteFn::run`] does.
+    fn run(state: Arc<Self::State>, args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
+}
+
+impl<F: StatefulFn> RemoteFn for F {
+    const NAME: &'static str = F::NAME;
+    const BLOCKING: bool = F::BLOCKING;
+    type Args = F::Args;
+    type Output = F::Output;
+
+    async fn run(args: Self::Args) -> Result<Self::Output, FnError> {
+        let state = crate::context::current_call()
+            .and_then(|call| call.state::<F::State>())
+            .ok_or_else(|| {
+                FnError::msg(format!(
+                    "no state of type {} is registered (Registry::with_state)",
+                    std::any::type_name::<F::State>()
+                ))
+            })?;
+        <F as StatefulFn>::run(state, args).await
     }
 }
 

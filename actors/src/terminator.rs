@@ -326,7 +326,16 @@ pub async fn spawn_terminator(
     system_shutdown: Option<SystemShutdown>,
     supervisor: Option<ractor::ActorCell>,
 ) -> Result<(ActorRef<TerminatorMessage>, tokio::task::JoinHandle<()>, Arc<Serve>), ractor::SpawnErr> {
-    let serve = Serve::new(runner, registry, tokio::runtime::Handle::current());
+    // The runner's states are built before it serves (and, remote, before
+    // it connects): a failure is reported to the parent as its boot error.
+    let (states, failure) = match registry.build_states().await {
+        Ok(states) => (states, None),
+        Err(reason) => (crate::registry::States::default(), Some(reason)),
+    };
+    let serve = Serve::new(runner, registry, tokio::runtime::Handle::current(), states);
+    if let Some(reason) = failure {
+        serve.set_failure(format!("the runner could not start: {reason}"));
+    }
     let args = TerminatorArguments {
         serve: Arc::clone(&serve),
         settings,

@@ -428,6 +428,43 @@ pub fn registry() -> Registry {
         .register::<IdleAsks>()
         .idle_predicate(IDLE_PREDICATE, idle_allowed)
         .register_actor::<Keeper>()
+        .with_state(build_runner_state)
+        .register::<StateProbe>()
+}
+
+/// States built in this process so far.
+pub static STATES_BUILT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Per-runner state of the tests: which construction it was, and an id.
+pub struct RunnerState {
+    pub construction: u32,
+    pub id: String,
+}
+
+/// Builds the runner state; fails (as a missing model file would) when the
+/// runner's environment has `FLAME_TEST_STATE_FAIL`.
+async fn build_runner_state() -> Result<RunnerState, String> {
+    if std::env::var_os("FLAME_TEST_STATE_FAIL").is_some() {
+        return Err("model file /models/missing.bin not found".into());
+    }
+    let construction = STATES_BUILT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    Ok(RunnerState {
+        construction,
+        id: uuid::Uuid::new_v4().simple().to_string(),
+    })
+}
+
+/// Reports the runner state it was given: (pid, construction, state id).
+pub struct StateProbe;
+
+impl ractor_flame::StatefulFn for StateProbe {
+    const NAME: &'static str = "test.state_probe";
+    type State = RunnerState;
+    type Args = ();
+    type Output = (u32, u32, String);
+    async fn run(state: std::sync::Arc<RunnerState>, _: ()) -> Result<(u32, u32, String), FnError> {
+        Ok((std::process::id(), state.construction, state.id.clone()))
+    }
 }
 
 /// Sleeps like [`Sleep`] (counted under `key`), then reports where it ran:

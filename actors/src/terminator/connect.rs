@@ -34,7 +34,7 @@ pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: 
             }
             tokio::time::sleep(RETRY_EVERY).await;
         };
-        match handshake(stream, &parent, serve.registry().build_id()).await {
+        match handshake(stream, &parent, serve.registry().build_id(), serve.failure()).await {
             Ok(stream) => start(myself, &parent, serve, stream),
             Err(reason) => {
                 let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
@@ -55,12 +55,18 @@ async fn try_addrs(parent: &Parent) -> Option<TcpStream> {
 /// Proves the runner to the parent. The build id is this runner's own,
 /// computed from the registry it serves, never the one `FLAME_PARENT` named:
 /// the parent compares them.
-async fn handshake(mut stream: TcpStream, parent: &Parent, build_id: BuildId) -> Result<TcpStream, String> {
+async fn handshake(
+    mut stream: TcpStream,
+    parent: &Parent,
+    build_id: BuildId,
+    failed: Option<String>,
+) -> Result<TcpStream, String> {
     let hello = ToParent::Hello(Hello {
         version: PROTOCOL_VERSION,
         runner_id: parent.runner_id,
         token: parent.token.clone(),
         build_id,
+        failed,
     });
     let mut buf = Vec::new();
     encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;

@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use super::children::Children;
 use crate::context::CurrentCall;
 use crate::parent::RunnerId;
-use crate::registry::{BoxFuture, Registry, RunFailure, panic_message};
+use crate::registry::{BoxFuture, Registry, RunFailure, States, panic_message};
 use crate::wire::frame::{
     CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent,
 };
@@ -38,6 +38,8 @@ pub struct Serve {
     /// Where function bodies run: the application's runtime, never the link
     /// thread.
     work: Handle,
+    /// The runner's states, built once at its start.
+    states: Arc<States>,
     /// The calls running now, by id.
     tasks: Mutex<HashMap<u64, Running>>,
     active: AtomicUsize,
@@ -74,11 +76,12 @@ impl Running {
 }
 
 impl Serve {
-    pub(crate) fn new(runner: RunnerId, registry: Registry, work: Handle) -> Arc<Self> {
+    pub(crate) fn new(runner: RunnerId, registry: Registry, work: Handle, states: States) -> Arc<Self> {
         Arc::new(Serve {
             runner,
             registry,
             work,
+            states: Arc::new(states),
             tasks: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
@@ -170,7 +173,7 @@ impl Serve {
     /// Creates the work of `call` now and returns a future that runs it to
     /// the end, accounted like any call, its outcome dropped.
     pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
-        let current = CurrentCall::new(self.runner, call.id, None);
+        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, None);
         let work = self.start_work(&call.view(), &current);
         let this = Arc::clone(self);
         async move {
@@ -209,7 +212,7 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return send(&reply, call.id, Outcome::Refused);
         }
-        let current = CurrentCall::new(self.runner, call.id, deadline);
+        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
         let work = match self.start_work(&call, &current) {
             Ok(work) => work,
             Err(outcome) => return send(&reply, call.id, outcome),
@@ -255,7 +258,7 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return Some(Outcome::Refused);
         }
-        let current = CurrentCall::new(self.runner, call.id, deadline);
+        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
         let work = match self.start_work(&call, &current) {
             Ok(work) => work,
             Err(outcome) => return Some(outcome),

@@ -36,6 +36,10 @@ pub struct Hello {
     pub token: Token,
     /// The runner's registry build id.
     pub build_id: BuildId,
+    /// Why the runner cannot serve (a state that failed to build); the
+    /// parent then fails the boot with this reason.
+    #[serde(default)]
+    pub failed: Option<String>,
 }
 
 /// The parent's answer to [`Hello`].
