@@ -123,16 +123,7 @@ impl Pool {
         registry: &Registry,
         supervisor: Option<ActorCell>,
     ) -> Result<Pool, Error> {
-        config.validate()?;
-        for idle in [config.get_idle_shutdown_after(), config.get_min_idle_shutdown_after()] {
-            if let Some(name) = idle.predicate()
-                && !registry.has_idle_predicate(name)
-            {
-                return Err(Error::Config(format!(
-                    "idle predicate `{name}` is not registered (Registry::idle_predicate)"
-                )));
-            }
-        }
+        config.validate_for(registry)?;
         let settings = Arc::new(Settings {
             name: config.get_name().to_owned(),
             timeout: config.get_timeout(),

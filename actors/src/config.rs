@@ -417,6 +417,28 @@ impl PoolConfig {
         &self.min_idle_shutdown_after
     }
 
+    /// Checks the options, then checks them against the functions runners
+    /// will serve: an idle predicate must be registered (an unknown one
+    /// would keep runners up for ever).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], as [`PoolConfig::validate`], or naming the idle
+    /// predicate that `registry` does not know.
+    pub fn validate_for(&self, registry: &crate::registry::Registry) -> Result<(), Error> {
+        self.validate()?;
+        for idle in [&self.idle_shutdown_after, &self.min_idle_shutdown_after] {
+            if let Some(name) = idle.predicate()
+                && !registry.has_idle_predicate(name)
+            {
+                return Err(Error::Config(format!(
+                    "idle predicate `{name}` is not registered (Registry::idle_predicate)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the options.
     ///
     /// # Errors

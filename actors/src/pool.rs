@@ -234,18 +234,7 @@ impl<B: Backend> Actor for Pool<B> {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        args.config.validate()?;
-        // A predicate the runners do not know would keep them up for ever.
-        for idle in [&args.config.idle_shutdown_after, &args.config.min_idle_shutdown_after] {
-            if let Some(name) = idle.predicate()
-                && !args.registry.has_idle_predicate(name)
-            {
-                return Err(Error::Config(format!(
-                    "idle predicate `{name}` is not registered (Registry::idle_predicate)"
-                ))
-                .into());
-            }
-        }
+        args.config.validate_for(&args.registry)?;
         Ok(PoolState::new(args))
     }
 
