@@ -12,6 +12,9 @@
 
 #![allow(missing_docs)]
 
+#[path = "report_parts/mux.rs"]
+mod mux;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +55,17 @@ impl RemoteFn for Spin {
 }
 
 static CASTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `CountCast`s this runner has run.
+struct CastCount;
+impl RemoteFn for CastCount {
+    const NAME: &'static str = "bench.cast_count";
+    type Args = ();
+    type Output = u64;
+    async fn run(_: ()) -> Result<u64, FnError> {
+        Ok(CASTS.load(Ordering::Relaxed))
+    }
+}
 
 struct CountCast;
 impl RemoteFn for CountCast {
@@ -129,6 +143,7 @@ fn registry() -> Registry {
         .register::<Len>()
         .register::<Pid>()
         .register::<Spin>()
+        .register::<CastCount>()
 }
 
 // ---- output -----------------------------------------------------------------
@@ -343,6 +358,64 @@ async fn remote(plan: &Plan, registry: &Registry) {
     if let Some(kib) = vm_rss_kib(pid) {
         emit("runner_rss_idle_kib", kib as f64, "KiB");
     }
+    pool.stop().await;
+}
+
+/// Remote throughput beside its floor, a raw multiplexed client against an
+/// echo child, in alternating rounds of the same run (medians of three);
+/// remote casts beside raw one-way frames.
+async fn throughput_floors(plan: &Plan, registry: &Registry) {
+    let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+    let config = PoolConfig::new(1).name("bench-mux").max_concurrency(100_000);
+    let pool = Pool::start(config, backend, registry).await.unwrap();
+    let raw = mux::MuxClient::start().await;
+    let round = plan.throughput_for / 2;
+    for callers in [64usize, 512] {
+        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            floor.push(mux::mux_throughput(&raw, callers, round).await);
+            ours.push(throughput(&pool, callers, round).await);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (ours, floor) = (median(&mut ours), median(&mut floor));
+        let suffix = if callers == 64 {
+            String::new()
+        } else {
+            format!("_{callers}")
+        };
+        emit(&format!("raw_mux_throughput_per_s{suffix}"), floor, "calls/s");
+        emit(&format!("remote_throughput_per_s_beside_mux{suffix}"), ours, "calls/s");
+        emit(
+            &format!("remote_vs_raw_mux_throughput_ratio{suffix}"),
+            ours / floor,
+            "ratio",
+        );
+    }
+    // Casts: `n` of them until the runner has run them all, beside `n` raw
+    // one-way frames until the echo child has counted them all.
+    let n = plan.casts / 4;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        floor.push(n as f64 / raw.one_way(n).await.as_secs_f64());
+        let before = pool.call::<CastCount>(()).await.unwrap();
+        let start = Instant::now();
+        for i in 0..n {
+            pool.cast::<CountCast>(i).unwrap();
+        }
+        while pool.call::<CastCount>(()).await.unwrap() < before + n {
+            tokio::task::yield_now().await;
+        }
+        ours.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    ours.sort_by(f64::total_cmp);
+    floor.sort_by(f64::total_cmp);
+    emit("raw_one_way_frames_per_s", floor[1], "frames/s");
+    emit("remote_cast_throughput_per_s", ours[1], "casts/s");
+    emit("remote_vs_raw_cast_ratio", ours[1] / floor[1], "ratio");
+    raw.stop().await;
     pool.stop().await;
 }
 
@@ -625,6 +698,9 @@ async fn main() {
     if std::env::var_os("FLAME_BENCH_RAW_ECHO").is_some() {
         return raw_echo_server().await;
     }
+    if std::env::var_os("FLAME_BENCH_RAW_MUX").is_some() {
+        return mux::echo_server().await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
         Plan {
@@ -645,6 +721,7 @@ async fn main() {
     };
     local(&plan, &registry).await;
     remote(&plan, &registry).await;
+    throughput_floors(&plan, &registry).await;
     cold_boot(&plan, &registry).await;
     cpu_bound(&plan, &registry).await;
     #[cfg(feature = "docker")]

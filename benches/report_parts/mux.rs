@@ -1,0 +1,179 @@
+//! The throughput floors: a raw multiplexed client against an echo child
+//! (one connection, a writer task that batches what is queued, a buffered
+//! reader task, an id -> oneshot map, rmp-serde frames with a u32 length
+//! prefix), and raw one-way frames for casts. Included by `report.rs`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// One frame of the raw protocol: an id and a small body.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MuxFrame {
+    pub(crate) id: u64,
+    pub(crate) value: u64,
+}
+
+fn encode(frame: &MuxFrame, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write_named(out, frame).unwrap();
+    let n = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&n.to_be_bytes());
+}
+
+async fn read(reader: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> Option<MuxFrame> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len).await.ok()?;
+    buf.resize(u32::from_be_bytes(len) as usize, 0);
+    reader.read_exact(buf).await.ok()?;
+    rmp_serde::from_slice(buf).ok()
+}
+
+/// Writes what the channel holds, batching everything queued into one write.
+async fn batch_writer(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<MuxFrame>) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        encode(&first, &mut out);
+        while out.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(frame) => encode(&frame, &mut out),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+/// The echo child: answers every frame, except one-way frames (`id` 0),
+/// which it counts, answering once when `value` of them have arrived.
+pub(crate) async fn echo_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let (stream, _) = listener.accept().await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (read_half, write_half) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(batch_writer(write_half, rx));
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut buf = Vec::new();
+    let mut one_way = 0u64;
+    while let Some(frame) = read(&mut reader, &mut buf).await {
+        if frame.id == 0 {
+            // A one-way frame: count it; `value` says how many to expect.
+            one_way += 1;
+            if one_way == frame.value {
+                let _ = tx.send(MuxFrame { id: 0, value: one_way });
+                one_way = 0;
+            }
+            continue;
+        }
+        let _ = tx.send(frame);
+    }
+}
+
+/// The multiplexed client of `echo_server`, in a child process.
+#[derive(Debug)]
+pub(crate) struct MuxClient {
+    child: tokio::process::Child,
+    tx: mpsc::UnboundedSender<MuxFrame>,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>,
+    next: AtomicU64,
+}
+
+impl MuxClient {
+    pub(crate) async fn start() -> Arc<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .env("FLAME_BENCH_RAW_MUX", "1")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+            .await
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_writer(write_half, rx));
+        let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>> = Arc::default();
+        let routes = Arc::clone(&waiting);
+        tokio::spawn(async move {
+            let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+            let mut buf = Vec::new();
+            while let Some(frame) = read(&mut reader, &mut buf).await {
+                if let Some(waiter) = routes.lock().unwrap().remove(&frame.id) {
+                    let _ = waiter.send(frame.value);
+                }
+            }
+        });
+        Arc::new(MuxClient {
+            child,
+            tx,
+            waiting,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// One request/response.
+    pub(crate) async fn call(&self, value: u64) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(id, tx);
+        self.tx.send(MuxFrame { id, value }).unwrap();
+        rx.await.unwrap()
+    }
+
+    /// `n` one-way frames, then waits for the echo child's count of them.
+    pub(crate) async fn one_way(&self, n: u64) -> Duration {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(0, tx);
+        let start = Instant::now();
+        for _ in 0..n {
+            self.tx.send(MuxFrame { id: 0, value: n }).unwrap();
+        }
+        assert_eq!(rx.await.unwrap(), n);
+        start.elapsed()
+    }
+
+    pub(crate) async fn stop(self: Arc<Self>) {
+        if let Ok(mut client) = Arc::try_unwrap(self) {
+            let _ = client.child.kill().await;
+        }
+    }
+}
+
+/// Calls per second with `callers` tasks each calling in a loop for `for_`.
+pub(crate) async fn mux_throughput(client: &Arc<MuxClient>, callers: usize, for_: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (client, done) = (Arc::clone(client), Arc::clone(&done));
+            tokio::spawn(async move {
+                while start.elapsed() < for_ {
+                    client.call(1).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
