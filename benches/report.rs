@@ -529,20 +529,7 @@ struct RawClient {
 
 impl RawClient {
     async fn start() -> Self {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .env("FLAME_BENCH_RAW_ECHO", "1")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-            .await
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        let (child, stream) = mux::echo_child("FLAME_BENCH_RAW_ECHO").await;
         RawClient {
             child,
             stream,

@@ -349,7 +349,7 @@ impl DockerBackend {
         }
     }
 
-    async fn endpoint(&self, ctx: &RunnerContext, docker: &Docker) -> Result<&Endpoint, BackendError> {
+    async fn endpoint(&self, docker: &Docker) -> Result<&Endpoint, BackendError> {
         self.shared
             .endpoint
             .get_or_try_init(|| async {
@@ -358,7 +358,7 @@ impl DockerBackend {
                     (None, Network::Host) => IpAddr::V4(Ipv4Addr::LOCALHOST),
                     (None, Network::Named(name)) => engine::gateway(docker, name).await?,
                 };
-                Endpoint::bind(SocketAddr::new(ip, 0), ctx.registry.build_id())
+                Endpoint::bind(SocketAddr::new(ip, 0))
                     .await
                     .map_err(|e| BackendError::new(format!("cannot listen on {ip}: {e}")))
             })
@@ -410,7 +410,7 @@ impl Backend for DockerBackend {
         self.sweep_orphans(docker, &ctx.pool);
         self.shared.events.watch(docker, &self.shared.instance);
         let mut image = self.image_tag(docker).await?;
-        let endpoint = self.endpoint(ctx, docker).await?;
+        let endpoint = self.endpoint(docker).await?;
         endpoint.expect(ctx);
         let parent = ctx.parent(vec![endpoint.addr()], self.name());
         let mut env: Vec<String> = self

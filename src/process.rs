@@ -125,9 +125,9 @@ impl ProcessBackend {
         cmd
     }
 
-    async fn endpoint(&self, ctx: &RunnerContext) -> Result<&Endpoint, BackendError> {
+    async fn endpoint(&self) -> Result<&Endpoint, BackendError> {
         self.endpoint
-            .get_or_try_init(|| Endpoint::bind(self.bind, ctx.registry.build_id()))
+            .get_or_try_init(|| Endpoint::bind(self.bind))
             .await
             .map_err(|e| BackendError::new(format!("cannot listen on {}: {e}", self.bind)))
     }
@@ -196,7 +196,7 @@ impl Backend for ProcessBackend {
     }
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
-        let endpoint = self.endpoint(ctx).await?;
+        let endpoint = self.endpoint().await?;
         endpoint.expect(ctx);
         let parent = ctx.parent(vec![endpoint.addr()], self.name());
         let mut cmd = self.command(&parent.encode());

@@ -48,7 +48,7 @@ async fn b42_a_runner_of_another_build_is_refused_naming_both() {
 async fn b42_a_refused_runner_exits_non_zero_with_the_reason() {
     // A parent that refuses every runner (it expects none), reached by a
     // real runner process.
-    let endpoint = ractor_flame::actors::Endpoint::bind("127.0.0.1:0".parse().unwrap(), registry().build_id())
+    let endpoint = ractor_flame::actors::Endpoint::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let parent = Parent::new(

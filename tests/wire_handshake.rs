@@ -57,7 +57,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), build()).await.unwrap();
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (actor, _) = Actor::spawn(None, Recorder(seen.clone()), ()).await.unwrap();
     let runner = RunnerId::new();

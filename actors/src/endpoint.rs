@@ -67,7 +67,7 @@ impl Endpoint {
     /// Binds `addr` (port 0 for any) and starts accepting runners. Each
     /// runner must serve the build of the pool that expects it (its
     /// context's registry), so pools with different registries can share
-    /// one endpoint; `_build_id` is not used.
+    /// one endpoint.
     ///
     /// The listener and every connection it accepts live on the link thread,
     /// where no function body and no busy application worker can delay them.
@@ -75,7 +75,7 @@ impl Endpoint {
     /// # Errors
     ///
     /// When the address cannot be bound.
-    pub async fn bind(addr: SocketAddr, _build_id: BuildId) -> std::io::Result<Self> {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = crate::link::thread::run(TcpListener::bind(addr)).await?;
         let addr = listener.local_addr()?;
         let expected: Arc<Mutex<HashMap<RunnerId, Expected>>> = Arc::default();

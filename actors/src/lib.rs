@@ -40,7 +40,7 @@ pub use endpoint::Endpoint;
 #[doc(hidden)]
 pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
-pub use link::{CallRequest, RunnerConn, SlotHold, outcome_into_result};
+pub use link::{CallRequest, RunnerConn, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
 pub use pool::{Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 #[doc(hidden)]

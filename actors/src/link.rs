@@ -7,7 +7,6 @@
 
 pub(crate) mod thread;
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{DownReason, Error};
 use crate::parent::RunnerId;
+use crate::pool::Lease;
 use crate::terminator::{Serve, TerminatorMessage};
 use crate::wire::clock::unix_micros;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, ToRunner};
@@ -27,11 +27,6 @@ use crate::wire::outbox::{Outbox, WeakOutbox};
 /// How long past its deadline the parent waits for a runner's own deadline
 /// reply before it gives up on its own (and cancels the work).
 const DEADLINE_GRACE: Duration = Duration::from_millis(250);
-
-/// What keeps a call's slot taken (a checkout lease): dropped when the
-/// call's work has ended on the runner, which may be after the caller got
-/// its answer (a deadline, a cancel).
-pub type SlotHold = Box<dyn Any + Send>;
 
 /// What a caller asks a runner to do.
 #[derive(Debug)]
@@ -83,7 +78,7 @@ enum Pending {
     Answered,
     /// The caller is gone (it got an early outcome, passed its deadline, or
     /// dropped its future); the work still runs and holds this slot.
-    Parked(Option<SlotHold>),
+    Parked(Option<Lease>),
 }
 
 /// An outcome, and whether the work behind it has ended.
@@ -201,7 +196,7 @@ impl RunnerConn {
     }
 
     /// Sends a call and waits for its outcome, like [`RunnerConn::call`];
-    /// `hold` (the call's checkout lease) is released when the call's work
+    /// `hold` (the call's checkout lease) is checked in when the call's work
     /// has ended on the runner. When the caller stops waiting first (a
     /// deadline, a cancel, a dropped future), the hold stays with the
     /// connection until the runner reports the end, so a slot is free only
@@ -214,7 +209,7 @@ impl RunnerConn {
     /// # Cancel safety
     ///
     /// As [`RunnerConn::call`]; the hold is kept until the work ends.
-    pub async fn call_held(&self, req: CallRequest<'_>, hold: Option<SlotHold>) -> Result<Outcome, Error> {
+    pub async fn call_held(&self, req: CallRequest<'_>, hold: Option<Lease>) -> Result<Outcome, Error> {
         if self.is_down() {
             return Err(self.down_error());
         }
@@ -283,7 +278,7 @@ impl RunnerConn {
         id: u64,
         linked: bool,
         deadline: Option<Instant>,
-        hold: Option<SlotHold>,
+        hold: Option<Lease>,
         send: impl FnOnce(bool) -> bool,
     ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
@@ -328,16 +323,22 @@ impl RunnerConn {
         }
     }
 
-    /// Keeps `hold` until call `id` has ended on the runner (released at
-    /// once if it already has, or the runner is gone).
-    fn park(&self, id: u64, hold: Option<SlotHold>) {
+    /// Keeps `hold` until call `id` has ended on the runner; returns whether
+    /// it still runs. A hold whose call has ended (or whose runner is gone)
+    /// is released at once, outside the lock (a lease's drop may message the
+    /// pool).
+    fn park(&self, id: u64, hold: Option<Lease>) -> bool {
         let mut pending = self.inner.pending.lock().expect("poisoned");
         match pending.get_mut(&id) {
-            Some(entry) if !self.is_down() => *entry = Pending::Parked(hold),
+            Some(entry) if !self.is_down() => {
+                *entry = Pending::Parked(hold);
+                true
+            }
             _ => {
                 pending.remove(&id);
                 drop(pending);
                 drop(hold);
+                false
             }
         }
     }
@@ -521,7 +522,7 @@ struct CallGuard<'a> {
     conn: &'a RunnerConn,
     id: u64,
     linked: bool,
-    hold: Option<SlotHold>,
+    hold: Option<Lease>,
     armed: bool,
 }
 
@@ -530,25 +531,9 @@ impl Drop for CallGuard<'_> {
         if !self.armed {
             return;
         }
-        let still_running = {
-            let mut pending = self.conn.inner.pending.lock().expect("poisoned");
-            match pending.get_mut(&self.id) {
-                Some(entry) if !self.conn.is_down() => {
-                    *entry = Pending::Parked(self.hold.take());
-                    true
-                }
-                _ => {
-                    pending.remove(&self.id);
-                    false
-                }
-            }
-        };
-        if still_running && self.linked {
+        if self.conn.park(self.id, self.hold.take()) && self.linked {
             self.conn.cancel(self.id);
         }
-        // A hold still here is released now (the work has ended, or the
-        // runner is gone), outside the lock.
-        drop(self.hold.take());
     }
 }
 

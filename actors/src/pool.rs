@@ -149,7 +149,7 @@ impl Lease {
     /// until the runner reports that the work has ended.
     pub async fn call(self, req: crate::link::CallRequest<'_>) -> Result<crate::wire::Outcome, Error> {
         let conn = self.slot.conn.clone();
-        conn.call_held(req, Some(Box::new(self))).await
+        conn.call_held(req, Some(self)).await
     }
 }
 

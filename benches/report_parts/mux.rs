@@ -82,6 +82,27 @@ pub(crate) async fn echo_server() {
     }
 }
 
+/// Starts this bench binary as an echo child (selected by the environment
+/// variable `mode`), connected: the raw floors' peer, a process like a
+/// runner.
+pub(crate) async fn echo_child(mode: &str) -> (tokio::process::Child, TcpStream) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env(mode, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    (child, stream)
+}
+
 /// The multiplexed client of `echo_server`, in a child process.
 #[derive(Debug)]
 pub(crate) struct MuxClient {
@@ -93,20 +114,7 @@ pub(crate) struct MuxClient {
 
 impl MuxClient {
     pub(crate) async fn start() -> Arc<Self> {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .env("FLAME_BENCH_RAW_MUX", "1")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-            .await
-            .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        let (child, stream) = echo_child("FLAME_BENCH_RAW_MUX").await;
         let (read_half, write_half) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batch_writer(write_half, rx));

@@ -206,20 +206,31 @@ impl Serve {
         self.accepting.store(false, Ordering::Release);
     }
 
+    /// Admits a call: its work, counted as running, and its context; the
+    /// outcome to answer at once when it cannot start (draining, unknown).
+    fn begin(
+        self: &Arc<Self>,
+        call: &CallRef<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(BoxFuture, CurrentCall), Outcome> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Outcome::Refused);
+        }
+        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
+        let work = self.start_work(call, &current)?;
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Ok((work, current))
+    }
+
     /// Starts a call in a task of its own on the work runtime; its outcome
     /// goes to `reply` (the parent connection), when the work has ended.
     pub(crate) fn dispatch(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>, reply: Outbox<ToParent>) {
-        if !self.accepting.load(Ordering::Acquire) {
-            return send(&reply, call.id, Outcome::Refused);
-        }
-        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
-        let work = match self.start_work(&call, &current) {
-            Ok(work) => work,
+        let (work, current) = match self.begin(&call, deadline) {
+            Ok(begun) => begun,
             Err(outcome) => return send(&reply, call.id, outcome),
         };
         let blocking = self.is_blocking(call.function);
-        self.active.fetch_add(1, Ordering::AcqRel);
-        self.touch();
         let id = call.id;
         let want_result = call.want_result;
         let this = Arc::clone(self);
@@ -255,16 +266,10 @@ impl Serve {
     /// it (the runner is going away). Blocking functions go through
     /// `dispatch` instead: their body outlives a dropped caller.
     pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Some(Outcome::Refused);
-        }
-        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
-        let work = match self.start_work(&call, &current) {
-            Ok(work) => work,
+        let (work, current) = match self.begin(&call, deadline) {
+            Ok(begun) => begun,
             Err(outcome) => return Some(outcome),
         };
-        self.active.fetch_add(1, Ordering::AcqRel);
-        self.touch();
         let abort = Arc::new(Notify::new());
         let running = Running {
             call: current,
@@ -437,11 +442,10 @@ impl<'a> Finish<'a> {
         self.ended = true;
         // Counted out first: when the parent hears of it, the slot is free
         // here too.
-        self.done();
+        let alone = self.done();
         if let Some(reply) = self.reply.take() {
             // The last call running replies straight from its thread;
             // replies of calls running together are batched.
-            let alone = self.serve.tasks.lock().expect("poisoned").is_empty();
             let _ = reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone);
         }
     }
@@ -453,13 +457,19 @@ impl<'a> Finish<'a> {
         }
     }
 
-    /// The runner-side accounting of a call's end.
-    fn done(&self) {
-        self.serve.tasks.lock().expect("poisoned").remove(&self.id);
+    /// The runner-side accounting of a call's end; returns whether no other
+    /// call runs now.
+    fn done(&self) -> bool {
+        let alone = {
+            let mut tasks = self.serve.tasks.lock().expect("poisoned");
+            tasks.remove(&self.id);
+            tasks.is_empty()
+        };
         self.serve.touch();
         if self.serve.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.serve.quiet.notify_waiters();
         }
+        alone
     }
 }
 
