@@ -411,8 +411,7 @@ impl Backend for DockerBackend {
         self.shared.events.watch(docker, &self.shared.instance);
         let mut image = self.image_tag(docker).await?;
         let endpoint = self.endpoint(docker).await?;
-        endpoint.expect(ctx);
-        let parent = ctx.parent(vec![endpoint.addr()], self.name());
+        let parent = endpoint.expect(ctx, vec![endpoint.addr()], self.name());
         let mut env: Vec<String> = self
             .env
             .iter()

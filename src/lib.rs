@@ -158,7 +158,7 @@ pub use runner::{run_if_runner, serve_as_runner, serve_as_runner_with};
 
 #[doc(inline)]
 pub use ractor_flame_actors::{
-    Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, Parent,
+    Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, LinkTls, Parent,
     ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext,
     RunnerId, StatefulFn, current_call, current_runner,
 };

@@ -41,6 +41,7 @@ pub struct ProcessBackend {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     bind: SocketAddr,
+    parent_addr: Option<SocketAddr>,
     endpoint: Arc<OnceCell<Endpoint>>,
 }
 
@@ -65,6 +66,7 @@ impl ProcessBackend {
             args: Vec::new(),
             env: Vec::new(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            parent_addr: None,
             endpoint: Arc::new(OnceCell::new()),
         }
     }
@@ -106,6 +108,26 @@ impl ProcessBackend {
     /// Where the parent listens for runners (default `127.0.0.1:0`).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// Where runners are told to connect, when not where the parent
+    /// listens: a port forward or a proxy that leads to [`bind`](Self::bind)'s
+    /// address. Whether the link is encrypted follows this address (see
+    /// [`LinkTls`](crate::LinkTls)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::ProcessBackend;
+    ///
+    /// let backend = ProcessBackend::new("/usr/local/bin/app")
+    ///     .bind("0.0.0.0:7000".parse().unwrap())
+    ///     .parent_addr("10.1.2.3:7000".parse().unwrap());
+    /// # let _ = backend;
+    /// ```
+    pub fn parent_addr(mut self, addr: SocketAddr) -> Self {
+        self.parent_addr = Some(addr);
         self
     }
 
@@ -197,8 +219,8 @@ impl Backend for ProcessBackend {
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         let endpoint = self.endpoint().await?;
-        endpoint.expect(ctx);
-        let parent = ctx.parent(vec![endpoint.addr()], self.name());
+        let advertised = self.parent_addr.unwrap_or_else(|| endpoint.addr());
+        let parent = endpoint.expect(ctx, vec![advertised], self.name());
         let mut cmd = self.command(&parent.encode());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

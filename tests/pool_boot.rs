@@ -182,6 +182,7 @@ async fn runner_with(backend: Counting) -> (ActorRef<RunnerMessage>, Arc<Mutex<O
             settings: RunnerSettings::default(),
             boot_timeout: Duration::from_secs(30),
             runner,
+            link_tls: Default::default(),
         }),
     };
     let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend)), args, pool.get_cell())
@@ -302,6 +303,7 @@ async fn b25_boot_is_one_shot() {
             settings: RunnerSettings::default(),
             boot_timeout: Duration::from_secs(10),
             runner,
+            link_tls: Default::default(),
         }),
     };
     let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend.clone())), args, pool.get_cell())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_flame::actors::runner::RunnerMessage;
 use ractor_flame::actors::wire::{Hello, ToParent, ToRunner, Welcome, decode_body, encode_frame};
-use ractor_flame::actors::{Endpoint, RunnerSettings, Token};
+use ractor_flame::actors::{Endpoint, LinkTls, RunnerSettings, Token};
 use ractor_flame::{BuildId, Registry, RunnerContext, RunnerId};
 use support::functions::Echo;
 use support::{config, eventually};
@@ -62,15 +62,21 @@ async fn fixture() -> Fixture {
     let (actor, _) = Actor::spawn(None, Recorder(seen.clone()), ()).await.unwrap();
     let runner = RunnerId::new();
     let token = Token::generate();
-    endpoint.expect(&RunnerContext {
-        runner_id: runner,
-        pool: "wire".into(),
-        token: token.clone(),
-        registry: Registry::new(),
-        settings: RunnerSettings::default(),
-        boot_timeout: Duration::from_secs(5),
-        runner: actor,
-    });
+    let addrs = vec![endpoint.addr()];
+    endpoint.expect(
+        &RunnerContext {
+            runner_id: runner,
+            pool: "wire".into(),
+            token: token.clone(),
+            registry: Registry::new(),
+            settings: RunnerSettings::default(),
+            boot_timeout: Duration::from_secs(5),
+            runner: actor,
+            link_tls: LinkTls::Never,
+        },
+        addrs,
+        "wire",
+    );
     Fixture {
         endpoint,
         runner,

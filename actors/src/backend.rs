@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 
+use crate::config::LinkTls;
 use crate::error::{BackendError, DownReason};
 use crate::parent::{Parent, RunnerId, RunnerSettings, Token};
 use crate::registry::Registry;
@@ -40,6 +41,11 @@ pub struct RunnerContext {
     /// The Runner actor; a backend that connects in-process casts
     /// [`RunnerMessage::RemoteUp`] to it.
     pub runner: ActorRef<RunnerMessage>,
+    /// Whether the runner's link is encrypted; [`Endpoint::expect`]
+    /// applies it.
+    ///
+    /// [`Endpoint::expect`]: crate::Endpoint::expect
+    pub link_tls: LinkTls,
 }
 
 impl fmt::Debug for RunnerContext {
@@ -53,7 +59,9 @@ impl fmt::Debug for RunnerContext {
 }
 
 impl RunnerContext {
-    /// The `FLAME_PARENT` description for this runner.
+    /// The `FLAME_PARENT` description for this runner, without TLS. A
+    /// backend that runners reach over TCP gets its description from
+    /// [`Endpoint::expect`](crate::Endpoint::expect) instead.
     pub fn parent(&self, addrs: Vec<std::net::SocketAddr>, backend: &str) -> Parent {
         let mut parent = Parent::new(
             self.runner_id,

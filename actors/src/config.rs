@@ -152,6 +152,48 @@ pub enum PoolEvent {
     },
 }
 
+/// Whether the runner link is encrypted.
+///
+/// With TLS the endpoint presents a certificate made for it, and the runner
+/// accepts only that certificate (its fingerprint travels in `FLAME_PARENT`),
+/// then proves itself with its token. Nothing on the network between them
+/// sees the token, the arguments or the results.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{LinkTls, PoolConfig};
+///
+/// // Encrypt even on loopback (the default encrypts only off it).
+/// let config = PoolConfig::new(4).link_tls(LinkTls::Always);
+/// assert!(config.validate().is_ok());
+/// assert!(LinkTls::Auto.applies_to(&["10.0.0.2:4000".parse().unwrap()]));
+/// assert!(!LinkTls::Auto.applies_to(&["127.0.0.1:4000".parse().unwrap()]));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkTls {
+    /// TLS unless every address runners are given for the parent is a
+    /// loopback address (the default): runners on this machine speak plain
+    /// TCP, runners anywhere else TLS.
+    #[default]
+    Auto,
+    /// TLS on every runner link.
+    Always,
+    /// Plain TCP on every runner link, even across a network.
+    Never,
+}
+
+impl LinkTls {
+    /// Whether a runner given these parent addresses uses TLS.
+    pub fn applies_to(self, parent_addrs: &[std::net::SocketAddr]) -> bool {
+        match self {
+            LinkTls::Always => true,
+            LinkTls::Never => false,
+            LinkTls::Auto => parent_addrs.iter().any(|addr| !addr.ip().is_loopback()),
+        }
+    }
+}
+
 /// A pool hook: called from the pool actor, so keep it quick.
 pub type Hook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
 
@@ -175,6 +217,7 @@ pub type Hook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
 /// | `heartbeat_interval` | heartbeat period, both ways | 500 ms |
 /// | `heartbeat_timeout` | silence after which the peer is lost | 2 s |
 /// | `max_frame_size` | largest wire frame (argument or result) | 64 MiB |
+/// | `link_tls` | encryption of the runner link | TLS off loopback |
 /// | `on_grow_start`, `on_grow_end`, `on_shrink` | hooks | none |
 /// | `log` | level of the pool's lifecycle events | `info` |
 ///
@@ -210,6 +253,7 @@ pub struct PoolConfig {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) max_frame_size: usize,
+    pub(crate) link_tls: LinkTls,
     pub(crate) on_grow_start: Option<Hook>,
     pub(crate) on_grow_end: Option<Hook>,
     pub(crate) on_shrink: Option<Hook>,
@@ -266,6 +310,7 @@ impl PoolConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             max_frame_size: crate::wire::DEFAULT_MAX_FRAME,
+            link_tls: LinkTls::Auto,
             on_grow_start: None,
             on_grow_end: None,
             on_shrink: None,
@@ -324,6 +369,12 @@ impl PoolConfig {
         /// Largest wire frame in bytes (default 64 MiB). A larger argument or
         /// result fails that call with a codec error; the connection survives.
         max_frame_size: usize
+    );
+    setter!(
+        /// Encryption of the runner link (default [`LinkTls::Auto`]: TLS
+        /// whenever runners reach the parent at an address other than
+        /// loopback).
+        link_tls: LinkTls
     );
     setter!(
         /// Retry and backoff of failed boots (default: 3 attempts, 100 ms

@@ -11,19 +11,20 @@ use std::time::Duration;
 
 use crate::wire::outbox::Outbox;
 use ractor::ActorRef;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::RunnerContext;
 use crate::error::DownReason;
 use crate::link::RunnerConn;
-use crate::parent::{RunnerId, Token};
+use crate::parent::{Parent, RunnerId, Token};
 use crate::registry::BuildId;
 use crate::runner::{RemoteShutdownReason, RunnerMessage};
 use crate::terminator::{SystemShutdown, TerminatorLink, spawn_terminator};
 use crate::wire::codec::{decode_body, encode_frame, read_frame};
-use crate::wire::connection::{self, LinkOptions};
+use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{ToParent, ToRunner, Welcome};
+use crate::wire::tls::{Identity, TLS_HANDSHAKE_BYTE, TlsLink};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// A runner the endpoint waits for.
@@ -33,17 +34,43 @@ struct Expected {
     build_id: BuildId,
     runner: ActorRef<RunnerMessage>,
     opts: LinkOptions,
+    /// The runner was told to use TLS: a plaintext connection is refused.
+    tls: bool,
+}
+
+/// What the endpoint's connections share.
+#[derive(Default)]
+struct Shared {
+    expected: Mutex<HashMap<RunnerId, Expected>>,
+    /// The endpoint's certificate, made when a runner first needs TLS.
+    identity: std::sync::OnceLock<Arc<Identity>>,
 }
 
 /// A listener runners connect back to.
 ///
 /// Before a peer has proven its token it may send one frame of at most
-/// [`HANDSHAKE_MAX_FRAME`] bytes within [`HANDSHAKE_DEADLINE`]; anything else
-/// closes the connection and changes no state.
+/// [`HANDSHAKE_MAX_FRAME`] bytes within [`HANDSHAKE_DEADLINE`] (after the TLS
+/// handshake, on an encrypted link); anything else closes the connection
+/// and changes no state.
+///
+/// # Examples
+///
+/// How a backend whose runners connect over TCP uses it:
+///
+/// ```
+/// use ractor_flame_actors::{Endpoint, RunnerContext};
+///
+/// async fn flame_parent(endpoint: &Endpoint, ctx: &RunnerContext) -> String {
+///     // Where runners reach us, and the runner's FLAME_PARENT; the
+///     // endpoint now waits for that runner (over TLS, if the pool's
+///     // `link_tls` says so for this address).
+///     endpoint.expect(ctx, vec![endpoint.addr()], "mine").encode()
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Endpoint {
     addr: SocketAddr,
-    expected: Arc<Mutex<HashMap<RunnerId, Expected>>>,
+    shared: Arc<Shared>,
     accept: Arc<tokio::task::AbortHandle>,
 }
 
@@ -78,12 +105,11 @@ impl Endpoint {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = crate::link::thread::run(TcpListener::bind(addr)).await?;
         let addr = listener.local_addr()?;
-        let expected: Arc<Mutex<HashMap<RunnerId, Expected>>> = Arc::default();
-        let table = Arc::clone(&expected);
-        let accept = crate::link::thread::spawn(accept_loop(listener, table));
+        let shared: Arc<Shared> = Arc::default();
+        let accept = crate::link::thread::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Endpoint {
             addr,
-            expected,
+            shared,
             accept: Arc::new(accept.abort_handle()),
         })
     }
@@ -93,8 +119,26 @@ impl Endpoint {
         self.addr
     }
 
-    /// Waits for the runner of `ctx` to connect and prove its token.
-    pub fn expect(&self, ctx: &RunnerContext) {
+    /// Waits for the runner of `ctx` to connect and prove its token, and
+    /// returns its `FLAME_PARENT` description: `parent_addrs` are where the
+    /// runner is told to connect (this endpoint's address, or one that leads
+    /// to it), `backend` the backend's name.
+    ///
+    /// The link is TLS when the pool's [`LinkTls`](crate::LinkTls) applies
+    /// to `parent_addrs` (by default: any of them is not loopback). The
+    /// description then pins this endpoint's certificate, made on first use,
+    /// and a plaintext connection from that runner is refused.
+    ///
+    /// # Panics
+    ///
+    /// Never for valid input; making the certificate cannot fail short of
+    /// the system's random source failing, which panics.
+    pub fn expect(&self, ctx: &RunnerContext, parent_addrs: Vec<SocketAddr>, backend: &str) -> Parent {
+        let tls = ctx.link_tls.applies_to(&parent_addrs);
+        let mut parent = ctx.parent(parent_addrs, backend);
+        if tls {
+            parent.tls = Some(self.identity().fingerprint);
+        }
         let opts = LinkOptions {
             max_frame: ctx.settings.max_frame_size,
             heartbeat_interval: ctx.settings.heartbeat_interval,
@@ -105,18 +149,33 @@ impl Endpoint {
             build_id: ctx.registry.build_id(),
             runner: ctx.runner.clone(),
             opts,
+            tls,
         };
-        self.expected.lock().expect("poisoned").insert(ctx.runner_id, expected);
+        self.shared
+            .expected
+            .lock()
+            .expect("poisoned")
+            .insert(ctx.runner_id, expected);
+        parent
+    }
+
+    /// The endpoint's certificate, made on first use.
+    fn identity(&self) -> Arc<Identity> {
+        Arc::clone(
+            self.shared
+                .identity
+                .get_or_init(|| Arc::new(Identity::generate().expect("a key pair and certificate"))),
+        )
     }
 
     /// Stops waiting for a runner (its boot failed or it was reclaimed).
     pub fn forget(&self, runner: RunnerId) {
-        self.expected.lock().expect("poisoned").remove(&runner);
+        self.shared.expected.lock().expect("poisoned").remove(&runner);
     }
 
     /// Runners still expected (for tests: refused peers change nothing).
     pub fn expected(&self) -> usize {
-        self.expected.lock().expect("poisoned").len()
+        self.shared.expected.lock().expect("poisoned").len()
     }
 }
 
@@ -133,7 +192,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// number ([`MAX_UNAUTHENTICATED`], oldest evicted first) and in time
 /// ([`HANDSHAKE_DEADLINE`]); a real runner sends its proof the moment it
 /// connects, so a flood of idle or slow peers does not delay its boot.
-async fn accept_loop(listener: TcpListener, table: Arc<Mutex<HashMap<RunnerId, Expected>>>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let handshakes: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>> = Arc::default();
     let mut backoff = Duration::from_millis(5);
     let mut next = 0u64;
@@ -152,9 +211,9 @@ async fn accept_loop(listener: TcpListener, table: Arc<Mutex<HashMap<RunnerId, E
         };
         next += 1;
         let id = next;
-        let (table, pending) = (Arc::clone(&table), Arc::clone(&handshakes));
+        let (shared, pending) = (Arc::clone(&shared), Arc::clone(&handshakes));
         let task = tokio::spawn(async move {
-            let result = authenticate(stream, &table).await;
+            let result = authenticate(stream, &shared).await;
             pending.lock().expect("poisoned").retain(|(other, _)| *other != id);
             if let Err(reason) = result {
                 tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
@@ -172,15 +231,46 @@ async fn accept_loop(listener: TcpListener, table: Arc<Mutex<HashMap<RunnerId, E
     }
 }
 
-async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Expected>>) -> Result<(), String> {
-    let mut buf = Vec::new();
-    let first = tokio::time::timeout(
-        HANDSHAKE_DEADLINE,
-        read_frame::<_, ToParent>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
-    )
+/// Takes a new connection through TLS (when it starts with a TLS handshake)
+/// and the runner's proof, within [`HANDSHAKE_DEADLINE`] in all.
+async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<(), String> {
+    tokio::time::timeout(HANDSHAKE_DEADLINE, async move {
+        let mut first = [0u8; 1];
+        stream.peek(&mut first).await.map_err(|e| e.to_string())?;
+        if first[0] == TLS_HANDSHAKE_BYTE {
+            // Only runners told to use TLS are given our fingerprint, and
+            // only they could have made us make a certificate.
+            let identity = shared.identity.get().ok_or("a TLS handshake, but no runner uses TLS")?;
+            let tls = identity
+                .acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let (mut tls, proven) = prove(tls, &shared.expected, true).await?;
+            tls.flush().await.map_err(|e| e.to_string())?;
+            let (sock, session) = tls.into_inner();
+            up(Stream::Tls(TlsLink::new(sock, session)), proven);
+        } else {
+            let (sock, proven) = prove(stream, &shared.expected, false).await?;
+            up(Stream::Plain(sock), proven);
+        }
+        Ok(())
+    })
     .await
     .map_err(|_| "no handshake in time".to_owned())?
-    .map_err(|e| e.to_string())?;
+}
+
+/// Reads the runner's proof and answers it; the proven runner's
+/// expectation on success.
+async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    table: &Mutex<HashMap<RunnerId, Expected>>,
+    over_tls: bool,
+) -> Result<(S, (RunnerId, Expected)), String> {
+    let mut buf = Vec::new();
+    let first = read_frame::<_, ToParent>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(ToParent::Hello(hello)) = first else {
         return Err("the first frame was not a handshake".into());
     };
@@ -191,6 +281,17 @@ async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Exp
             // A wrong token proves nothing: it may not be our runner, so the
             // boot it claims is left alone.
             Some(e) if !e.token.verify(hello.token.as_bytes()) => Err(("wrong token".to_owned(), None)),
+            // The right token in clear on a link that must be encrypted: it
+            // may have been seen on the way, so it proves nothing any more,
+            // and the runner it belongs to can never be trusted: its boot
+            // fails.
+            Some(e) if e.tls && !over_tls => {
+                let expected = table.remove(&hello.runner_id).expect("present");
+                Err((
+                    "the runner connected without TLS, but its link must be encrypted (its token crossed the network in clear)".to_owned(),
+                    Some(expected.runner),
+                ))
+            }
             // The runner proved itself but cannot serve this pool: its boot
             // fails with the reason, and it is no longer expected.
             Some(e) if hello.version != PROTOCOL_VERSION || hello.build_id != e.build_id || hello.failed.is_some() => {
@@ -226,12 +327,11 @@ async fn authenticate(mut stream: TcpStream, table: &Mutex<HashMap<RunnerId, Exp
     encode_frame(&ToRunner::Welcome(welcome), HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
     let expected = verdict?;
-    up(stream, hello.runner_id, expected);
-    Ok(())
+    Ok((stream, (hello.runner_id, expected)))
 }
 
 /// Starts the driver of an authenticated connection and casts `RemoteUp`.
-fn up(stream: TcpStream, runner_id: RunnerId, expected: Expected) {
+fn up(stream: Stream, (runner_id, expected): (RunnerId, Expected)) {
     let (tx, queue) = Outbox::<ToRunner>::new();
     let conn = RunnerConn::remote(runner_id, tx, expected.opts.max_frame);
     let runner = expected.runner;

@@ -33,7 +33,7 @@ pub mod wire;
 pub use backend::{Backend, RunnerContext};
 pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, PoolConfig, PoolEvent,
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, LinkTls, PoolConfig, PoolEvent,
 };
 pub use context::{CurrentCall, current_call, current_runner};
 pub use endpoint::Endpoint;
@@ -46,6 +46,7 @@ pub use pool::{Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStat
 #[doc(hidden)]
 pub use registry::Fnv;
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn, StatefulFn};
+pub use wire::Fingerprint;
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::BuildId;
-use crate::wire::PROTOCOL_VERSION;
+use crate::wire::{Fingerprint, PROTOCOL_VERSION};
 
 /// The environment variable that turns a process into a runner.
 pub const FLAME_PARENT: &str = "FLAME_PARENT";
@@ -136,6 +136,10 @@ pub struct Parent {
     pub build_id: BuildId,
     /// Settings the runner applies.
     pub settings: RunnerSettings,
+    /// The fingerprint of the parent's certificate when the link is TLS:
+    /// the runner accepts no other. `None`: plain TCP.
+    #[serde(default)]
+    pub tls: Option<Fingerprint>,
 }
 
 impl fmt::Debug for Parent {
@@ -148,6 +152,7 @@ impl fmt::Debug for Parent {
             .field("node_base", &self.node_base)
             .field("protocol_version", &self.protocol_version)
             .field("build_id", &self.build_id)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +215,7 @@ impl Parent {
             crate_version: env!("CARGO_PKG_VERSION").to_owned(),
             build_id,
             settings: RunnerSettings::default(),
+            tls: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod frame;
 pub(crate) mod outbox;
+pub(crate) mod tls;
 
 pub use codec::FrameError;
 #[doc(hidden)]
@@ -20,6 +21,7 @@ pub use frame::{
 };
 #[doc(hidden)]
 pub use outbox::Outbox;
+pub use tls::Fingerprint;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
 pub const PROTOCOL_VERSION: u32 = 2;

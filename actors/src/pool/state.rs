@@ -332,10 +332,11 @@ impl<B: Backend> PoolState<B> {
         );
         tracing::event!(target: "ractor_flame::pool", tracing::Level::DEBUG, pool = %self.config.name, runner = %runner_id, target, "grow");
         let settings = self.settings(is_min);
-        let (pool, registry, boot_timeout) = (
+        let (pool, registry, boot_timeout, link_tls) = (
             self.config.name.clone(),
             self.registry.clone(),
             self.config.boot_timeout,
+            self.config.link_tls,
         );
         let context = Box::new(move |runner| RunnerContext {
             runner_id,
@@ -345,6 +346,7 @@ impl<B: Backend> PoolState<B> {
             settings,
             boot_timeout,
             runner,
+            link_tls,
         });
         let args = RunnerArguments {
             pool: myself.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::wire::outbox::Outbox;
 use ractor::{ActorRef, ActorStatus};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Serve, TerminatorMessage};
@@ -14,8 +14,9 @@ use crate::parent::Parent;
 use crate::registry::BuildId;
 use crate::wire::clock::instant_from_unix_micros;
 use crate::wire::codec::{encode_frame, read_frame};
-use crate::wire::connection::{self, LinkOptions};
+use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
+use crate::wire::tls::{TlsLink, connector, describe};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// Delay between connection attempts while the parent is unreachable.
@@ -34,7 +35,7 @@ pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: 
             }
             tokio::time::sleep(RETRY_EVERY).await;
         };
-        match handshake(stream, &parent, serve.registry().build_id(), serve.failure()).await {
+        match join(stream, &parent, serve.registry().build_id(), serve.failure()).await {
             Ok(stream) => start(myself, &parent, serve, stream),
             Err(reason) => {
                 let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
@@ -52,15 +53,33 @@ async fn try_addrs(parent: &Parent) -> Option<TcpStream> {
     None
 }
 
+/// Sets up TLS when `FLAME_PARENT` pins a certificate, then proves the
+/// runner. A parent that shows another certificate is refused before
+/// anything (the token included) is sent.
+async fn join(stream: TcpStream, parent: &Parent, build_id: BuildId, failed: Option<String>) -> Result<Stream, String> {
+    let Some(pin) = parent.tls else {
+        return Ok(Stream::Plain(handshake(stream, parent, build_id, failed).await?));
+    };
+    let (connector, name) = connector(pin).map_err(|e| format!("TLS: {e}"))?;
+    let tls = tokio::time::timeout(HANDSHAKE_DEADLINE, connector.connect(name, stream))
+        .await
+        .map_err(|_| "no TLS handshake from the parent in time".to_owned())?
+        .map_err(|e| format!("TLS handshake with the parent failed: {}", describe(&e)))?;
+    let mut tls = handshake(tls, parent, build_id, failed).await?;
+    tls.flush().await.map_err(|e| format!("handshake: {e}"))?;
+    let (sock, session) = tls.into_inner();
+    Ok(Stream::Tls(TlsLink::new(sock, session)))
+}
+
 /// Proves the runner to the parent. The build id is this runner's own,
 /// computed from the registry it serves, never the one `FLAME_PARENT` named:
 /// the parent compares them.
-async fn handshake(
-    mut stream: TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     parent: &Parent,
     build_id: BuildId,
     failed: Option<String>,
-) -> Result<TcpStream, String> {
+) -> Result<S, String> {
     let hello = ToParent::Hello(Hello {
         version: PROTOCOL_VERSION,
         runner_id: parent.runner_id,
@@ -71,6 +90,7 @@ async fn handshake(
     let mut buf = Vec::new();
     encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| format!("handshake: {e}"))?;
+    stream.flush().await.map_err(|e| format!("handshake: {e}"))?;
     let welcome = tokio::time::timeout(
         HANDSHAKE_DEADLINE,
         read_frame::<_, ToRunner>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
@@ -86,7 +106,7 @@ async fn handshake(
     }
 }
 
-fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>, stream: TcpStream) {
+fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>, stream: Stream) {
     let settings = &parent.settings;
     let opts = LinkOptions {
         max_frame: settings.max_frame_size,

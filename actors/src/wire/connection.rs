@@ -10,12 +10,30 @@ use std::time::{Duration, Instant};
 
 use super::codec::{FrameError, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
-use super::outbox::{Queue, push};
+use super::outbox::{Queue, Sink, push};
+use super::tls::TlsLink;
 use crate::error::DownReason;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+
+/// An authenticated connection, ready to be driven.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, the handshake done.
+    Tls(Arc<TlsLink>),
+}
+
+impl Stream {
+    fn set_nodelay(&self) {
+        let sock = match self {
+            Stream::Plain(sock) => sock,
+            Stream::Tls(link) => link.sock(),
+        };
+        let _ = sock.set_nodelay(true);
+    }
+}
 
 /// Limits and timers of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +83,7 @@ impl OutFrame for ToRunner {
 /// are written and the connection closes. The returned handle ends when the
 /// writer has flushed (or was aborted because the reader ended).
 pub(crate) fn spawn<Out>(
-    stream: TcpStream,
+    stream: Stream,
     opts: LinkOptions,
     queue: Queue<Out>,
     mut on_body: impl FnMut(&[u8]) -> Result<(), FrameError> + Send + 'static,
@@ -74,10 +92,16 @@ pub(crate) fn spawn<Out>(
 where
     Out: OutFrame,
 {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    stream.set_nodelay();
+    let (read, sink): (Box<dyn AsyncRead + Send + Unpin>, Sink) = match stream {
+        Stream::Plain(sock) => {
+            let (read, write) = sock.into_split();
+            (Box::new(read), Sink::Plain(Arc::new(write)))
+        }
+        Stream::Tls(link) => (Box::new(link.reader()), Sink::Tls(link)),
+    };
     // Both halves run on the link thread, where the stream was opened.
-    let writer = crate::link::thread::spawn(write_loop(write, queue, opts));
+    let writer = crate::link::thread::spawn(write_loop(sink, queue, opts));
     let abort = writer.abort_handle();
     crate::link::thread::spawn(async move {
         let reason = read_loop(read, opts, &mut on_body).await;
@@ -181,11 +205,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
 /// The link thread's writer: takes queued frames, batches them into one
 /// write, sends heartbeats, and sends what a sender's straight write left
 /// over. See [`outbox`](super::outbox) for the fast path beside it.
-async fn write_loop<Out: OutFrame>(write: OwnedWriteHalf, mut queue: Queue<Out>, opts: LinkOptions) {
-    let half = Arc::new(write);
+async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: LinkOptions) {
     {
         let mut state = queue.shared.state.lock().expect("poisoned");
-        state.half = Some(Arc::clone(&half));
+        state.sink = Some(sink.clone());
         state.max_frame = opts.max_frame;
     }
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -229,7 +252,7 @@ async fn write_loop<Out: OutFrame>(write: OwnedWriteHalf, mut queue: Queue<Out>,
         }
         under_load = taken > 1;
         queue.taken(taken);
-        if write_all(&half, &buf).await.is_err() {
+        if sink.write_all(&buf).await.is_err() {
             return;
         }
         buf.clear();
@@ -240,27 +263,19 @@ async fn write_loop<Out: OutFrame>(write: OwnedWriteHalf, mut queue: Queue<Out>,
     }
     let leftover = {
         let mut state = queue.shared.state.lock().expect("poisoned");
-        state.half = None;
+        state.sink = None;
         std::mem::take(&mut state.leftover)
     };
-    let _ = write_all(&half, &leftover).await;
-    // The last handle of the half shuts its direction down when dropped.
-    if let Ok(mut half) = Arc::try_unwrap(half) {
-        let _ = half.shutdown().await;
-    }
-}
-
-/// Writes all of `buf` (the half is shared with senders' straight writes,
-/// hence `try_write` rather than `write_all`).
-async fn write_all(half: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match half.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
-            Err(e) => return Err(e),
+    let _ = sink.write_all(&leftover).await;
+    match sink {
+        // The last handle of the half shuts its direction down when dropped.
+        Sink::Plain(half) => {
+            if let Ok(mut half) = Arc::try_unwrap(half) {
+                let _ = half.shutdown().await;
+            }
         }
+        Sink::Tls(link) => link.close().await,
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,84 @@ use tokio::sync::mpsc;
 
 use super::codec::encode_frame;
 use super::connection::OutFrame;
+use super::tls::TlsLink;
+
+/// Where a connection's bytes go: a plain socket's write half, or a TLS
+/// session that encrypts them on the way.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Plain(Arc<OwnedWriteHalf>),
+    Tls(Arc<TlsLink>),
+}
+
+impl Sink {
+    /// Writes all of `buf`, waiting for the socket as needed.
+    pub(super) async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            // The half is shared with senders' straight writes, hence
+            // `try_write` rather than `write_all`.
+            Sink::Plain(half) => {
+                while !buf.is_empty() {
+                    match half.try_write(buf) {
+                        Ok(n) => buf = &buf[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Sink::Tls(link) => {
+                if link.write_now(buf)? {
+                    Ok(())
+                } else {
+                    link.flush().await
+                }
+            }
+        }
+    }
+
+    /// What a sender's straight write of `bytes` achieved.
+    fn write_now(&self, bytes: &[u8]) -> Straight {
+        match self {
+            Sink::Plain(half) => {
+                let mut written = 0;
+                while written < bytes.len() {
+                    match half.try_write(&bytes[written..]) {
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return Straight::Broken,
+                    }
+                }
+                if written == bytes.len() {
+                    Straight::Done
+                } else {
+                    Straight::Partly(written)
+                }
+            }
+            Sink::Tls(link) => match link.try_write_now(bytes) {
+                Some(Ok(true)) => Straight::Done,
+                // Encrypted; some of it waits in the session for the
+                // writer's flush.
+                Some(Ok(false)) => Straight::Flush,
+                Some(Err(_)) => Straight::Broken,
+                // The reader is decrypting: the writer sends it.
+                None => Straight::Partly(0),
+            },
+        }
+    }
+}
+
+/// The outcome of a straight write.
+enum Straight {
+    /// Every byte is on the socket.
+    Done,
+    /// The first `n` bytes are on the socket; the rest is left over.
+    Partly(usize),
+    /// Every byte is in the TLS session, some not yet on the socket.
+    Flush,
+    /// The connection is broken: its reader reports the loss.
+    Broken,
+}
 
 /// Sends frames on one connection (or, in-process, on a channel). Cheap to
 /// clone.
@@ -84,7 +162,7 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     /// The socket, once the connection is driven; `None` in-process and
     /// after the close.
-    pub(super) half: Option<Arc<OwnedWriteHalf>>,
+    pub(super) sink: Option<Sink>,
     pub(super) max_frame: usize,
     /// The writer has bytes on their way out: senders queue.
     pub(super) in_flight: bool,
@@ -104,7 +182,7 @@ impl<Out: OutFrame> Outbox<Out> {
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             state: Mutex::new(State {
-                half: None,
+                sink: None,
                 max_frame: usize::MAX,
                 in_flight: false,
                 leftover: Vec::new(),
@@ -160,24 +238,23 @@ impl<Out: OutFrame> Outbox<Out> {
         if state.in_flight || !state.leftover.is_empty() || self.shared.queued.load(Ordering::SeqCst) != 0 {
             return Err(frame);
         }
-        let Some(half) = state.half.clone() else {
+        let Some(sink) = state.sink.clone() else {
             return Err(frame);
         };
         state.scratch.clear();
         push(frame, &mut state.scratch, state.max_frame);
-        let mut written = 0;
-        while written < state.scratch.len() {
-            match half.try_write(&state.scratch[written..]) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // A broken connection: its reader reports the loss.
-                Err(_) => return Ok(()),
+        let wake = match sink.write_now(&state.scratch) {
+            Straight::Done | Straight::Broken => false,
+            Straight::Flush => true,
+            Straight::Partly(written) => {
+                // The rest goes first in the writer's next write.
+                state.leftover.extend_from_slice(&state.scratch[written..]);
+                true
             }
-        }
-        if written < state.scratch.len() {
-            // The socket is full: the writer sends the rest when it can. A
+        };
+        if wake {
+            // The writer sends what is left when the socket can take it. A
             // heartbeat wakes it (and follows the rest: harmless).
-            state.leftover.extend_from_slice(&state.scratch[written..]);
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             if self.tx.send(Out::ping()).is_err() {
                 self.shared.queued.fetch_sub(1, Ordering::SeqCst);
