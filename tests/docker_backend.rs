@@ -262,6 +262,16 @@ async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway()
     let result = async {
         let pool = start(config(1), backend().network(Network::Named(network.clone()))).await;
         let echoed = pool.call::<Echo>("over the bridge".into()).await;
+        // Off loopback, the link is encrypted: the runner pins a certificate.
+        let id = running(&docker, pool.name()).await.remove(0);
+        let env = docker.inspect_container(&id, None).await.unwrap().config.unwrap().env.unwrap();
+        let parent = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("FLAME_PARENT="))
+            .map(|v| ractor_flame::Parent::decode(v).unwrap())
+            .expect("FLAME_PARENT");
+        assert_eq!(parent.parent_addrs[0].ip(), gateway);
+        assert!(parent.tls.is_some(), "a runner on a named network uses TLS");
         pool.stop().await;
         gone(&docker, &pool).await;
         echoed
