@@ -4,7 +4,10 @@
 //! ```text
 //! cargo bench --bench report -- --quick     # about a minute
 //! cargo bench --bench report                # longer runs, steadier figures
+//! cargo bench --bench report -- --quick --only remote,tls   # some parts
 //! ```
+//!
+//! Parts: local, remote, tls, throughput, boot, cpu, docker.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -12,6 +15,8 @@
 
 #![allow(missing_docs)]
 
+#[path = "report_parts/floors.rs"]
+mod floors;
 #[path = "report_parts/mux.rs"]
 mod mux;
 
@@ -20,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, ProcessBackend, Registry, RemoteFn};
+use ractor_flame::{FnError, LinkTls, LocalBackend, Pool, PoolConfig, ProcessBackend, Registry, RemoteFn};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -242,20 +247,33 @@ async fn local(plan: &Plan, registry: &Registry) {
     let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
     let (pong, pong_done) = Actor::spawn(None, Pong, ()).await.unwrap();
     let warm = plan.samples / 10;
+    // The floor: the same function called directly, with the codec round
+    // trip a call makes (argument and result encoded and decoded).
     let mut paired = Paired::new(plan.samples);
     for i in 0..warm + plan.samples {
-        let floor = timed(async { pong.call(|p| p, None).await.unwrap() }).await;
+        let floor = timed(direct_noop(i as u64)).await;
         let ours = timed(async { pool.call::<Noop>(i as u64).await.unwrap() }).await;
         paired.push(i >= warm, floor, ours);
     }
-    pong.stop(None);
-    let _ = pong_done.await;
     paired.emit([
-        "ractor_call_rtt_p50_us",
+        "direct_call_p50_us",
         "local_call_p50_us",
         "local_call_p99_us",
-        "local_vs_ractor_ratio",
+        "local_vs_direct_ratio",
     ]);
+    // A bare ractor round trip, for comparison (a plain number: a local
+    // call does not pass through an actor, so this bounds nothing).
+    let mut rtts = Vec::with_capacity(plan.samples);
+    for i in 0..warm + plan.samples {
+        let rtt = timed(async { pong.call(|p| p, None).await.unwrap() }).await;
+        if i >= warm {
+            rtts.push(rtt);
+        }
+    }
+    rtts.sort();
+    emit("ractor_call_rtt_p50_us", us(percentile(&rtts, 0.5)), "us");
+    pong.stop(None);
+    let _ = pong_done.await;
     emit(
         "local_call_throughput_per_s",
         throughput(&pool, 64, plan.throughput_for).await,
@@ -278,7 +296,14 @@ async fn local(plan: &Plan, registry: &Registry) {
     pool.stop().await;
 }
 
-/// A trivial actor: the floor of one ractor call.
+/// `Noop` called directly, its argument and result through the codec.
+async fn direct_noop(n: u64) -> u64 {
+    let arg: u64 = rmp_serde::from_slice(&rmp_serde::to_vec(&n).unwrap()).unwrap();
+    let out = Noop::run(std::hint::black_box(arg)).await.unwrap();
+    rmp_serde::from_slice(&rmp_serde::to_vec(&out).unwrap()).unwrap()
+}
+
+/// A trivial actor: one ractor round trip.
 struct Pong;
 impl Actor for Pong {
     type Msg = RpcReplyPort<u64>;
@@ -317,25 +342,52 @@ async fn remote(plan: &Plan, registry: &Registry) {
         "calls/s",
     );
 
-    // 1 MiB arguments, beside the same bytes sent raw (encoded the same way).
+    // The kernel's floor: a blocking std ping-pong with a blocking echo
+    // child, sampled alternately with ours.
+    let mut std_client = floors::StdClient::start("FLAME_BENCH_STD_ECHO");
+    let mut paired = Paired::new(plan.samples);
+    for i in 0..warm + plan.samples {
+        let floor = std_client.exchange(&(i as u64).to_be_bytes());
+        let ours = timed(async { pool.call::<Noop>(i as u64).await.unwrap() }).await;
+        paired.push(i >= warm, floor, ours);
+    }
+    paired.emit([
+        "std_rtt_p50_us",
+        "remote_call_p50_us_beside_std",
+        "remote_call_p99_us_beside_std",
+        "remote_vs_std_ratio",
+    ]);
+
+    // 1 MiB arguments, beside the same bytes sent raw (encoded the same
+    // way) and beside plain bytes (no encoding), in turn.
     let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
-    let (mut raw_lat, mut lat) = (Vec::new(), Vec::new());
+    let (mut raw_lat, mut bytes_lat, mut lat) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..(plan.samples / 200).max(20) {
         let t = Instant::now();
         let body = rmp_serde::to_vec(&mib).unwrap();
         raw.send(RawFrame { id: i as u64, body }).await;
         raw_lat.push(t.elapsed());
+        bytes_lat.push(std_client.exchange(&mib));
         let arg = mib.clone();
         let t = Instant::now();
         pool.call::<Len>(arg).await.unwrap();
         lat.push(t.elapsed());
     }
     raw.stop().await;
+    drop(std_client);
     raw_lat.sort();
+    bytes_lat.sort();
     lat.sort();
-    let (raw_mib, ours) = (percentile(&raw_lat, 0.5), percentile(&lat, 0.5));
+    let (raw_mib, bytes_mib, ours) = (
+        percentile(&raw_lat, 0.5),
+        percentile(&bytes_lat, 0.5),
+        percentile(&lat, 0.5),
+    );
     emit("raw_tcp_1mib_p50_ms", us(raw_mib) / 1000.0, "ms");
+    emit("raw_bytes_1mib_p50_ms", us(bytes_mib) / 1000.0, "ms");
     emit("remote_1mib_arg_p50_ms", us(ours) / 1000.0, "ms");
+    emit("remote_1mib_vs_raw_ratio", us(ours) / us(raw_mib), "ratio");
+    emit("remote_1mib_vs_bytes_ratio", us(ours) / us(bytes_mib), "ratio");
 
     let child = pool.place_child::<Mirror>(()).await.unwrap();
     let mut paired = Paired::new(plan.samples);
@@ -359,6 +411,46 @@ async fn remote(plan: &Plan, registry: &Registry) {
         emit("runner_rss_idle_kib", kib as f64, "KiB");
     }
     pool.stop().await;
+}
+
+/// The encrypted link beside the plain one: two pools of one runner each,
+/// sampled alternately in the same run.
+async fn tls(plan: &Plan, registry: &Registry) {
+    let start = |tls: LinkTls, name: &str| {
+        let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+        let config = PoolConfig::new(1).name(name).max_concurrency(100_000).link_tls(tls);
+        Pool::start(config, backend, registry)
+    };
+    let plain = start(LinkTls::Never, "bench-plain").await.unwrap();
+    let tls = start(LinkTls::Always, "bench-tls").await.unwrap();
+    let warm = plan.samples / 10;
+    let mut paired = Paired::new(plan.samples);
+    for i in 0..warm + plan.samples {
+        let floor = timed(async { plain.call::<Noop>(i as u64).await.unwrap() }).await;
+        let ours = timed(async { tls.call::<Noop>(i as u64).await.unwrap() }).await;
+        paired.push(i >= warm, floor, ours);
+    }
+    paired.emit([
+        "plain_call_p50_us_beside_tls",
+        "tls_call_p50_us",
+        "tls_call_p99_us",
+        "tls_vs_plain_call_ratio",
+    ]);
+    let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
+    let mut paired = Paired::new(plan.samples / 200);
+    for i in 0..(plan.samples / 200).max(20) + 5 {
+        let floor = timed(async { plain.call::<Len>(mib.clone()).await.unwrap() }).await;
+        let ours = timed(async { tls.call::<Len>(mib.clone()).await.unwrap() }).await;
+        paired.push(i >= 5, floor, ours);
+    }
+    paired.a.sort();
+    paired.b.sort();
+    let (floor, ours) = (percentile(&paired.a, 0.5), percentile(&paired.b, 0.5));
+    emit("plain_1mib_arg_p50_ms_beside_tls", us(floor) / 1000.0, "ms");
+    emit("tls_1mib_arg_p50_ms", us(ours) / 1000.0, "ms");
+    emit("tls_vs_plain_1mib_ratio", us(ours) / us(floor), "ratio");
+    plain.stop().await;
+    tls.stop().await;
 }
 
 /// Remote throughput beside its floor, a raw multiplexed client against an
@@ -688,6 +780,9 @@ async fn main() {
     if std::env::var_os("FLAME_BENCH_RAW_MUX").is_some() {
         return mux::echo_server().await;
     }
+    if std::env::var_os("FLAME_BENCH_STD_ECHO").is_some() {
+        return floors::std_echo_server();
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
         Plan {
@@ -706,11 +801,32 @@ async fn main() {
             spin_ms: 5_000,
         }
     };
-    local(&plan, &registry).await;
-    remote(&plan, &registry).await;
-    throughput_floors(&plan, &registry).await;
-    cold_boot(&plan, &registry).await;
-    cpu_bound(&plan, &registry).await;
+    // `--only a,b` runs only the named parts.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let run = |part: &str| only.as_ref().is_none_or(|only| only.iter().any(|p| p == part));
+    if run("local") {
+        local(&plan, &registry).await;
+    }
+    if run("remote") {
+        remote(&plan, &registry).await;
+    }
+    if run("tls") {
+        tls(&plan, &registry).await;
+    }
+    if run("throughput") {
+        throughput_floors(&plan, &registry).await;
+    }
+    if run("boot") {
+        cold_boot(&plan, &registry).await;
+    }
+    if run("cpu") {
+        cpu_bound(&plan, &registry).await;
+    }
     #[cfg(feature = "docker")]
-    docker::run(&plan, &registry).await;
+    if run("docker") {
+        docker::run(&plan, &registry).await;
+    }
 }

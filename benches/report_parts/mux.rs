@@ -38,16 +38,29 @@ async fn read(reader: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> Optio
 }
 
 /// Writes what the channel holds, batching everything queued into one write.
+/// Under load (the last write carried several frames) it first lets the
+/// tasks that are ready run once, so their frames join the write: the same
+/// batching the runner link does, so this stays a floor.
 async fn batch_writer(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<MuxFrame>) {
     let mut out = Vec::with_capacity(64 * 1024);
+    let mut under_load = false;
     while let Some(first) = rx.recv().await {
         encode(&first, &mut out);
+        let (mut taken, mut yielded) = (1usize, !under_load);
         while out.len() < 256 * 1024 {
             match rx.try_recv() {
-                Ok(frame) => encode(&frame, &mut out),
+                Ok(frame) => {
+                    encode(&frame, &mut out);
+                    taken += 1;
+                }
+                Err(_) if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             }
         }
+        under_load = taken > 1;
         if write.write_all(&out).await.is_err() {
             return;
         }
@@ -56,7 +69,8 @@ async fn batch_writer(mut write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver
 }
 
 /// The echo child: answers every frame, except one-way frames (`id` 0),
-/// which it counts, answering once when `value` of them have arrived.
+/// each of which it runs as a task of its own (as a runner runs a cast: the
+/// least a cast's body needs), answering once `value` of them have run.
 pub(crate) async fn echo_server() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap().port());
@@ -67,15 +81,19 @@ pub(crate) async fn echo_server() {
     tokio::spawn(batch_writer(write_half, rx));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut buf = Vec::new();
-    let mut one_way = 0u64;
+    let one_way = Arc::new(AtomicU64::new(0));
     while let Some(frame) = read(&mut reader, &mut buf).await {
         if frame.id == 0 {
-            // A one-way frame: count it; `value` says how many to expect.
-            one_way += 1;
-            if one_way == frame.value {
-                let _ = tx.send(MuxFrame { id: 0, value: one_way });
-                one_way = 0;
-            }
+            // A one-way frame: its work counts it; `value` says how many
+            // to expect.
+            let (one_way, tx) = (Arc::clone(&one_way), tx.clone());
+            tokio::spawn(async move {
+                let ran = one_way.fetch_add(1, Ordering::AcqRel) + 1;
+                if ran == frame.value {
+                    one_way.fetch_sub(ran, Ordering::AcqRel);
+                    let _ = tx.send(MuxFrame { id: 0, value: ran });
+                }
+            });
             continue;
         }
         let _ = tx.send(frame);
