@@ -5,17 +5,17 @@
 //! and serves calls. No Fly account is reachable from here: this verifies
 //! the backend against the stand-in, not against Fly itself.
 
-mod support;
 #[path = "support/fly_standin.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod fly_standin;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use fly_standin::{Setup, StandIn};
-use ractor_flame::fly::FlyBackend;
 use ractor_flame::actors::FLAME_PARENT;
+use ractor_flame::fly::FlyBackend;
 use ractor_flame::{BootRetry, Error, Parent, Pool, PoolConfig};
 use support::functions::{WhereAmI, registry};
 use support::{alive, busy, config, eventually, runners, sleeping};
@@ -154,7 +154,9 @@ async fn scales_from_zero_to_four_machines_and_back_through_the_api() {
 async fn a_crashed_machine_fails_its_call_with_runner_down() {
     let setup = setup();
     let standin = StandIn::start(setup.clone()).await;
-    let pool = Pool::start(config(1), backend(&standin, &setup), &registry()).await.unwrap();
+    let pool = Pool::start(config(1), backend(&standin, &setup), &registry())
+        .await
+        .unwrap();
     let call = sleeping(&pool, "fly-crash", 10_000);
     busy(&pool, 1).await;
     let machine = standin.live().pop().expect("one machine");
@@ -162,7 +164,11 @@ async fn a_crashed_machine_fails_its_call_with_runner_down() {
     standin.crash(&machine.id);
     let err = call.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "seen in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "seen in {:?}",
+        started.elapsed()
+    );
     ledger_empty(&standin).await;
     assert!(!alive(machine.pid.unwrap()));
     // The pool boots a fresh machine for the next call.
@@ -201,9 +207,19 @@ async fn no_capacity_is_retried_as_flame_does_then_fails_the_boot_clearly() {
     let started = Instant::now();
     let reason = boot_error(&pool).await;
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(reason.contains("no capacity") && reason.contains("region ams"), "{reason}");
-    assert!(reason.contains("after 11 attempts") && reason.contains("422"), "{reason}");
-    assert_eq!(standin.create_attempts(), 11, "the first create and FLAME's ten retries");
+    assert!(
+        reason.contains("no capacity") && reason.contains("region ams"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("after 11 attempts") && reason.contains("422"),
+        "{reason}"
+    );
+    assert_eq!(
+        standin.create_attempts(),
+        11,
+        "the first create and FLAME's ten retries"
+    );
     assert!(standin.machines().is_empty());
     pool.stop().await;
     no_rejected_requests(&standin);
@@ -222,9 +238,15 @@ async fn no_capacity_stops_retrying_at_the_boot_timeout() {
     let reason = boot_error(&pool).await;
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert!(reason.contains("no capacity") && reason.contains("region (any)"), "{reason}");
+    assert!(
+        reason.contains("no capacity") && reason.contains("region (any)"),
+        "{reason}"
+    );
     let attempts = standin.create_attempts();
-    assert!((2..=4).contains(&attempts), "{attempts} attempts in 500 ms, 150 ms apart");
+    assert!(
+        (2..=4).contains(&attempts),
+        "{attempts} attempts in 500 ms, 150 ms apart"
+    );
     assert!(reason.contains(&format!("after {attempts} attempts")), "{reason}");
     pool.stop().await;
     no_rejected_requests(&standin);
@@ -259,7 +281,10 @@ async fn a_rejected_token_is_a_clear_boot_failure() {
     assert!(!format!("{fly:?}").contains(&wrong), "Debug shows no token");
     let pool = Pool::start(failing_config(), fly, &registry()).await.unwrap();
     let reason = boot_error(&pool).await;
-    assert!(reason.contains("rejected the token") && reason.contains("401"), "{reason}");
+    assert!(
+        reason.contains("rejected the token") && reason.contains("401"),
+        "{reason}"
+    );
     assert!(!reason.contains(&wrong) && !reason.contains(&setup.token), "{reason}");
     assert_eq!(standin.create_attempts(), 1, "a rejected token is not retried");
     assert_eq!(standin.unauthorized(), 1);
@@ -291,7 +316,10 @@ async fn missing_options_fail_the_boot_in_flames_order() {
         .await
         .unwrap();
     let reason = boot_error(&pool).await;
-    assert!(reason.contains("needs `token`") && reason.contains("FLY_API_TOKEN"), "{reason}");
+    assert!(
+        reason.contains("needs `token`") && reason.contains("FLY_API_TOKEN"),
+        "{reason}"
+    );
     pool.stop().await;
 }
 
@@ -313,7 +341,10 @@ async fn a_machine_whose_runner_never_connects_is_stopped_and_destroyed() {
     assert_eq!(machine.destroyed_by, Some("auto"), "stopped, then auto-destroyed");
     assert!(!alive(machine.pid.unwrap()));
     assert!(
-        standin.requests().iter().any(|r| r.starts_with("POST") && r.ends_with("/stop")),
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("POST") && r.ends_with("/stop")),
         "{:#?}",
         standin.requests()
     );
@@ -339,7 +370,9 @@ async fn a_machine_that_will_not_stop_is_destroyed_by_force() {
     assert!(!alive(machine.pid.unwrap()));
     let requests = standin.requests();
     assert!(
-        requests.iter().any(|r| r.starts_with("DELETE") && r.ends_with("?force=true")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("DELETE") && r.ends_with("?force=true")),
         "{requests:#?}"
     );
     pool.stop().await;

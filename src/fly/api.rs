@@ -261,7 +261,11 @@ impl Api {
                 return Ok(false);
             }
             let secs = left.as_secs_f64().ceil().clamp(1.0, MAX_WAIT_SECS as f64) as u64;
-            let mut url = format!("{}/{}/wait?state={state}&timeout={secs}", self.machines_url(), machine.id);
+            let mut url = format!(
+                "{}/{}/wait?state={state}&timeout={secs}",
+                self.machines_url(),
+                machine.id
+            );
             if let Some(instance) = &machine.instance_id {
                 url.push_str("&instance_id=");
                 url.push_str(instance);
@@ -346,7 +350,9 @@ impl Api {
 
     /// `DELETE` on `url`; `Err(status)` unless destroyed or already gone.
     async fn destroy(&self, url: &str, deadline: Instant) -> Result<(), String> {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
         match self.send::<()>(Method::DELETE, url, None, left).await {
             Ok(answer) if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND => Ok(()),
             Ok(answer) => Err(answer.describe()),

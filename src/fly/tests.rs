@@ -93,7 +93,10 @@ fn the_create_request_has_the_documented_shape() {
     let backend = complete().env("RUST_LOG", "info").metadata("team", "media");
     let body = request_json(&backend, "encoded-parent");
     let name = body["name"].as_str().unwrap();
-    assert!(name.starts_with("media-flame-") && name.len() == "media-flame-".len() + 20, "{name}");
+    assert!(
+        name.starts_with("media-flame-") && name.len() == "media-flame-".len() + 20,
+        "{name}"
+    );
     assert!(body.get("region").is_none(), "no region: Fly picks");
     let config = &body["config"];
     assert_eq!(config["image"], "registry.fly.io/media:deployment-1");

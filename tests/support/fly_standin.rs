@@ -109,7 +109,9 @@ impl Drop for StandIn {
         }
         for m in ledger.machines.values() {
             if let (Some(pid), None) = (m.pid, m.destroyed_by) {
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
     }
@@ -144,7 +146,12 @@ impl StandIn {
 
     /// Answers the next `n` creates with `status`.
     pub fn fail_next_creates(&self, status: u16, n: usize) {
-        self.inner.ledger.lock().unwrap().fail_next.extend(std::iter::repeat_n(status, n));
+        self.inner
+            .ledger
+            .lock()
+            .unwrap()
+            .fail_next
+            .extend(std::iter::repeat_n(status, n));
     }
 
     /// Answers every create with `status` (or normally again with `None`).
@@ -184,12 +191,18 @@ impl StandIn {
 
     /// Machines not destroyed.
     pub fn live(&self) -> Vec<MachineRecord> {
-        self.machines().into_iter().filter(|m| m.destroyed_by.is_none()).collect()
+        self.machines()
+            .into_iter()
+            .filter(|m| m.destroyed_by.is_none())
+            .collect()
     }
 
     /// Machines destroyed.
     pub fn destroyed(&self) -> Vec<MachineRecord> {
-        self.machines().into_iter().filter(|m| m.destroyed_by.is_some()).collect()
+        self.machines()
+            .into_iter()
+            .filter(|m| m.destroyed_by.is_some())
+            .collect()
     }
 
     /// Kills a machine's process (SIGKILL), as a crash would.
@@ -323,7 +336,11 @@ async fn create(
     }
     let strings = |v: &Value| -> BTreeMap<String, String> {
         v.as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (env, metadata) = (strings(&config["env"]), strings(&config["metadata"]));
@@ -465,7 +482,11 @@ async fn wait(
     let timeout = match params.get("timeout").map(|t| t.parse::<u64>()) {
         None => 60,
         Some(Ok(t)) if (1..=60).contains(&t) => t,
-        Some(_) => return inner.reject(format!("wait: `timeout` must be whole seconds in 1..=60, got {params:?}")),
+        Some(_) => {
+            return inner.reject(format!(
+                "wait: `timeout` must be whole seconds in 1..=60, got {params:?}"
+            ));
+        }
     };
     let Some(machine) = inner.machine(&id) else {
         return error(StatusCode::NOT_FOUND, "machine not found");
@@ -495,7 +516,10 @@ async fn wait(
             );
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return error(StatusCode::REQUEST_TIMEOUT, "deadline_exceeded: machine did not reach the state in time");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "deadline_exceeded: machine did not reach the state in time",
+            );
         }
     }
 }
@@ -572,7 +596,18 @@ async fn destroy(
 /// The create body's documented shape: the fields the Machines API
 /// documents, typed as documented; required ones present.
 fn check_create(body: &Value) -> Result<(), String> {
-    let top = object(body, "body", &["name", "region", "config", "skip_launch", "skip_service_registration", "lease_ttl"])?;
+    let top = object(
+        body,
+        "body",
+        &[
+            "name",
+            "region",
+            "config",
+            "skip_launch",
+            "skip_service_registration",
+            "lease_ttl",
+        ],
+    )?;
     optional(top, "name", Value::is_string, "a string")?;
     optional(top, "region", Value::is_string, "a string")?;
     optional(top, "skip_launch", Value::is_boolean, "a boolean")?;
@@ -581,8 +616,23 @@ fn check_create(body: &Value) -> Result<(), String> {
         config,
         "config",
         &[
-            "image", "init", "guest", "auto_destroy", "restart", "env", "services", "metadata", "checks", "mounts",
-            "processes", "schedule", "stop_config", "files", "dns", "statics", "standbys",
+            "image",
+            "init",
+            "guest",
+            "auto_destroy",
+            "restart",
+            "env",
+            "services",
+            "metadata",
+            "checks",
+            "mounts",
+            "processes",
+            "schedule",
+            "stop_config",
+            "files",
+            "dns",
+            "statics",
+            "standbys",
         ],
     )?;
     match config.get("image") {
@@ -591,7 +641,11 @@ fn check_create(body: &Value) -> Result<(), String> {
     }
     optional(config, "auto_destroy", Value::is_boolean, "a boolean")?;
     if let Some(init) = config.get("init") {
-        let init = object(init, "config.init", &["cmd", "entrypoint", "exec", "kernel_args", "swap_size_mb", "tty"])?;
+        let init = object(
+            init,
+            "config.init",
+            &["cmd", "entrypoint", "exec", "kernel_args", "swap_size_mb", "tty"],
+        )?;
         for key in ["cmd", "entrypoint", "exec", "kernel_args"] {
             optional(init, key, is_string_array, "an array of strings")?;
         }
@@ -599,10 +653,18 @@ fn check_create(body: &Value) -> Result<(), String> {
         optional(init, "tty", Value::is_boolean, "a boolean")?;
     }
     if let Some(guest) = config.get("guest") {
-        let guest = object(guest, "config.guest", &["cpu_kind", "cpus", "memory_mb", "gpu_kind", "gpus", "kernel_args"])?;
+        let guest = object(
+            guest,
+            "config.guest",
+            &["cpu_kind", "cpus", "memory_mb", "gpu_kind", "gpus", "kernel_args"],
+        )?;
         match guest.get("cpu_kind").and_then(Value::as_str) {
             Some("shared" | "performance") => {}
-            other => return Err(format!("`config.guest.cpu_kind` must be shared or performance, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "`config.guest.cpu_kind` must be shared or performance, got {other:?}"
+                ));
+            }
         }
         for key in ["cpus", "memory_mb"] {
             match guest.get(key).and_then(Value::as_u64) {
