@@ -53,10 +53,10 @@ pub enum AnyBackend {
     #[cfg(feature = "docker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
     Docker(crate::docker::DockerBackend),
-    /// Runners as Fly.io Machines.
+    /// Runners as Fly.io Machines (boxed: its options are many).
     #[cfg(feature = "fly")]
     #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
-    Fly(crate::fly::FlyBackend),
+    Fly(Box<crate::fly::FlyBackend>),
 }
 
 impl AnyBackend {
@@ -115,7 +115,7 @@ impl FromStr for AnyBackend {
             #[cfg(feature = "docker")]
             "docker" => Ok(AnyBackend::Docker(crate::docker::DockerBackend::new())),
             #[cfg(feature = "fly")]
-            "fly" => Ok(AnyBackend::Fly(crate::fly::FlyBackend::new())),
+            "fly" => Ok(AnyBackend::Fly(Box::default())),
             other => Err(UnknownBackend(format!(
                 "unknown backend `{other}` (one of: {})",
                 AnyBackend::NAMES.join(", ")
@@ -146,7 +146,7 @@ impl From<crate::docker::DockerBackend> for AnyBackend {
 #[cfg(feature = "fly")]
 impl From<crate::fly::FlyBackend> for AnyBackend {
     fn from(b: crate::fly::FlyBackend) -> Self {
-        AnyBackend::Fly(b)
+        AnyBackend::Fly(Box::new(b))
     }
 }
 
@@ -186,7 +186,8 @@ impl Backend for AnyBackend {
             #[cfg(feature = "docker")]
             AnyBackend::Docker(b) => AnyState::Docker(b.init(ctx).await?),
             #[cfg(feature = "fly")]
-            AnyBackend::Fly(b) => AnyState::Fly(b.init(ctx).await?),
+            // Fully qualified: `FlyBackend::init` is also its `init` option.
+            AnyBackend::Fly(b) => AnyState::Fly(Backend::init(&**b, ctx).await?),
         })
     }
 

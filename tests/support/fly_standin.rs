@@ -219,22 +219,22 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 impl Inner {
-    /// Records the request; checks the token and the app. `Err` is the
-    /// answer to send.
-    fn admit(&self, method: &Method, uri: &Uri, headers: &HeaderMap, app: &str) -> Result<(), Response> {
+    /// Records the request; checks the token and the app. `Some` is the
+    /// refusal to send.
+    fn admit(&self, method: &Method, uri: &Uri, headers: &HeaderMap, app: &str) -> Option<Response> {
         self.ledger.lock().unwrap().requests.push(format!("{method} {uri}"));
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
-            return Err(self.reject(format!("{method} {uri}: no `Authorization: Bearer <token>` header")));
+            return Some(self.reject(format!("{method} {uri}: no `Authorization: Bearer <token>` header")));
         };
         if token != self.setup.token {
             self.ledger.lock().unwrap().unauthorized += 1;
-            return Err(error(StatusCode::UNAUTHORIZED, "unauthorized"));
+            return Some(error(StatusCode::UNAUTHORIZED, "unauthorized"));
         }
         if app != self.setup.app {
-            return Err(error(StatusCode::NOT_FOUND, "app not found"));
+            return Some(error(StatusCode::NOT_FOUND, "app not found"));
         }
-        Ok(())
+        None
     }
 
     fn reject(&self, reason: String) -> Response {
@@ -298,7 +298,7 @@ async fn create(
     body: Bytes,
 ) -> Response {
     inner.ledger.lock().unwrap().create_attempts += 1;
-    if let Err(answer) = inner.admit(&method, &uri, &headers, &app) {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
         return answer;
     }
     if let Err(e) = query_params(query.as_deref(), &[]) {
@@ -466,7 +466,7 @@ async fn wait(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(answer) = inner.admit(&method, &uri, &headers, &app) {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
         return answer;
     }
     let params = match query_params(query.as_deref(), &["state", "timeout", "instance_id", "from_event_id"]) {
@@ -533,7 +533,7 @@ async fn stop(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(answer) = inner.admit(&method, &uri, &headers, &app) {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
         return answer;
     }
     if let Err(e) = query_params(query.as_deref(), &[]) {
@@ -565,7 +565,7 @@ async fn destroy(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(answer) = inner.admit(&method, &uri, &headers, &app) {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
         return answer;
     }
     let params = match query_params(query.as_deref(), &["force"]) {
