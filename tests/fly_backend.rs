@@ -96,7 +96,7 @@ async fn scales_from_zero_to_four_machines_and_back_through_the_api() {
     let instance = fly.instance().to_owned();
     let cfg = config(4)
         .max_concurrency(1)
-        .idle_shutdown_after(Duration::from_millis(300));
+        .idle_shutdown_after(Duration::from_millis(500));
     let pool_name = cfg.get_name().to_owned();
     let pool = Pool::start(cfg, fly.clone(), &registry()).await.unwrap();
     assert_eq!(standin.create_attempts(), 0, "a pool with min 0 starts with no machine");
@@ -367,7 +367,11 @@ async fn a_machine_that_will_not_stop_is_destroyed_by_force() {
     ledger_empty(&standin).await;
     let machine = standin.machines().pop().unwrap();
     assert_eq!(machine.destroyed_by, Some("force"));
-    assert!(!alive(machine.pid.unwrap()));
+    let pid = machine.pid.unwrap();
+    eventually("the machine's process killed", Duration::from_secs(5), || async {
+        !alive(pid)
+    })
+    .await;
     let requests = standin.requests();
     assert!(
         requests
