@@ -14,8 +14,10 @@ use crate::process::{ProcessBackend, ProcessState};
 /// one `Pool::start` whatever the choice.
 ///
 /// Parse it from a name with [`str::parse`] (`"local"`, `"process"`,
-/// `"docker"`; see [`AnyBackend::NAMES`]), or wrap a configured backend with
-/// `From`.
+/// `"docker"`, `"fly"`; see [`AnyBackend::NAMES`]), or wrap a configured
+/// backend with `From`. `"docker"` needs the `docker` feature and `"fly"`
+/// the `fly` feature; `"fly"` takes its settings from Fly's environment
+/// variables (see `FlyBackend::new`).
 ///
 /// # Errors
 ///
@@ -51,14 +53,24 @@ pub enum AnyBackend {
     #[cfg(feature = "docker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
     Docker(crate::docker::DockerBackend),
+    /// Runners as Fly.io Machines (boxed: its options are many).
+    #[cfg(feature = "fly")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
+    Fly(Box<crate::fly::FlyBackend>),
 }
 
 impl AnyBackend {
     /// The names [`str::parse`] accepts.
-    #[cfg(feature = "docker")]
+    #[cfg(all(feature = "docker", feature = "fly"))]
+    pub const NAMES: &'static [&'static str] = &["local", "process", "docker", "fly"];
+    /// The names [`str::parse`] accepts.
+    #[cfg(all(feature = "docker", not(feature = "fly")))]
     pub const NAMES: &'static [&'static str] = &["local", "process", "docker"];
     /// The names [`str::parse`] accepts.
-    #[cfg(not(feature = "docker"))]
+    #[cfg(all(not(feature = "docker"), feature = "fly"))]
+    pub const NAMES: &'static [&'static str] = &["local", "process", "fly"];
+    /// The names [`str::parse`] accepts.
+    #[cfg(not(any(feature = "docker", feature = "fly")))]
     pub const NAMES: &'static [&'static str] = &["local", "process"];
 
     /// The chosen backend's name.
@@ -68,6 +80,8 @@ impl AnyBackend {
             AnyBackend::Process(b) => b.name(),
             #[cfg(feature = "docker")]
             AnyBackend::Docker(b) => b.name(),
+            #[cfg(feature = "fly")]
+            AnyBackend::Fly(b) => b.name(),
         }
     }
 }
@@ -89,8 +103,9 @@ impl FromStr for AnyBackend {
     type Err = UnknownBackend;
 
     /// `"local"`, `"process"` (runners re-run the current executable with
-    /// its arguments) or `"docker"` (an image made from the current
-    /// executable), each with its defaults.
+    /// its arguments), `"docker"` (an image made from the current
+    /// executable) or `"fly"` (settings from Fly's environment), each with
+    /// its defaults.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "local" => Ok(AnyBackend::Local(LocalBackend::new())),
@@ -99,6 +114,8 @@ impl FromStr for AnyBackend {
                 .map_err(|e| UnknownBackend(format!("process backend: the current executable: {e}"))),
             #[cfg(feature = "docker")]
             "docker" => Ok(AnyBackend::Docker(crate::docker::DockerBackend::new())),
+            #[cfg(feature = "fly")]
+            "fly" => Ok(AnyBackend::Fly(Box::default())),
             other => Err(UnknownBackend(format!(
                 "unknown backend `{other}` (one of: {})",
                 AnyBackend::NAMES.join(", ")
@@ -126,6 +143,13 @@ impl From<crate::docker::DockerBackend> for AnyBackend {
     }
 }
 
+#[cfg(feature = "fly")]
+impl From<crate::fly::FlyBackend> for AnyBackend {
+    fn from(b: crate::fly::FlyBackend) -> Self {
+        AnyBackend::Fly(Box::new(b))
+    }
+}
+
 /// The state of one runner of an [`AnyBackend`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -137,6 +161,9 @@ pub enum AnyState {
     /// Of a container runner.
     #[cfg(feature = "docker")]
     Docker(crate::docker::DockerState),
+    /// Of a Fly machine runner.
+    #[cfg(feature = "fly")]
+    Fly(crate::fly::FlyState),
 }
 
 /// The state does not belong to the backend (cannot happen: the pool keeps
@@ -158,6 +185,9 @@ impl Backend for AnyBackend {
             AnyBackend::Process(b) => AnyState::Process(b.init(ctx).await?),
             #[cfg(feature = "docker")]
             AnyBackend::Docker(b) => AnyState::Docker(b.init(ctx).await?),
+            #[cfg(feature = "fly")]
+            // Fully qualified: `FlyBackend::init` is also its `init` option.
+            AnyBackend::Fly(b) => AnyState::Fly(Backend::init(&**b, ctx).await?),
         })
     }
 
@@ -167,6 +197,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Process(b), AnyState::Process(s)) => b.remote_boot(s, ctx).await,
             #[cfg(feature = "docker")]
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.remote_boot(s, ctx).await,
+            #[cfg(feature = "fly")]
+            (AnyBackend::Fly(b), AnyState::Fly(s)) => b.remote_boot(s, ctx).await,
             #[allow(unreachable_patterns)]
             _ => Err(mismatch()),
         }
@@ -178,6 +210,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Process(b), AnyState::Process(s)) => b.handle_info(s, info).await,
             #[cfg(feature = "docker")]
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.handle_info(s, info).await,
+            #[cfg(feature = "fly")]
+            (AnyBackend::Fly(b), AnyState::Fly(s)) => b.handle_info(s, info).await,
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -189,6 +223,8 @@ impl Backend for AnyBackend {
             AnyBackend::Process(b) => b.down_grace(),
             #[cfg(feature = "docker")]
             AnyBackend::Docker(b) => b.down_grace(),
+            #[cfg(feature = "fly")]
+            AnyBackend::Fly(b) => b.down_grace(),
         }
     }
 
@@ -198,6 +234,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Process(b), AnyState::Process(s)) => b.terminate(s).await,
             #[cfg(feature = "docker")]
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.terminate(s).await,
+            #[cfg(feature = "fly")]
+            (AnyBackend::Fly(b), AnyState::Fly(s)) => b.terminate(s).await,
             #[allow(unreachable_patterns)]
             _ => {}
         }
@@ -209,6 +247,8 @@ impl Backend for AnyBackend {
             AnyBackend::Process(b) => b.system_shutdown().await,
             #[cfg(feature = "docker")]
             AnyBackend::Docker(b) => b.system_shutdown().await,
+            #[cfg(feature = "fly")]
+            AnyBackend::Fly(b) => b.system_shutdown().await,
         }
     }
 }

@@ -50,6 +50,7 @@
 //! | [`LocalBackend`] | a task in this process | tests, development, the default |
 //! | [`ProcessBackend`] | a child process of this executable | one machine, real isolation of crashes and memory |
 //! | [`DockerBackend`] (feature `docker`) | a container of an image made from this executable | isolation, limits, a real deployment's shape |
+//! | `fly::FlyBackend` (feature `fly`) | a Fly.io Machine of the app's image | elastic compute on Fly.io |
 //!
 //! ## Heavy work
 //!
@@ -117,6 +118,7 @@
 //! | feature | enables | default |
 //! |---|---|---|
 //! | `docker` | [`DockerBackend`] and the [`docker`] module (pulls in bollard) | yes |
+//! | `fly` | `FlyBackend` and the `fly` module: runners as Fly.io Machines (pulls in reqwest with rustls) | no |
 //!
 //! ## Termination
 //!
@@ -139,6 +141,9 @@ mod child;
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub mod docker;
+#[cfg(feature = "fly")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
+pub mod fly;
 mod local;
 mod pool;
 mod process;
@@ -154,6 +159,9 @@ pub use process::{ProcessBackend, ProcessState};
 #[cfg(feature = "docker")]
 #[doc(no_inline)]
 pub use docker::DockerBackend;
+#[cfg(feature = "fly")]
+#[doc(no_inline)]
+pub use fly::FlyBackend;
 pub use runner::{run_if_runner, serve_as_runner, serve_as_runner_with};
 
 #[doc(inline)]

@@ -53,6 +53,8 @@ pub async fn run_if_runner(registry: &Registry) -> Result<(), ParentError> {
         "process" => serve_as_runner_with(registry, parent, crate::ProcessBackend::new("")).await,
         #[cfg(feature = "docker")]
         "docker" => serve_as_runner_with(registry, parent, crate::DockerBackend::new()).await,
+        #[cfg(feature = "fly")]
+        "fly" => serve_as_runner_with(registry, parent, crate::FlyBackend::new()).await,
         _ => serve_as_runner(registry, parent).await,
     };
     std::process::exit(code)

@@ -264,7 +264,14 @@ async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway()
         let echoed = pool.call::<Echo>("over the bridge".into()).await;
         // Off loopback, the link is encrypted: the runner pins a certificate.
         let id = running(&docker, pool.name()).await.remove(0);
-        let env = docker.inspect_container(&id, None).await.unwrap().config.unwrap().env.unwrap();
+        let env = docker
+            .inspect_container(&id, None)
+            .await
+            .unwrap()
+            .config
+            .unwrap()
+            .env
+            .unwrap();
         let parent = env
             .iter()
             .find_map(|kv| kv.strip_prefix("FLAME_PARENT="))

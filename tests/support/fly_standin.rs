@@ -1,0 +1,727 @@
+//! A stand-in for the Fly Machines API, for the Fly backend's tests: a real
+//! HTTP server (axum) on 127.0.0.1 implementing the calls the backend makes
+//! (create, wait, stop, destroy), checking each request against the API's
+//! documented shape, and running each machine as a real local process.
+//!
+//! - Every request must carry `Authorization: Bearer <token>`; a wrong token
+//!   gets 401, a missing or malformed header 400.
+//! - A request of the wrong shape (unknown route, unknown or mistyped JSON
+//!   field, missing required field, unknown query parameter) gets 400 and is
+//!   recorded in [`StandIn::rejected`]; tests assert that list stays empty.
+//! - A created machine runs `program` with exactly the machine's
+//!   `config.env` as its environment (nothing of this process's), starts in
+//!   state `created`, turns `started` once its process runs, and `stopped`
+//!   when the process exits; with `auto_destroy` it is then `destroyed`.
+//! - `stop` sends SIGTERM (SIGKILL after a grace period); `DELETE` destroys a
+//!   stopped machine, or a running one with `force=true` (SIGKILL), and
+//!   answers 412 otherwise.
+//! - The next N creates can be answered with a given status (422, 429,
+//!   500...), after their shape was checked.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+/// How long a stopped machine's process has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What one stand-in serves.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The only app that exists.
+    pub app: String,
+    /// The token it accepts.
+    pub token: String,
+    /// The only image that exists.
+    pub image: String,
+    /// What a machine of that image runs.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// A machine as the stand-in keeps it.
+#[derive(Clone, Debug)]
+pub struct MachineRecord {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub body: Value,
+    pub pid: Option<u32>,
+    /// How it was destroyed: `auto`, `delete` or `force`.
+    pub destroyed_by: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    machines: BTreeMap<String, MachineRecord>,
+    /// Signals for each machine's process task.
+    signals: BTreeMap<String, mpsc::UnboundedSender<Signal>>,
+    fail_next: VecDeque<u16>,
+    fail_always: Option<u16>,
+    ignore_stop: bool,
+    create_attempts: usize,
+    unauthorized: usize,
+    rejected: Vec<String>,
+    requests: Vec<String>,
+    next_id: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+struct Inner {
+    setup: Setup,
+    ledger: Mutex<Ledger>,
+    changed: Notify,
+}
+
+/// A running stand-in; dropping it kills every machine's process.
+pub struct StandIn {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.server.abort();
+        let ledger = self.inner.ledger.lock().unwrap();
+        for signals in ledger.signals.values() {
+            let _ = signals.send(Signal::Kill);
+        }
+        for m in ledger.machines.values() {
+            if let (Some(pid), None) = (m.pid, m.destroyed_by) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+impl StandIn {
+    pub async fn start(setup: Setup) -> StandIn {
+        let inner = Arc::new(Inner {
+            setup,
+            ledger: Mutex::default(),
+            changed: Notify::new(),
+        });
+        let app = Router::new()
+            .route("/v1/apps/{app}/machines", post(create))
+            .route("/v1/apps/{app}/machines/{id}/wait", get(wait))
+            .route("/v1/apps/{app}/machines/{id}/stop", post(stop))
+            .route("/v1/apps/{app}/machines/{id}", delete(destroy))
+            .fallback(unknown)
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        StandIn { addr, inner, server }
+    }
+
+    /// The API's base address, for `FlyBackend::host`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers the next `n` creates with `status`.
+    pub fn fail_next_creates(&self, status: u16, n: usize) {
+        self.inner
+            .ledger
+            .lock()
+            .unwrap()
+            .fail_next
+            .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Answers every create with `status` (or normally again with `None`).
+    pub fn fail_all_creates(&self, status: Option<u16>) {
+        self.inner.ledger.lock().unwrap().fail_always = status;
+    }
+
+    /// Makes `stop` answer 200 and do nothing (a machine that will not stop).
+    pub fn ignore_stop(&self, ignore: bool) {
+        self.inner.ledger.lock().unwrap().ignore_stop = ignore;
+    }
+
+    /// Create requests received (whatever the answer).
+    pub fn create_attempts(&self) -> usize {
+        self.inner.ledger.lock().unwrap().create_attempts
+    }
+
+    /// Requests refused with 401.
+    pub fn unauthorized(&self) -> usize {
+        self.inner.ledger.lock().unwrap().unauthorized
+    }
+
+    /// Requests refused with 400 (wrong shape), with the reason.
+    pub fn rejected(&self) -> Vec<String> {
+        self.inner.ledger.lock().unwrap().rejected.clone()
+    }
+
+    /// Every request, as `METHOD path?query -> status`.
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.ledger.lock().unwrap().requests.clone()
+    }
+
+    /// Every machine ever created.
+    pub fn machines(&self) -> Vec<MachineRecord> {
+        self.inner.ledger.lock().unwrap().machines.values().cloned().collect()
+    }
+
+    /// Machines not destroyed.
+    pub fn live(&self) -> Vec<MachineRecord> {
+        self.machines()
+            .into_iter()
+            .filter(|m| m.destroyed_by.is_none())
+            .collect()
+    }
+
+    /// Machines destroyed.
+    pub fn destroyed(&self) -> Vec<MachineRecord> {
+        self.machines()
+            .into_iter()
+            .filter(|m| m.destroyed_by.is_some())
+            .collect()
+    }
+
+    /// Kills a machine's process (SIGKILL), as a crash would.
+    pub fn crash(&self, id: &str) {
+        let ledger = self.inner.ledger.lock().unwrap();
+        let _ = ledger.signals.get(id).expect("machine").send(Signal::Kill);
+    }
+}
+
+type Shared = State<Arc<Inner>>;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+impl Inner {
+    /// Records the request; checks the token and the app. `Some` is the
+    /// refusal to send.
+    fn admit(&self, method: &Method, uri: &Uri, headers: &HeaderMap, app: &str) -> Option<Response> {
+        self.ledger.lock().unwrap().requests.push(format!("{method} {uri}"));
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return Some(self.reject(format!("{method} {uri}: no `Authorization: Bearer <token>` header")));
+        };
+        if token != self.setup.token {
+            self.ledger.lock().unwrap().unauthorized += 1;
+            return Some(error(StatusCode::UNAUTHORIZED, "unauthorized"));
+        }
+        if app != self.setup.app {
+            return Some(error(StatusCode::NOT_FOUND, "app not found"));
+        }
+        None
+    }
+
+    fn reject(&self, reason: String) -> Response {
+        let response = error(StatusCode::BAD_REQUEST, &reason);
+        self.ledger.lock().unwrap().rejected.push(reason);
+        response
+    }
+
+    fn set_state(&self, id: &str, state: &str) {
+        let mut ledger = self.ledger.lock().unwrap();
+        if let Some(m) = ledger.machines.get_mut(id) {
+            m.state = state.to_owned();
+        }
+        drop(ledger);
+        self.changed.notify_waiters();
+    }
+
+    fn mark_destroyed(&self, id: &str, by: &'static str) {
+        let mut ledger = self.ledger.lock().unwrap();
+        if let Some(m) = ledger.machines.get_mut(id)
+            && m.destroyed_by.is_none()
+        {
+            m.state = "destroyed".into();
+            m.destroyed_by = Some(by);
+        }
+        ledger.signals.remove(id);
+        drop(ledger);
+        self.changed.notify_waiters();
+    }
+
+    fn machine(&self, id: &str) -> Option<MachineRecord> {
+        self.ledger.lock().unwrap().machines.get(id).cloned()
+    }
+}
+
+/// The documented query parameters of each route; anything else is a 400.
+fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&k) {
+            return Err(format!("unknown query parameter `{k}`"));
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+async fn unknown(State(inner): Shared, method: Method, uri: Uri) -> Response {
+    inner.ledger.lock().unwrap().requests.push(format!("{method} {uri}"));
+    inner.reject(format!("{method} {uri}: not a Machines API route"))
+}
+
+async fn create(
+    State(inner): Shared,
+    Path(app): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    inner.ledger.lock().unwrap().create_attempts += 1;
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    if let Err(e) = query_params(query.as_deref(), &[]) {
+        return inner.reject(format!("create: {e}"));
+    }
+    let json_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !json_type {
+        return inner.reject("create: Content-Type is not application/json".into());
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return inner.reject(format!("create: body is not JSON: {e}")),
+    };
+    if let Err(e) = check_create(&body) {
+        return inner.reject(format!("create: {e}"));
+    }
+    let failure = {
+        let mut ledger = inner.ledger.lock().unwrap();
+        ledger.fail_next.pop_front().or(ledger.fail_always)
+    };
+    if let Some(status) = failure {
+        let message = match status {
+            409 | 412 | 422 => "insufficient resources available to fulfill request",
+            429 => "rate limit exceeded",
+            _ => "internal error",
+        };
+        return error(StatusCode::from_u16(status).unwrap(), message);
+    }
+    let config = &body["config"];
+    if config["image"] != inner.setup.image.as_str() {
+        return error(StatusCode::NOT_FOUND, "image not found");
+    }
+    let strings = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (env, metadata) = (strings(&config["env"]), strings(&config["metadata"]));
+    let auto_destroy = config["auto_destroy"].as_bool().unwrap_or(false);
+    let (id, instance_id, rx) = {
+        let mut ledger = inner.ledger.lock().unwrap();
+        ledger.next_id += 1;
+        let id = format!("e7843{:09x}", ledger.next_id);
+        let (tx, rx) = mpsc::unbounded_channel();
+        ledger.signals.insert(id.clone(), tx);
+        ledger.machines.insert(
+            id.clone(),
+            MachineRecord {
+                id: id.clone(),
+                name: body["name"].as_str().unwrap_or_default().to_owned(),
+                state: "created".into(),
+                env: env.clone(),
+                metadata,
+                body: body.clone(),
+                pid: None,
+                destroyed_by: None,
+            },
+        );
+        (id.clone(), format!("01J{:020}", ledger.next_id), rx)
+    };
+    tokio::spawn(run_machine(Arc::clone(&inner), id.clone(), env, auto_destroy, rx));
+    axum::Json(json!({
+        "id": id,
+        "name": body["name"],
+        "state": "created",
+        "region": body.get("region").cloned().unwrap_or(json!("ord")),
+        "instance_id": instance_id,
+        "private_ip": "fdaa:0:1:a7b:1::2",
+        "config": config,
+        "image_ref": { "registry": "registry.fly.io", "repository": inner.setup.app, "tag": "deployment" },
+        "created_at": "2026-11-29T00:00:00Z",
+        "updated_at": "2026-11-29T00:00:00Z",
+    }))
+    .into_response()
+}
+
+/// Runs one machine's process until it exits; then the machine is
+/// stopped, and destroyed when `auto_destroy` says so.
+async fn run_machine(
+    inner: Arc<Inner>,
+    id: String,
+    env: BTreeMap<String, String>,
+    auto_destroy: bool,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) {
+    inner.set_state(&id, "starting");
+    let log = std::env::var_os("FLY_STANDIN_LOG").is_some();
+    let output = || if log { Stdio::inherit() } else { Stdio::null() };
+    let spawned = tokio::process::Command::new(&inner.setup.program)
+        .args(&inner.setup.args)
+        .env_clear()
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("fly stand-in: machine {id} cannot start: {e}");
+            inner.set_state(&id, "stopped");
+            if auto_destroy {
+                inner.mark_destroyed(&id, "auto");
+            }
+            return;
+        }
+    };
+    let pid = child.id();
+    {
+        let mut ledger = inner.ledger.lock().unwrap();
+        if let Some(m) = ledger.machines.get_mut(&id) {
+            m.pid = pid;
+        }
+    }
+    inner.set_state(&id, "started");
+    let mut term_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let grace = async {
+            match term_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = child.wait() => break,
+            signal = signals.recv() => match signal {
+                Some(Signal::Term) => {
+                    if let Some(pid) = pid {
+                        let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                    }
+                    term_deadline.get_or_insert(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                Some(Signal::Kill) | None => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    break;
+                }
+            },
+            _ = grace => {
+                let _ = child.start_kill();
+            }
+        }
+    }
+    if inner.machine(&id).is_some_and(|m| m.destroyed_by.is_none()) {
+        inner.set_state(&id, "stopped");
+        if auto_destroy {
+            inner.mark_destroyed(&id, "auto");
+        }
+    }
+}
+
+async fn wait(
+    State(inner): Shared,
+    Path((app, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    let params = match query_params(query.as_deref(), &["state", "timeout", "instance_id", "from_event_id"]) {
+        Ok(params) => params,
+        Err(e) => return inner.reject(format!("wait: {e}")),
+    };
+    let Some(state) = params.get("state").cloned() else {
+        return inner.reject("wait: no `state`".into());
+    };
+    if !["started", "stopped", "suspended", "destroyed"].contains(&state.as_str()) {
+        return inner.reject(format!("wait: unknown state `{state}`"));
+    }
+    let timeout = match params.get("timeout").map(|t| t.parse::<u64>()) {
+        None => 60,
+        Some(Ok(t)) if (1..=60).contains(&t) => t,
+        Some(_) => {
+            return inner.reject(format!(
+                "wait: `timeout` must be whole seconds in 1..=60, got {params:?}"
+            ));
+        }
+    };
+    let Some(machine) = inner.machine(&id) else {
+        return error(StatusCode::NOT_FOUND, "machine not found");
+    };
+    if let Some(instance) = params.get("instance_id")
+        && !instance.starts_with("01J")
+    {
+        return inner.reject(format!("wait: malformed instance_id `{instance}`"));
+    }
+    if machine.destroyed_by.is_some() && state != "destroyed" && state != "stopped" {
+        return error(StatusCode::NOT_FOUND, "machine not found");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let notified = inner.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let current = inner.machine(&id).map(|m| m.state).unwrap_or_default();
+        let reached = current == state || (state == "stopped" && current == "destroyed");
+        if reached {
+            return axum::Json(json!({ "ok": true })).into_response();
+        }
+        if state == "started" && (current == "stopped" || current == "destroyed") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("machine failed to reach desired state, current state: {current}"),
+            );
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "deadline_exceeded: machine did not reach the state in time",
+            );
+        }
+    }
+}
+
+async fn stop(
+    State(inner): Shared,
+    Path((app, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    if let Err(e) = query_params(query.as_deref(), &[]) {
+        return inner.reject(format!("stop: {e}"));
+    }
+    if !body.is_empty() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(o)) if o.keys().all(|k| k == "signal" || k == "timeout") => {}
+            _ => return inner.reject("stop: body is neither empty nor {signal, timeout}".into()),
+        }
+    }
+    let Some(machine) = inner.machine(&id).filter(|m| m.destroyed_by.is_none()) else {
+        return error(StatusCode::NOT_FOUND, "machine not found");
+    };
+    let ledger = inner.ledger.lock().unwrap();
+    if !ledger.ignore_stop && machine.state != "stopped" {
+        if let Some(signals) = ledger.signals.get(&id) {
+            let _ = signals.send(Signal::Term);
+        }
+    }
+    axum::Json(json!({ "ok": true })).into_response()
+}
+
+async fn destroy(
+    State(inner): Shared,
+    Path((app, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    let params = match query_params(query.as_deref(), &["force"]) {
+        Ok(params) => params,
+        Err(e) => return inner.reject(format!("destroy: {e}")),
+    };
+    let force = match params.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return inner.reject(format!("destroy: `force` must be true or false, got `{other}`")),
+    };
+    let Some(machine) = inner.machine(&id).filter(|m| m.destroyed_by.is_none()) else {
+        return error(StatusCode::NOT_FOUND, "machine not found");
+    };
+    if machine.state != "stopped" && !force {
+        return error(
+            StatusCode::PRECONDITION_FAILED,
+            "failed_precondition: machine still active, stop it or use force=true",
+        );
+    }
+    if let Some(signals) = inner.ledger.lock().unwrap().signals.get(&id) {
+        let _ = signals.send(Signal::Kill);
+    }
+    inner.mark_destroyed(&id, if force { "force" } else { "delete" });
+    axum::Json(json!({ "ok": true })).into_response()
+}
+
+/// The create body's documented shape: the fields the Machines API
+/// documents, typed as documented; required ones present.
+fn check_create(body: &Value) -> Result<(), String> {
+    let top = object(
+        body,
+        "body",
+        &[
+            "name",
+            "region",
+            "config",
+            "skip_launch",
+            "skip_service_registration",
+            "lease_ttl",
+        ],
+    )?;
+    optional(top, "name", Value::is_string, "a string")?;
+    optional(top, "region", Value::is_string, "a string")?;
+    optional(top, "skip_launch", Value::is_boolean, "a boolean")?;
+    let config = top.get("config").ok_or("no `config`")?;
+    let config = object(
+        config,
+        "config",
+        &[
+            "image",
+            "init",
+            "guest",
+            "auto_destroy",
+            "restart",
+            "env",
+            "services",
+            "metadata",
+            "checks",
+            "mounts",
+            "processes",
+            "schedule",
+            "stop_config",
+            "files",
+            "dns",
+            "statics",
+            "standbys",
+        ],
+    )?;
+    match config.get("image") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        _ => return Err("`config.image` must be a non-empty string".into()),
+    }
+    optional(config, "auto_destroy", Value::is_boolean, "a boolean")?;
+    if let Some(init) = config.get("init") {
+        let init = object(
+            init,
+            "config.init",
+            &["cmd", "entrypoint", "exec", "kernel_args", "swap_size_mb", "tty"],
+        )?;
+        for key in ["cmd", "entrypoint", "exec", "kernel_args"] {
+            optional(init, key, is_string_array, "an array of strings")?;
+        }
+        optional(init, "swap_size_mb", Value::is_u64, "an integer")?;
+        optional(init, "tty", Value::is_boolean, "a boolean")?;
+    }
+    if let Some(guest) = config.get("guest") {
+        let guest = object(
+            guest,
+            "config.guest",
+            &["cpu_kind", "cpus", "memory_mb", "gpu_kind", "gpus", "kernel_args"],
+        )?;
+        match guest.get("cpu_kind").and_then(Value::as_str) {
+            Some("shared" | "performance") => {}
+            other => {
+                return Err(format!(
+                    "`config.guest.cpu_kind` must be shared or performance, got {other:?}"
+                ));
+            }
+        }
+        for key in ["cpus", "memory_mb"] {
+            match guest.get(key).and_then(Value::as_u64) {
+                Some(n) if n > 0 => {}
+                _ => return Err(format!("`config.guest.{key}` must be a positive integer")),
+            }
+        }
+        optional(guest, "gpu_kind", Value::is_string, "a string")?;
+        optional(guest, "gpus", Value::is_u64, "an integer")?;
+        if guest.contains_key("gpus") != guest.contains_key("gpu_kind") {
+            return Err("`config.guest.gpus` and `gpu_kind` go together".into());
+        }
+    }
+    if let Some(restart) = config.get("restart") {
+        let restart = object(restart, "config.restart", &["policy", "max_retries"])?;
+        match restart.get("policy").and_then(Value::as_str) {
+            Some("no" | "always" | "on-failure" | "spot-price") => {}
+            other => return Err(format!("`config.restart.policy` is not a policy: {other:?}")),
+        }
+    }
+    for key in ["env", "metadata"] {
+        if let Some(map) = config.get(key) {
+            let map = map.as_object().ok_or(format!("`config.{key}` must be an object"))?;
+            if let Some((k, _)) = map.iter().find(|(_, v)| !v.is_string()) {
+                return Err(format!("`config.{key}.{k}` must be a string"));
+            }
+        }
+    }
+    if let Some(services) = config.get("services") {
+        let services = services.as_array().ok_or("`config.services` must be an array")?;
+        if !services.iter().all(Value::is_object) {
+            return Err("`config.services` must hold objects".into());
+        }
+    }
+    Ok(())
+}
+
+fn object<'a>(v: &'a Value, what: &str, allowed: &[&str]) -> Result<&'a serde_json::Map<String, Value>, String> {
+    let o = v.as_object().ok_or(format!("`{what}` must be an object"))?;
+    if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("`{what}` has an undocumented field `{k}`"));
+    }
+    Ok(o)
+}
+
+fn optional(
+    o: &serde_json::Map<String, Value>,
+    key: &str,
+    check: impl Fn(&Value) -> bool,
+    what: &str,
+) -> Result<(), String> {
+    match o.get(key) {
+        Some(v) if !check(v) => Err(format!("`{key}` must be {what}, got {v}")),
+        _ => Ok(()),
+    }
+}
+
+fn is_string_array(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+}
