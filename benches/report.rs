@@ -4,7 +4,11 @@
 //! ```text
 //! cargo bench --bench report -- --quick     # about a minute
 //! cargo bench --bench report                # longer runs, steadier figures
+//! FLAME_REPORT_ONLY=engines cargo bench --bench report -- --quick   # one part
 //! ```
+//!
+//! Parts: `local`, `remote`, `throughput`, `cold_boot`, `cpu`, `docker`,
+//! `engines`.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -12,6 +16,9 @@
 
 #![allow(missing_docs)]
 
+#[cfg(feature = "docker")]
+#[path = "report_parts/engines.rs"]
+mod engines;
 #[path = "report_parts/mux.rs"]
 mod mux;
 
@@ -706,11 +713,30 @@ async fn main() {
             spin_ms: 5_000,
         }
     };
-    local(&plan, &registry).await;
-    remote(&plan, &registry).await;
-    throughput_floors(&plan, &registry).await;
-    cold_boot(&plan, &registry).await;
-    cpu_bound(&plan, &registry).await;
+    // FLAME_REPORT_ONLY=docker,engines runs only those parts.
+    let only = std::env::var("FLAME_REPORT_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == name));
+    if part("local") {
+        local(&plan, &registry).await;
+    }
+    if part("remote") {
+        remote(&plan, &registry).await;
+    }
+    if part("throughput") {
+        throughput_floors(&plan, &registry).await;
+    }
+    if part("cold_boot") {
+        cold_boot(&plan, &registry).await;
+    }
+    if part("cpu") {
+        cpu_bound(&plan, &registry).await;
+    }
     #[cfg(feature = "docker")]
-    docker::run(&plan, &registry).await;
+    if part("docker") {
+        docker::run(&plan, &registry).await;
+    }
+    #[cfg(feature = "docker")]
+    if part("engines") {
+        engines::run(&plan, &registry).await;
+    }
 }

@@ -37,6 +37,16 @@ pub const LABEL_PARENT: &str = "ractor-flame.parent";
 pub const LABEL_RUNNER: &str = "ractor-flame.runner";
 /// Label: the name of the engine the runner was placed on (see
 /// [`EngineConfig::name`]).
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::docker::{LABEL_ENGINE, LABEL_POOL};
+///
+/// // `docker ps --filter label=ractor-flame.pool=media --filter label=ractor-flame.engine=b`
+/// let filters = [format!("{LABEL_POOL}=media"), format!("{LABEL_ENGINE}=b")];
+/// # let _ = filters;
+/// ```
 pub const LABEL_ENGINE: &str = "ractor-flame.engine";
 /// Label: the parent process, where it can be named, as
 /// `<boot id without dashes>-<PID namespace inode>-<pid>-<start time in
