@@ -270,6 +270,20 @@ fn leftovers(dir: &Path) {
             parents.push((pid, ppid));
         }
     }
+    // The shims name their containers (`-id <id>`): their cgroups go too.
+    let containers: Vec<String> = owners
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .filter_map(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter()
+                .position(|a| a == "-id")
+                .and_then(|i| args.get(i + 1).cloned())
+        })
+        .collect();
     let children: Vec<u32> = parents
         .iter()
         .filter(|(_, ppid)| owners.contains(ppid))
@@ -284,6 +298,11 @@ fn leftovers(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while children.iter().chain(&owners).any(|p| super::alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    for id in &containers {
+        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(controller.path().join("docker").join(id));
+        }
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut mounts: Vec<&str> = mountinfo
