@@ -7,7 +7,7 @@
 //! cargo bench --bench report -- --quick --only remote,tls   # some parts
 //! ```
 //!
-//! Parts: local, remote, tls, throughput, boot, cpu, docker.
+//! Parts: local, remote, tls, throughput, boot, cpu, docker, engines.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -15,6 +15,9 @@
 
 #![allow(missing_docs)]
 
+#[cfg(feature = "docker")]
+#[path = "report_parts/engines.rs"]
+mod engines;
 #[path = "report_parts/floors.rs"]
 mod floors;
 #[path = "report_parts/mux.rs"]
@@ -828,5 +831,9 @@ async fn main() {
     #[cfg(feature = "docker")]
     if run("docker") {
         docker::run(&plan, &registry).await;
+    }
+    #[cfg(feature = "docker")]
+    if run("engines") {
+        engines::run(&plan, &registry).await;
     }
 }

@@ -5,21 +5,27 @@ mod engine;
 mod events;
 mod image;
 mod liveness;
+mod placement;
+mod pull;
 mod sweep;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bollard::Docker;
 use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext};
-use tokio::sync::OnceCell;
 
 pub use container::DockerState;
-pub use engine::create_internal_network;
+pub use engine::{EngineCerts, create_internal_network};
 pub use events::ContainerEvent;
+pub use placement::EngineConfig;
+pub use pull::RegistryCredentials;
+
+use placement::{Placement, Slot};
 
 /// Label: every container this backend creates.
 pub const LABEL_MANAGED: &str = "ractor-flame.managed";
@@ -29,6 +35,19 @@ pub const LABEL_POOL: &str = "ractor-flame.pool";
 pub const LABEL_PARENT: &str = "ractor-flame.parent";
 /// Label: the runner id.
 pub const LABEL_RUNNER: &str = "ractor-flame.runner";
+/// Label: the name of the engine the runner was placed on (see
+/// [`EngineConfig::name`]).
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::docker::{LABEL_ENGINE, LABEL_POOL};
+///
+/// // `docker ps --filter label=ractor-flame.pool=media --filter label=ractor-flame.engine=b`
+/// let filters = [format!("{LABEL_POOL}=media"), format!("{LABEL_ENGINE}=b")];
+/// # let _ = filters;
+/// ```
+pub const LABEL_ENGINE: &str = "ractor-flame.engine";
 /// Label: the parent process, where it can be named, as
 /// `<boot id without dashes>-<PID namespace inode>-<pid>-<start time in
 /// clock ticks after boot>`. A sweep on the same boot and in the same PID
@@ -45,7 +64,9 @@ pub enum Image {
     CurrentExe,
     /// Made from this executable.
     Executable(PathBuf),
-    /// An image already in the engine, by tag (never pulled).
+    /// An image by name and tag: used where the engine has it, pulled
+    /// where it does not (with [`DockerBackend::registry_credentials`], if
+    /// given). A pull that fails fails the boot, quoting the engine.
     Tag(String),
 }
 
@@ -62,13 +83,39 @@ pub enum Network {
 }
 
 /// Which engine to talk to.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::docker::{Engine, EngineCerts};
+///
+/// let engines = [
+///     Engine::Defaults,
+///     Engine::socket("/var/run/docker.sock"),
+///     Engine::tcp("tcp://10.0.0.11:2375"),
+///     Engine::tls("tcp://10.0.0.12:2376", EngineCerts::from_dir("/certs/b")),
+/// ];
+/// # let _ = engines;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Engine {
-    /// `DOCKER_HOST`, else the local socket.
+    /// What the Docker CLI would use: `DOCKER_HOST` (with
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS), else the local
+    /// socket. See [`Engine::from_env`].
     Defaults,
     /// This Unix socket.
     Socket(PathBuf),
+    /// Plain TCP, `tcp://host:port`: neither encrypted nor authenticated.
+    Tcp(String),
+    /// TCP with TLS, `tcp://host:port`: the engine's certificate is checked
+    /// against the CA, and the client certificate proves this backend.
+    Tls {
+        /// `tcp://host:port`.
+        addr: String,
+        /// The CA and the client certificate.
+        certs: EngineCerts,
+    },
 }
 
 /// Runners as containers, via bollard.
@@ -101,7 +148,29 @@ pub enum Engine {
 /// Importing a new build removes images of earlier builds of the same path
 /// unless a live parent process (or one that cannot be checked from here)
 /// still claims them; a parent whose image was removed anyway imports it
-/// again on its next boot.
+/// again on its next boot. On an engine with no access to this
+/// executable's file system (another host) the image is imported the same
+/// way, through the engine API, once per engine and build; or name an image
+/// in a registry with [`Image::Tag`].
+///
+/// # Several engines
+///
+/// [`engines`](Self::engines) spreads one pool over several engines (hosts):
+/// each new runner goes to the engine with the fewest of this backend's
+/// runners (booting ones included), the first given on a tie, skipping
+/// engines at their [`EngineConfig::max_runners`] and engines backing off.
+/// An engine backs off for [`engine_backoff`](Self::engine_backoff) after a
+/// boot failed there, or after it was lost (its event stream ended and it
+/// did not answer a ping): its runners are then down at once, and the others
+/// carry on. When no engine can take a runner the boot fails, saying why for
+/// each. Labels, the orphan sweep (on a pool's first boot on each engine),
+/// image imports and claims, and the event watch all work per engine.
+///
+/// Runners connect back to [`parent_addr`](Self::parent_addr) when set (or
+/// the engine's own [`EngineConfig::parent_addr`]); else, for a TCP engine on
+/// another host, to the address this machine uses toward that host (read
+/// from the routing table: no traffic); else to loopback on the host network
+/// or the gateway of a named network.
 ///
 /// # Examples
 ///
@@ -125,7 +194,9 @@ pub enum Engine {
 pub struct DockerBackend {
     image: Image,
     network: Network,
-    engine: Engine,
+    engines: Vec<EngineConfig>,
+    engine_backoff: Duration,
+    credentials: Option<RegistryCredentials>,
     env: Vec<(String, String)>,
     cmd: Vec<String>,
     memory: Option<i64>,
@@ -140,14 +211,10 @@ pub struct DockerBackend {
 struct Shared {
     /// This parent instance, in every container's labels.
     instance: String,
-    docker: OnceCell<Docker>,
-    /// The runner image's tag, once made or found; cleared when the engine
-    /// no longer has it.
-    image: tokio::sync::Mutex<Option<String>>,
-    endpoint: OnceCell<Endpoint>,
-    /// Orphans of each pool are swept once.
-    swept: Mutex<Vec<String>>,
-    events: events::Router,
+    /// The engines, made from the configuration on first use.
+    placement: OnceLock<Placement>,
+    /// Where runners connect back, one per listening address.
+    endpoints: tokio::sync::Mutex<HashMap<IpAddr, Endpoint>>,
 }
 
 impl fmt::Debug for DockerBackend {
@@ -157,7 +224,8 @@ impl fmt::Debug for DockerBackend {
         f.debug_struct("DockerBackend")
             .field("image", &self.image)
             .field("network", &self.network)
-            .field("engine", &self.engine)
+            .field("engines", &self.engines)
+            .field("registry_credentials", &self.credentials)
             .field("env", &env)
             .field("memory", &self.memory)
             .field("nano_cpus", &self.nano_cpus)
@@ -180,7 +248,9 @@ impl DockerBackend {
         DockerBackend {
             image: Image::CurrentExe,
             network: Network::Host,
-            engine: Engine::Defaults,
+            engines: vec![EngineConfig::new(Engine::Defaults)],
+            engine_backoff: Duration::from_secs(10),
+            credentials: None,
             env: Vec::new(),
             cmd: Vec::new(),
             memory: None,
@@ -190,11 +260,8 @@ impl DockerBackend {
             parent_addr: None,
             shared: Arc::new(Shared {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
-                docker: OnceCell::new(),
-                image: tokio::sync::Mutex::new(None),
-                endpoint: OnceCell::new(),
-                swept: Mutex::new(Vec::new()),
-                events: events::Router::default(),
+                placement: OnceLock::new(),
+                endpoints: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -211,10 +278,101 @@ impl DockerBackend {
         self
     }
 
-    /// The engine (default: `DOCKER_HOST`, else the local socket).
-    pub fn engine(mut self, engine: Engine) -> Self {
-        self.engine = engine;
+    /// The engine (default: `DOCKER_HOST`, else the local socket). Replaces
+    /// any engines given before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::docker::{DockerBackend, Engine, EngineCerts};
+    ///
+    /// let backend = DockerBackend::new().engine(Engine::tls("tcp://10.0.0.12:2376", EngineCerts::from_dir("/certs")));
+    /// # let _ = backend;
+    /// ```
+    pub fn engine(mut self, engine: impl Into<EngineConfig>) -> Self {
+        self.engines = vec![engine.into()];
         self
+    }
+
+    /// Several engines for one pool: see [Several
+    /// engines](Self#several-engines) for how runners are placed. Replaces
+    /// any engines given before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::docker::{DockerBackend, Engine, EngineCerts, EngineConfig};
+    ///
+    /// let certs = |host: &str| EngineCerts::from_dir(format!("/etc/flame/{host}"));
+    /// let backend = DockerBackend::new().engines([
+    ///     EngineConfig::new(Engine::Defaults).max_runners(2),
+    ///     Engine::tls("tcp://10.0.0.11:2376", certs("a")).into(),
+    ///     Engine::tls("tcp://10.0.0.12:2376", certs("b")).into(),
+    /// ]);
+    /// # let _ = backend;
+    /// ```
+    pub fn engines<I, E>(mut self, engines: I) -> Self
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<EngineConfig>,
+    {
+        self.engines = engines.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long an engine is skipped for new runners after a boot failed
+    /// there or the engine was lost, when there are several (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ractor_flame::docker::DockerBackend;
+    ///
+    /// let backend = DockerBackend::new().engine_backoff(Duration::from_secs(30));
+    /// # let _ = backend;
+    /// ```
+    pub fn engine_backoff(mut self, period: Duration) -> Self {
+        self.engine_backoff = period;
+        self
+    }
+
+    /// Credentials for pulling an [`Image::Tag`] an engine lacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::docker::{DockerBackend, Image, RegistryCredentials};
+    ///
+    /// let backend = DockerBackend::new()
+    ///     .image(Image::Tag("registry.example.com/runner:7".into()))
+    ///     .registry_credentials(RegistryCredentials::new("deploy", "token"));
+    /// # let _ = backend;
+    /// ```
+    pub fn registry_credentials(mut self, credentials: RegistryCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Runners this backend has on each engine now (booting ones included),
+    /// by engine name, in the order given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::docker::DockerBackend;
+    ///
+    /// let backend = DockerBackend::new();
+    /// assert_eq!(backend.runners_per_engine().len(), 1);
+    /// ```
+    pub fn runners_per_engine(&self) -> Vec<(String, usize)> {
+        let placement = self.placement();
+        placement
+            .slots()
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(placement.runners())
+            .collect()
     }
 
     /// An environment variable for runners. `FLAME_PARENT` cannot be
@@ -266,15 +424,21 @@ impl DockerBackend {
         self
     }
 
-    /// Makes or finds the runner image now (normally done by the first
-    /// boot) and returns its tag: a deployment can warm it up front.
+    /// Makes or finds the runner image on every engine now (normally done
+    /// by the first boot on each) and returns its tag: a deployment can warm
+    /// it up front.
     ///
     /// # Errors
     ///
-    /// When the engine does not answer or the image cannot be made.
+    /// When an engine does not answer or the image cannot be made there.
     pub async fn prepare_image(&self) -> Result<String, BackendError> {
-        let docker = self.docker().await?;
-        self.image_tag(docker).await
+        let mut first = None;
+        for slot in self.placement().slots() {
+            let docker = self.connect(slot).await?;
+            let tag = self.image_tag(slot, docker).await?;
+            first.get_or_insert(tag);
+        }
+        first.ok_or_else(|| BackendError::new("no Docker engine configured"))
     }
 
     /// This parent instance's label value.
@@ -286,8 +450,18 @@ impl DockerBackend {
     ///
     /// # Errors
     ///
-    /// A memory limit under 6 MiB, a CPU or pids limit that is not positive.
+    /// A memory limit under 6 MiB, a CPU or pids limit that is not positive,
+    /// no engine, an engine with a `max_runners` of zero.
     pub fn validate(&self) -> Result<(), BackendError> {
+        if self.engines.is_empty() {
+            return Err(BackendError::new("no Docker engine configured"));
+        }
+        if let Some(e) = self.engines.iter().find(|e| e.max_runners == Some(0)) {
+            return Err(BackendError::new(format!(
+                "engine {} has max_runners 0: it could never take a runner",
+                e.label()
+            )));
+        }
         if let Some(m) = self.memory
             && m < MIN_MEMORY
         {
@@ -308,32 +482,61 @@ impl DockerBackend {
         Ok(())
     }
 
-    /// The engine client, connected and version-negotiated once.
+    /// The client of the first engine, connected and version-negotiated
+    /// once.
     ///
     /// # Errors
     ///
     /// When the engine does not answer.
     pub async fn docker(&self) -> Result<&Docker, BackendError> {
-        self.shared
-            .docker
-            .get_or_try_init(|| engine::connect(&self.engine))
-            .await
+        let slot = self
+            .placement()
+            .slots()
+            .first()
+            .ok_or_else(|| BackendError::new("no Docker engine configured"))?;
+        self.connect(slot).await
     }
 
-    async fn image_tag(&self, docker: &Docker) -> Result<String, BackendError> {
-        let mut cached = self.shared.image.lock().await;
+    fn placement(&self) -> &Placement {
+        self.shared
+            .placement
+            .get_or_init(|| Placement::new(&self.engines, self.engine_backoff))
+    }
+
+    /// An engine's client, connected and version-negotiated once.
+    async fn connect<'a>(&self, slot: &'a Slot) -> Result<&'a Docker, BackendError> {
+        let (docker, _) = slot
+            .docker
+            .get_or_try_init(|| async {
+                let engine = slot.config.engine.resolved();
+                let docker = engine::connect(&engine).await?;
+                Ok::<_, BackendError>((docker, engine))
+            })
+            .await?;
+        Ok(docker)
+    }
+
+    async fn image_tag(&self, slot: &Slot, docker: &Docker) -> Result<String, BackendError> {
+        let mut cached = slot.image.lock().await;
         if let Some(tag) = cached.as_ref() {
             return Ok(tag.clone());
         }
         let tag = match &self.image {
-            Image::Tag(tag) => match docker.inspect_image(tag).await {
-                Ok(_) => tag.clone(),
-                Err(e) => {
-                    return Err(BackendError::new(format!(
-                        "image {tag} not found in the engine ({e}); no registry is used: build or import it first"
-                    )));
+            Image::Tag(tag) => {
+                match docker.inspect_image(tag).await {
+                    Ok(_) => {}
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                        pull::pull(docker, &slot.name, tag, self.credentials.as_ref()).await?;
+                    }
+                    Err(e) => {
+                        return Err(BackendError::new(format!(
+                            "image {tag}: engine {} cannot inspect it: {e}",
+                            slot.name
+                        )));
+                    }
                 }
-            },
+                tag.clone()
+            }
             Image::Executable(path) => image::ensure(docker, image::Source::Path(path.clone())).await?,
             Image::CurrentExe => image::ensure(docker, image::Source::CurrentExe).await?,
         };
@@ -342,48 +545,122 @@ impl DockerBackend {
     }
 
     /// Forgets `tag` when the engine lost it, so the next boot makes it again.
-    async fn forget_image(&self, tag: &str) {
-        let mut cached = self.shared.image.lock().await;
+    async fn forget_image(&self, slot: &Slot, tag: &str) {
+        let mut cached = slot.image.lock().await;
         if cached.as_deref() == Some(tag) {
             *cached = None;
         }
     }
 
-    async fn endpoint(&self, docker: &Docker) -> Result<&Endpoint, BackendError> {
-        self.shared
-            .endpoint
-            .get_or_try_init(|| async {
-                let ip = match (self.parent_addr, &self.network) {
-                    (Some(ip), _) => ip,
-                    (None, Network::Host) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    (None, Network::Named(name)) => engine::gateway(docker, name).await?,
-                };
-                Endpoint::bind(SocketAddr::new(ip, 0))
-                    .await
-                    .map_err(|e| BackendError::new(format!("cannot listen on {ip}: {e}")))
-            })
+    /// Where the runners of `slot` connect back.
+    async fn endpoint(&self, slot: &Slot, docker: &Docker) -> Result<Endpoint, BackendError> {
+        let ip = *slot.parent_ip.get_or_try_init(|| self.parent_ip(slot, docker)).await?;
+        let mut endpoints = self.shared.endpoints.lock().await;
+        if let Some(endpoint) = endpoints.get(&ip) {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = Endpoint::bind(SocketAddr::new(ip, 0))
             .await
+            .map_err(|e| BackendError::new(format!("cannot listen on {ip}: {e}")))?;
+        endpoints.insert(ip, endpoint.clone());
+        Ok(endpoint)
     }
 
-    /// Removes orphans of `pool` (containers left by a parent that is
-    /// gone, see [`sweep`]), once per pool, in the background: it never
-    /// touches this instance's containers, so the boot need not wait for it.
-    fn sweep_orphans(&self, docker: &Docker, pool: &str) {
+    /// The address runners on `slot` connect back to: the one given, else
+    /// this machine's address toward a TCP engine on another host, else
+    /// loopback (host network) or the named network's gateway.
+    async fn parent_ip(&self, slot: &Slot, docker: &Docker) -> Result<IpAddr, BackendError> {
+        if let Some(ip) = slot.config.parent_addr.or(self.parent_addr) {
+            return Ok(ip);
+        }
+        if let Some((_, engine)) = slot.docker.get()
+            && let Some(ip) = engine::local_addr_toward(engine).await?
+            && !ip.is_loopback()
         {
-            let mut swept = self.shared.swept.lock().expect("poisoned");
+            return Ok(ip);
+        }
+        match &self.network {
+            Network::Host => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            Network::Named(name) => engine::gateway(docker, name).await,
+        }
+    }
+
+    /// Removes orphans of `pool` on one engine (containers left by a parent
+    /// that is gone, see [`sweep`]), once per pool and engine, in the
+    /// background: it never touches this instance's containers, so the boot
+    /// need not wait for it.
+    fn sweep_orphans(&self, slot: &Slot, docker: &Docker, pool: &str) {
+        {
+            let mut swept = slot.swept.lock().expect("poisoned");
             if swept.iter().any(|p| p == pool) {
                 return;
             }
             swept.push(pool.to_owned());
         }
         let (docker, pool, instance) = (docker.clone(), pool.to_owned(), self.shared.instance.clone());
+        let engine = slot.name.clone();
         tokio::spawn(async move {
             match sweep::sweep(&docker, &[(LABEL_POOL, &pool)], Some(&instance)).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::info!(target: "ractor_flame::docker", pool, removed, "orphan runners removed"),
-                Err(e) => tracing::warn!(target: "ractor_flame::docker", pool, error = %e, "orphan sweep failed"),
+                Ok(removed) => {
+                    tracing::info!(target: "ractor_flame::docker", pool, engine, removed, "orphan runners removed");
+                }
+                Err(e) => {
+                    tracing::warn!(target: "ractor_flame::docker", pool, engine, error = %e, "orphan sweep failed")
+                }
             }
         });
+    }
+
+    /// Boots the runner of `ctx` on the engine of `slot`.
+    async fn boot_on(
+        &self,
+        slot: &Arc<Slot>,
+        state: &mut DockerState,
+        ctx: &RunnerContext,
+    ) -> Result<(), BackendError> {
+        let docker = self.connect(slot).await?;
+        self.sweep_orphans(slot, docker, &ctx.pool);
+        let lost = self.placement().back_off_handle(slot);
+        slot.events.watch(docker, &self.shared.instance, &slot.name, lost);
+        let mut image = self.image_tag(slot, docker).await?;
+        let endpoint = self.endpoint(slot, docker).await?;
+        let parent = endpoint.expect(ctx, vec![endpoint.addr()], self.name());
+        state.endpoint = Some(endpoint.clone());
+        let mut env: Vec<String> = self
+            .env
+            .iter()
+            .chain(&slot.config.env)
+            .filter(|(k, _)| k != FLAME_PARENT)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("{FLAME_PARENT}={}", parent.encode()));
+        let mut created = container::create(self, docker, ctx, &slot.name, image.clone(), env.clone()).await;
+        // The image of an executable can vanish under a cached tag (removed
+        // by hand, or by an older version's pruning): make it again, once.
+        if let Err(e) = &created
+            && container::is_missing_image(e)
+            && !matches!(self.image, Image::Tag(_))
+        {
+            tracing::warn!(target: "ractor_flame::docker", image = %image, engine = %slot.name, "runner image gone; importing it again");
+            self.forget_image(slot, &image).await;
+            image = self.image_tag(slot, docker).await?;
+            created = container::create(self, docker, ctx, &slot.name, image.clone(), env).await;
+        }
+        let id = created.map_err(|e| {
+            if container::is_missing_image(&e) {
+                BackendError::new(format!("image {image} not found in the engine: {e}"))
+            } else {
+                BackendError::new(format!("cannot create the runner container: {e}"))
+            }
+        })?;
+        // Route engine events to this Runner before the container can die.
+        slot.events.route(&id, ctx.runner.clone());
+        state.container = Some(id.clone());
+        state
+            .start(docker, &id)
+            .await
+            .map_err(|e| BackendError::new(format!("cannot start the runner container: {e}")))
     }
 }
 
@@ -406,49 +683,23 @@ impl Backend for DockerBackend {
     }
 
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
-        let docker = self.docker().await?;
-        self.sweep_orphans(docker, &ctx.pool);
-        self.shared.events.watch(docker, &self.shared.instance);
-        let mut image = self.image_tag(docker).await?;
-        let endpoint = self.endpoint(docker).await?;
-        let parent = endpoint.expect(ctx, vec![endpoint.addr()], self.name());
-        let mut env: Vec<String> = self
-            .env
-            .iter()
-            .filter(|(k, _)| k != FLAME_PARENT)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        env.push(format!("{FLAME_PARENT}={}", parent.encode()));
-        let mut created = container::create(self, docker, ctx, image.clone(), env.clone()).await;
-        // The image of an executable can vanish under a cached tag (removed
-        // by hand, or by an older version's pruning): make it again, once.
-        if let Err(e) = &created
-            && container::is_missing_image(e)
-            && !matches!(self.image, Image::Tag(_))
-        {
-            tracing::warn!(target: "ractor_flame::docker", image = %image, "runner image gone; importing it again");
-            self.forget_image(&image).await;
-            image = self
-                .image_tag(docker)
-                .await
-                .inspect_err(|_| endpoint.forget(ctx.runner_id))?;
-            created = container::create(self, docker, ctx, image.clone(), env).await;
-        }
-        let id = created.map_err(|e| {
-            endpoint.forget(ctx.runner_id);
-            if container::is_missing_image(&e) {
-                BackendError::new(format!("image {image} not found in the engine: {e}"))
-            } else {
-                BackendError::new(format!("cannot create the runner container: {e}"))
+        let placement = self.placement();
+        let placed = placement.place()?;
+        let slot = Arc::clone(&placed.slot);
+        state.placed = Some(placed);
+        let booted = self.boot_on(&slot, state, ctx).await;
+        if let Err(e) = &booted {
+            if let Some(endpoint) = state.endpoint.take() {
+                endpoint.forget(ctx.runner_id);
             }
-        })?;
-        // Route engine events to this Runner before the container can die.
-        self.shared.events.route(&id, ctx.runner.clone());
-        state.container = Some(id.clone());
-        state
-            .start(docker, &id)
-            .await
-            .map_err(|e| BackendError::new(format!("cannot start the runner container: {e}")))
+            // The place is given back by `terminate`, after the container
+            // (if one was made) is removed.
+            if placement.slots().len() > 1 {
+                placement.back_off(&slot, &e.0);
+                return Err(BackendError::new(format!("engine {}: {}", slot.name, e.0)));
+            }
+        }
+        booted
     }
 
     /// The engine's `die` event, with the exit code and the OOM flag,
@@ -463,16 +714,20 @@ impl Backend for DockerBackend {
     }
 
     async fn terminate(&self, state: &mut Self::State) {
-        if let Some(endpoint) = self.shared.endpoint.get() {
+        if let Some(endpoint) = state.endpoint.take() {
             endpoint.forget(state.runner);
         }
-        let Some(docker) = self.shared.docker.get() else {
+        let Some(slot) = state.placed.as_ref().map(|p| Arc::clone(&p.slot)) else {
             return;
         };
-        if let Some(id) = state.container() {
-            self.shared.events.unroute(id);
+        if let Some((docker, _)) = slot.docker.get() {
+            if let Some(id) = state.container() {
+                slot.events.unroute(id);
+            }
+            state.stop_and_remove(docker, self.stop_timeout).await;
         }
-        state.stop_and_remove(docker, self.stop_timeout).await;
+        // The runner no longer counts on its engine.
+        state.placed = None;
     }
 }
 

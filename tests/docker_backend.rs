@@ -233,12 +233,16 @@ async fn b39_a_missing_image_and_bad_limits_are_clear_boot_errors() {
         max_attempts: 1,
         ..Default::default()
     };
-    let missing = DockerBackend::new().image(Image::Tag("ractor-flame-missing:nope".into()));
+    let missing = DockerBackend::new().image(Image::Tag("127.0.0.1:1/ractor-flame-missing:nope".into()));
     let pool = start(config(1).boot_retry(once), missing).await;
     let Error::BootFailed { reason } = pool.call::<Echo>("x".into()).await.unwrap_err() else {
         panic!()
     };
-    assert!(reason.contains("image ractor-flame-missing:nope not found"), "{reason}");
+    assert!(
+        reason.contains("image 127.0.0.1:1/ractor-flame-missing:nope is not on engine")
+            && reason.contains("pulling it failed"),
+        "{reason}"
+    );
     pool.stop().await;
 
     let tiny = backend().memory(1000);

@@ -15,8 +15,10 @@ use futures_util::StreamExt as _;
 use ractor_flame_actors::{DownReason, RunnerContext, RunnerId};
 
 use super::liveness::ProcessKey;
+use super::placement::Placed;
 use super::{
-    ContainerEvent, DockerBackend, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL, LABEL_RUNNER, Network,
+    ContainerEvent, DockerBackend, LABEL_ENGINE, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL,
+    LABEL_RUNNER, Network,
 };
 
 /// Lines of a container's output kept for error messages.
@@ -32,6 +34,10 @@ pub struct DockerState {
     follower: Option<tokio::task::JoinHandle<()>>,
     /// The engine the container lives on, for the removal on drop.
     engine: Option<Docker>,
+    /// The runner's place on its engine, counted until this state goes.
+    pub(super) placed: Option<Placed>,
+    /// Where the runner connects back, to forget it there.
+    pub(super) endpoint: Option<ractor_flame_actors::Endpoint>,
 }
 
 /// A Runner actor that is killed never runs `terminate`; its state is still
@@ -63,12 +69,27 @@ impl DockerState {
             last_lines: Arc::default(),
             follower: None,
             engine: None,
+            placed: None,
+            endpoint: None,
         }
     }
 
     /// The container's id, once created.
     pub fn container(&self) -> Option<&str> {
         self.container.as_deref()
+    }
+
+    /// The name of the engine the runner was placed on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn where_it_runs(state: &ractor_flame::docker::DockerState) -> Option<&str> {
+    ///     state.engine()
+    /// }
+    /// ```
+    pub fn engine(&self) -> Option<&str> {
+        self.placed.as_ref().map(|p| p.slot.name.as_str())
     }
 
     /// Starts the created container and follows its output.
@@ -87,6 +108,9 @@ impl DockerState {
     /// What an engine event means for the runner: `None` while it lives.
     pub(super) async fn on_event(&mut self, event: ContainerEvent) -> Option<DownReason> {
         match event {
+            ContainerEvent::EngineLost { engine, why } => Some(DownReason::Backend(format!(
+                "its Docker engine {engine} was lost: {why}"
+            ))),
             ContainerEvent::Oom => {
                 self.oom = true;
                 None
@@ -116,7 +140,8 @@ impl DockerState {
         }
     }
 
-    /// Stops (bounded by `stop_timeout`) and force-removes the container.
+    /// Stops (bounded by `stop_timeout`) and force-removes the container;
+    /// an engine that does not answer gets a few seconds more, no longer.
     pub(super) async fn stop_and_remove(&mut self, docker: &Docker, stop_timeout: Duration) {
         if let Some(id) = self.container.take() {
             // The runner exits on its own after its drain; a stop bounds the
@@ -124,10 +149,18 @@ impl DockerState {
             let stop = StopContainerOptionsBuilder::new()
                 .t(stop_timeout.as_secs() as i32)
                 .build();
-            let _ = docker.stop_container(&id, Some(stop)).await;
-            let _ = docker
-                .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
-                .await;
+            let both = async {
+                let _ = docker.stop_container(&id, Some(stop)).await;
+                let _ = docker
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .await;
+            };
+            if tokio::time::timeout(stop_timeout + Duration::from_secs(5), both)
+                .await
+                .is_err()
+            {
+                tracing::warn!(target: "ractor_flame::docker", runner = %self.runner, container = %id, "engine did not answer the stop; container left to auto-remove");
+            }
         }
         if let Some(follower) = self.follower.take() {
             follower.abort();
@@ -140,14 +173,17 @@ pub(super) async fn create(
     backend: &DockerBackend,
     docker: &Docker,
     ctx: &RunnerContext,
+    engine: &str,
     image: String,
     env: Vec<String>,
 ) -> Result<String, bollard::errors::Error> {
+    let mut labels = labels(backend.instance(), ctx);
+    labels.insert(LABEL_ENGINE.to_owned(), engine.to_owned());
     let body = ContainerCreateBody {
         image: Some(image),
         env: Some(env),
         cmd: (!backend.cmd.is_empty()).then(|| backend.cmd.clone()),
-        labels: Some(labels(backend.instance(), ctx)),
+        labels: Some(labels),
         host_config: Some(host_config(backend)),
         stop_timeout: Some(backend.stop_timeout.as_secs().max(1) as i64),
         ..ContainerCreateBody::default()

@@ -423,6 +423,7 @@ pub fn registry() -> Registry {
         .register::<AwaitedPanic>()
         .register::<SleepWhere>()
         .register::<Env>()
+        .register::<EnvAfter>()
         .register::<Threads>()
         .register::<AllowIdle>()
         .register::<IdleAsks>()
@@ -490,6 +491,27 @@ impl RemoteFn for Env {
     type Output = Option<String>;
     async fn run(name: String) -> Result<Option<String>, FnError> {
         Ok(std::env::var(name).ok())
+    }
+}
+
+/// Sleeps `ms`, then reports an environment variable of the runner: a call
+/// that holds its runner and says which engine it runs on.
+pub struct EnvAfter;
+
+/// Arguments of [`EnvAfter`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvAfterArgs {
+    pub name: String,
+    pub ms: u64,
+}
+
+impl RemoteFn for EnvAfter {
+    const NAME: &'static str = "test.env_after";
+    type Args = EnvAfterArgs;
+    type Output = Option<String>;
+    async fn run(args: EnvAfterArgs) -> Result<Option<String>, FnError> {
+        tokio::time::sleep(std::time::Duration::from_millis(args.ms)).await;
+        Ok(std::env::var(args.name).ok())
     }
 }
 

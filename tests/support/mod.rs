@@ -5,6 +5,8 @@
 
 pub mod chaos;
 #[cfg(feature = "docker")]
+pub mod daemons;
+#[cfg(feature = "docker")]
 pub mod docker;
 pub mod functions;
 
