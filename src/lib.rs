@@ -117,6 +117,7 @@
 //! | feature | enables | default |
 //! |---|---|---|
 //! | `docker` | [`DockerBackend`] and the [`docker`] module (pulls in bollard) | yes |
+//! | `opentelemetry` | calls carry a W3C `traceparent`, so a runner's spans join the caller's OpenTelemetry trace (see [`observe`]) | no |
 //!
 //! ## Termination
 //!
@@ -140,6 +141,7 @@ mod child;
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub mod docker;
 mod local;
+pub mod observe;
 mod pool;
 mod process;
 mod runner;
@@ -148,6 +150,7 @@ pub use any::{AnyBackend, AnyState, UnknownBackend};
 pub use call::CallOptions;
 pub use child::Child;
 pub use local::LocalBackend;
+pub use observe::{EventsError, PoolEvents};
 pub use pool::Pool;
 pub use process::{ProcessBackend, ProcessState};
 

@@ -13,6 +13,9 @@
 //! `pool-first` starts a pool with `min` 2 before `run_if_runner` and prints
 //! `runners <n>` (0 when `FLAME_PARENT` is set). `FLAME_TEST_REGISTRY=other`
 //! makes it serve [`functions::other_registry`].
+//! `parent panic` calls a function that panics on a process runner, with no
+//! tracing subscriber installed, prints `error <error>` and `runner <id>`,
+//! stops the pool and exits.
 //! `prepare <exe>` imports the runner image of `<exe>`, prints
 //! `image <tag>` and lives until stdin reaches its end.
 
@@ -97,6 +100,24 @@ async fn main() {
     let backend = ProcessBackend::current_exe()
         .expect("current exe")
         .args(Vec::<String>::new());
+    if std::env::args().nth(2).as_deref() == Some("panic") {
+        // No subscriber: what a newcomer's first program looks like.
+        let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
+        let mut events = pool.events();
+        let err = pool
+            .call::<functions::Panic>("the runner's own panic message".into())
+            .await
+            .expect_err("the call panics");
+        println!("error {err}");
+        while let Ok(event) = events.recv().await {
+            if let ractor_flame::PoolEvent::GrowEnd { runner, .. } = event {
+                println!("runner {runner}");
+                break;
+            }
+        }
+        pool.stop().await;
+        return;
+    }
     let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
     println!("runner-pid {}", place.pid);

@@ -140,6 +140,21 @@ impl RemoteFn for Panic {
     }
 }
 
+/// Logs one `info` event (message "chatty at work", field `n`) and one
+/// `warn` event, then returns its argument.
+pub struct Chatty;
+
+impl RemoteFn for Chatty {
+    const NAME: &'static str = "test.chatty";
+    type Args = u32;
+    type Output = u32;
+    async fn run(n: u32) -> Result<u32, FnError> {
+        tracing::info!(target: "flame_test", n, "chatty at work");
+        tracing::warn!(target: "flame_test", n, "chatty warns");
+        Ok(n)
+    }
+}
+
 /// Returns the length of its argument.
 pub struct Len;
 
@@ -412,6 +427,7 @@ pub fn registry() -> Registry {
         .register::<WhereAmI>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<Chatty>()
         .register::<Len>()
         .register::<Bytes>()
         .register::<Exit>()
