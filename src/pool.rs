@@ -279,7 +279,7 @@ impl Pool {
         rmp_serde::from_slice(&bytes?).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
     }
 
-    /// Every [`PoolEvent`] of this pool from now on (grow, boot failures,
+    /// Every [`PoolEvent`](crate::PoolEvent) of this pool from now on (grow, boot failures,
     /// lost runners, shrink, a full queue), for as many subscribers as you
     /// like. A subscriber that falls behind by more than
     /// [`EVENTS_CAPACITY`](crate::actors::EVENTS_CAPACITY) events learns how
@@ -294,18 +294,16 @@ impl Pool {
     /// use ractor_flame::{LocalBackend, Pool, PoolConfig, PoolEvent, Registry};
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = Pool::start(PoolConfig::new(2).min(1), LocalBackend::new(), &Registry::new()).await?;
+    /// let pool = Pool::start(PoolConfig::new(2), LocalBackend::new(), &Registry::new()).await?;
     /// let mut events = pool.events();
-    /// # let mut events = events; // the min runner may have booted already
-    /// let backend_up = async {
-    ///     loop {
-    ///         if let PoolEvent::GrowEnd { result: Ok(()), .. } = events.recv().await? {
-    ///             return Ok::<_, Box<dyn std::error::Error>>(());
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let PoolEvent::RunnerLost { runner, reason, .. } = event {
+    ///             eprintln!("runner {runner} lost: {reason}");
     ///         }
     ///     }
-    /// };
-    /// # let _ = tokio::time::timeout(std::time::Duration::from_secs(1), backend_up).await;
-    /// pool.stop().await;
+    /// });
+    /// # pool.stop().await;
     /// # Ok(()) }
     /// ```
     pub fn events(&self) -> PoolEvents {

@@ -195,19 +195,15 @@ async fn every_subscriber_sees_every_event_and_a_lost_runner_is_gone_from_stats_
     }
     let killed = Instant::now();
     kill(victim.pid, "KILL");
-    let reason = loop {
-        match tokio::time::timeout(WAIT, first.recv())
-            .await
-            .expect("an event")
-            .unwrap()
-        {
-            PoolEvent::RunnerLost { runner, reason, .. } => {
-                assert_eq!(runner, booted);
-                break reason;
-            }
-            other => panic!("before RunnerLost: {other:?}"),
-        }
+    // The next event is the loss.
+    let next = tokio::time::timeout(WAIT, first.recv())
+        .await
+        .expect("an event")
+        .unwrap();
+    let PoolEvent::RunnerLost { runner, reason, .. } = next else {
+        panic!("before RunnerLost: {next:?}");
     };
+    assert_eq!(runner, booted);
     let after = killed.elapsed();
     // Stats read after the event already count the loss: no lag.
     let stats = pool.stats().await.unwrap();

@@ -7,7 +7,7 @@
 //!
 //! # Metrics
 //!
-//! Recorded through the [`metrics`] facade (install a recorder, such as
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade (install a recorder, such as
 //! `metrics-exporter-prometheus`, to collect them). Every series carries the
 //! label `pool`.
 //!
