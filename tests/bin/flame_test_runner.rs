@@ -43,6 +43,17 @@ async fn main() {
         println!("runners {}", stats.runners + stats.booting);
         std::process::exit(0);
     }
+    // `FLAME_TEST_OTEL`: a runner whose own subscriber has an OpenTelemetry
+    // layer (and the layer that sends its events to the parent).
+    #[cfg(feature = "opentelemetry")]
+    if std::env::var_os("FLAME_TEST_OTEL").is_some() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        // A tracer that records nothing still carries the caller's trace.
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer())
+            .with(ractor_flame::observe::RunnerLogs::new());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+    }
     if let Err(e) = ractor_flame::run_if_runner(&registry).await {
         eprintln!("{e}");
         std::process::exit(2);

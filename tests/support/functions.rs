@@ -155,6 +155,24 @@ impl RemoteFn for Chatty {
     }
 }
 
+/// Returns the OpenTelemetry trace id of the span its body runs in (the
+/// runner's `flame.call`), as hex.
+#[cfg(feature = "opentelemetry")]
+pub struct TraceId;
+
+#[cfg(feature = "opentelemetry")]
+impl RemoteFn for TraceId {
+    const NAME: &'static str = "test.trace_id";
+    type Args = ();
+    type Output = String;
+    async fn run(_: ()) -> Result<String, FnError> {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        Ok(context.span().span_context().trace_id().to_string())
+    }
+}
+
 /// Returns the length of its argument.
 pub struct Len;
 
@@ -420,7 +438,7 @@ impl RemoteFn for OnlyInOtherBuild {
 
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
-    Registry::new()
+    let registry = Registry::new()
         .register::<Sleep>()
         .register::<Probe>()
         .register::<Echo>()
@@ -445,7 +463,10 @@ pub fn registry() -> Registry {
         .idle_predicate(IDLE_PREDICATE, idle_allowed)
         .register_actor::<Keeper>()
         .with_state(build_runner_state)
-        .register::<StateProbe>()
+        .register::<StateProbe>();
+    #[cfg(feature = "opentelemetry")]
+    let registry = registry.register::<TraceId>();
+    registry
 }
 
 /// States built in this process so far.
