@@ -35,6 +35,8 @@ pub(crate) const BURST: f64 = 512.0;
 pub(crate) const PER_SECOND: f64 = 1_000.0;
 /// Frames queued on the parent connection beyond which events are dropped.
 pub(crate) const MAX_QUEUED: usize = 1_024;
+/// Longest message (and longest field text) forwarded; longer ones are cut.
+pub(crate) const MAX_TEXT: usize = 16 * 1024;
 
 /// Where this runner's events go: its parent connection, once connected
 /// (a weak handle: forwarding never keeps a connection open).
@@ -91,14 +93,27 @@ pub fn forward_event(event: &tracing::Event<'_>) {
     let record = LogRecord {
         level: level_number(*meta.level()),
         target: meta.target().to_owned(),
-        message: visitor.message,
-        fields: visitor.fields.trim_end().to_owned(),
+        message: cut(visitor.message),
+        fields: cut(visitor.fields.trim_end().to_owned()),
         call: current_call().map(|c| c.id()),
         dropped: DROPPED.swap(0, Ordering::Relaxed),
     };
     FORWARDING.with(|f| f.set(true));
     let _ = outbox.send(ToParent::Log(record));
     FORWARDING.with(|f| f.set(false));
+}
+
+/// `text`, cut to at most [`MAX_TEXT`] bytes (on a character boundary).
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Takes one token from the bucket; `false` when it is empty.
@@ -191,5 +206,19 @@ fn report_dropped(dropped: u64, runner: RunnerId, pool: &str) {
         eprintln!("flame runner {runner} (pool {pool}): WARN dropped {dropped} log events (rate limit or full queue)");
     } else {
         tracing::warn!(target: "ractor_flame::remote", runner = %runner, pool, dropped, "runner dropped log events");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_TEXT);
+        let cut = cut(long);
+        assert!(cut.len() <= MAX_TEXT + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::cut("short".into()), "short");
     }
 }
