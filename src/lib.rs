@@ -119,6 +119,7 @@
 //! |---|---|---|
 //! | `docker` | [`DockerBackend`] and the [`docker`] module (pulls in bollard) | yes |
 //! | `fly` | `FlyBackend` and the `fly` module: runners as Fly.io Machines (pulls in reqwest with rustls) | no |
+//! | `opentelemetry` | calls carry a W3C `traceparent`, so a runner's spans join the caller's OpenTelemetry trace (see [`observe`]) | no |
 //!
 //! ## Termination
 //!
@@ -145,6 +146,7 @@ pub mod docker;
 #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
 pub mod fly;
 mod local;
+pub mod observe;
 mod pool;
 mod process;
 mod runner;
@@ -153,6 +155,7 @@ pub use any::{AnyBackend, AnyState, UnknownBackend};
 pub use call::CallOptions;
 pub use child::Child;
 pub use local::LocalBackend;
+pub use observe::{EventsError, PoolEvents};
 pub use pool::Pool;
 pub use process::{ProcessBackend, ProcessState};
 

@@ -11,9 +11,11 @@ use ractor_flame_actors::{
     RemoteFn, outcome_into_result,
 };
 use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::call::CallOptions;
 use crate::child::Child;
+use crate::observe::{CallMetrics, PoolEvents};
 
 /// A handle to a running pool. Cheap to clone; every clone talks to the same
 /// Pool actor.
@@ -55,6 +57,10 @@ struct Settings {
     name: String,
     timeout: Duration,
     boot_timeout: Duration,
+    /// Subscriptions to the pool's events are made from this one (it does
+    /// not keep the channel open: that is the pool actor's sender).
+    events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ractor_flame_actors::PoolEvent>>,
+    metrics: CallMetrics,
 }
 
 impl fmt::Debug for Pool {
@@ -124,12 +130,16 @@ impl Pool {
         supervisor: Option<ActorCell>,
     ) -> Result<Pool, Error> {
         config.validate_for(registry)?;
-        let settings = Arc::new(Settings {
-            name: config.get_name().to_owned(),
-            timeout: config.get_timeout(),
-            boot_timeout: config.get_boot_timeout(),
-        });
+        let name = config.get_name().to_owned();
+        let (timeout, boot_timeout) = (config.get_timeout(), config.get_boot_timeout());
         let args = PoolArguments::new(config, backend, registry.clone(), crate::runner::is_runner());
+        let settings = Arc::new(Settings {
+            metrics: CallMetrics::new(&name),
+            name,
+            timeout,
+            boot_timeout,
+            events: std::sync::Mutex::new(args.events.subscribe()),
+        });
         let gate = Arc::clone(&args.gate);
         let actor = ractor_flame_actors::Pool::<B>::default();
         let spawned = match supervisor {
@@ -202,28 +212,102 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
-        let args = encode(&args)?;
         let started = Instant::now();
+        let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.call",
+            function = F::NAME, pool = %self.settings.name,
+            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty);
+        let metered = crate::observe::metered();
+        if span.is_disabled() && !metered {
+            // Nobody looks: the call as it would be without observability.
+            return self.call_observed::<F>(args, opts, started, None).await;
+        }
+        let watch = Watch { span: &span, metered };
+        let result = self
+            .call_observed::<F>(args, opts, started, Some(&watch))
+            .instrument(span.clone())
+            .await;
+        let outcome = ractor_flame_actors::observe::outcome_label(result.as_ref());
+        span.record("outcome", outcome);
+        if metered {
+            self.settings.metrics.call(F::NAME, outcome, started.elapsed());
+        }
+        result
+    }
+
+    /// The call; `watch` tells where to report its queue wait and remote
+    /// time, when anyone looks.
+    async fn call_observed<F: RemoteFn>(
+        &self,
+        args: F::Args,
+        opts: CallOptions,
+        started: Instant,
+        watch: Option<&Watch<'_>>,
+    ) -> Result<F::Output, Error> {
+        let args = encode(&args)?;
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
-        let lease = self
-            .checkout(checkout_budget)
-            .instrument(tracing::trace_span!(target: "ractor_flame::pool", "checkout", function = F::NAME))
-            .await?;
+        let lease = match watch {
+            None => self.checkout(checkout_budget).await?,
+            Some(watch) => {
+                let checkout =
+                    tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
+                let lease = self.checkout(checkout_budget).instrument(checkout).await?;
+                let waited = started.elapsed();
+                watch.span.record("runner", tracing::field::display(lease.runner()));
+                watch.span.record("queue_wait_us", waited.as_micros() as u64);
+                if watch.metered {
+                    self.settings.metrics.checkout_wait(waited);
+                }
+                lease
+            }
+        };
         let exec_budget = match opts.timeout {
             Some(total) => total.saturating_sub(started.elapsed()),
             None => self.settings.timeout,
         };
-        let span =
-            tracing::trace_span!(target: "ractor_flame::pool", "call", function = F::NAME, runner = %lease.runner());
+        let sent = watch.map(|_| Instant::now());
         let bytes = if opts.link {
-            run(lease, F::NAME, args, exec_budget, true).instrument(span).await?
+            run(lease, F::NAME, args, exec_budget, true).await
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
             // dropping this future neither cancels it nor frees its slot early.
-            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).instrument(span));
-            task.await.map_err(|e| Error::Cancelled(e.to_string()))??
+            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).in_current_span());
+            task.await.map_err(|e| Error::Cancelled(e.to_string()))?
         };
-        rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+        if let (Some(watch), Some(sent)) = (watch, sent) {
+            watch.span.record("remote_us", sent.elapsed().as_micros() as u64);
+        }
+        rmp_serde::from_slice(&bytes?).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+    }
+
+    /// Every [`PoolEvent`](crate::PoolEvent) of this pool from now on (grow, boot failures,
+    /// lost runners, shrink, a full queue), for as many subscribers as you
+    /// like. A subscriber that falls behind by more than
+    /// [`EVENTS_CAPACITY`](crate::actors::EVENTS_CAPACITY) events learns how
+    /// many it missed. The hooks of [`PoolConfig`] see the same events.
+    ///
+    /// Events are sent by the pool actor once its state has changed, so
+    /// [`Pool::stats`] called after an event already counts it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, PoolEvent, Registry};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::start(PoolConfig::new(2), LocalBackend::new(), &Registry::new()).await?;
+    /// let mut events = pool.events();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let PoolEvent::RunnerLost { runner, reason, .. } = event {
+    ///             eprintln!("runner {runner} lost: {reason}");
+    ///         }
+    ///     }
+    /// });
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> PoolEvents {
+        PoolEvents::new(self.settings.events.lock().expect("poisoned").resubscribe())
     }
 
     /// Runs `F` on a runner without waiting for it: returns at once; the work
@@ -399,6 +483,12 @@ impl Pool {
             Ok(CallResult::SenderError) | Err(_) => Err(Error::PoolNotRunning),
         }
     }
+}
+
+/// Where a watched call reports its timings.
+struct Watch<'a> {
+    span: &'a tracing::Span,
+    metered: bool,
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.

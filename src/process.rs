@@ -302,13 +302,20 @@ fn exit_reason(status: std::process::ExitStatus) -> DownReason {
     }
 }
 
-/// Forwards the child's stdout and stderr, line by line, to tracing.
+/// Forwards the child's stdout and stderr, line by line, to tracing (or,
+/// with no subscriber installed, to this process's stderr, prefixed with the
+/// runner id).
 fn forward_output(child: &mut Child, runner: RunnerId) {
     if let Some(out) = child.stdout.take() {
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "ractor_flame::process", runner = %runner, stream = "stdout", "{line}");
+                if crate::observe::unobserved() {
+                    // No subscriber: the line would be lost.
+                    eprintln!("flame runner {runner} stdout: {line}");
+                } else {
+                    tracing::info!(target: "ractor_flame::process", runner = %runner, stream = "stdout", "{line}");
+                }
             }
         });
     }
@@ -316,7 +323,12 @@ fn forward_output(child: &mut Child, runner: RunnerId) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "ractor_flame::process", runner = %runner, stream = "stderr", "{line}");
+                if crate::observe::unobserved() {
+                    // No subscriber: the line would be lost.
+                    eprintln!("flame runner {runner} stderr: {line}");
+                } else {
+                    tracing::info!(target: "ractor_flame::process", runner = %runner, stream = "stderr", "{line}");
+                }
             }
         });
     }

@@ -91,6 +91,9 @@ pub async fn serve_as_runner_with<B: Backend>(registry: &Registry, parent: Paren
 
 async fn serve(registry: &Registry, parent: Parent, system_shutdown: Option<SystemShutdown>) -> i32 {
     IS_RUNNER.store(true, Ordering::Release);
+    // This runner's own events go to its parent (unless the program set a
+    // subscriber of its own first).
+    crate::observe::install_runner_logs();
     let runner = parent.runner_id;
     let settings = parent.settings.clone();
     let spawned = spawn_terminator(

@@ -150,6 +150,56 @@ pub enum PoolEvent {
         /// The runner that left.
         runner: RunnerId,
     },
+    /// A boot failed (also told as a [`PoolEvent::GrowEnd`] with an error).
+    #[non_exhaustive]
+    BootFailed {
+        /// The runner that did not boot.
+        runner: RunnerId,
+        /// The backend's reason.
+        reason: String,
+        /// From the start of the boot until it failed.
+        boot_time: Duration,
+    },
+    /// A serving runner was lost: it crashed, was killed, exited, or stopped
+    /// answering (not an idle shutdown, not a stop by the pool). Followed
+    /// by a [`PoolEvent::Shrink`].
+    #[non_exhaustive]
+    RunnerLost {
+        /// The runner.
+        runner: RunnerId,
+        /// Why, as the backend or the connection tells it.
+        reason: String,
+    },
+    /// A caller was turned away: the waiting queue was full.
+    #[non_exhaustive]
+    QueueFull {
+        /// The queue's bound.
+        capacity: usize,
+    },
+}
+
+impl PoolEvent {
+    /// The runner the event is about, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolEvent;
+    ///
+    /// fn about(event: &PoolEvent) -> String {
+    ///     event.runner().map_or("the pool".into(), |r| r.to_string())
+    /// }
+    /// ```
+    pub fn runner(&self) -> Option<RunnerId> {
+        match self {
+            PoolEvent::GrowStart { runner, .. }
+            | PoolEvent::GrowEnd { runner, .. }
+            | PoolEvent::Shrink { runner, .. }
+            | PoolEvent::BootFailed { runner, .. }
+            | PoolEvent::RunnerLost { runner, .. } => Some(*runner),
+            PoolEvent::QueueFull { .. } => None,
+        }
+    }
 }
 
 /// Whether the runner link is encrypted.

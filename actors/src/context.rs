@@ -87,6 +87,11 @@ impl CurrentCall {
         }
     }
 
+    /// The call's id on its runner's connection.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
     /// The runner serving the call.
     pub fn runner(&self) -> RunnerId {
         self.inner.runner

@@ -355,6 +355,7 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
         ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
         ToParent::Early { id, outcome } => return conn.deliver_early(id, outcome),
         ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),
+        ToParent::Log(record) => return conn.log(&record),
         ToParent::IdleRequest => RemoteShutdownReason::Idle,
         ToParent::Stopping { reason } => RemoteShutdownReason::Stopping(reason),
         ToParent::Hello(_) | ToParent::Ping => return,

@@ -21,6 +21,7 @@ mod context;
 mod endpoint;
 mod error;
 mod link;
+pub mod observe;
 mod parent;
 mod pool;
 mod registry;
@@ -42,7 +43,7 @@ pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
 pub use link::{CallRequest, RunnerConn, outcome_into_result};
 pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
-pub use pool::{Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
+pub use pool::{EVENTS_CAPACITY, Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
 #[doc(hidden)]
 pub use registry::Fnv;
 pub use registry::{BuildId, Registry, RemoteActor, RemoteFn, StatefulFn};

@@ -67,6 +67,13 @@ struct ConnInner {
     /// Exit notices of placed children, by child id.
     children: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
     max_frame: usize,
+    /// The callers' spans of traced calls in flight, by call id: the
+    /// runner's events for a call are re-emitted under its caller's span.
+    /// Used only while a subscriber traces the calls.
+    spans: Mutex<HashMap<u64, tracing::Span>>,
+    /// The pool's name and the subscriber of the pool's Runner actor, for
+    /// the runner's re-emitted events (set when the runner is up).
+    observer: std::sync::OnceLock<(String, tracing::Dispatch)>,
 }
 
 /// A call between its send and the end of its work on the runner.
@@ -147,6 +154,8 @@ impl RunnerConn {
                 closed: tokio::sync::Notify::new(),
                 children: Mutex::new(HashMap::new()),
                 max_frame,
+                spans: Mutex::new(HashMap::new()),
+                observer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -224,6 +233,7 @@ impl RunnerConn {
                     deadline_us: None,
                     want_result: req.want_result,
                     linked: req.linked,
+                    trace: None,
                 };
                 if serve.is_blocking(req.function) {
                     // A blocking body outlives a caller that gives up: it
@@ -255,6 +265,12 @@ impl RunnerConn {
                     )));
                 }
                 let (linked, deadline) = (req.linked, req.deadline);
+                // A trace context only while a subscriber traces this call
+                // (one atomic load otherwise).
+                let (trace, _traced) = match crate::observe::current_trace() {
+                    Some((trace, span)) => (Some(trace), Some(TracedCall::new(self, id, span))),
+                    None => (None, None),
+                };
                 let frame = CallFrame {
                     id,
                     function: req.function.to_owned(),
@@ -262,6 +278,7 @@ impl RunnerConn {
                     deadline_us: deadline.map(unix_micros),
                     want_result: req.want_result,
                     linked,
+                    trace,
                 };
                 // A lone call goes straight out from this thread; calls
                 // made together are batched by the link thread.
@@ -361,6 +378,7 @@ impl RunnerConn {
             deadline_us: None,
             want_result: false,
             linked: false,
+            trace: None,
         };
         match &self.inner.transport {
             Transport::Local { serve, .. } => {
@@ -423,6 +441,30 @@ impl RunnerConn {
             // Released outside the lock: a lease's drop may message the pool.
             Some(Pending::Parked(hold)) => drop(hold),
             Some(Pending::Answered) | None => {}
+        }
+    }
+
+    /// Names the pool this runner serves, and the subscriber its events
+    /// go to: the one current where the pool's Runner actor runs (the link
+    /// thread's tasks may not share a thread-local one).
+    pub(crate) fn set_observer(&self, pool: &str) {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let _ = self.inner.observer.set((pool.to_owned(), dispatch));
+    }
+
+    /// Re-emits one of the runner's `tracing` events here: under the span
+    /// of the call that emitted it while that call is in flight, tagged
+    /// with the runner and the pool.
+    pub(crate) fn log(&self, record: &crate::wire::frame::LogRecord) {
+        let span = record
+            .call
+            .and_then(|call| self.inner.spans.lock().expect("poisoned").get(&call).cloned());
+        let runner = self.inner.runner;
+        match self.inner.observer.get() {
+            Some((pool, dispatch)) => tracing::dispatcher::with_default(dispatch, || {
+                crate::observe::logs::reemit(record, runner, pool, span.as_ref());
+            }),
+            None => crate::observe::logs::reemit(record, runner, "", span.as_ref()),
         }
     }
 
@@ -534,6 +576,28 @@ impl Drop for CallGuard<'_> {
         if self.conn.park(self.id, self.hold.take()) && self.linked {
             self.conn.cancel(self.id);
         }
+    }
+}
+
+/// A traced call in flight: its caller's span is findable by call id until
+/// the caller stops waiting.
+struct TracedCall<'a> {
+    conn: &'a RunnerConn,
+    id: u64,
+}
+
+impl<'a> TracedCall<'a> {
+    fn new(conn: &'a RunnerConn, id: u64, span: tracing::Span) -> Self {
+        conn.inner.spans.lock().expect("poisoned").insert(id, span);
+        TracedCall { conn, id }
+    }
+}
+
+impl Drop for TracedCall<'_> {
+    fn drop(&mut self) {
+        let span = self.conn.inner.spans.lock().expect("poisoned").remove(&self.id);
+        // Closed outside the lock (a subscriber may do work on close).
+        drop(span);
     }
 }
 

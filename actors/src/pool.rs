@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::backend::Backend;
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, PoolEvent};
 use crate::error::Error;
 use crate::link::RunnerConn;
 use crate::parent::RunnerId;
@@ -30,6 +30,14 @@ pub use gate::Gate;
 use gate::SlotShared;
 use state::PoolState;
 pub use state::PoolStats;
+
+/// Events a subscriber of a pool's events may fall behind by before it
+/// misses some (it is told how many).
+pub const EVENTS_CAPACITY: usize = 1024;
+
+/// How often the gauges are refreshed while a metrics recorder is installed
+/// (busy slots change on the call path, which the pool does not see).
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Messages of the Pool actor.
 ///
@@ -64,10 +72,11 @@ impl fmt::Debug for Internal {
         match &self.0 {
             InternalMsg::Checkin(r) => write!(f, "Checkin({r})"),
             InternalMsg::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
-            InternalMsg::RunnerLost { runner, reason } => write!(f, "RunnerLost({runner}, {reason})"),
+            InternalMsg::RunnerLost { runner, reason, .. } => write!(f, "RunnerLost({runner}, {reason})"),
             InternalMsg::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
             InternalMsg::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
             InternalMsg::RetryBoot => f.write_str("RetryBoot"),
+            InternalMsg::MetricsTick => f.write_str("MetricsTick"),
         }
     }
 }
@@ -79,14 +88,21 @@ pub(crate) enum InternalMsg {
     Checkin(RunnerId),
     /// A runner connected and serves.
     RunnerUp { runner: RunnerId, conn: RunnerConn },
-    /// A runner is gone.
-    RunnerLost { runner: RunnerId, reason: String },
+    /// A runner is gone; `kind` is the metrics label of its reason.
+    RunnerLost {
+        runner: RunnerId,
+        reason: String,
+        kind: &'static str,
+    },
     /// A runner has been idle and asks to stop.
     IdleRequest { runner: RunnerId },
     /// A runner is stopping on its own; send it no more work.
     RunnerStopping { runner: RunnerId },
     /// The boot backoff timer fired.
     RetryBoot,
+    /// Time to refresh the gauges (only while a metrics recorder is
+    /// installed).
+    MetricsTick,
 }
 
 impl From<InternalMsg> for PoolMessage {
@@ -198,6 +214,8 @@ pub struct PoolArguments<B> {
     pub on_runner: bool,
     /// The checkout fast path, shared with the pool's handles.
     pub gate: Arc<Gate>,
+    /// The pool's events; subscribe before the spawn to miss none.
+    pub events: tokio::sync::broadcast::Sender<PoolEvent>,
 }
 
 impl<B> PoolArguments<B> {
@@ -211,6 +229,7 @@ impl<B> PoolArguments<B> {
             registry,
             on_runner,
             gate,
+            events: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
         }
     }
 }
@@ -242,6 +261,9 @@ impl<B: Backend> Actor for Pool<B> {
         // Min runners boot in parallel (each Runner boots in its own task);
         // a failure is retried with backoff, never fatal (B12).
         state.refill_min(&myself).await;
+        if state.metrics_enabled() {
+            myself.send_interval(GAUGE_REFRESH, || InternalMsg::MetricsTick.into());
+        }
         Ok(())
     }
 
@@ -259,12 +281,16 @@ impl<B: Backend> Actor for Pool<B> {
             PoolMessage::Internal(Internal(msg)) => match msg {
                 InternalMsg::Checkin(runner) => state.checkin(&myself, runner).await,
                 InternalMsg::RunnerUp { runner, conn } => state.runner_up(&myself, runner, conn).await,
-                InternalMsg::RunnerLost { runner, reason } => state.runner_lost(&myself, runner, Some(reason)).await,
+                InternalMsg::RunnerLost { runner, reason, kind } => {
+                    state.runner_lost(&myself, runner, Some(reason), Some(kind)).await
+                }
                 InternalMsg::IdleRequest { runner } => state.idle_request(runner),
                 InternalMsg::RunnerStopping { runner } => state.runner_stopping(runner),
                 InternalMsg::RetryBoot => state.retry_boot(&myself).await,
+                InternalMsg::MetricsTick => {}
             },
         }
+        state.refresh_gauges();
         Ok(())
     }
 
@@ -278,16 +304,17 @@ impl<B: Backend> Actor for Pool<B> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(runner) = state.runner_of(cell.get_id()) {
-                    state.runner_lost(&myself, runner, reason).await;
+                    state.runner_lost(&myself, runner, reason, None).await;
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 if let Some(runner) = state.runner_of(cell.get_id()) {
-                    state.runner_lost(&myself, runner, Some(error.to_string())).await;
+                    state.runner_lost(&myself, runner, Some(error.to_string()), None).await;
                 }
             }
             _ => {}
         }
+        state.refresh_gauges();
         Ok(())
     }
 

@@ -122,6 +122,9 @@ pub struct RunnerState<S> {
     conn: Option<RunnerConn>,
     /// A connection loss waiting for the backend's explanation.
     lost_pending: Option<DownReason>,
+    /// The `flame.boot` span, from `Boot` until the runner serves or the
+    /// boot fails, and when the boot started.
+    boot_span: Option<(tracing::Span, std::time::Instant)>,
     _marker: PhantomData<S>,
 }
 
@@ -139,7 +142,16 @@ impl<S> RunnerState<S> {
         self.ctx.runner_id
     }
 
-    fn fail_boot(&self, myself: &ActorRef<RunnerMessage>, reason: String) {
+    /// Closes the `flame.boot` span with its outcome and duration.
+    fn end_boot_span(&mut self, outcome: &str) {
+        if let Some((span, started)) = self.boot_span.take() {
+            span.record("outcome", outcome);
+            span.record("duration_ms", started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    fn fail_boot(&mut self, myself: &ActorRef<RunnerMessage>, reason: String) {
+        self.end_boot_span("failed");
         tracing::warn!(target: "ractor_flame::runner", runner = %self.id(), %reason, "boot failed");
         // The pool reads the reason from the supervision event: it outranks
         // ordinary messages, so a separate message could arrive after it.
@@ -179,6 +191,7 @@ impl<B: Backend> Actor for Runner<B> {
             boot_requested: false,
             conn: None,
             lost_pending: None,
+            boot_span: None,
             _marker: PhantomData,
         })
     }
@@ -205,7 +218,12 @@ impl<B: Backend> Actor for Runner<B> {
                     tracing::warn!(target: "ractor_flame::runner", runner = %state.id(), "second boot refused");
                     return Ok(());
                 }
-                let span = tracing::info_span!(target: "ractor_flame::runner", "boot", runner = %state.id(), backend = self.backend.name());
+                let span = tracing::info_span!(target: "ractor_flame::runner", "flame.boot",
+                    runner = %state.id(), pool = %state.ctx.pool, backend = self.backend.name(),
+                    outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
+                if !span.is_disabled() {
+                    state.boot_span = Some((span.clone(), std::time::Instant::now()));
+                }
                 let result = match state.backend.as_mut() {
                     Some(Ok(backend_state)) => {
                         self.backend
@@ -228,6 +246,8 @@ impl<B: Backend> Actor for Runner<B> {
                     return Ok(());
                 }
                 tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), "remote up");
+                conn.set_observer(&state.ctx.pool);
+                state.end_boot_span("ok");
                 state.conn = Some(conn.clone());
                 let _ = state.pool.cast(
                     InternalMsg::RunnerUp {
@@ -320,6 +340,7 @@ impl<B: Backend> Runner<B> {
         let lost = InternalMsg::RunnerLost {
             runner: state.id(),
             reason: reason.to_string(),
+            kind: crate::observe::down_label(&reason),
         };
         let _ = state.pool.cast(lost.into());
         myself.stop(Some(reason.to_string()));

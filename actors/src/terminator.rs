@@ -332,7 +332,11 @@ pub async fn spawn_terminator(
         Ok(states) => (states, None),
         Err(reason) => (crate::registry::States::default(), Some(reason)),
     };
-    let serve = Serve::new(runner, registry, tokio::runtime::Handle::current(), states);
+    let pool = match &link {
+        TerminatorLink::Remote(parent) => parent.node_base.clone(),
+        TerminatorLink::Local(_) => String::new(),
+    };
+    let serve = Serve::new(runner, pool, registry, tokio::runtime::Handle::current(), states);
     if let Some(reason) = failure {
         serve.set_failure(format!("the runner could not start: {reason}"));
     }

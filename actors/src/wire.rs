@@ -17,14 +17,15 @@ pub use codec::FrameError;
 pub use codec::{decode_body, encode_frame};
 #[doc(hidden)]
 pub use frame::{
-    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, ChildEnvelope, Hello, Outcome, PLACE, ToParent, ToRunner, Welcome,
+    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, ChildEnvelope, Hello, LogRecord, Outcome, PLACE, ToParent, ToRunner,
+    TraceContext, Welcome,
 };
 #[doc(hidden)]
 pub use outbox::Outbox;
 pub use tls::Fingerprint;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Default largest frame after authentication: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest frame a peer may send before it has authenticated.

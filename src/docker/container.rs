@@ -261,7 +261,12 @@ fn follow_logs(
         let mut logs = docker.logs(&id, Some(options));
         while let Some(Ok(chunk)) = logs.next().await {
             for line in chunk.to_string().lines().filter(|l| !l.is_empty()) {
-                tracing::info!(target: "ractor_flame::docker", runner = %runner, "{line}");
+                if crate::observe::unobserved() {
+                    // No subscriber: the line would be lost.
+                    eprintln!("flame runner {runner}: {line}");
+                } else {
+                    tracing::info!(target: "ractor_flame::docker", runner = %runner, "{line}");
+                }
                 let mut last = last.lock().expect("poisoned");
                 if last.len() == LAST_LINES {
                     last.pop_front();

@@ -13,6 +13,9 @@
 //! `pool-first` starts a pool with `min` 2 before `run_if_runner` and prints
 //! `runners <n>` (0 when `FLAME_PARENT` is set). `FLAME_TEST_REGISTRY=other`
 //! makes it serve [`functions::other_registry`].
+//! `parent panic` calls a function that panics on a process runner, with no
+//! tracing subscriber installed, prints `error <error>` and `runner <id>`,
+//! stops the pool and exits.
 //! `prepare <exe>` imports the runner image of `<exe>`, prints
 //! `image <tag>` and lives until stdin reaches its end.
 
@@ -39,6 +42,17 @@ async fn main() {
         let stats = pool.stats().await.expect("stats");
         println!("runners {}", stats.runners + stats.booting);
         std::process::exit(0);
+    }
+    // `FLAME_TEST_OTEL`: a runner whose own subscriber has an OpenTelemetry
+    // layer (and the layer that sends its events to the parent).
+    #[cfg(feature = "opentelemetry")]
+    if std::env::var_os("FLAME_TEST_OTEL").is_some() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        // A tracer that records nothing still carries the caller's trace.
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer())
+            .with(ractor_flame::observe::RunnerLogs::new());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
     }
     if let Err(e) = ractor_flame::run_if_runner(&registry).await {
         eprintln!("{e}");
@@ -97,6 +111,24 @@ async fn main() {
     let backend = ProcessBackend::current_exe()
         .expect("current exe")
         .args(Vec::<String>::new());
+    if std::env::args().nth(2).as_deref() == Some("panic") {
+        // No subscriber: what a newcomer's first program looks like.
+        let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
+        let mut events = pool.events();
+        let err = pool
+            .call::<functions::Panic>("the runner's own panic message".into())
+            .await
+            .expect_err("the call panics");
+        println!("error {err}");
+        while let Ok(event) = events.recv().await {
+            if let ractor_flame::PoolEvent::GrowEnd { runner, .. } = event {
+                println!("runner {runner}");
+                break;
+            }
+        }
+        pool.stop().await;
+        return;
+    }
     let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
     println!("runner-pid {}", place.pid);

@@ -140,6 +140,39 @@ impl RemoteFn for Panic {
     }
 }
 
+/// Logs one `info` event (message "chatty at work", field `n`) and one
+/// `warn` event, then returns its argument.
+pub struct Chatty;
+
+impl RemoteFn for Chatty {
+    const NAME: &'static str = "test.chatty";
+    type Args = u32;
+    type Output = u32;
+    async fn run(n: u32) -> Result<u32, FnError> {
+        tracing::info!(target: "flame_test", n, "chatty at work");
+        tracing::warn!(target: "flame_test", n, "chatty warns");
+        Ok(n)
+    }
+}
+
+/// Returns the OpenTelemetry trace id of the span its body runs in (the
+/// runner's `flame.call`), as hex.
+#[cfg(feature = "opentelemetry")]
+pub struct TraceId;
+
+#[cfg(feature = "opentelemetry")]
+impl RemoteFn for TraceId {
+    const NAME: &'static str = "test.trace_id";
+    type Args = ();
+    type Output = String;
+    async fn run(_: ()) -> Result<String, FnError> {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        Ok(context.span().span_context().trace_id().to_string())
+    }
+}
+
 /// Returns the length of its argument.
 pub struct Len;
 
@@ -405,13 +438,14 @@ impl RemoteFn for OnlyInOtherBuild {
 
 /// Every function above, as both sides register them.
 pub fn registry() -> Registry {
-    Registry::new()
+    let registry = Registry::new()
         .register::<Sleep>()
         .register::<Probe>()
         .register::<Echo>()
         .register::<WhereAmI>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<Chatty>()
         .register::<Len>()
         .register::<Bytes>()
         .register::<Exit>()
@@ -430,7 +464,10 @@ pub fn registry() -> Registry {
         .idle_predicate(IDLE_PREDICATE, idle_allowed)
         .register_actor::<Keeper>()
         .with_state(build_runner_state)
-        .register::<StateProbe>()
+        .register::<StateProbe>();
+    #[cfg(feature = "opentelemetry")]
+    let registry = registry.register::<TraceId>();
+    registry
 }
 
 /// States built in this process so far.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
 
 use super::InternalMsg;
 use super::gate::{Gate, SlotShared};
@@ -14,6 +15,7 @@ use crate::backend::{Backend, RunnerContext};
 use crate::config::{Hook, PoolConfig, PoolEvent};
 use crate::error::Error;
 use crate::link::RunnerConn;
+use crate::observe::metrics::PoolMetrics;
 use crate::parent::{RunnerId, RunnerSettings, Token};
 use crate::registry::Registry;
 use crate::runner::{Runner, RunnerArguments, RunnerMessage};
@@ -106,6 +108,9 @@ pub struct PoolState<B: Backend> {
     failures: u32,
     retry_armed: bool,
     stopping: bool,
+    /// Every pool event, for any number of subscribers.
+    events: broadcast::Sender<PoolEvent>,
+    metrics: PoolMetrics,
 }
 
 impl<B: Backend> std::fmt::Debug for PoolState<B> {
@@ -127,7 +132,10 @@ impl<B: Backend> Drop for PoolState<B> {
 impl<B: Backend> PoolState<B> {
     pub(super) fn new(args: PoolArguments<B>) -> Self {
         let min = if args.on_runner { 0 } else { args.config.min };
+        let metrics = PoolMetrics::new(&args.config.name, args.backend.name());
         PoolState {
+            events: args.events,
+            metrics,
             config: args.config,
             backend: args.backend,
             registry: args.registry,
@@ -148,6 +156,20 @@ impl<B: Backend> PoolState<B> {
 
     pub(super) fn runner_of(&self, actor: ActorId) -> Option<RunnerId> {
         self.by_actor.get(&actor).copied()
+    }
+
+    /// Whether the gauges need a periodic refresh (a recorder was
+    /// installed when the pool started).
+    pub(super) fn metrics_enabled(&self) -> bool {
+        self.metrics.enabled
+    }
+
+    /// Sets the pool's gauges from its current state.
+    pub(super) fn refresh_gauges(&self) {
+        if self.metrics.enabled {
+            let s = self.stats();
+            self.metrics.gauges(s.runners, s.booting, s.busy, s.waiting);
+        }
     }
 
     pub(super) fn stats(&self) -> PoolStats {
@@ -242,6 +264,7 @@ impl<B: Backend> PoolState<B> {
             self.waiting.retain(|w| !w.is_closed());
             if self.waiting.len() >= capacity {
                 let _ = waiter.send(Err(Error::QueueFull { capacity }));
+                self.emit(PoolEvent::QueueFull { capacity });
                 return;
             }
         }
@@ -314,22 +337,29 @@ impl<B: Backend> PoolState<B> {
         }
     }
 
-    fn hook(&self, hook: &Option<Hook>, event: PoolEvent) {
+    /// Tells the event's hook (if one is set for its kind) and every
+    /// subscriber of [`Pool::events`](https://docs.rs/ractor-flame).
+    fn emit(&self, event: PoolEvent) {
+        let hook: &Option<Hook> = match &event {
+            PoolEvent::GrowStart { .. } => &self.config.on_grow_start,
+            PoolEvent::GrowEnd { .. } => &self.config.on_grow_end,
+            PoolEvent::Shrink { .. } => &self.config.on_shrink,
+            _ => &None,
+        };
         if let Some(hook) = hook {
             hook(&event);
         }
+        // No subscriber is fine: nobody listens.
+        let _ = self.events.send(event);
     }
 
     async fn boot(&mut self, myself: &ActorRef<PoolMessage>, is_min: bool) {
         let runner_id = RunnerId::new();
         let target = self.runners.len() + 1;
-        self.hook(
-            &self.config.on_grow_start,
-            PoolEvent::GrowStart {
-                target,
-                runner: runner_id,
-            },
-        );
+        self.emit(PoolEvent::GrowStart {
+            target,
+            runner: runner_id,
+        });
         tracing::event!(target: "ractor_flame::pool", tracing::Level::DEBUG, pool = %self.config.name, runner = %runner_id, target, "grow");
         let settings = self.settings(is_min);
         let (pool, registry, boot_timeout, link_tls) = (
@@ -401,15 +431,13 @@ impl<B: Backend> PoolState<B> {
         self.failures = 0;
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner up");
-        self.hook(
-            &self.config.on_grow_end,
-            PoolEvent::GrowEnd {
-                result: Ok(()),
-                count,
-                runner,
-                boot_time,
-            },
-        );
+        self.metrics.boot_ok(boot_time);
+        self.emit(PoolEvent::GrowEnd {
+            result: Ok(()),
+            count,
+            runner,
+            boot_time,
+        });
         if self.stopping {
             return;
         }
@@ -421,15 +449,19 @@ impl<B: Backend> PoolState<B> {
         self.failures += 1;
         let count = self.runners.len();
         let error = Error::BootFailed { reason: reason.clone() };
-        self.hook(
-            &self.config.on_grow_end,
-            PoolEvent::GrowEnd {
-                result: Err(error.clone()),
-                count,
-                runner,
-                boot_time: slot.boot_started.elapsed(),
-            },
-        );
+        let boot_time = slot.boot_started.elapsed();
+        self.metrics.boot_failed();
+        self.emit(PoolEvent::GrowEnd {
+            result: Err(error.clone()),
+            count,
+            runner,
+            boot_time,
+        });
+        self.emit(PoolEvent::BootFailed {
+            runner,
+            reason: reason.clone(),
+            boot_time,
+        });
         if self.stopping {
             return;
         }
@@ -466,6 +498,7 @@ impl<B: Backend> PoolState<B> {
         myself: &ActorRef<PoolMessage>,
         runner: RunnerId,
         reason: Option<String>,
+        kind: Option<&'static str>,
     ) {
         let Some(slot) = self.remove(runner) else {
             return;
@@ -476,7 +509,15 @@ impl<B: Backend> PoolState<B> {
         }
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner left");
-        self.hook(&self.config.on_shrink, PoolEvent::Shrink { count, runner });
+        // Idle exits and stops the pool asked for are no loss.
+        if slot.idle_exit {
+            self.metrics.idle_shutdown();
+        } else if !self.stopping && !matches!(kind, Some("stopped" | "shutting_down")) {
+            self.metrics.runner_lost(kind.unwrap_or("backend"));
+            let reason = reason.unwrap_or_else(|| "runner actor ended".into());
+            self.emit(PoolEvent::RunnerLost { runner, reason });
+        }
+        self.emit(PoolEvent::Shrink { count, runner });
         if self.stopping {
             return;
         }

@@ -117,6 +117,9 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
     // The reader holds only a weak sender: when the Terminator drops its own,
     // the writer flushes and closes even while the reader still runs.
     let weak = tx.downgrade();
+    // This process's own `tracing` events go to the parent too, from before
+    // the first call can arrive.
+    crate::observe::logs::set_sink(tx.downgrade());
     let control = myself.clone();
     let on_body = move |body: &[u8]| {
         // Calls are decoded in place: their arguments go from the read

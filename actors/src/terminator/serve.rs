@@ -34,6 +34,8 @@ use crate::wire::outbox::Outbox;
 #[derive(Debug)]
 pub struct Serve {
     runner: RunnerId,
+    /// The pool this runner serves (its parent's name for it), for spans.
+    pool: String,
     registry: Registry,
     /// Where function bodies run: the application's runtime, never the link
     /// thread.
@@ -76,9 +78,10 @@ impl Running {
 }
 
 impl Serve {
-    pub(crate) fn new(runner: RunnerId, registry: Registry, work: Handle, states: States) -> Arc<Self> {
+    pub(crate) fn new(runner: RunnerId, pool: String, registry: Registry, work: Handle, states: States) -> Arc<Self> {
         Arc::new(Serve {
             runner,
+            pool,
             registry,
             work,
             states: Arc::new(states),
@@ -233,6 +236,23 @@ impl Serve {
         let blocking = self.is_blocking(call.function);
         let id = call.id;
         let want_result = call.want_result;
+        // A traced caller: the work runs in a span of its own, the caller's
+        // child. Untraced calls build no span at all.
+        let span = match call.trace {
+            Some(trace) => crate::observe::runner_call_span(
+                call.function,
+                id,
+                &self.runner.to_string(),
+                &self.pool,
+                trace.traceparent,
+            ),
+            None => tracing::Span::none(),
+        };
+        let work: BoxFuture = if span.is_none() {
+            work
+        } else {
+            Box::pin(tracing::Instrument::instrument(work, span))
+        };
         let this = Arc::clone(self);
         let for_task = current.clone();
         // Hold the map's lock across the spawn so the task's own removal
@@ -246,7 +266,13 @@ impl Serve {
             } else {
                 run_until(deadline, run).await
             };
-            finish.reply(outcome(result, want_result));
+            let outcome = outcome(result, want_result);
+            if let Outcome::Panicked(message) = &outcome {
+                // Sent to the parent ahead of the reply (same queue): a
+                // parent with no subscriber still prints it.
+                tracing::warn!(target: "ractor_flame::terminator", call = id, %message, "function panicked");
+            }
+            finish.reply(outcome);
         });
         tasks.insert(
             id,

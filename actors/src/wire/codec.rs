@@ -111,7 +111,19 @@ mod tests {
             deadline_us: Some(1),
             want_result: true,
             linked: true,
+            trace: None,
         })
+    }
+
+    fn traced(args: Vec<u8>) -> ToRunner {
+        let ToRunner::Call(mut frame) = call(args) else {
+            unreachable!()
+        };
+        frame.trace = Some(crate::wire::frame::TraceContext {
+            span: 42,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        });
+        ToRunner::Call(frame)
     }
 
     #[tokio::test]
@@ -165,6 +177,7 @@ mod tests {
         let frames = [
             ToRunner::Welcome(Welcome::Refused("no".into())),
             call(vec![1, 2, 3]),
+            traced(vec![4, 5]),
             ToRunner::Cancel { id: 9 },
             ToRunner::Ping,
             ToRunner::IdleVerdict { granted: true },
@@ -184,6 +197,19 @@ mod tests {
                 (owned, view) => panic!("{owned:?} decoded as {view:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_untraced_call_sends_no_trace_field() {
+        let (mut plain, mut with) = (Vec::new(), Vec::new());
+        encode_frame(&call(vec![1]), 1024, &mut plain).unwrap();
+        encode_frame(&traced(vec![1]), 1024, &mut with).unwrap();
+        assert!(!plain.windows(5).any(|w| w == b"trace"), "no trace key without a trace");
+        assert!(with.len() > plain.len());
+        let ToRunner::Call(frame) = decode_body::<ToRunner>(&with[4..]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(frame.trace.map(|t| t.span), Some(42));
     }
 
     proptest! {

@@ -68,6 +68,53 @@ pub struct CallFrame {
     /// Whether the call is linked to its caller (cancelled when the caller
     /// goes, aborted when the parent goes).
     pub linked: bool,
+    /// The caller's trace context; absent when the caller traces nothing
+    /// (then not even the field is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
+}
+
+/// Where a call sits in its caller's trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The caller's span, as the parent's subscriber numbers it: the runner
+    /// tags what it reports with the call, and the parent re-attaches it
+    /// under this span.
+    pub span: u64,
+    /// A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), when the
+    /// parent runs with OpenTelemetry.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+/// A [`TraceContext`] decoded in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) struct TraceRef<'a> {
+    #[allow(dead_code)]
+    pub(crate) span: u64,
+    #[serde(default, borrow)]
+    pub(crate) traceparent: Option<&'a str>,
+}
+
+/// One `tracing` event of a runner, on its way to the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// 1 = error, 2 = warn, 3 = info, 4 = debug, 5 = trace.
+    pub level: u8,
+    /// The event's target on the runner.
+    pub target: String,
+    /// Its message.
+    pub message: String,
+    /// Its other fields, as `name=value` pairs separated by spaces.
+    #[serde(default)]
+    pub fields: String,
+    /// The call whose work emitted it, if any.
+    #[serde(default)]
+    pub call: Option<u64>,
+    /// Events the runner dropped (queue full, rate limit) since the last
+    /// record it sent.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl CallFrame {
@@ -80,6 +127,10 @@ impl CallFrame {
             deadline_us: self.deadline_us,
             want_result: self.want_result,
             linked: self.linked,
+            trace: self.trace.as_ref().map(|t| TraceRef {
+                span: t.span,
+                traceparent: t.traceparent.as_deref(),
+            }),
         }
     }
 }
@@ -95,6 +146,8 @@ pub(crate) struct CallRef<'a> {
     pub(crate) deadline_us: Option<u64>,
     pub(crate) want_result: bool,
     pub(crate) linked: bool,
+    #[serde(default, borrow)]
+    pub(crate) trace: Option<TraceRef<'a>>,
 }
 
 /// [`ToRunner`] decoded in place (same encoding; a codec test keeps the two
@@ -201,6 +254,8 @@ pub enum ToParent {
         /// Why.
         reason: String,
     },
+    /// A `tracing` event of the runner (protocol 3).
+    Log(LogRecord),
 }
 
 /// Frames that can be sent as heartbeats.

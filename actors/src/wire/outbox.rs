@@ -283,6 +283,12 @@ impl<Out> WeakOutbox<Out> {
             shared: Arc::clone(&self.shared),
         })
     }
+
+    /// Frames queued and not yet taken by the writer (bounds best-effort
+    /// traffic such as forwarded logs).
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
 }
 
 impl<Out> Queue<Out> {
