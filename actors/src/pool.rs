@@ -73,6 +73,7 @@ impl fmt::Debug for Internal {
             InternalMsg::Checkin(r) => write!(f, "Checkin({r})"),
             InternalMsg::RunnerUp { runner, .. } => write!(f, "RunnerUp({runner})"),
             InternalMsg::RunnerLost { runner, reason, .. } => write!(f, "RunnerLost({runner}, {reason})"),
+            InternalMsg::RunnerExited { runner, .. } => write!(f, "RunnerExited({runner})"),
             InternalMsg::IdleRequest { runner } => write!(f, "IdleRequest({runner})"),
             InternalMsg::RunnerStopping { runner } => write!(f, "RunnerStopping({runner})"),
             InternalMsg::RetryBoot => f.write_str("RetryBoot"),
@@ -94,6 +95,10 @@ pub(crate) enum InternalMsg {
         reason: String,
         kind: &'static str,
     },
+    /// A Runner actor ended (its supervision event, passed on behind the
+    /// messages already queued, so a `RunnerLost` it sent first is counted
+    /// first, with its reason).
+    RunnerExited { runner: RunnerId, reason: Option<String> },
     /// A runner has been idle and asks to stop.
     IdleRequest { runner: RunnerId },
     /// A runner is stopping on its own; send it no more work.
@@ -284,6 +289,7 @@ impl<B: Backend> Actor for Pool<B> {
                 InternalMsg::RunnerLost { runner, reason, kind } => {
                     state.runner_lost(&myself, runner, Some(reason), Some(kind)).await
                 }
+                InternalMsg::RunnerExited { runner, reason } => state.runner_lost(&myself, runner, reason, None).await,
                 InternalMsg::IdleRequest { runner } => state.idle_request(runner),
                 InternalMsg::RunnerStopping { runner } => state.runner_stopping(runner),
                 InternalMsg::RetryBoot => state.retry_boot(&myself).await,
@@ -301,18 +307,23 @@ impl<B: Backend> Actor for Pool<B> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // A runner's exit never stops the pool (ractor's default would).
-        match event {
+        // Supervision events overtake ordinary messages: the exit goes to
+        // the back of the queue, behind the `RunnerLost` (and its reason)
+        // that a Runner sends before it stops.
+        let exited = match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(runner) = state.runner_of(cell.get_id()) {
-                    state.runner_lost(&myself, runner, reason, None).await;
-                }
+                state.runner_of(cell.get_id()).map(|runner| (runner, reason))
             }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some(runner) = state.runner_of(cell.get_id()) {
-                    state.runner_lost(&myself, runner, Some(error.to_string()), None).await;
-                }
+            SupervisionEvent::ActorFailed(cell, error) => state
+                .runner_of(cell.get_id())
+                .map(|runner| (runner, Some(error.to_string()))),
+            _ => None,
+        };
+        if let Some((runner, reason)) = exited {
+            let msg: PoolMessage = InternalMsg::RunnerExited { runner, reason }.into();
+            if myself.cast(msg).is_err() {
+                return Ok(());
             }
-            _ => {}
         }
         state.refresh_gauges();
         Ok(())
