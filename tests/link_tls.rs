@@ -8,41 +8,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_flame::actors::runner::RunnerMessage;
+use ractor::Actor;
 use ractor_flame::actors::wire::{Hello, PROTOCOL_VERSION, ToParent, ToRunner, Welcome, decode_body, encode_frame};
 use ractor_flame::actors::{Endpoint, Fingerprint, RunnerSettings, Token};
 use ractor_flame::{LinkTls, Parent, Pool, ProcessBackend, Registry, RunnerContext, RunnerId};
 use support::functions::{Echo, Len};
-use support::{config, eventually};
+use support::{RunnerRecorder, config, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Stands in for a Runner actor: records what the endpoint sends it.
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl Actor for Recorder {
-    type Msg = RunnerMessage;
-    type State = ();
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<RunnerMessage>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-    async fn handle(
-        &self,
-        _: ActorRef<RunnerMessage>,
-        msg: RunnerMessage,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        let name = match msg {
-            RunnerMessage::RemoteUp(_) => "RemoteUp".to_owned(),
-            RunnerMessage::Refused(reason) => format!("Refused: {reason}"),
-            _ => "other".to_owned(),
-        };
-        self.0.lock().unwrap().push(name);
-        Ok(())
-    }
-}
 
 struct Fixture {
     endpoint: Endpoint,
@@ -54,7 +27,7 @@ struct Fixture {
 async fn fixture(tls: LinkTls) -> Fixture {
     let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (actor, _) = Actor::spawn(None, Recorder(seen.clone()), ()).await.unwrap();
+    let (actor, _) = Actor::spawn(None, RunnerRecorder(seen.clone()), ()).await.unwrap();
     let settings = RunnerSettings {
         failsafe_timeout: Duration::from_secs(3),
         ..RunnerSettings::default()
@@ -121,7 +94,7 @@ async fn b45_flame_parent_pins_the_endpoints_certificate_only_when_tls_applies()
     assert_eq!(Parent::decode(&tls.parent.encode()).unwrap().tls, Some(pin));
     // One certificate per endpoint: every runner of it pins the same one.
     let ctx_parent = {
-        let (actor, _) = Actor::spawn(None, Recorder(Arc::default()), ()).await.unwrap();
+        let (actor, _) = Actor::spawn(None, RunnerRecorder(Arc::default()), ()).await.unwrap();
         let ctx = RunnerContext {
             runner_id: RunnerId::new(),
             pool: "tls".into(),

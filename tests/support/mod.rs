@@ -193,3 +193,32 @@ pub async fn runners(pool: &Pool, n: usize) {
     })
     .await;
 }
+
+/// Stands in for a Runner actor: records what an endpoint sends it
+/// (`RemoteUp`, `ConnectionLost`, `Refused: <reason>`, `other`).
+pub struct RunnerRecorder(pub Arc<Mutex<Vec<String>>>);
+
+impl ractor::Actor for RunnerRecorder {
+    type Msg = ractor_flame::actors::runner::RunnerMessage;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        use ractor_flame::actors::runner::RunnerMessage;
+        let name = match msg {
+            RunnerMessage::RemoteUp(_) => "RemoteUp".to_owned(),
+            RunnerMessage::ConnectionLost(_) => "ConnectionLost".to_owned(),
+            RunnerMessage::Refused(reason) => format!("Refused: {reason}"),
+            _ => "other".to_owned(),
+        };
+        self.0.lock().unwrap().push(name);
+        Ok(())
+    }
+}
