@@ -201,6 +201,23 @@ async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// How long `n` concurrent calls take on a pool of `max_concurrency` 1
+/// that starts with no runner: the time to scale it from 0 to `n`.
+#[cfg(feature = "docker")]
+async fn scale_out(pool: &Pool, n: u64) -> Duration {
+    let start = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call::<Noop>(i).await.unwrap() })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    start.elapsed()
+}
+
 /// How long `work` takes.
 async fn timed<T>(work: impl std::future::Future<Output = T>) -> Duration {
     let t = Instant::now();
@@ -746,17 +763,7 @@ mod docker {
                 .max_concurrency(1)
                 .name(format!("bench-docker-scale-{n}"));
             let pool = Pool::start(config, backend.clone(), registry).await.unwrap();
-            let start = Instant::now();
-            let calls: Vec<_> = (0..8)
-                .map(|i| {
-                    let pool = pool.clone();
-                    tokio::spawn(async move { pool.call::<Noop>(i).await.unwrap() })
-                })
-                .collect();
-            for c in calls {
-                c.await.unwrap();
-            }
-            ours.push(start.elapsed());
+            ours.push(scale_out(&pool, 8).await);
             pool.stop().await;
         }
         ours.sort();

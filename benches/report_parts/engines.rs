@@ -3,12 +3,12 @@
 //! stand-ins for other hosts; the harness of `tests/support/daemons.rs`).
 //! Included by `report.rs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor_flame::docker::{DockerBackend, Engine};
 use ractor_flame::{Pool, PoolConfig, Registry};
 
-use super::{Noop, Plan, emit, percentile, us};
+use super::{Plan, emit, percentile, scale_out, us};
 
 #[path = "../../tests/support/daemons.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
@@ -56,17 +56,7 @@ pub(crate) async fn run(plan: &Plan, registry: &Registry) {
     for n in 0..plan.boots.min(3) {
         let config = PoolConfig::new(6).max_concurrency(1).name(format!("bench-engines-{n}"));
         let pool = Pool::start(config, backend.clone(), registry).await.unwrap();
-        let start = Instant::now();
-        let calls: Vec<_> = (0..6)
-            .map(|i| {
-                let pool = pool.clone();
-                tokio::spawn(async move { pool.call::<Noop>(i).await.unwrap() })
-            })
-            .collect();
-        for c in calls {
-            c.await.unwrap();
-        }
-        took.push(start.elapsed());
+        took.push(scale_out(&pool, 6).await);
         let per_engine = backend.runners_per_engine();
         assert!(per_engine.iter().all(|(_, n)| *n == 2), "{per_engine:?}");
         pool.stop().await;
