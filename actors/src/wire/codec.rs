@@ -51,6 +51,46 @@ pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) ->
     Ok(())
 }
 
+/// Payloads from this size on are written from where they lie: their frame
+/// is encoded without them, and they follow it on the socket.
+pub(crate) const SPLIT_AT: usize = 32 * 1024;
+
+/// Appends one frame holding `value` to `out`, except its `payload`: the
+/// byte string that ends the encoding of `value` (taken out of it, an empty
+/// byte string in its place). The bytes to write are then `out` and, right
+/// after it, `payload`; nothing of the payload is copied.
+///
+/// # Errors
+///
+/// As [`encode_frame`], the payload counted in the size; nothing is
+/// appended then.
+pub(crate) fn encode_frame_split<T: Serialize>(
+    value: &T,
+    payload: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    encode_frame(value, usize::MAX, out)?;
+    // The empty byte string the payload left is the encoding's last two
+    // bytes (bin 8, length 0); it becomes the header of a bin 32 of the
+    // payload's length (any msgpack reader takes a bin 32 of any length).
+    if !out.ends_with(&[0xc4, 0x00]) || payload.len() > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::Encode("the payload does not end its frame".into()));
+    }
+    out.truncate(out.len() - 2);
+    out.push(0xc6);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    let size = out.len() - start - 4 + payload.len();
+    if size > limit || size > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    out[start..start + 4].copy_from_slice(&(size as u32).to_be_bytes());
+    Ok(())
+}
+
 /// Decodes a frame body.
 ///
 /// # Errors
@@ -91,9 +131,16 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     if size > limit {
         return Err(FrameError::TooLarge { size, limit });
     }
+    // Read into the buffer's spare room: no zero-filling of a large body
+    // that the read then overwrites.
     buf.clear();
-    buf.resize(size, 0);
-    reader.read_exact(buf).await?;
+    buf.reserve(size);
+    while buf.len() < size {
+        let want = size - buf.len();
+        if reader.read_buf(&mut bytes::BufMut::limit(&mut *buf, want)).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(true)
 }
 
@@ -210,6 +257,72 @@ mod tests {
             panic!()
         };
         assert_eq!(frame.trace.map(|t| t.span), Some(42));
+    }
+
+    /// A large payload is left out of its frame and written after it; the
+    /// two together are the frame a plain encoding makes (up to the payload's
+    /// bin 32 header), and read back as the same message.
+    #[test]
+    fn split_frames_read_back_as_the_whole_frame() {
+        use crate::wire::frame::{Outcome, ToParent};
+        let args: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let reply = ToParent::Reply {
+            id: 3,
+            outcome: Outcome::Ok(args.clone()),
+        };
+        let traced_call = traced(args.clone());
+        for (whole, empty) in [
+            (call(args.clone()), call(Vec::new())),
+            (traced_call, traced(Vec::new())),
+        ] {
+            let mut head = Vec::new();
+            encode_frame_split(&empty, &args, usize::MAX, &mut head).unwrap();
+            assert!(head.len() < 200, "the head holds no payload: {} bytes", head.len());
+            let joined = [head.as_slice(), args.as_slice()].concat();
+            let size = u32::from_be_bytes(joined[..4].try_into().unwrap()) as usize;
+            assert_eq!(size, joined.len() - 4);
+            assert_eq!(decode_body::<ToRunner>(&joined[4..]).unwrap(), whole);
+        }
+        let mut head = Vec::new();
+        let empty = ToParent::Reply {
+            id: 3,
+            outcome: Outcome::Ok(Vec::new()),
+        };
+        encode_frame_split(&empty, &args, usize::MAX, &mut head).unwrap();
+        let joined = [head.as_slice(), args.as_slice()].concat();
+        assert_eq!(decode_body::<ToParent>(&joined[4..]).unwrap(), reply);
+    }
+
+    #[test]
+    fn split_frames_count_the_payload_against_the_limit() {
+        let mut out = vec![9];
+        let err = encode_frame_split(&call(Vec::new()), &[0; 2000], 1024, &mut out).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { limit: 1024, .. }));
+        assert_eq!(out, vec![9], "nothing appended");
+        // A frame whose encoding does not end with its payload is refused.
+        let err = encode_frame_split(&ToRunner::Ping, &[0; 10], 1024, &mut out).unwrap_err();
+        assert!(matches!(err, FrameError::Encode(_)));
+        assert_eq!(out, vec![9]);
+    }
+
+    /// A body read in pieces, as a socket delivers it, arrives whole; a
+    /// stream that ends inside a body is an error, not a short frame.
+    #[tokio::test]
+    async fn bodies_are_read_whole_across_short_reads() {
+        let mut frame = Vec::new();
+        encode_frame(&call(vec![5; 300_000]), usize::MAX, &mut frame).unwrap();
+        let (mut tx, mut rx) = tokio::io::duplex(4096);
+        let sent = frame.clone();
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut tx, &sent).await.unwrap();
+        });
+        let mut buf = vec![1; 16];
+        assert!(read_body(&mut rx, &mut buf, usize::MAX).await.unwrap());
+        assert_eq!(buf, frame[4..]);
+        writer.await.unwrap();
+        let cut = &frame[..frame.len() - 1];
+        let err = read_body(&mut &cut[..], &mut buf, usize::MAX).await.unwrap_err();
+        assert!(matches!(err, FrameError::Io(_)), "{err}");
     }
 
     proptest! {

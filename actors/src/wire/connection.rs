@@ -49,9 +49,28 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
     fn oversized(self, err: &FrameError) -> Option<Self>
     where
         Self: Sized;
+
+    /// Takes out the byte string that ends this frame's encoding (a call's
+    /// arguments, a result), when it is `at_least` bytes long: it is then
+    /// written from where it lies rather than copied into the frame.
+    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>>;
 }
 
 impl OutFrame for ToParent {
+    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
+        match self {
+            ToParent::Reply {
+                outcome: Outcome::Ok(bytes),
+                ..
+            }
+            | ToParent::Early {
+                outcome: Outcome::Ok(bytes),
+                ..
+            } if bytes.len() >= at_least => Some(std::mem::take(bytes)),
+            _ => None,
+        }
+    }
+
     fn oversized(self, err: &FrameError) -> Option<Self> {
         match self {
             ToParent::Reply { id, .. } => Some(ToParent::Reply {
@@ -68,6 +87,13 @@ impl OutFrame for ToParent {
 }
 
 impl OutFrame for ToRunner {
+    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
+        match self {
+            ToRunner::Call(call) if call.args.len() >= at_least => Some(std::mem::take(&mut call.args)),
+            _ => None,
+        }
+    }
+
     fn oversized(self, _err: &FrameError) -> Option<Self> {
         // Calls are size-checked by the caller before they are queued.
         None
@@ -224,23 +250,31 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
             },
             _ = ticker.tick() => (Out::ping(), 0),
         };
-        {
+        let leftover = {
             // From here until the write is done, senders queue behind us;
             // what a straight write left over goes first.
             let mut state = queue.shared.state.lock().expect("poisoned");
             state.in_flight = true;
-            buf.append(&mut state.leftover);
+            std::mem::take(&mut state.leftover)
+        };
+        for chunk in &leftover {
+            if sink.write_all(chunk.rest()).await.is_err() {
+                return;
+            }
         }
-        push(first, &mut buf, opts.max_frame);
+        drop(leftover);
+        let mut payload = push(first, &mut buf, opts.max_frame);
         // Batch whatever else is already queued into the same write. Under
         // load (the last write carried several frames), first let the tasks
         // that are ready run once, so their frames join this write: one
-        // syscall for many. A lone frame goes out at once.
+        // syscall for many. A lone frame goes out at once. A large payload
+        // ends the batch: it follows its frame's head straight from where
+        // it lies.
         let mut yielded = !under_load;
-        while buf.len() < 256 * 1024 {
+        while payload.is_none() && buf.len() < 256 * 1024 {
             match queue.try_recv() {
                 Some(msg) => {
-                    push(msg, &mut buf, opts.max_frame);
+                    payload = push(msg, &mut buf, opts.max_frame);
                     taken += 1;
                 }
                 None if !yielded => {
@@ -255,6 +289,11 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
         if sink.write_all(&buf).await.is_err() {
             return;
         }
+        if let Some(payload) = payload
+            && sink.write_all(&payload).await.is_err()
+        {
+            return;
+        }
         buf.clear();
         if buf.capacity() > 4 << 20 {
             buf = Vec::with_capacity(64 * 1024);
@@ -266,7 +305,11 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
         state.sink = None;
         std::mem::take(&mut state.leftover)
     };
-    let _ = sink.write_all(&leftover).await;
+    for chunk in &leftover {
+        if sink.write_all(chunk.rest()).await.is_err() {
+            break;
+        }
+    }
     match sink {
         // The last handle of the half shuts its direction down when dropped.
         Sink::Plain(half) => {

@@ -58,9 +58,6 @@ pub struct CallFrame {
     pub id: u64,
     /// The registered function's name.
     pub function: String,
-    /// rmp-serde encoded arguments.
-    #[serde(with = "serde_bytes")]
-    pub args: Vec<u8>,
     /// Absolute deadline, microseconds since the Unix epoch; `None` for none.
     pub deadline_us: Option<u64>,
     /// `false` for a cast: the runner answers [`Outcome::Done`] without a value.
@@ -72,6 +69,10 @@ pub struct CallFrame {
     /// (then not even the field is sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
+    /// rmp-serde encoded arguments. Last, so that a large argument ends its
+    /// frame and is written from where it lies, not copied into the frame.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
 }
 
 /// Where a call sits in its caller's trace.

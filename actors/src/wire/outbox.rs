@@ -12,13 +12,14 @@
 //! Once every [`Outbox`] is dropped, the writer writes what is queued and
 //! closes its half of the connection.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::codec::encode_frame;
+use super::codec::{SPLIT_AT, encode_frame, encode_frame_split};
 use super::connection::OutFrame;
 use super::tls::TlsLink;
 
@@ -56,33 +57,54 @@ impl Sink {
         }
     }
 
-    /// What a sender's straight write of `bytes` achieved.
-    fn write_now(&self, bytes: &[u8]) -> Straight {
+    /// What a sender's straight write of `head` and then `tail` achieved
+    /// (one vectored write on plain TCP: a large payload is not copied).
+    fn write_now(&self, head: &[u8], tail: &[u8]) -> Straight {
         match self {
             Sink::Plain(half) => {
+                let total = head.len() + tail.len();
                 let mut written = 0;
-                while written < bytes.len() {
-                    match half.try_write(&bytes[written..]) {
+                while written < total {
+                    let wrote = if written < head.len() {
+                        let parts = [IoSlice::new(&head[written..]), IoSlice::new(tail)];
+                        half.try_write_vectored(&parts)
+                    } else {
+                        half.try_write(&tail[written - head.len()..])
+                    };
+                    match wrote {
+                        Ok(0) => return Straight::Broken,
                         Ok(n) => written += n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(_) => return Straight::Broken,
                     }
                 }
-                if written == bytes.len() {
+                if written == total {
                     Straight::Done
                 } else {
                     Straight::Partly(written)
                 }
             }
-            Sink::Tls(link) => match link.try_write_now(bytes) {
-                Some(Ok(true)) => Straight::Done,
-                // Encrypted; some of it waits in the session for the
-                // writer's flush.
-                Some(Ok(false)) => Straight::Flush,
-                Some(Err(_)) => Straight::Broken,
-                // The reader is decrypting: the writer sends it.
-                None => Straight::Partly(0),
-            },
+            Sink::Tls(link) => {
+                let mut pending = false;
+                for (written, part) in [(0, head), (head.len(), tail)] {
+                    if part.is_empty() {
+                        continue;
+                    }
+                    match link.try_write_now(part) {
+                        Some(Ok(done)) => pending |= !done,
+                        Some(Err(_)) => return Straight::Broken,
+                        // The reader is decrypting: the writer sends the rest.
+                        None => return Straight::Partly(written),
+                    }
+                }
+                if pending {
+                    // Encrypted; some of it waits in the session for the
+                    // writer's flush.
+                    Straight::Flush
+                } else {
+                    Straight::Done
+                }
+            }
         }
     }
 }
@@ -97,6 +119,18 @@ enum Straight {
     Flush,
     /// The connection is broken: its reader reports the loss.
     Broken,
+}
+
+/// Bytes still to write: `bytes[from..]`.
+pub(crate) struct Chunk {
+    pub(super) bytes: Vec<u8>,
+    pub(super) from: usize,
+}
+
+impl Chunk {
+    pub(super) fn rest(&self) -> &[u8] {
+        &self.bytes[self.from..]
+    }
 }
 
 /// Sends frames on one connection (or, in-process, on a channel). Cheap to
@@ -166,9 +200,9 @@ pub(crate) struct State {
     pub(super) max_frame: usize,
     /// The writer has bytes on their way out: senders queue.
     pub(super) in_flight: bool,
-    /// The unwritten tail of a frame written straight out; the writer sends
+    /// The unwritten rest of a frame written straight out; the writer sends
     /// it before anything else.
-    pub(super) leftover: Vec<u8>,
+    pub(super) leftover: Vec<Chunk>,
     /// Reused encoding buffer for the fast path.
     scratch: Vec<u8>,
 }
@@ -242,13 +276,22 @@ impl<Out: OutFrame> Outbox<Out> {
             return Err(frame);
         };
         state.scratch.clear();
-        push(frame, &mut state.scratch, state.max_frame);
-        let wake = match sink.write_now(&state.scratch) {
+        let payload = push(frame, &mut state.scratch, state.max_frame);
+        let head = state.scratch.len();
+        let wake = match sink.write_now(&state.scratch, payload.as_deref().unwrap_or_default()) {
             Straight::Done | Straight::Broken => false,
             Straight::Flush => true,
             Straight::Partly(written) => {
-                // The rest goes first in the writer's next write.
-                state.leftover.extend_from_slice(&state.scratch[written..]);
+                // The rest goes first in the writer's next write; a large
+                // payload is handed over as it is, not copied.
+                if written < head {
+                    let bytes = state.scratch[written..].to_vec();
+                    state.leftover.push(Chunk { bytes, from: 0 });
+                }
+                if let Some(bytes) = payload {
+                    let from = written.saturating_sub(head);
+                    state.leftover.push(Chunk { bytes, from });
+                }
                 true
             }
         };
@@ -319,13 +362,21 @@ impl<Out> Queue<Out> {
     }
 }
 
-/// Encodes `msg`; a frame over the limit is replaced by its substitute (an
-/// error reply), if it has one.
-pub(super) fn push<Out: OutFrame>(msg: Out, buf: &mut Vec<u8>, limit: usize) {
-    if let Err(err) = encode_frame(&msg, limit, buf) {
+/// Encodes `msg` into `buf`, but for a large payload that ends it: that is
+/// returned, to be written right after `buf`. A frame over the limit is
+/// replaced by its substitute (an error reply), if it has one.
+pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
+    let payload = msg.take_payload(SPLIT_AT);
+    let encoded = match &payload {
+        Some(payload) => encode_frame_split(&msg, payload, limit, buf),
+        None => encode_frame(&msg, limit, buf),
+    };
+    if let Err(err) = encoded {
         tracing::warn!(target: "ractor_flame::wire", error = %err, "frame not sent");
         if let Some(substitute) = msg.oversized(&err) {
             let _ = encode_frame(&substitute, limit, buf);
         }
+        return None;
     }
+    payload
 }
