@@ -309,3 +309,39 @@ async fn b35_docker_runner_tokens_never_appear_in_events_or_debug_output() {
     }
     runner_tokens_never_appear(support::Kind::Docker).await;
 }
+
+/// A cast sent straight from the caller (a free slot on a remote runner)
+/// has no task of its own to report its failure: the failure is logged when
+/// the runner reports the end, with the function and the error's text.
+/// Casts beyond the free slots wait for one and run too, and each slot comes
+/// back once its cast has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_casts_are_logged_with_their_function_and_every_cast_runs() {
+    use support::functions::{Fail, Sleep};
+    let captured = global_capture();
+    let pool = support::pool_with(support::Kind::Process, config(1).max_concurrency(2)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let reason = format!("cast-failure-{}", support::key());
+    pool.cast::<Fail>(reason.clone()).unwrap();
+    eventually("the failed cast is logged", Duration::from_secs(10), || async {
+        captured.lock().unwrap().iter().any(|e| {
+            e.target == "ractor_flame::pool"
+                && e.text.contains("message=cast failed")
+                && e.text.contains("function=\"test.fail\"")
+                && e.text.contains(&reason)
+        })
+    })
+    .await;
+    // Six casts on two slots: four wait for a slot, then all run.
+    let k = support::key();
+    for _ in 0..6 {
+        pool.cast::<Sleep>(support::sleep(&k, 100)).unwrap();
+    }
+    eventually(
+        "all six casts ran and their slots came back",
+        Duration::from_secs(10),
+        || async { support::probe(&pool, &k).await.completed == 6 && pool.stats().await.unwrap().busy == 0 },
+    )
+    .await;
+    pool.stop().await;
+}

@@ -86,6 +86,9 @@ enum Pending {
     /// The caller is gone (it got an early outcome, passed its deadline, or
     /// dropped its future); the work still runs and holds this slot.
     Parked(Option<Lease>),
+    /// A cast sent without a task of its own: nobody awaits it, and its
+    /// slot is checked in when the runner reports its end.
+    Cast(Lease, &'static str),
 }
 
 /// An outcome, and whether the work behind it has ended.
@@ -360,6 +363,48 @@ impl RunnerConn {
         }
     }
 
+    /// Sends a cast on `hold`'s slot without waiting for anything: the
+    /// frame goes out (or is queued) before this returns, and the slot is
+    /// checked in when the runner reports the cast's end. No task, no
+    /// channel: what a cast costs on the parent is its frame.
+    ///
+    /// Gives the arguments and the hold back when the cast cannot go this
+    /// way (an in-process runner, a runner that is going away, arguments
+    /// over the frame limit), for the caller to send it the slow way.
+    pub(crate) fn cast_held(&self, function: &'static str, args: Vec<u8>, hold: Lease) -> Result<(), (Vec<u8>, Lease)> {
+        let Transport::Remote { tx } = &self.inner.transport else {
+            return Err((args, hold));
+        };
+        let limit = self.inner.max_frame.saturating_sub(512 + function.len());
+        if !self.is_usable() || args.len() > limit {
+            return Err((args, hold));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let alone = {
+            let mut pending = self.inner.pending.lock().expect("poisoned");
+            pending.insert(id, Pending::Cast(hold, function));
+            pending.len() == 1
+        };
+        let frame = CallFrame {
+            id,
+            function: function.to_owned(),
+            args,
+            deadline_us: None,
+            want_result: false,
+            linked: false,
+            trace: None,
+        };
+        if !tx.send_alone(ToRunner::Call(frame), alone) {
+            // The connection closed meanwhile: the runner is going, and the
+            // cast with it (as a cast sent a moment earlier would be).
+            let hold = self.inner.pending.lock().expect("poisoned").remove(&id);
+            drop(hold);
+            let error = self.down_error();
+            tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
+        }
+        Ok(())
+    }
+
     /// Sends a call whose outcome nobody awaits (a cast to a placed child),
     /// before returning: what one task sends this way reaches the runner in
     /// order.
@@ -440,6 +485,13 @@ impl RunnerConn {
             }
             // Released outside the lock: a lease's drop may message the pool.
             Some(Pending::Parked(hold)) => drop(hold),
+            Some(Pending::Cast(hold, function)) => {
+                // Checked in first: the log line may take a while.
+                drop(hold);
+                if let Err(error) = outcome_into_result(outcome, function, Duration::MAX) {
+                    tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
+                }
+            }
             Some(Pending::Answered) | None => {}
         }
     }
@@ -552,7 +604,7 @@ impl RunnerConn {
             .lock()
             .expect("poisoned")
             .values()
-            .filter(|p| !matches!(p, Pending::Waiting(_)))
+            .filter(|p| matches!(p, Pending::Answered | Pending::Parked(_)))
             .count()
     }
 }

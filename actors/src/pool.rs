@@ -172,6 +172,21 @@ impl Lease {
         let conn = self.slot.conn.clone();
         conn.call_held(req, Some(self)).await
     }
+
+    /// Sends a cast of `function` on this slot's runner without waiting:
+    /// the frame is on its way when this returns, and the slot is checked
+    /// in when the runner reports that the cast's work has ended. A failure
+    /// of the work is logged at `warn`.
+    ///
+    /// # Errors
+    ///
+    /// Gives the arguments and the lease back when the cast cannot be sent
+    /// this way (an in-process runner, a runner going away, arguments over
+    /// the frame limit): send it with [`Lease::call`] instead.
+    pub fn cast(self, function: &'static str, args: Vec<u8>) -> Result<(), (Vec<u8>, Lease)> {
+        let conn = self.slot.conn.clone();
+        conn.cast_held(function, args, self)
+    }
 }
 
 impl Drop for Lease {
