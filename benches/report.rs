@@ -63,6 +63,30 @@ impl RemoteFn for Spin {
 }
 
 static CASTS: AtomicU64 = AtomicU64::new(0);
+/// Woken by the `CountCast` that brings `CASTS` to `CASTS_AWAITED`.
+static CASTS_REACHED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static CASTS_AWAITED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Returns once this runner has run `n` `CountCast`s in all: one call, like
+/// the raw floor's single answer when its echo child has counted its frames.
+struct CastsReach;
+impl RemoteFn for CastsReach {
+    const NAME: &'static str = "bench.casts_reach";
+    type Args = u64;
+    type Output = u64;
+    async fn run(n: u64) -> Result<u64, FnError> {
+        CASTS_AWAITED.store(n, Ordering::SeqCst);
+        loop {
+            let reached = CASTS_REACHED.notified();
+            let now = CASTS.load(Ordering::SeqCst);
+            if now >= n {
+                CASTS_AWAITED.store(u64::MAX, Ordering::SeqCst);
+                return Ok(now);
+            }
+            reached.await;
+        }
+    }
+}
 
 /// How many `CountCast`s this runner has run.
 struct CastCount;
@@ -81,7 +105,9 @@ impl RemoteFn for CountCast {
     type Args = u64;
     type Output = ();
     async fn run(_: u64) -> Result<(), FnError> {
-        CASTS.fetch_add(1, Ordering::Relaxed);
+        if CASTS.fetch_add(1, Ordering::SeqCst) + 1 == CASTS_AWAITED.load(Ordering::SeqCst) {
+            CASTS_REACHED.notify_one();
+        }
         Ok(())
     }
 }
@@ -152,6 +178,7 @@ fn registry() -> Registry {
         .register::<Pid>()
         .register::<Spin>()
         .register::<CastCount>()
+        .register::<CastsReach>()
 }
 
 // ---- output -----------------------------------------------------------------
@@ -173,6 +200,8 @@ struct Plan {
     samples: usize,
     throughput_for: Duration,
     casts: u64,
+    /// Samples of the 64 MiB argument.
+    big_samples: usize,
     boots: usize,
     /// How long each CPU-bound call spins.
     spin_ms: u64,
@@ -340,7 +369,11 @@ impl Actor for Pong {
 
 async fn remote(plan: &Plan, registry: &Registry) {
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
-    let config = PoolConfig::new(1).name("bench-remote").max_concurrency(100_000);
+    // Frames up to 80 MiB: room for the 64 MiB argument.
+    let config = PoolConfig::new(1)
+        .name("bench-remote")
+        .max_concurrency(100_000)
+        .max_frame_size(80 << 20);
     let pool = Pool::start(config, backend, registry).await.unwrap();
     let mut raw = RawClient::start().await;
     let warm = plan.samples / 10;
@@ -393,7 +426,6 @@ async fn remote(plan: &Plan, registry: &Registry) {
         pool.call::<Len>(arg).await.unwrap();
         lat.push(t.elapsed());
     }
-    raw.stop().await;
     drop(std_client);
     raw_lat.sort();
     bytes_lat.sort();
@@ -408,6 +440,28 @@ async fn remote(plan: &Plan, registry: &Registry) {
     emit("remote_1mib_arg_p50_ms", us(ours) / 1000.0, "ms");
     emit("remote_1mib_vs_raw_ratio", us(ours) / us(raw_mib), "ratio");
     emit("remote_1mib_vs_bytes_ratio", us(ours) / us(bytes_mib), "ratio");
+
+    // 64 MiB arguments beside the same bytes sent raw (encoded the same way).
+    let big = ByteBuf::from(vec![0x5Au8; 64 << 20]);
+    let (mut raw_lat, mut lat) = (Vec::new(), Vec::new());
+    for i in 0..plan.big_samples {
+        let t = Instant::now();
+        let body = rmp_serde::to_vec(&big).unwrap();
+        raw.send(RawFrame { id: i as u64, body }).await;
+        raw_lat.push(t.elapsed());
+        let arg = big.clone();
+        let t = Instant::now();
+        pool.call::<Len>(arg).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    drop(big);
+    raw_lat.sort();
+    lat.sort();
+    let (raw_big, ours) = (percentile(&raw_lat, 0.5), percentile(&lat, 0.5));
+    emit("raw_tcp_64mib_p50_ms", us(raw_big) / 1000.0, "ms");
+    emit("remote_64mib_arg_p50_ms", us(ours) / 1000.0, "ms");
+    emit("remote_64mib_vs_raw_ratio", us(ours) / us(raw_big), "ratio");
+    raw.stop().await;
 
     let child = pool.place_child::<Mirror>(()).await.unwrap();
     let mut paired = Paired::new(plan.samples);
@@ -517,9 +571,7 @@ async fn throughput_floors(plan: &Plan, registry: &Registry) {
         for i in 0..n {
             pool.cast::<CountCast>(i).unwrap();
         }
-        while pool.call::<CastCount>(()).await.unwrap() < before + n {
-            tokio::task::yield_now().await;
-        }
+        pool.call::<CastsReach>(before + n).await.unwrap();
         ours.push(n as f64 / start.elapsed().as_secs_f64());
     }
     ours.sort_by(f64::total_cmp);
@@ -581,6 +633,52 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs one workload of ours alone for a few seconds, for `perf record`:
+/// `calls64` / `calls512` (concurrent callers), `casts` (bursts of 90 000),
+/// `mib` (1 MiB arguments one at a time) or `single` (one call at a time).
+async fn profile(what: &str, registry: &Registry) {
+    let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+    let config = PoolConfig::new(1).name("bench-profile").max_concurrency(100_000);
+    let pool = Pool::start(config, backend, registry).await.unwrap();
+    throughput(&pool, 64, Duration::from_millis(300)).await;
+    match what {
+        "calls64" | "calls512" => {
+            let callers = if what == "calls64" { 64 } else { 512 };
+            let rate = throughput(&pool, callers, Duration::from_secs(5)).await;
+            println!("{what}: {rate:.0} calls/s");
+        }
+        "casts" => {
+            for _ in 0..10 {
+                let n = 90_000u64;
+                let before = pool.call::<CastCount>(()).await.unwrap();
+                let start = Instant::now();
+                for i in 0..n {
+                    pool.cast::<CountCast>(i).unwrap();
+                }
+                pool.call::<CastsReach>(before + n).await.unwrap();
+                println!("casts: {:.0}/s", n as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+        "mib" | "single" => {
+            let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
+            let mut lat = Vec::new();
+            for i in 0..if what == "mib" { 3_000 } else { 50_000 } {
+                let t = Instant::now();
+                if what == "mib" {
+                    pool.call::<Len>(mib.clone()).await.unwrap();
+                } else {
+                    pool.call::<Noop>(i).await.unwrap();
+                }
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            println!("{what}: p50 {:?}", percentile(&lat, 0.5));
+        }
+        other => eprintln!("report: unknown FLAME_BENCH_PROFILE {other:?}"),
+    }
+    pool.stop().await;
 }
 
 // ---- the raw TCP floor --------------------------------------------------------
@@ -676,36 +774,59 @@ impl RawClient {
 mod docker {
     use super::*;
     use bollard::Docker;
-    use bollard::models::{ContainerCreateBody, HostConfig};
-    use bollard::query_parameters::{RemoveContainerOptionsBuilder, StartContainerOptions};
+    use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
+    };
+    use futures_util::StreamExt as _;
     use ractor_flame::DockerBackend;
     use ractor_flame::actors::Token;
     use ractor_flame::{Parent, RunnerId};
 
     /// Bare bollard: create and start `n` containers of `image` in parallel,
-    /// until each has connected back. The floor of a Docker boot.
+    /// until each has connected back. The floor of a Docker boot. Each
+    /// container is made the way the backend makes its runners: named,
+    /// labelled, the same host settings and stop timeout, started, and its
+    /// output followed (one more request the engine serves per container).
     async fn raw_boot(docker: &Docker, image: &str, build: ractor_flame::BuildId, n: usize) -> Duration {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let start = Instant::now();
         let ids: Vec<_> = futures_util::future::join_all((0..n).map(|_| async {
-            let parent = Parent::new(RunnerId::new(), vec![addr], Token::generate(), "docker", build);
+            let runner = RunnerId::new();
+            let parent = Parent::new(runner, vec![addr], Token::generate(), "docker", build);
             let body = ContainerCreateBody {
                 image: Some(image.to_owned()),
                 env: Some(vec![format!("FLAME_PARENT={}", parent.encode())]),
-                labels: Some([("ractor-flame.managed".to_owned(), "true".to_owned())].into()),
+                labels: Some(
+                    [
+                        ("ractor-flame.managed".to_owned(), "true".to_owned()),
+                        ("ractor-flame.runner".to_owned(), runner.simple()),
+                    ]
+                    .into(),
+                ),
                 host_config: Some(HostConfig {
                     network_mode: Some("host".into()),
                     auto_remove: Some(true),
+                    restart_policy: Some(RestartPolicy {
+                        name: Some(RestartPolicyNameEnum::NO),
+                        maximum_retry_count: None,
+                    }),
                     ..HostConfig::default()
                 }),
+                stop_timeout: Some(1),
                 ..ContainerCreateBody::default()
             };
-            let id = docker.create_container(None, body).await.unwrap().id;
+            let name = format!("flame-bench-floor-{}", &runner.simple()[..12]);
+            let options = CreateContainerOptionsBuilder::new().name(&name).build();
+            let id = docker.create_container(Some(options), body).await.unwrap().id;
             docker
                 .start_container(&id, None::<StartContainerOptions>)
                 .await
                 .unwrap();
+            let logs = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+            let mut output = docker.logs(&id, Some(logs));
+            tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
             id
         }))
         .await;
@@ -757,14 +878,21 @@ mod docker {
         emit("docker_boot_ratio", cold.as_secs_f64() / floor.as_secs_f64(), "ratio");
 
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
-        for n in 0..runs.min(3) {
-            raw.push(raw_boot(&docker, &image, registry.build_id(), 8).await);
+        for n in 0..runs.min(4) {
+            // Each goes first in turn: what one leaves the engine to clean
+            // up falls on both alike.
+            if n % 2 == 0 {
+                raw.push(raw_boot(&docker, &image, registry.build_id(), 8).await);
+            }
             let config = PoolConfig::new(8)
                 .max_concurrency(1)
                 .name(format!("bench-docker-scale-{n}"));
             let pool = Pool::start(config, backend.clone(), registry).await.unwrap();
             ours.push(scale_out(&pool, 8).await);
             pool.stop().await;
+            if n % 2 == 1 {
+                raw.push(raw_boot(&docker, &image, registry.build_id(), 8).await);
+            }
         }
         ours.sort();
         raw.sort();
@@ -793,12 +921,17 @@ async fn main() {
     if std::env::var_os("FLAME_BENCH_STD_ECHO").is_some() {
         return floors::std_echo_server();
     }
+    // One workload of ours alone, for a profiler (see BENCHMARKS.md).
+    if let Ok(what) = std::env::var("FLAME_BENCH_PROFILE") {
+        return profile(&what, &registry).await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
         Plan {
             samples: 20_000,
             throughput_for: Duration::from_secs(1),
             casts: 200_000,
+            big_samples: 5,
             boots: 5,
             spin_ms: 2_500,
         }
@@ -807,6 +940,7 @@ async fn main() {
             samples: 100_000,
             throughput_for: Duration::from_secs(5),
             casts: 1_000_000,
+            big_samples: 21,
             boots: 15,
             spin_ms: 5_000,
         }
