@@ -221,8 +221,12 @@ impl Serve {
         }
         let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
         let work = self.start_work(call, &current)?;
-        self.active.fetch_add(1, Ordering::AcqRel);
-        self.touch();
+        // The idle clock counts from when the runner last had nothing to
+        // do: it is read only when a busy spell starts or ends, not on
+        // every call.
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.touch();
+        }
         Ok((work, current))
     }
 
@@ -491,8 +495,16 @@ impl<'a> Finish<'a> {
             tasks.remove(&self.id);
             tasks.is_empty()
         };
-        self.serve.touch();
+        // Noted before the count drops when this is likely the last call,
+        // so an idle check never sees no work and an older time.
+        let last = self.serve.active.load(Ordering::Acquire) == 1;
+        if last {
+            self.serve.touch();
+        }
         if self.serve.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if !last {
+                self.serve.touch();
+            }
             self.serve.quiet.notify_waiters();
         }
         alone

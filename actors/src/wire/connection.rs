@@ -248,7 +248,11 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
                 // Every sender is gone: flush and close our half.
                 None => break,
             },
-            _ = ticker.tick() => (Out::ping(), 0),
+            _ = ticker.tick() => {
+                // Keep deadline conversions in step with the wall clock.
+                super::clock::refresh();
+                (Out::ping(), 0)
+            }
         };
         let leftover = {
             // From here until the write is done, senders queue behind us;
