@@ -139,6 +139,11 @@ where
     writer
 }
 
+/// The most room a connection's read buffer keeps for good.
+const KEEP_READ_BUFFER: usize = 4 << 20;
+/// How long more room is kept after the last frame that needed it.
+const KEEP_LARGE_FOR: Duration = Duration::from_secs(1);
+
 async fn read_loop<R: AsyncRead + Unpin>(
     read: R,
     opts: LinkOptions,
@@ -147,6 +152,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let (read, alive) = Watched::new(read);
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut buf = Vec::new();
+    // When the last frame larger than `KEEP_READ_BUFFER` arrived.
+    let mut large_at: Option<Instant> = None;
     loop {
         let read = {
             let frame = read_body(&mut reader, &mut buf, opts.max_frame);
@@ -169,6 +176,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(true) => {
                 if let Err(e) = on_body(&buf) {
                     return DownReason::ConnectionLost(e.to_string());
+                }
+                // Room for large frames is kept while they keep coming, and
+                // given back a while after the last (an idle runner would
+                // hold it for its life). Heartbeats bring the check round.
+                if buf.len() > KEEP_READ_BUFFER {
+                    large_at = Some(Instant::now());
+                } else if let Some(at) = large_at
+                    && at.elapsed() > KEEP_LARGE_FOR
+                {
+                    buf = Vec::new();
+                    large_at = None;
                 }
             }
             Ok(false) => return DownReason::ConnectionLost("closed by peer".into()),
