@@ -230,10 +230,13 @@ async fn throughput(pool: &Pool, callers: usize, for_: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// How long `n` concurrent calls take on a pool of `max_concurrency` 1
-/// that starts with no runner: the time to scale it from 0 to `n`.
+/// How long a pool of `max_concurrency` 1 that starts with no runner takes
+/// to have `n` runners up when `n` calls arrive at once: the time to scale
+/// it from 0 to `n`. (The calls alone would end as soon as the first runner
+/// is up and served them in turn.)
 #[cfg(feature = "docker")]
 async fn scale_out(pool: &Pool, n: u64) -> Duration {
+    let mut events = pool.events();
     let start = Instant::now();
     let calls: Vec<_> = (0..n)
         .map(|i| {
@@ -241,10 +244,20 @@ async fn scale_out(pool: &Pool, n: u64) -> Duration {
             tokio::spawn(async move { pool.call::<Noop>(i).await.unwrap() })
         })
         .collect();
+    let mut up = 0;
+    while up < n {
+        match events.recv().await {
+            Ok(ractor_flame::PoolEvent::GrowEnd { result: Ok(()), .. }) => up += 1,
+            Ok(ractor_flame::PoolEvent::GrowEnd { result: Err(e), .. }) => panic!("a boot failed: {e}"),
+            Ok(_) => {}
+            Err(e) => panic!("pool events: {e}"),
+        }
+    }
+    let took = start.elapsed();
     for c in calls {
         c.await.unwrap();
     }
-    start.elapsed()
+    took
 }
 
 /// How long `work` takes.
