@@ -20,6 +20,7 @@ mod config;
 mod context;
 mod endpoint;
 mod error;
+mod ids;
 mod link;
 pub mod observe;
 mod parent;

@@ -17,6 +17,7 @@ use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{DownReason, Error};
+use crate::ids::IdMap;
 use crate::parent::RunnerId;
 use crate::pool::Lease;
 use crate::terminator::{Serve, TerminatorMessage};
@@ -53,7 +54,7 @@ struct ConnInner {
     runner: RunnerId,
     transport: Transport,
     /// Calls sent and not yet ended on the runner.
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<IdMap<Pending>>,
     next_id: AtomicU64,
     /// Set once, when the runner is gone; later calls fail with it.
     down: Mutex<Option<DownReason>>,
@@ -70,7 +71,7 @@ struct ConnInner {
     /// The callers' spans of traced calls in flight, by call id: the
     /// runner's events for a call are re-emitted under its caller's span.
     /// Used only while a subscriber traces the calls.
-    spans: Mutex<HashMap<u64, tracing::Span>>,
+    spans: Mutex<IdMap<tracing::Span>>,
     /// The pool's name and the subscriber of the pool's Runner actor, for
     /// the runner's re-emitted events (set when the runner is up).
     observer: std::sync::OnceLock<(String, tracing::Dispatch)>,
@@ -149,7 +150,7 @@ impl RunnerConn {
             inner: Arc::new(ConnInner {
                 runner,
                 transport,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(IdMap::default()),
                 next_id: AtomicU64::new(1),
                 down: Mutex::new(None),
                 is_down: std::sync::atomic::AtomicBool::new(false),
@@ -157,7 +158,7 @@ impl RunnerConn {
                 closed: tokio::sync::Notify::new(),
                 children: Mutex::new(HashMap::new()),
                 max_frame,
-                spans: Mutex::new(HashMap::new()),
+                spans: Mutex::new(IdMap::default()),
                 observer: std::sync::OnceLock::new(),
             }),
         }

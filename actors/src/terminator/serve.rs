@@ -9,7 +9,6 @@
 //! aborted, or returned after cancellation): that frame frees the call's
 //! slot on the parent.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +22,7 @@ use tokio::task::AbortHandle;
 
 use super::children::Children;
 use crate::context::CurrentCall;
+use crate::ids::IdMap;
 use crate::parent::RunnerId;
 use crate::registry::{BoxFuture, Registry, RunFailure, States, panic_message};
 use crate::wire::frame::{
@@ -43,7 +43,7 @@ pub struct Serve {
     /// The runner's states, built once at its start.
     states: Arc<States>,
     /// The calls running now, by id.
-    tasks: Mutex<HashMap<u64, Running>>,
+    tasks: Mutex<IdMap<Running>>,
     active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
@@ -85,7 +85,7 @@ impl Serve {
             registry,
             work,
             states: Arc::new(states),
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(IdMap::default()),
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             born: Instant::now(),
