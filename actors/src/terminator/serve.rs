@@ -259,9 +259,19 @@ impl Serve {
         };
         let this = Arc::clone(self);
         let for_task = current.clone();
-        // Hold the map's lock across the spawn so the task's own removal
-        // (in `Finish`) cannot run before its entry exists.
-        let mut tasks = self.tasks.lock().expect("poisoned");
+        let stopped = current.clone();
+        // The entry exists before the task does (its `Finish` removes it);
+        // the abort handle joins it after the spawn, which may wake a worker:
+        // no lock is held across that.
+        self.tasks.lock().expect("poisoned").insert(
+            id,
+            Running {
+                call: current,
+                abort: Abort::Spawning,
+                linked: call.linked,
+                blocking,
+            },
+        );
         let handle = self.work.spawn(async move {
             let mut finish = Finish::new(&this, id, Some(reply));
             let run = AssertUnwindSafe(work).catch_unwind();
@@ -278,15 +288,14 @@ impl Serve {
             }
             finish.reply(outcome);
         });
-        tasks.insert(
-            id,
-            Running {
-                call: current,
-                abort: Abort::Task(handle.abort_handle()),
-                linked: call.linked,
-                blocking,
-            },
-        );
+        let mut tasks = self.tasks.lock().expect("poisoned");
+        if let Some(running) = tasks.get_mut(&id) {
+            running.abort = Abort::Task(handle.abort_handle());
+            // Stopped while it was being spawned: the stop found no handle.
+            if stopped.is_cancelled() && !blocking {
+                handle.abort();
+            }
+        }
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
@@ -377,6 +386,9 @@ fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
 /// How a running call is aborted.
 #[derive(Debug)]
 enum Abort {
+    /// A task being spawned: a stop meanwhile marks the call cancelled, and
+    /// the spawner aborts the task once it has its handle.
+    Spawning,
     /// A spawned task.
     Task(AbortHandle),
     /// A call running in its caller's task: it selects on this.
@@ -386,6 +398,7 @@ enum Abort {
 impl Abort {
     fn abort(&self) {
         match self {
+            Abort::Spawning => {}
             Abort::Task(handle) => handle.abort(),
             // `notify_one` keeps a permit if the call is not waiting yet.
             Abort::Inline(notify) => notify.notify_one(),
