@@ -315,6 +315,10 @@ impl Pool {
     /// holds its slot while it runs, and sends no result back. Failures
     /// are logged at `warn`.
     ///
+    /// When a runner on another host or process has a free slot and nobody
+    /// waits for one, the cast's frame is on its way before `cast` returns
+    /// (no task is spawned for it); otherwise a task waits for the slot.
+    ///
     /// # Errors
     ///
     /// [`Error::PoolNotRunning`] at once for a stopped pool;
