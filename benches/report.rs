@@ -427,27 +427,9 @@ async fn remote(plan: &Plan, registry: &Registry) {
     // 1 MiB arguments, beside the same bytes sent raw (encoded the same
     // way) and beside plain bytes (no encoding), in turn.
     let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
-    let (mut raw_lat, mut bytes_lat, mut lat) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..(plan.samples / 200).max(20) {
-        let t = Instant::now();
-        let body = rmp_serde::to_vec(&mib).unwrap();
-        raw.send(RawFrame { id: i as u64, body }).await;
-        raw_lat.push(t.elapsed());
-        bytes_lat.push(std_client.exchange(&mib));
-        let arg = mib.clone();
-        let t = Instant::now();
-        pool.call::<Len>(arg).await.unwrap();
-        lat.push(t.elapsed());
-    }
+    let samples = (plan.samples / 200).max(20);
+    let [raw_mib, bytes_mib, ours] = arg_latencies(&pool, &mut raw, Some(&mut std_client), &mib, samples).await;
     drop(std_client);
-    raw_lat.sort();
-    bytes_lat.sort();
-    lat.sort();
-    let (raw_mib, bytes_mib, ours) = (
-        percentile(&raw_lat, 0.5),
-        percentile(&bytes_lat, 0.5),
-        percentile(&lat, 0.5),
-    );
     emit("raw_tcp_1mib_p50_ms", us(raw_mib) / 1000.0, "ms");
     emit("raw_bytes_1mib_p50_ms", us(bytes_mib) / 1000.0, "ms");
     emit("remote_1mib_arg_p50_ms", us(ours) / 1000.0, "ms");
@@ -456,21 +438,8 @@ async fn remote(plan: &Plan, registry: &Registry) {
 
     // 64 MiB arguments beside the same bytes sent raw (encoded the same way).
     let big = ByteBuf::from(vec![0x5Au8; 64 << 20]);
-    let (mut raw_lat, mut lat) = (Vec::new(), Vec::new());
-    for i in 0..plan.big_samples {
-        let t = Instant::now();
-        let body = rmp_serde::to_vec(&big).unwrap();
-        raw.send(RawFrame { id: i as u64, body }).await;
-        raw_lat.push(t.elapsed());
-        let arg = big.clone();
-        let t = Instant::now();
-        pool.call::<Len>(arg).await.unwrap();
-        lat.push(t.elapsed());
-    }
+    let [raw_big, _, ours] = arg_latencies(&pool, &mut raw, None, &big, plan.big_samples).await;
     drop(big);
-    raw_lat.sort();
-    lat.sort();
-    let (raw_big, ours) = (percentile(&raw_lat, 0.5), percentile(&lat, 0.5));
     emit("raw_tcp_64mib_p50_ms", us(raw_big) / 1000.0, "ms");
     emit("remote_64mib_arg_p50_ms", us(ours) / 1000.0, "ms");
     emit("remote_64mib_vs_raw_ratio", us(ours) / us(raw_big), "ratio");
@@ -538,6 +507,41 @@ async fn tls(plan: &Plan, registry: &Registry) {
     emit("tls_vs_plain_1mib_ratio", us(ours) / us(floor), "ratio");
     plain.stop().await;
     tls.stop().await;
+}
+
+/// Median latencies of `samples` calls with `arg`, in turn: the raw client
+/// sending it rmp-encoded, the blocking std client (if given) sending its
+/// plain bytes, and `pool.call::<Len>`. `[raw, bytes, ours]`; `bytes` is
+/// zero without a std client.
+async fn arg_latencies(
+    pool: &Pool,
+    raw: &mut RawClient,
+    mut std_client: Option<&mut floors::StdClient>,
+    arg: &ByteBuf,
+    samples: usize,
+) -> [Duration; 3] {
+    let mut lat: [Vec<Duration>; 3] = Default::default();
+    for i in 0..samples {
+        let t = Instant::now();
+        let body = rmp_serde::to_vec(arg).unwrap();
+        raw.send(RawFrame { id: i as u64, body }).await;
+        lat[0].push(t.elapsed());
+        if let Some(std_client) = std_client.as_deref_mut() {
+            lat[1].push(std_client.exchange(arg));
+        }
+        let arg = arg.clone();
+        let t = Instant::now();
+        pool.call::<Len>(arg).await.unwrap();
+        lat[2].push(t.elapsed());
+    }
+    lat.map(|mut l| {
+        l.sort();
+        if l.is_empty() {
+            Duration::ZERO
+        } else {
+            percentile(&l, 0.5)
+        }
+    })
 }
 
 /// Remote throughput beside its floor, a raw multiplexed client against an

@@ -386,15 +386,7 @@ impl RunnerConn {
             pending.insert(id, Pending::Cast(hold, function));
             pending.len() == 1
         };
-        let frame = CallFrame {
-            id,
-            function: function.to_owned(),
-            args,
-            deadline_us: None,
-            want_result: false,
-            linked: false,
-            trace: None,
-        };
+        let frame = CallFrame::one_way(id, function, args);
         if !tx.send_alone(ToRunner::Call(frame), alone) {
             // The connection closed meanwhile: the runner is going, and the
             // cast with it (as a cast sent a moment earlier would be).
@@ -417,15 +409,7 @@ impl RunnerConn {
         if let Some(reason) = self.down_reason() {
             return Err(Error::RunnerDown { reason });
         }
-        let frame = CallFrame {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-            function: function.to_owned(),
-            args,
-            deadline_us: None,
-            want_result: false,
-            linked: false,
-            trace: None,
-        };
+        let frame = CallFrame::one_way(self.inner.next_id.fetch_add(1, Ordering::Relaxed), function, args);
         match &self.inner.transport {
             Transport::Local { serve, .. } => {
                 let serve = Arc::clone(serve);

@@ -119,6 +119,20 @@ pub struct LogRecord {
 }
 
 impl CallFrame {
+    /// A call nobody awaits: no deadline, not linked, no result sent back
+    /// (only its end), no trace.
+    pub(crate) fn one_way(id: u64, function: &str, args: Vec<u8>) -> Self {
+        CallFrame {
+            id,
+            function: function.to_owned(),
+            deadline_us: None,
+            want_result: false,
+            linked: false,
+            trace: None,
+            args,
+        }
+    }
+
     /// The frame as a borrowed view.
     pub(crate) fn view(&self) -> CallRef<'_> {
         CallRef {
