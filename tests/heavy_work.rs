@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ractor_flame::{CallOptions, Error};
-use support::functions::{AwaitedPanic, BlockingPanic, Echo, Spin, SpinArgs, SpinBlocking, WhereAmI};
+use support::functions::{AwaitedPanic, BlockingPanic, Echo, Sleep, Spin, SpinArgs, SpinBlocking, WhereAmI};
 use support::{Kind, config, eventually, key, pool_with, probe};
 
 /// One CPU-saturating test at a time.
@@ -226,6 +226,46 @@ on_local_and_process!(
 async fn b41_process_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline() {
     let _serial = SERIAL.lock().await;
     b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(Kind::Process).await;
+}
+
+/// A call whose caller gives up while every worker of its runner is busy
+/// (so the runner has taken it but not started it yet) never runs, and its
+/// slot comes back once the runner gets to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cancelled_before_its_runner_could_start_it_never_runs() {
+    let _serial = SERIAL.lock().await;
+    let cfg = config(1).max_concurrency(16).timeout(Duration::from_secs(30));
+    let pool = pool_with(Kind::Process, cfg).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    // Every worker of the runner spins for 1.5 s without yielding.
+    let spins: Vec<_> = (0..cores())
+        .map(|_| {
+            let pool = pool.pool.clone();
+            tokio::spawn(async move { pool.call::<Spin>(1_500).await })
+        })
+        .collect();
+    // Time for the spins to reach the runner's workers (nothing tells it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = key();
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), pool.call::<Sleep>(support::sleep(&k, 10))).await;
+    assert!(
+        gave_up.is_err(),
+        "the runner's workers are busy: the call cannot have ended"
+    );
+    for spin in spins {
+        spin.await.unwrap().unwrap();
+    }
+    eventually("every slot is back", Duration::from_secs(10), || async {
+        pool.stats().await.unwrap().busy == 0
+    })
+    .await;
+    let counts = probe(&pool, &k).await;
+    assert_eq!(
+        (counts.running, counts.dropped, counts.completed),
+        (0, 0, 0),
+        "the cancelled call never ran"
+    );
+    pool.stop().await;
 }
 
 /// The parent's own workers busy for longer than the heartbeat timeout: its

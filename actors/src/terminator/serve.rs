@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 use super::children::Children;
@@ -44,6 +44,8 @@ pub struct Serve {
     states: Arc<States>,
     /// The calls running now, by id.
     tasks: Mutex<IdMap<Running>>,
+    /// Where admitted calls go to be spawned (see [`starter`]).
+    starter: mpsc::UnboundedSender<Start>,
     active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
@@ -79,6 +81,8 @@ impl Running {
 
 impl Serve {
     pub(crate) fn new(runner: RunnerId, pool: String, registry: Registry, work: Handle, states: States) -> Arc<Self> {
+        let (starter, starts) = mpsc::unbounded_channel();
+        work.spawn(self::starter(starts));
         Arc::new(Serve {
             runner,
             pool,
@@ -86,6 +90,7 @@ impl Serve {
             work,
             states: Arc::new(states),
             tasks: Mutex::new(IdMap::default()),
+            starter,
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             born: Instant::now(),
@@ -182,7 +187,7 @@ impl Serve {
         async move {
             if let Ok(work) = work {
                 this.active.fetch_add(1, Ordering::AcqRel);
-                let _finish = Finish::new(&this, call.id, None);
+                let _finish = Finish::new(Arc::clone(&this), call.id, None);
                 let _ = work.await;
             }
         }
@@ -257,44 +262,33 @@ impl Serve {
         } else {
             Box::pin(tracing::Instrument::instrument(work, span))
         };
-        let this = Arc::clone(self);
-        let for_task = current.clone();
-        let stopped = current.clone();
         // The entry exists before the task does (its `Finish` removes it);
-        // the abort handle joins it after the spawn, which may wake a worker:
-        // no lock is held across that.
+        // the abort handle joins it once the task is spawned.
         self.tasks.lock().expect("poisoned").insert(
             id,
             Running {
-                call: current,
+                call: current.clone(),
                 abort: Abort::Spawning,
                 linked: call.linked,
                 blocking,
             },
         );
-        let handle = self.work.spawn(async move {
-            let mut finish = Finish::new(&this, id, Some(reply));
-            let run = AssertUnwindSafe(work).catch_unwind();
-            let result = if blocking {
-                run_blocking(deadline, &for_task, run, &finish).await
-            } else {
-                run_until(deadline, run).await
-            };
-            let outcome = outcome(result, want_result);
-            if let Outcome::Panicked(message) = &outcome {
-                // Sent to the parent ahead of the reply (same queue): a
-                // parent with no subscriber still prints it.
-                tracing::warn!(target: "ractor_flame::terminator", call = id, %message, "function panicked");
-            }
-            finish.reply(outcome);
-        });
-        let mut tasks = self.tasks.lock().expect("poisoned");
-        if let Some(running) = tasks.get_mut(&id) {
-            running.abort = Abort::Task(handle.abort_handle());
-            // Stopped while it was being spawned: the stop found no handle.
-            if stopped.is_cancelled() && !blocking {
-                handle.abort();
-            }
+        let start = Start {
+            serve: Arc::clone(self),
+            id,
+            work,
+            current,
+            deadline,
+            blocking,
+            want_result,
+            reply,
+        };
+        // Calls are spawned by a task on the work runtime, handed over in
+        // order through one queue: a burst of calls wakes it once, and the
+        // spawns (and the wake-ups of idle workers they bring) happen there,
+        // not on the link thread that reads the connection.
+        if let Err(refused) = self.starter.send(start) {
+            refused.0.spawn(false);
         }
     }
 
@@ -317,7 +311,7 @@ impl Serve {
             blocking: false,
         };
         self.tasks.lock().expect("poisoned").insert(call.id, running);
-        let _finish = Finish::new(self, call.id, None);
+        let _finish = Finish::new(Arc::clone(self), call.id, None);
         let run = AssertUnwindSafe(work).catch_unwind();
         let result = tokio::select! {
             biased;
@@ -383,6 +377,75 @@ fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
     let _ = reply.send(ToParent::Reply { id, outcome });
 }
 
+/// A call admitted by [`Serve::dispatch`], to be spawned on the work runtime.
+struct Start {
+    serve: Arc<Serve>,
+    id: u64,
+    work: BoxFuture,
+    current: CurrentCall,
+    deadline: Option<Instant>,
+    blocking: bool,
+    want_result: bool,
+    reply: Outbox<ToParent>,
+}
+
+impl Start {
+    /// Spawns the call's task on the work runtime (from a task of it when
+    /// `here`) and gives its table entry the abort handle; a stop that came
+    /// first aborts it now.
+    fn spawn(self, here: bool) {
+        let Start {
+            serve,
+            id,
+            work,
+            current,
+            deadline,
+            blocking,
+            want_result,
+            reply,
+        } = self;
+        let stopped = current.clone();
+        // Made before the task, so a task aborted before it ever runs still
+        // ends its call: its drop counts the call out and replies `Aborted`.
+        let mut finish = Finish::new(Arc::clone(&serve), id, Some(reply));
+        let task = async move {
+            let run = AssertUnwindSafe(work).catch_unwind();
+            let result = if blocking {
+                run_blocking(deadline, &current, run, &finish).await
+            } else {
+                run_until(deadline, run).await
+            };
+            let outcome = outcome(result, want_result);
+            if let Outcome::Panicked(message) = &outcome {
+                // Sent to the parent ahead of the reply (same queue): a
+                // parent with no subscriber still prints it.
+                tracing::warn!(target: "ractor_flame::terminator", call = id, %message, "function panicked");
+            }
+            finish.reply(outcome);
+        };
+        let handle = if here {
+            tokio::spawn(task)
+        } else {
+            serve.work.spawn(task)
+        };
+        let mut tasks = serve.tasks.lock().expect("poisoned");
+        if let Some(running) = tasks.get_mut(&id) {
+            running.abort = Abort::Task(handle.abort_handle());
+            // Stopped before it was spawned: the stop found no handle.
+            if stopped.is_cancelled() && !blocking {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// The task that spawns admitted calls, in the order they came.
+async fn starter(mut starts: mpsc::UnboundedReceiver<Start>) {
+    while let Some(start) = starts.recv().await {
+        start.spawn(true);
+    }
+}
+
 /// How a running call is aborted.
 #[derive(Debug)]
 enum Abort {
@@ -424,7 +487,7 @@ async fn run_blocking(
     deadline: Option<Instant>,
     call: &CurrentCall,
     work: impl Future<Output = Caught>,
-    finish: &Finish<'_>,
+    finish: &Finish,
 ) -> Option<Caught> {
     let Some(at) = deadline else {
         return Some(work.await);
@@ -457,8 +520,8 @@ fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
 /// Runs when a call's work ends, however it ends (completion, abort,
 /// panic): frees the runner's count and sends the call's one final reply
 /// (`Aborted` when the work was dropped before it had an outcome).
-struct Finish<'a> {
-    serve: &'a Serve,
+struct Finish {
+    serve: Arc<Serve>,
     id: u64,
     /// The parent connection; `None` for calls whose caller awaits them in
     /// its own task.
@@ -467,8 +530,8 @@ struct Finish<'a> {
     ended: bool,
 }
 
-impl<'a> Finish<'a> {
-    fn new(serve: &'a Serve, id: u64, reply: Option<Outbox<ToParent>>) -> Self {
+impl Finish {
+    fn new(serve: Arc<Serve>, id: u64, reply: Option<Outbox<ToParent>>) -> Self {
         Finish {
             serve,
             id,
@@ -524,7 +587,7 @@ impl<'a> Finish<'a> {
     }
 }
 
-impl Drop for Finish<'_> {
+impl Drop for Finish {
     fn drop(&mut self) {
         // Dropped before an outcome: the work was aborted.
         self.reply(Outcome::Aborted);
