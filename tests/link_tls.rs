@@ -244,23 +244,11 @@ async fn pump(
 
 /// The FLAME_PARENT of live processes told to connect to `addr`.
 fn flame_parents_for(addr: SocketAddr) -> Vec<Parent> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let parent = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
-            .find_map(|v| Parent::decode(&String::from_utf8_lossy(v)).ok());
-        if let Some(parent) = parent.filter(|p| p.parent_addrs == [addr]) {
-            found.push(parent);
-        }
-    }
-    found
+    support::flame_processes()
+        .into_iter()
+        .map(|(_, parent)| parent)
+        .filter(|p| p.parent_addrs == [addr])
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -267,23 +267,11 @@ impl Actor for CountingPool {
 
 /// Live processes whose `FLAME_PARENT` names runner `id`.
 fn processes_of(id: RunnerId) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let parent = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
-            .find_map(|v| ractor_flame::Parent::decode(&String::from_utf8_lossy(v)).ok());
-        if parent.is_some_and(|p| p.runner_id == id) && support::alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+    support::flame_processes()
+        .into_iter()
+        .filter(|(pid, parent)| parent.runner_id == id && support::alive(*pid))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,10 +258,9 @@ impl RunnerConn {
                 outcome.ok_or_else(|| self.down_error())
             }
             Transport::Remote { tx } => {
-                // Leave room for the frame's envelope; a too-large argument
-                // fails this call only, never the connection.
-                let limit = self.inner.max_frame.saturating_sub(512 + req.function.len());
-                if req.args.len() > limit {
+                // A too-large argument fails this call only, never the
+                // connection.
+                if !self.fits(req.function, &req.args) {
                     return Err(Error::Codec(format!(
                         "argument of {} bytes exceeds max_frame_size of {} bytes",
                         req.args.len(),
@@ -303,11 +302,7 @@ impl RunnerConn {
         send: impl FnOnce(bool) -> bool,
     ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
-        let alone = {
-            let mut pending = self.inner.pending.lock().expect("poisoned");
-            pending.insert(id, Pending::Waiting(tx));
-            pending.len() == 1
-        };
+        let alone = self.track(id, Pending::Waiting(tx));
         if !send(alone) {
             self.inner.pending.lock().expect("poisoned").remove(&id);
             return Err(self.down_error());
@@ -376,16 +371,11 @@ impl RunnerConn {
         let Transport::Remote { tx } = &self.inner.transport else {
             return Err((args, hold));
         };
-        let limit = self.inner.max_frame.saturating_sub(512 + function.len());
-        if !self.is_usable() || args.len() > limit {
+        if !self.is_usable() || !self.fits(function, &args) {
             return Err((args, hold));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let alone = {
-            let mut pending = self.inner.pending.lock().expect("poisoned");
-            pending.insert(id, Pending::Cast(hold, function));
-            pending.len() == 1
-        };
+        let alone = self.track(id, Pending::Cast(hold, function));
         let frame = CallFrame::one_way(id, function, args);
         if !tx.send_alone(ToRunner::Call(frame), alone) {
             // The connection closed meanwhile: the runner is going, and the
@@ -428,6 +418,20 @@ impl RunnerConn {
                 }
             }
         }
+    }
+
+    /// Whether a call of `function` with `args` fits in a frame, with room
+    /// left for the frame's envelope.
+    fn fits(&self, function: &str, args: &[u8]) -> bool {
+        args.len() <= self.inner.max_frame.saturating_sub(512 + function.len())
+    }
+
+    /// Notes call `id` as in flight; returns whether it is the only one
+    /// (nothing to batch it with).
+    fn track(&self, id: u64, entry: Pending) -> bool {
+        let mut pending = self.inner.pending.lock().expect("poisoned");
+        pending.insert(id, entry);
+        pending.len() == 1
     }
 
     fn down_error(&self) -> Error {

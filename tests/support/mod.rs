@@ -172,6 +172,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Live processes of this machine and the `FLAME_PARENT` each was started
+/// with (the kernel's copy of its environment), for those that have one.
+pub fn flame_processes() -> Vec<(u32, ractor_flame::Parent)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let parent = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
+            .find_map(|v| ractor_flame::Parent::decode(&String::from_utf8_lossy(v)).ok());
+        if let Some(parent) = parent {
+            found.push((pid, parent));
+        }
+    }
+    found
+}
+
 /// Starts a call sleeping `ms` under `key` in the background.
 pub fn sleeping(pool: &Pool, key: &str, ms: u64) -> tokio::task::JoinHandle<Result<u64, ractor_flame::Error>> {
     let (pool, args) = (pool.clone(), sleep(key, ms));

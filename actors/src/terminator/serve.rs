@@ -37,14 +37,13 @@ pub struct Serve {
     /// The pool this runner serves (its parent's name for it), for spans.
     pool: String,
     registry: Registry,
-    /// Where function bodies run: the application's runtime, never the link
-    /// thread.
-    work: Handle,
     /// The runner's states, built once at its start.
     states: Arc<States>,
     /// The calls running now, by id.
     tasks: Mutex<IdMap<Running>>,
-    /// Where admitted calls go to be spawned (see [`starter`]).
+    /// Where admitted calls go to be spawned by [`starter`], a task of the
+    /// work runtime (the application's, never the link thread): function
+    /// bodies run there.
     starter: mpsc::UnboundedSender<Start>,
     active: AtomicUsize,
     accepting: AtomicBool,
@@ -87,7 +86,6 @@ impl Serve {
             runner,
             pool,
             registry,
-            work,
             states: Arc::new(states),
             tasks: Mutex::new(IdMap::default()),
             starter,
@@ -273,23 +271,24 @@ impl Serve {
                 blocking,
             },
         );
+        // The call's end is armed now: a call that never gets to run (its
+        // task aborted before a first poll, or never spawned because the
+        // runtime is going) still counts out and replies `Aborted`.
         let start = Start {
-            serve: Arc::clone(self),
-            id,
+            finish: Finish::new(Arc::clone(self), id, Some(reply)),
             work,
             current,
             deadline,
             blocking,
             want_result,
-            reply,
         };
         // Calls are spawned by a task on the work runtime, handed over in
         // order through one queue: a burst of calls wakes it once, and the
         // spawns (and the wake-ups of idle workers they bring) happen there,
-        // not on the link thread that reads the connection.
-        if let Err(refused) = self.starter.send(start) {
-            refused.0.spawn(false);
-        }
+        // not on the link thread that reads the connection. The queue is
+        // closed only when that runtime is gone: the call is dropped, and
+        // so ended, with it.
+        let _ = self.starter.send(start);
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
@@ -379,36 +378,31 @@ fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
 
 /// A call admitted by [`Serve::dispatch`], to be spawned on the work runtime.
 struct Start {
-    serve: Arc<Serve>,
-    id: u64,
+    /// The call's end, armed at admission.
+    finish: Finish,
     work: BoxFuture,
     current: CurrentCall,
     deadline: Option<Instant>,
     blocking: bool,
     want_result: bool,
-    reply: Outbox<ToParent>,
 }
 
 impl Start {
-    /// Spawns the call's task on the work runtime (from a task of it when
-    /// `here`) and gives its table entry the abort handle; a stop that came
-    /// first aborts it now.
-    fn spawn(self, here: bool) {
+    /// Spawns the call's task (from a task of the work runtime) and gives
+    /// its table entry the abort handle; a stop that came first aborts it
+    /// now.
+    fn spawn(self) {
         let Start {
-            serve,
-            id,
+            mut finish,
             work,
             current,
             deadline,
             blocking,
             want_result,
-            reply,
         } = self;
+        let (serve, id) = (Arc::clone(&finish.serve), finish.id);
         let stopped = current.clone();
-        // Made before the task, so a task aborted before it ever runs still
-        // ends its call: its drop counts the call out and replies `Aborted`.
-        let mut finish = Finish::new(Arc::clone(&serve), id, Some(reply));
-        let task = async move {
+        let handle = tokio::spawn(async move {
             let run = AssertUnwindSafe(work).catch_unwind();
             let result = if blocking {
                 run_blocking(deadline, &current, run, &finish).await
@@ -422,12 +416,7 @@ impl Start {
                 tracing::warn!(target: "ractor_flame::terminator", call = id, %message, "function panicked");
             }
             finish.reply(outcome);
-        };
-        let handle = if here {
-            tokio::spawn(task)
-        } else {
-            serve.work.spawn(task)
-        };
+        });
         let mut tasks = serve.tasks.lock().expect("poisoned");
         if let Some(running) = tasks.get_mut(&id) {
             running.abort = Abort::Task(handle.abort_handle());
@@ -442,7 +431,7 @@ impl Start {
 /// The task that spawns admitted calls, in the order they came.
 async fn starter(mut starts: mpsc::UnboundedReceiver<Start>) {
     while let Some(start) = starts.recv().await {
-        start.spawn(true);
+        start.spawn();
     }
 }
 

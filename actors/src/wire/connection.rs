@@ -279,10 +279,8 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
             state.in_flight = true;
             std::mem::take(&mut state.leftover)
         };
-        for chunk in &leftover {
-            if sink.write_all(chunk.rest()).await.is_err() {
-                return;
-            }
+        if sink.write_chunks(&leftover).await.is_err() {
+            return;
         }
         drop(leftover);
         let mut payload = push(first, &mut buf, opts.max_frame);
@@ -327,11 +325,7 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
         state.sink = None;
         std::mem::take(&mut state.leftover)
     };
-    for chunk in &leftover {
-        if sink.write_all(chunk.rest()).await.is_err() {
-            break;
-        }
-    }
+    let _ = sink.write_chunks(&leftover).await;
     match sink {
         // The last handle of the half shuts its direction down when dropped.
         Sink::Plain(half) => {

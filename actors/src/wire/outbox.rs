@@ -57,6 +57,15 @@ impl Sink {
         }
     }
 
+    /// Writes the rest of each chunk, in order (what straight writes left
+    /// over).
+    pub(super) async fn write_chunks(&self, chunks: &[Chunk]) -> std::io::Result<()> {
+        for chunk in chunks {
+            self.write_all(chunk.rest()).await?;
+        }
+        Ok(())
+    }
+
     /// What a sender's straight write of `head` and then `tail` achieved
     /// (one vectored write on plain TCP: a large payload is not copied).
     fn write_now(&self, head: &[u8], tail: &[u8]) -> Straight {
@@ -123,12 +132,12 @@ enum Straight {
 
 /// Bytes still to write: `bytes[from..]`.
 pub(crate) struct Chunk {
-    pub(super) bytes: Vec<u8>,
-    pub(super) from: usize,
+    bytes: Vec<u8>,
+    from: usize,
 }
 
 impl Chunk {
-    pub(super) fn rest(&self) -> &[u8] {
+    fn rest(&self) -> &[u8] {
         &self.bytes[self.from..]
     }
 }
