@@ -37,7 +37,10 @@ pub enum FrameError {
 pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let mut ser = rmp_serde::Serializer::new(&mut *out).with_struct_map();
+    // Fields go by position (msgpack arrays): no field names to write,
+    // read and compare on every frame. `Hello::version` says which layout a
+    // peer speaks; a decoder still takes named fields too.
+    let mut ser = rmp_serde::Serializer::new(&mut *out);
     if let Err(e) = value.serialize(&mut ser) {
         out.truncate(start);
         return Err(FrameError::Encode(e.to_string()));

@@ -1,5 +1,8 @@
-//! The messages of the protocol. Named fields everywhere (rmp-serde
-//! `to_vec_named`), so a field can be added without breaking older peers.
+//! The messages of the protocol. Fields are encoded by position (msgpack
+//! arrays, rmp-serde's default), the cheapest to write and read; a field is
+//! added at the end of its struct with `#[serde(default)]`, and
+//! [`Hello::version`] names the layout, so a peer of another protocol is
+//! refused by name at the handshake, never misread.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +68,9 @@ pub struct CallFrame {
     /// Whether the call is linked to its caller (cancelled when the caller
     /// goes, aborted when the parent goes).
     pub linked: bool,
-    /// The caller's trace context; absent when the caller traces nothing
-    /// (then not even the field is sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The caller's trace context; `None` (one byte) when the caller traces
+    /// nothing.
+    #[serde(default)]
     pub trace: Option<TraceContext>,
     /// rmp-serde encoded arguments. Last, so that a large argument ends its
     /// frame and is written from where it lies, not copied into the frame.
@@ -152,17 +155,18 @@ impl CallFrame {
 
 /// A [`CallFrame`] decoded in place: its name and arguments borrow the
 /// connection's read buffer, so a large argument is not copied once more on
-/// its way to the function's own decoder.
+/// its way to the function's own decoder. Its fields are in
+/// [`CallFrame`]'s order: frames are decoded by position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub(crate) struct CallRef<'a> {
     pub(crate) id: u64,
     pub(crate) function: &'a str,
-    pub(crate) args: &'a [u8],
     pub(crate) deadline_us: Option<u64>,
     pub(crate) want_result: bool,
     pub(crate) linked: bool,
     #[serde(default, borrow)]
     pub(crate) trace: Option<TraceRef<'a>>,
+    pub(crate) args: &'a [u8],
 }
 
 /// [`ToRunner`] decoded in place (same encoding; a codec test keeps the two
