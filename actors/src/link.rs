@@ -656,14 +656,24 @@ impl Drop for TracedCall<'_> {
 /// runner refused or aborted it, and [`Error::ChildStopped`] for a placed
 /// child that stopped.
 pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
-    let function = function.to_owned();
+    // Named only on the way out of a failure: a success allocates nothing.
+    let function = || function.to_owned();
     match outcome {
         Outcome::Ok(bytes) => Ok(bytes),
         Outcome::Done => Ok(Vec::new()),
-        Outcome::Returned(message) => Err(Error::Remote { function, message }),
-        Outcome::Panicked(message) => Err(Error::Panic { function, message }),
-        Outcome::Deadline => Err(Error::Deadline { function, timeout }),
-        Outcome::UnknownFunction => Err(Error::UnknownFunction { function }),
+        Outcome::Returned(message) => Err(Error::Remote {
+            function: function(),
+            message,
+        }),
+        Outcome::Panicked(message) => Err(Error::Panic {
+            function: function(),
+            message,
+        }),
+        Outcome::Deadline => Err(Error::Deadline {
+            function: function(),
+            timeout,
+        }),
+        Outcome::UnknownFunction => Err(Error::UnknownFunction { function: function() }),
         Outcome::Codec(message) => Err(Error::Codec(message)),
         // Refused while draining, or aborted by a runner that is stopping.
         Outcome::Refused | Outcome::Aborted => Err(Error::RunnerDown {
