@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Instant;
 
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use crate::parent::RunnerId;
 use crate::registry::States;
@@ -60,6 +61,9 @@ struct Inner {
     deadline: Option<Instant>,
     cancelled: AtomicBool,
     notify: Notify,
+    /// The task running the call, once it is spawned (calls a runner runs
+    /// as tasks of their own).
+    task: std::sync::OnceLock<AbortHandle>,
 }
 
 impl fmt::Debug for CurrentCall {
@@ -83,6 +87,7 @@ impl CurrentCall {
                 deadline,
                 cancelled: AtomicBool::new(false),
                 notify: Notify::new(),
+                task: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -140,8 +145,29 @@ impl CurrentCall {
 
     /// Marks the call cancelled and wakes whoever waits for it.
     pub(crate) fn cancel(&self) {
-        self.inner.cancelled.store(true, Ordering::Release);
+        self.inner.cancelled.store(true, Ordering::SeqCst);
         self.inner.notify.notify_waiters();
+    }
+
+    /// Cancels the call and aborts its task. A call whose task is not
+    /// spawned yet is aborted by [`CurrentCall::spawned`] instead: of the
+    /// two, whichever comes second sees the other.
+    pub(crate) fn abort(&self) {
+        self.cancel();
+        fence(Ordering::SeqCst);
+        if let Some(task) = self.inner.task.get() {
+            task.abort();
+        }
+    }
+
+    /// Notes the task that runs the call; aborts it at once when the call
+    /// was aborted before it existed.
+    pub(crate) fn spawned(&self, task: AbortHandle) {
+        let task = self.inner.task.get_or_init(|| task);
+        fence(Ordering::SeqCst);
+        if self.inner.cancelled.load(Ordering::SeqCst) {
+            task.abort();
+        }
     }
 
     /// Runs `work` with this call as the current one.

@@ -486,9 +486,10 @@ impl Registry {
         BuildId(h.0)
     }
 
-    /// Starts the named function on encoded arguments; `None` if unknown.
-    pub(crate) fn start(&self, name: &str, args: &[u8], call: CurrentCall) -> Option<BoxFuture> {
-        self.functions.get(name).map(|e| (e.handler)(args, call))
+    /// Starts the named function on encoded arguments, and tells whether it
+    /// runs on the blocking pool; `None` if unknown.
+    pub(crate) fn start(&self, name: &str, args: &[u8], call: CurrentCall) -> Option<(BoxFuture, bool)> {
+        self.functions.get(name).map(|e| ((e.handler)(args, call), e.blocking))
     }
 
     /// Whether the named function runs on the blocking pool.

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::AbortHandle;
 
 use super::children::Children;
 use crate::context::CurrentCall;
@@ -62,7 +61,9 @@ pub struct Serve {
 #[derive(Debug)]
 struct Running {
     call: CurrentCall,
-    abort: Abort,
+    /// Set for a call running in its caller's task (it selects on this);
+    /// a call of its own task is aborted through its `call`.
+    inline: Option<Arc<Notify>>,
     linked: bool,
     /// A blocking body cannot be aborted: it is told, and its slot stays
     /// taken until it returns.
@@ -71,9 +72,14 @@ struct Running {
 
 impl Running {
     fn stop(&self) {
-        self.call.cancel();
-        if !self.blocking {
-            self.abort.abort();
+        match &self.inline {
+            _ if self.blocking => self.call.cancel(),
+            // `notify_one` keeps a permit if the call is not waiting yet.
+            Some(abort) => {
+                self.call.cancel();
+                abort.notify_one();
+            }
+            None => self.call.abort(),
         }
     }
 }
@@ -137,9 +143,10 @@ impl Serve {
     }
 
     /// The work a call names: a registered function, or an operation on
-    /// placed children. Child messages are enqueued here, synchronously, so
-    /// a caller's messages reach its child in the order they were sent.
-    fn start_work(self: &Arc<Self>, call: &CallRef<'_>, current: &CurrentCall) -> Result<BoxFuture, Outcome> {
+    /// placed children; and whether it runs on the blocking pool. Child
+    /// messages are enqueued here, synchronously, so a caller's messages
+    /// reach their child in the order they were sent.
+    fn start_work(self: &Arc<Self>, call: &CallRef<'_>, current: &CurrentCall) -> Result<(BoxFuture, bool), Outcome> {
         let name = call.function;
         if let Some(actor) = name.strip_prefix(PLACE) {
             let (this, actor, args, id, linked) = (
@@ -149,20 +156,19 @@ impl Serve {
                 call.id,
                 call.linked,
             );
-            return Ok(Box::pin(async move {
-                this.children.place(&this, &actor, &args, id, linked).await
-            }));
+            let place = async move { this.children.place(&this, &actor, &args, id, linked).await };
+            return Ok((Box::pin(place), false));
         }
         match name {
             CHILD_CAST => {
                 self.children.cast(&decode_envelope(call.args)?)?;
-                Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
+                Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
             }
-            CHILD_CALL => self.children.call(&decode_envelope(call.args)?),
+            CHILD_CALL => Ok((self.children.call(&decode_envelope(call.args)?)?, false)),
             CHILD_STOP => {
                 let child: u64 = rmp_serde::from_slice(call.args).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
-                Ok(Box::pin(std::future::ready(Ok(Vec::new()))))
+                Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
             }
             _ => self
                 .registry
@@ -183,7 +189,7 @@ impl Serve {
         let work = self.start_work(&call.view(), &current);
         let this = Arc::clone(self);
         async move {
-            if let Ok(work) = work {
+            if let Ok((work, _)) = work {
                 this.active.fetch_add(1, Ordering::AcqRel);
                 let _finish = Finish::new(Arc::clone(&this), call.id, None);
                 let _ = work.await;
@@ -212,35 +218,35 @@ impl Serve {
         self.accepting.store(false, Ordering::Release);
     }
 
-    /// Admits a call: its work, counted as running, and its context; the
-    /// outcome to answer at once when it cannot start (draining, unknown).
+    /// Admits a call: its work, counted as running, whether it blocks, and
+    /// its context; the outcome to answer at once when it cannot start
+    /// (draining, unknown).
     fn begin(
         self: &Arc<Self>,
         call: &CallRef<'_>,
         deadline: Option<Instant>,
-    ) -> Result<(BoxFuture, CurrentCall), Outcome> {
+    ) -> Result<(BoxFuture, bool, CurrentCall), Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Outcome::Refused);
         }
         let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
-        let work = self.start_work(call, &current)?;
+        let (work, blocking) = self.start_work(call, &current)?;
         // The idle clock counts from when the runner last had nothing to
         // do: it is read only when a busy spell starts or ends, not on
         // every call.
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.touch();
         }
-        Ok((work, current))
+        Ok((work, blocking, current))
     }
 
     /// Starts a call in a task of its own on the work runtime; its outcome
     /// goes to `reply` (the parent connection), when the work has ended.
     pub(crate) fn dispatch(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>, reply: Outbox<ToParent>) {
-        let (work, current) = match self.begin(&call, deadline) {
+        let (work, blocking, current) = match self.begin(&call, deadline) {
             Ok(begun) => begun,
             Err(outcome) => return send(&reply, call.id, outcome),
         };
-        let blocking = self.is_blocking(call.function);
         let id = call.id;
         let want_result = call.want_result;
         // A traced caller: the work runs in a span of its own, the caller's
@@ -261,12 +267,12 @@ impl Serve {
             Box::pin(tracing::Instrument::instrument(work, span))
         };
         // The entry exists before the task does (its `Finish` removes it);
-        // the abort handle joins it once the task is spawned.
+        // the task's abort handle joins the call once it is spawned.
         self.tasks.lock().expect("poisoned").insert(
             id,
             Running {
                 call: current.clone(),
-                abort: Abort::Spawning,
+                inline: None,
                 linked: call.linked,
                 blocking,
             },
@@ -298,14 +304,14 @@ impl Serve {
     /// it (the runner is going away). Blocking functions go through
     /// `dispatch` instead: their body outlives a dropped caller.
     pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
-        let (work, current) = match self.begin(&call, deadline) {
+        let (work, _, current) = match self.begin(&call, deadline) {
             Ok(begun) => begun,
             Err(outcome) => return Some(outcome),
         };
         let abort = Arc::new(Notify::new());
         let running = Running {
             call: current,
-            abort: Abort::Inline(Arc::clone(&abort)),
+            inline: Some(Arc::clone(&abort)),
             linked: call.linked,
             blocking: false,
         };
@@ -389,8 +395,7 @@ struct Start {
 
 impl Start {
     /// Spawns the call's task (from a task of the work runtime) and gives
-    /// its table entry the abort handle; a stop that came first aborts it
-    /// now.
+    /// the call its abort handle; a stop that came first aborts it now.
     fn spawn(self) {
         let Start {
             mut finish,
@@ -400,8 +405,8 @@ impl Start {
             blocking,
             want_result,
         } = self;
-        let (serve, id) = (Arc::clone(&finish.serve), finish.id);
-        let stopped = current.clone();
+        let id = finish.id;
+        let call = current.clone();
         let handle = tokio::spawn(async move {
             let run = AssertUnwindSafe(work).catch_unwind();
             let result = if blocking {
@@ -417,13 +422,9 @@ impl Start {
             }
             finish.reply(outcome);
         });
-        let mut tasks = serve.tasks.lock().expect("poisoned");
-        if let Some(running) = tasks.get_mut(&id) {
-            running.abort = Abort::Task(handle.abort_handle());
-            // Stopped before it was spawned: the stop found no handle.
-            if stopped.is_cancelled() && !blocking {
-                handle.abort();
-            }
+        // A blocking body is never aborted: it is told, and returns.
+        if !blocking {
+            call.spawned(handle.abort_handle());
         }
     }
 }
@@ -432,29 +433,6 @@ impl Start {
 async fn starter(mut starts: mpsc::UnboundedReceiver<Start>) {
     while let Some(start) = starts.recv().await {
         start.spawn();
-    }
-}
-
-/// How a running call is aborted.
-#[derive(Debug)]
-enum Abort {
-    /// A task being spawned: a stop meanwhile marks the call cancelled, and
-    /// the spawner aborts the task once it has its handle.
-    Spawning,
-    /// A spawned task.
-    Task(AbortHandle),
-    /// A call running in its caller's task: it selects on this.
-    Inline(Arc<Notify>),
-}
-
-impl Abort {
-    fn abort(&self) {
-        match self {
-            Abort::Spawning => {}
-            Abort::Task(handle) => handle.abort(),
-            // `notify_one` keeps a permit if the call is not waiting yet.
-            Abort::Inline(notify) => notify.notify_one(),
-        }
     }
 }
 
