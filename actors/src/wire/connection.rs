@@ -154,6 +154,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut buf = Vec::new();
     // When the last frame larger than `KEEP_READ_BUFFER` arrived.
     let mut large_at: Option<Instant> = None;
+    // One watchdog timer for the connection's life, not one per frame: it
+    // fires at most once per `heartbeat_timeout` while frames flow, and is
+    // then moved on to the last byte's time.
+    let watchdog = tokio::time::sleep(opts.heartbeat_timeout);
+    let mut watchdog = std::pin::pin!(watchdog);
     loop {
         let read = {
             let frame = read_body(&mut reader, &mut buf, opts.max_frame);
@@ -161,13 +166,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // Any byte, heartbeat or not, proves the peer alive: a large
             // frame arriving slowly is not silence.
             loop {
-                let deadline = alive.last() + opts.heartbeat_timeout;
                 tokio::select! {
+                    // A frame already buffered is taken without a look at
+                    // the timer.
+                    biased;
                     read = &mut frame => break read,
-                    () = tokio::time::sleep_until(deadline.into()) => {
-                        if alive.last().elapsed() >= opts.heartbeat_timeout {
+                    () = &mut watchdog => {
+                        let last = alive.last();
+                        if last.elapsed() >= opts.heartbeat_timeout {
                             return DownReason::HeartbeatLost(opts.heartbeat_timeout);
                         }
+                        watchdog.as_mut().reset((last + opts.heartbeat_timeout).into());
                     }
                 }
             }
