@@ -382,8 +382,7 @@ impl RunnerConn {
             // cast with it (as a cast sent a moment earlier would be).
             let hold = self.inner.pending.lock().expect("poisoned").remove(&id);
             drop(hold);
-            let error = self.down_error();
-            tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
+            self.cast_failed(function, &self.down_error());
         }
         Ok(())
     }
@@ -418,6 +417,12 @@ impl RunnerConn {
                 }
             }
         }
+    }
+
+    /// Logs a cast sent by [`RunnerConn::cast_held`] that failed: nobody
+    /// else hears of it.
+    fn cast_failed(&self, function: &str, error: &Error) {
+        tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
     }
 
     /// Whether a call of `function` with `args` fits in a frame, with room
@@ -478,7 +483,7 @@ impl RunnerConn {
                 // Checked in first: the log line may take a while.
                 drop(hold);
                 if let Err(error) = outcome_into_result(outcome, function, Duration::MAX) {
-                    tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
+                    self.cast_failed(function, &error);
                 }
             }
             Some(Pending::Answered) | None => {}

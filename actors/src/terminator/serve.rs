@@ -72,14 +72,14 @@ struct Running {
 
 impl Running {
     fn stop(&self) {
-        match &self.inline {
-            _ if self.blocking => self.call.cancel(),
+        if self.blocking {
+            self.call.cancel();
+        } else if let Some(abort) = &self.inline {
+            self.call.cancel();
             // `notify_one` keeps a permit if the call is not waiting yet.
-            Some(abort) => {
-                self.call.cancel();
-                abort.notify_one();
-            }
-            None => self.call.abort(),
+            abort.notify_one();
+        } else {
+            self.call.abort();
         }
     }
 }

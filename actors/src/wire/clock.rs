@@ -63,26 +63,17 @@ mod tests {
 
     #[test]
     fn conversions_agree_with_the_wall_clock_and_each_other() {
+        let apart = |a: Instant, b: Instant| a.max(b) - a.min(b);
         let in_a_second = Instant::now() + Duration::from_secs(1);
         let us = unix_micros(in_a_second);
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
         let ahead = us as i64 - wall as i64;
         assert!((990_000..=1_010_000).contains(&ahead), "{ahead} us ahead");
-        let back = instant_from_unix_micros(us);
-        let drift = if back > in_a_second {
-            back - in_a_second
-        } else {
-            in_a_second - back
-        };
+        let drift = apart(instant_from_unix_micros(us), in_a_second);
         assert!(drift <= Duration::from_micros(2), "{drift:?}");
         // A refresh keeps them consistent.
         refresh();
-        let again = instant_from_unix_micros(unix_micros(in_a_second));
-        let drift = if again > in_a_second {
-            again - in_a_second
-        } else {
-            in_a_second - again
-        };
+        let drift = apart(instant_from_unix_micros(unix_micros(in_a_second)), in_a_second);
         assert!(drift <= Duration::from_millis(1), "{drift:?}");
         // Long past deadlines stay in the past.
         assert!(instant_from_unix_micros(1) <= Instant::now());
