@@ -258,8 +258,10 @@ impl Backend for ProcessBackend {
         }
         // The runner exits by itself after its drain; give it a moment to do
         // so cleanly before the kill.
-        if let Some(mut reaped) = state.reaped.take() {
-            if tokio::time::timeout(std::time::Duration::from_millis(500), &mut reaped)
+        // The receiver stays in the state while waiting: if this future is
+        // dropped (the Runner killed), the state's drop still kills the child.
+        if let Some(reaped) = state.reaped.as_mut() {
+            if tokio::time::timeout(std::time::Duration::from_millis(500), &mut *reaped)
                 .await
                 .is_err()
             {
@@ -268,6 +270,7 @@ impl Backend for ProcessBackend {
                 }
                 let _ = reaped.await;
             }
+            state.reaped = None;
         }
     }
 }

@@ -65,6 +65,26 @@ async fn a_frozen_runner_is_detected_by_heartbeat_within_three_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24_stop_waits_for_a_runner_that_was_already_going_down() {
+    let pool = pool_with(Kind::Process, config(1)).await;
+    let victim = pool.call::<WhereAmI>(()).await.unwrap();
+    let calls = in_flight(&pool, 1, 20_000);
+    support::busy(&pool, 1).await;
+    // Frozen, the runner misses its heartbeats: its actor gives it up and
+    // is stopping on its own (giving the process a moment to exit before
+    // the kill) when the pool is told to stop.
+    kill(victim.pid, "STOP");
+    let err = calls.into_iter().next().unwrap().await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
+    pool.stop().await;
+    let still = alive(victim.pid);
+    if still {
+        kill(victim.pid, "KILL");
+    }
+    assert!(!still, "runner process {} outlived stop()", victim.pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
     use tokio::io::AsyncBufReadExt;
     let mut parent = tokio::process::Command::new(support::runner_exe())

@@ -348,9 +348,14 @@ impl<B: Backend> Actor for Pool<B> {
         // Waiters learn at once; runners drain their calls, then stop (B24).
         state.stopping();
         let budget = state.config().shutdown_timeout + std::time::Duration::from_secs(2);
-        myself
-            .stop_children_and_wait(Some("pool stopped".into()), Some(budget))
-            .await;
+        // Not `stop_children_and_wait`: it skips a Runner already stopping
+        // on its own (a lost runner whose machine is being reclaimed), and
+        // the pool's exit would kill that one mid-way.
+        let runners = myself.get_children();
+        for runner in &runners {
+            runner.stop(Some("pool stopped".into()));
+        }
+        futures_util::future::join_all(runners.iter().map(|runner| runner.wait(Some(budget)))).await;
         Ok(())
     }
 }
