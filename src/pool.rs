@@ -466,7 +466,10 @@ impl Pool {
     ///
     /// Dropping the future does not undo the stop; it only stops waiting.
     pub async fn stop(&self) {
-        let _ = self.actor.stop_and_wait(Some("stopped".into()), None).await;
+        // Not `stop_and_wait`: told to stop while already stopping, it
+        // returns at once.
+        self.actor.stop(Some("stopped".into()));
+        let _ = self.actor.wait(None).await;
     }
 
     /// Whether the pool actor is running.

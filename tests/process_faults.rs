@@ -85,6 +85,26 @@ async fn b24_stop_waits_for_a_runner_that_was_already_going_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b24_a_second_stop_also_waits_for_the_drain() {
+    let pool = pool_with(Kind::Process, config(1)).await;
+    let runner = pool.call::<WhereAmI>(()).await.unwrap();
+    let call = in_flight(&pool, 1, 400).pop().unwrap();
+    support::busy(&pool, 1).await;
+    let first = {
+        let pool = pool.pool.clone();
+        tokio::spawn(async move { pool.stop().await })
+    };
+    eventually("the pool is stopping", WAIT, || async { !pool.is_running() }).await;
+    // Told to stop while already stopping, it still returns only once the
+    // call in flight has drained and the runner is gone.
+    pool.stop().await;
+    assert!(call.is_finished(), "stop() returned before the call in flight drained");
+    assert!(!alive(runner.pid), "runner process {} outlived stop()", runner.pid);
+    assert!(call.await.unwrap().is_ok());
+    first.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
     use tokio::io::AsyncBufReadExt;
     let mut parent = tokio::process::Command::new(support::runner_exe())
