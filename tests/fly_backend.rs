@@ -273,6 +273,29 @@ async fn server_errors_are_retried_with_back_off_until_the_boot_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_off_by_the_boot_timeout_reports_the_last_answer() {
+    let setup = setup();
+    let standin = StandIn::start(setup.clone()).await;
+    standin.fail_all_creates(Some(500));
+    standin.hang_creates_after(2);
+    let fly = backend(&standin, &setup).boot_timeout(Duration::from_millis(400));
+    let pool = Pool::start(failing_config(), fly, &registry()).await.unwrap();
+    let started = Instant::now();
+    let reason = boot_error(&pool).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(reason.contains("did not accept the request"), "{reason}");
+    assert!(
+        reason.contains("last answer: 500")
+            && reason.contains("internal error")
+            && reason.contains("cut off by the boot timeout"),
+        "{reason}"
+    );
+    assert!(reason.contains("(3 attempts)"), "{reason}");
+    pool.stop().await;
+    no_rejected_requests(&standin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_is_a_clear_boot_failure() {
     let setup = setup();
     let standin = StandIn::start(setup.clone()).await;

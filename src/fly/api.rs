@@ -179,6 +179,9 @@ impl Api {
         let mut attempts = 0u32;
         let mut capacity_retries = 0u32;
         let mut backoff = self.retry_delay;
+        // The last answer the API gave, kept for the error when a final
+        // attempt is cut off by the deadline: that says more than a timeout.
+        let mut answered: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             attempts += 1;
@@ -232,6 +235,17 @@ impl Api {
                         });
                     }
                 },
+                Err(e) if e.is_timeout() && Instant::now() >= deadline => {
+                    let last = match answered.take() {
+                        Some(earlier) => format!("{earlier} (the last attempt was cut off by the boot timeout)"),
+                        None => format!("no answer from {} within the boot timeout", self.host),
+                    };
+                    return Err(FlyError::Unavailable {
+                        attempts,
+                        waited: started.elapsed(),
+                        last,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(target: "ractor_flame::fly", error = %e, attempts, "fly api unreachable, retrying");
                     (format!("no answer from {}: {e}", self.host), backoff, true)
@@ -244,6 +258,7 @@ impl Api {
                     last,
                 });
             }
+            answered = Some(last);
             tokio::time::sleep(retry_in).await;
             if busy {
                 backoff = (backoff * 2).min(self.retry_delay * MAX_BACKOFF_FACTOR);

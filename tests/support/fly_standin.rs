@@ -73,6 +73,8 @@ struct Ledger {
     signals: BTreeMap<String, mpsc::UnboundedSender<Signal>>,
     fail_next: VecDeque<u16>,
     fail_always: Option<u16>,
+    /// Creates after this many are never answered.
+    hang_after: Option<usize>,
     ignore_stop: bool,
     create_attempts: usize,
     unauthorized: usize,
@@ -157,6 +159,12 @@ impl StandIn {
     /// Answers every create with `status` (or normally again with `None`).
     pub fn fail_all_creates(&self, status: Option<u16>) {
         self.inner.ledger.lock().unwrap().fail_always = status;
+    }
+
+    /// Never answers a create after the first `n` (an API that stops
+    /// answering mid-boot).
+    pub fn hang_creates_after(&self, n: usize) {
+        self.inner.ledger.lock().unwrap().hang_after = Some(n);
     }
 
     /// Makes `stop` answer 200 and do nothing (a machine that will not stop).
@@ -297,7 +305,14 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    inner.ledger.lock().unwrap().create_attempts += 1;
+    let hang = {
+        let mut ledger = inner.ledger.lock().unwrap();
+        ledger.create_attempts += 1;
+        ledger.hang_after.is_some_and(|n| ledger.create_attempts > n)
+    };
+    if hang {
+        return std::future::pending().await;
+    }
     if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
         return answer;
     }
