@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor_flame_actors::wire::{CHILD_CALL, CHILD_STOP, ChildEnvelope};
-use ractor_flame_actors::{CallRequest, Error, Lease, RemoteActor, RunnerConn, RunnerId, outcome_into_result};
+use ractor_flame_actors::{Args, CallRequest, Error, Lease, RemoteActor, RunnerConn, RunnerId, outcome_into_result};
 use tokio::sync::watch;
 
 use crate::call::CallOptions;
@@ -191,7 +191,7 @@ impl<A: RemoteActor> Child<A> {
         self.alive()?;
         let req = CallRequest {
             function: CHILD_CALL,
-            args: self.envelope(&msg)?,
+            args: Args::encoded(self.envelope(&msg)?),
             deadline: Some(Instant::now() + timeout),
             linked: true,
             want_result: true,

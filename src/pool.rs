@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
-    Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry, RemoteActor,
-    RemoteFn, outcome_into_result,
+    Args, Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry,
+    RemoteActor, RemoteFn, outcome_into_result,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -243,7 +243,7 @@ impl Pool {
         started: Instant,
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
-        let args = encode(&args)?;
+        let args = encode(args)?;
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = match watch {
             None => self.checkout(checkout_budget).await?,
@@ -348,7 +348,7 @@ impl Pool {
         if !self.is_running() {
             return Err(Error::PoolNotRunning);
         }
-        let mut args = encode(&args)?;
+        let mut args = encode(args)?;
         // A free slot on a remote runner: the frame goes out from here, no
         // task needed. The slot is checked in when the runner reports the end.
         let mut claimed = None;
@@ -420,7 +420,7 @@ impl Pool {
         args: A::Arguments,
         opts: CallOptions,
     ) -> Result<Child<A>, Error> {
-        let args = encode(&args)?;
+        let args = Args::encoded(rmp_serde::to_vec_named(&args).map_err(|e| Error::Codec(format!("arguments: {e}")))?);
         let started = Instant::now();
         let lease = self
             .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))
@@ -517,7 +517,7 @@ struct Watch<'a> {
 async fn run(
     lease: Lease,
     function: &'static str,
-    args: Vec<u8>,
+    args: Args,
     budget: Duration,
     linked: bool,
 ) -> Result<Vec<u8>, Error> {
@@ -540,6 +540,8 @@ async fn run(
     outcome_into_result(outcome, function, budget)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(format!("arguments: {e}")))
+/// Encodes a call's arguments; a `ByteBuf` is sent as it lies (see
+/// [`Args`]).
+fn encode<T: serde::Serialize + 'static>(value: T) -> Result<Args, Error> {
+    Args::encode(value).map_err(|e| Error::Codec(format!("arguments: {e}")))
 }

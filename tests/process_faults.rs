@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ractor_flame::{CallOptions, DownReason, Error, Pool, ProcessBackend};
 use serde_bytes::ByteBuf;
-use support::functions::{Bytes, Echo, Len, NestedPool, Sleep, WhereAmI};
+use support::functions::{Blob, BlobDigest, Bytes, Digest, Echo, Len, NestedPool, Sleep, WhereAmI, digest};
 use support::{Events, Kind, alive, config, eventually, key, kill, pool_with, sleep};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -228,6 +228,39 @@ async fn oversized_arguments_and_results_fail_the_call_not_the_connection() {
     assert_eq!(pool.call::<Len>(ByteBuf::from(vec![0; 1024])).await.unwrap(), 1024);
     assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, place.runner);
     pool.stop().await;
+}
+
+/// Byte strings of every size around the point where a frame is split (the
+/// bytes then travel after it, and a `ByteBuf` argument is not copied)
+/// arrive whole and in order, alone or inside a struct, on both the
+/// in-process and the process runner; so do large results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_strings_arrive_intact_whatever_their_size() {
+    for kind in [Kind::Local, Kind::Process] {
+        let pool = pool_with(kind, config(1)).await;
+        for size in [0, 1, 31 * 1024, 32 * 1024 - 1, 32 * 1024, 32 * 1024 + 1, (1 << 20) + 3] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 + i / 251) as u8).collect();
+            let want = digest(&data);
+            let got = pool.call::<Digest>(ByteBuf::from(data.clone())).await.unwrap();
+            assert_eq!(got, want, "{kind:?}: a ByteBuf of {size} bytes");
+            let blob = Blob {
+                name: format!("blob-{size}"),
+                data: ByteBuf::from(data),
+            };
+            let (name, got) = pool.call::<BlobDigest>(blob).await.unwrap();
+            assert_eq!(
+                (name.as_str(), got),
+                (format!("blob-{size}").as_str(), want),
+                "{kind:?}: a struct"
+            );
+            let back = pool.call::<Bytes>(size).await.unwrap();
+            assert!(
+                back.len() == size && back.iter().all(|b| *b == 7),
+                "{kind:?}: a result of {size} bytes"
+            );
+        }
+        pool.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,8 +341,12 @@ fn up(stream: Stream, (runner_id, expected): (RunnerId, Expected)) {
         stream,
         expected.opts,
         queue,
-        move |body: &[u8]| {
-            on_runner_frame(decode_body(body)?, &frame_conn, &frame_runner);
+        move |body: &[u8], payload: Option<Vec<u8>>| {
+            let mut frame: ToParent = decode_body(body)?;
+            if let Some(payload) = payload {
+                frame.put_payload(payload)?;
+            }
+            on_runner_frame(frame, &frame_conn, &frame_runner);
             Ok(())
         },
         move |reason| on_runner_closed(reason, &close_conn, &close_runner),

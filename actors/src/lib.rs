@@ -15,6 +15,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod args;
 mod backend;
 mod config;
 mod context;
@@ -32,6 +33,7 @@ pub mod runner;
 pub mod terminator;
 pub mod wire;
 
+pub use args::Args;
 pub use backend::{Backend, RunnerContext};
 pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,

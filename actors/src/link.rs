@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 
+use crate::args::Args;
 use crate::error::{DownReason, Error};
 use crate::ids::IdMap;
 use crate::parent::RunnerId;
@@ -34,8 +35,8 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 pub struct CallRequest<'a> {
     /// The registered function's name.
     pub function: &'a str,
-    /// Encoded arguments.
-    pub args: Vec<u8>,
+    /// The arguments.
+    pub args: Args,
     /// When the work must be done; `None` for no deadline.
     pub deadline: Option<Instant>,
     /// Cancel the remote task when the caller goes away.
@@ -233,11 +234,12 @@ impl RunnerConn {
                 let call = CallRef {
                     id,
                     function: req.function,
-                    args: &req.args,
+                    args: req.args.as_bytes(),
                     deadline_us: None,
                     want_result: req.want_result,
                     linked: req.linked,
                     trace: None,
+                    bare: req.args.is_bare(),
                 };
                 if serve.is_blocking(req.function) {
                     // A blocking body outlives a caller that gives up: it
@@ -247,7 +249,7 @@ impl RunnerConn {
                     };
                     let (linked, deadline) = (req.linked, req.deadline);
                     let sent = |_alone| {
-                        serve.dispatch(call, deadline, replies);
+                        serve.dispatch(call, None, deadline, replies);
                         true
                     };
                     return self.send_and_wait(id, linked, deadline, hold, sent).await;
@@ -274,14 +276,16 @@ impl RunnerConn {
                     Some((trace, span)) => (Some(trace), Some(TracedCall::new(self, id, span))),
                     None => (None, None),
                 };
+                let (args, bare) = req.args.into_parts();
                 let frame = CallFrame {
                     id,
                     function: req.function.to_owned(),
-                    args: req.args,
+                    args,
                     deadline_us: deadline.map(unix_micros),
                     want_result: req.want_result,
                     linked,
                     trace,
+                    bare,
                 };
                 // A lone call goes straight out from this thread; calls
                 // made together are batched by the link thread.
@@ -367,7 +371,7 @@ impl RunnerConn {
     /// Gives the arguments and the hold back when the cast cannot go this
     /// way (an in-process runner, a runner that is going away, arguments
     /// over the frame limit), for the caller to send it the slow way.
-    pub(crate) fn cast_held(&self, function: &'static str, args: Vec<u8>, hold: Lease) -> Result<(), (Vec<u8>, Lease)> {
+    pub(crate) fn cast_held(&self, function: &'static str, args: Args, hold: Lease) -> Result<(), (Args, Lease)> {
         let Transport::Remote { tx } = &self.inner.transport else {
             return Err((args, hold));
         };
@@ -376,7 +380,11 @@ impl RunnerConn {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let alone = self.track(id, Pending::Cast(hold, function));
-        let frame = CallFrame::one_way(id, function, args);
+        let (args, bare) = args.into_parts();
+        let frame = CallFrame {
+            bare,
+            ..CallFrame::one_way(id, function, args)
+        };
         if !tx.send_alone(ToRunner::Call(frame), alone) {
             // The connection closed meanwhile: the runner is going, and the
             // cast with it (as a cast sent a moment earlier would be).
@@ -427,7 +435,7 @@ impl RunnerConn {
 
     /// Whether a call of `function` with `args` fits in a frame, with room
     /// left for the frame's envelope.
-    fn fits(&self, function: &str, args: &[u8]) -> bool {
+    fn fits(&self, function: &str, args: &Args) -> bool {
         args.len() <= self.inner.max_frame.saturating_sub(512 + function.len())
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::args::Args;
 use crate::backend::Backend;
 use crate::config::{PoolConfig, PoolEvent};
 use crate::error::Error;
@@ -183,7 +184,7 @@ impl Lease {
     /// Gives the arguments and the lease back when the cast cannot be sent
     /// this way (an in-process runner, a runner going away, arguments over
     /// the frame limit): send it with [`Lease::call`] instead.
-    pub fn cast(self, function: &'static str, args: Vec<u8>) -> Result<(), (Vec<u8>, Lease)> {
+    pub fn cast(self, function: &'static str, args: Args) -> Result<(), (Args, Lease)> {
         let conn = self.slot.conn.clone();
         conn.cast_held(function, args, self)
     }

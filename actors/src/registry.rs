@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use crate::args::ArgBytes;
 use crate::context::CurrentCall;
 use crate::error::FnError;
 
@@ -185,7 +186,7 @@ pub(crate) enum RunFailure {
 }
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
-type Handler = Arc<dyn Fn(&[u8], CurrentCall) -> BoxFuture + Send + Sync>;
+type Handler = Arc<dyn Fn(ArgBytes<'_>, CurrentCall) -> BoxFuture + Send + Sync>;
 type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The functions a binary can run as a runner.
@@ -295,8 +296,8 @@ impl Registry {
     fn insert<F: RemoteFn>(&mut self, blocking: bool) {
         let signature = format!("{}({})->{}", F::NAME, type_sig::<F::Args>(), type_sig::<F::Output>());
         let handler: Handler = if blocking {
-            Arc::new(|bytes: &[u8], call: CurrentCall| {
-                let args = rmp_serde::from_slice::<F::Args>(bytes);
+            Arc::new(|bytes: ArgBytes<'_>, call: CurrentCall| {
+                let args = bytes.decode::<F::Args>();
                 Box::pin(async move {
                     let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
                     // The body runs on a blocking thread, inside the runtime
@@ -313,8 +314,8 @@ impl Registry {
                 })
             })
         } else {
-            Arc::new(|bytes: &[u8], call: CurrentCall| {
-                let args = rmp_serde::from_slice::<F::Args>(bytes);
+            Arc::new(|bytes: ArgBytes<'_>, call: CurrentCall| {
+                let args = bytes.decode::<F::Args>();
                 Box::pin(call.scope(async move {
                     let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
                     let output = F::run(args).await.map_err(RunFailure::from)?;
@@ -488,7 +489,7 @@ impl Registry {
 
     /// Starts the named function on encoded arguments, and tells whether it
     /// runs on the blocking pool; `None` if unknown.
-    pub(crate) fn start(&self, name: &str, args: &[u8], call: CurrentCall) -> Option<(BoxFuture, bool)> {
+    pub(crate) fn start(&self, name: &str, args: ArgBytes<'_>, call: CurrentCall) -> Option<(BoxFuture, bool)> {
         self.functions.get(name).map(|e| ((e.handler)(args, call), e.blocking))
     }
 

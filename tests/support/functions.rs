@@ -185,6 +185,47 @@ impl RemoteFn for Len {
     }
 }
 
+/// A checksum of every byte of its argument and where each sits (FNV-1a
+/// over the bytes, then the length).
+pub fn digest(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ bytes.len() as u64
+}
+
+/// The [`digest`] of its argument, computed on the runner.
+pub struct Digest;
+
+impl RemoteFn for Digest {
+    const NAME: &'static str = "test.digest";
+    type Args = serde_bytes::ByteBuf;
+    type Output = u64;
+    async fn run(bytes: serde_bytes::ByteBuf) -> Result<u64, FnError> {
+        Ok(digest(&bytes))
+    }
+}
+
+/// A named blob: a large byte string inside a struct.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blob {
+    pub name: String,
+    pub data: serde_bytes::ByteBuf,
+}
+
+/// The blob's name and the [`digest`] of its data, computed on the runner.
+pub struct BlobDigest;
+
+impl RemoteFn for BlobDigest {
+    const NAME: &'static str = "test.blob_digest";
+    type Args = Blob;
+    type Output = (String, u64);
+    async fn run(blob: Blob) -> Result<(String, u64), FnError> {
+        Ok((blob.name, digest(&blob.data)))
+    }
+}
+
 /// Returns `n` bytes.
 pub struct Bytes;
 
@@ -448,6 +489,8 @@ pub fn registry() -> Registry {
         .register::<Chatty>()
         .register::<Len>()
         .register::<Bytes>()
+        .register::<Digest>()
+        .register::<BlobDigest>()
         .register::<Exit>()
         .register::<NestedPool>()
         .register::<Alloc>()

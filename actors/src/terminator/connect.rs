@@ -121,16 +121,21 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
     // the first call can arrive.
     crate::observe::logs::set_sink(tx.downgrade());
     let control = myself.clone();
-    let on_body = move |body: &[u8]| {
+    let on_body = move |body: &[u8], payload: Option<Vec<u8>>| {
         // Calls are decoded in place: their arguments go from the read
         // buffer straight to the function's decoder.
         let frame: ToRunnerRef<'_> =
             rmp_serde::from_slice(body).map_err(|e| crate::wire::FrameError::Decode(e.to_string()))?;
+        if payload.is_some() && !matches!(frame, ToRunnerRef::Call(_)) {
+            return Err(crate::wire::FrameError::Decode(
+                "a split frame with no place for its payload".into(),
+            ));
+        }
         match frame {
             ToRunnerRef::Call(call) => {
                 if let Some(tx) = weak.upgrade() {
                     let deadline = call.deadline_us.map(instant_from_unix_micros);
-                    serve.dispatch(call, deadline, tx);
+                    serve.dispatch(call, payload, deadline, tx);
                 }
             }
             ToRunnerRef::Cancel { id } => serve.cancel(id),

@@ -23,7 +23,7 @@ use super::children::Children;
 use crate::context::CurrentCall;
 use crate::ids::IdMap;
 use crate::parent::RunnerId;
-use crate::registry::{BoxFuture, Registry, RunFailure, States, panic_message};
+use crate::registry::{ArgBytes, BoxFuture, Registry, RunFailure, States, panic_message};
 use crate::wire::frame::{
     CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent,
 };
@@ -146,34 +146,49 @@ impl Serve {
     /// placed children; and whether it runs on the blocking pool. Child
     /// messages are enqueued here, synchronously, so a caller's messages
     /// reach their child in the order they were sent.
-    fn start_work(self: &Arc<Self>, call: &CallRef<'_>, current: &CurrentCall) -> Result<(BoxFuture, bool), Outcome> {
+    fn start_work(
+        self: &Arc<Self>,
+        call: &CallRef<'_>,
+        payload: Option<Vec<u8>>,
+        current: &CurrentCall,
+    ) -> Result<(BoxFuture, bool), Outcome> {
         let name = call.function;
         if let Some(actor) = name.strip_prefix(PLACE) {
-            let (this, actor, args, id, linked) = (
-                Arc::clone(self),
-                actor.to_owned(),
-                call.args.to_vec(),
-                call.id,
-                call.linked,
-            );
+            let (this, actor, id, linked) = (Arc::clone(self), actor.to_owned(), call.id, call.linked);
+            let args = payload.unwrap_or_else(|| call.args.to_vec());
             let place = async move { this.children.place(&this, &actor, &args, id, linked).await };
             return Ok((Box::pin(place), false));
         }
+        let bytes = payload.as_deref().unwrap_or(call.args);
         match name {
             CHILD_CAST => {
-                self.children.cast(&decode_envelope(call.args)?)?;
+                self.children.cast(&decode_envelope(bytes)?)?;
                 Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
             }
-            CHILD_CALL => Ok((self.children.call(&decode_envelope(call.args)?)?, false)),
+            CHILD_CALL => Ok((self.children.call(&decode_envelope(bytes)?)?, false)),
             CHILD_STOP => {
-                let child: u64 = rmp_serde::from_slice(call.args).map_err(|e| Outcome::Codec(e.to_string()))?;
+                let child: u64 = rmp_serde::from_slice(bytes).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
                 Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
             }
-            _ => self
-                .registry
-                .start(name, call.args, current.clone())
-                .ok_or(Outcome::UnknownFunction),
+            _ => {
+                // Bare bytes read into a buffer of their own become the
+                // function's argument as they are.
+                let args = match payload {
+                    Some(owned) if call.bare => ArgBytes::BareOwned(owned),
+                    Some(owned) => {
+                        return self
+                            .registry
+                            .start(name, ArgBytes::Encoded(&owned), current.clone())
+                            .ok_or(Outcome::UnknownFunction);
+                    }
+                    None if call.bare => ArgBytes::Bare(call.args),
+                    None => ArgBytes::Encoded(call.args),
+                };
+                self.registry
+                    .start(name, args, current.clone())
+                    .ok_or(Outcome::UnknownFunction)
+            }
         }
     }
 
@@ -186,7 +201,7 @@ impl Serve {
     /// the end, accounted like any call, its outcome dropped.
     pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
         let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, None);
-        let work = self.start_work(&call.view(), &current);
+        let work = self.start_work(&call.view(), None, &current);
         let this = Arc::clone(self);
         async move {
             if let Ok((work, _)) = work {
@@ -224,13 +239,14 @@ impl Serve {
     fn begin(
         self: &Arc<Self>,
         call: &CallRef<'_>,
+        payload: Option<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<(BoxFuture, bool, CurrentCall), Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Outcome::Refused);
         }
         let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
-        let (work, blocking) = self.start_work(call, &current)?;
+        let (work, blocking) = self.start_work(call, payload, &current)?;
         // The idle clock counts from when the runner last had nothing to
         // do: it is read only when a busy spell starts or ends, not on
         // every call.
@@ -242,8 +258,16 @@ impl Serve {
 
     /// Starts a call in a task of its own on the work runtime; its outcome
     /// goes to `reply` (the parent connection), when the work has ended.
-    pub(crate) fn dispatch(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>, reply: Outbox<ToParent>) {
-        let (work, blocking, current) = match self.begin(&call, deadline) {
+    /// `payload` holds the arguments of a call whose frame was split (they
+    /// are then not in `call`).
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        call: CallRef<'_>,
+        payload: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+        reply: Outbox<ToParent>,
+    ) {
+        let (work, blocking, current) = match self.begin(&call, payload, deadline) {
             Ok(begun) => begun,
             Err(outcome) => return send(&reply, call.id, outcome),
         };
@@ -304,7 +328,7 @@ impl Serve {
     /// it (the runner is going away). Blocking functions go through
     /// `dispatch` instead: their body outlives a dropped caller.
     pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
-        let (work, _, current) = match self.begin(&call, deadline) {
+        let (work, _, current) = match self.begin(&call, None, deadline) {
             Ok(begun) => begun,
             Err(outcome) => return Some(outcome),
         };

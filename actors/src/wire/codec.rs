@@ -1,5 +1,7 @@
 //! Length-prefixed frames: a 4-byte big-endian body length, then the
-//! rmp-serde body.
+//! rmp-serde body. A frame with a large byte string (a call's arguments, a
+//! result) is split: the rest of the message first, the bytes after it, so
+//! that neither side copies them (see [`encode_frame_split`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +30,10 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// A length prefix with this bit set starts a split frame (see
+/// [`encode_frame_split`]); a whole frame's body is shorter than this.
+pub(crate) const SPLIT_FLAG: u32 = 1 << 31;
+
 /// Appends one frame holding `value` to `out`.
 ///
 /// # Errors
@@ -37,16 +43,14 @@ pub enum FrameError {
 pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    // Fields go by position (msgpack arrays): no field names to write,
-    // read and compare on every frame. `Hello::version` says which layout a
-    // peer speaks; a decoder still takes named fields too.
-    let mut ser = rmp_serde::Serializer::new(&mut *out);
-    if let Err(e) = value.serialize(&mut ser) {
-        out.truncate(start);
-        return Err(FrameError::Encode(e.to_string()));
-    }
-    let size = out.len() - start - 4;
-    if size > limit || size > u32::MAX as usize {
+    let size = match encode_into(value, out, start + 4) {
+        Ok(size) => size,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    if size > limit || size >= SPLIT_FLAG as usize {
         out.truncate(start);
         return Err(FrameError::TooLarge { size, limit });
     }
@@ -54,14 +58,33 @@ pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) ->
     Ok(())
 }
 
+/// Serializes `value` at the end of `out`; the size of its encoding counted
+/// from `from`.
+fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>, from: usize) -> Result<usize, FrameError> {
+    // Fields go by position (msgpack arrays): no field names to write,
+    // read and compare on every frame. `Hello::version` says which layout a
+    // peer speaks; a decoder still takes named fields too.
+    let mut ser = rmp_serde::Serializer::new(&mut *out);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    Ok(out.len() - from)
+}
+
 /// Payloads from this size on are written from where they lie: their frame
 /// is encoded without them, and they follow it on the socket.
 pub(crate) const SPLIT_AT: usize = 32 * 1024;
 
-/// Appends one frame holding `value` to `out`, except its `payload`: the
-/// byte string that ends the encoding of `value` (taken out of it, an empty
-/// byte string in its place). The bytes to write are then `out` and, right
-/// after it, `payload`; nothing of the payload is copied.
+/// Appends the head of a split frame to `out`: `value`, whose one large byte
+/// string (its payload, `payload_len` bytes) has been taken out of it. The
+/// bytes to write are then `out` and, right after it, the payload itself;
+/// nothing of the payload is copied, and the reader gets it in a buffer of
+/// its own, which becomes the decoded message's byte string, again without
+/// a copy.
+///
+/// A split frame is a length prefix with [`SPLIT_FLAG`] set over the head's
+/// length, the payload's length (4 bytes, big-endian), the head (`value`
+/// encoded, an empty byte string where the payload goes) and the payload.
 ///
 /// # Errors
 ///
@@ -69,28 +92,26 @@ pub(crate) const SPLIT_AT: usize = 32 * 1024;
 /// appended then.
 pub(crate) fn encode_frame_split<T: Serialize>(
     value: &T,
-    payload: &[u8],
+    payload_len: usize,
     limit: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
     let start = out.len();
-    encode_frame(value, usize::MAX, out)?;
-    // The empty byte string the payload left is the encoding's last two
-    // bytes (bin 8, length 0); it becomes the header of a bin 32 of the
-    // payload's length (any msgpack reader takes a bin 32 of any length).
-    if !out.ends_with(&[0xc4, 0x00]) || payload.len() > u32::MAX as usize {
-        out.truncate(start);
-        return Err(FrameError::Encode("the payload does not end its frame".into()));
-    }
-    out.truncate(out.len() - 2);
-    out.push(0xc6);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    let size = out.len() - start - 4 + payload.len();
-    if size > limit || size > u32::MAX as usize {
+    out.extend_from_slice(&[0; 8]);
+    let head = match encode_into(value, out, start + 8) {
+        Ok(head) => head,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    let size = head + payload_len;
+    if size > limit || head >= SPLIT_FLAG as usize || payload_len > u32::MAX as usize {
         out.truncate(start);
         return Err(FrameError::TooLarge { size, limit });
     }
-    out[start..start + 4].copy_from_slice(&(size as u32).to_be_bytes());
+    out[start..start + 4].copy_from_slice(&(SPLIT_FLAG | head as u32).to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_be_bytes());
     Ok(())
 }
 
@@ -105,46 +126,89 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 }
 
 /// Reads one frame, reusing `buf`. `Ok(None)` on a clean end of stream
-/// between frames.
+/// between frames. Only whole frames are expected here (the handshake's):
+/// a split frame is an error.
 pub(crate) async fn read_frame<R, T>(reader: &mut R, buf: &mut Vec<u8>, limit: usize) -> Result<Option<T>, FrameError>
 where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
-    if !read_body(reader, buf, limit).await? {
-        return Ok(None);
+    match read_body(reader, buf, limit).await? {
+        Body::Closed => Ok(None),
+        Body::Whole => decode_body(buf).map(Some),
+        Body::Split(_) => Err(FrameError::Decode(
+            "a split frame where a whole one was expected".into(),
+        )),
     }
-    decode_body(buf).map(Some)
 }
 
-/// Reads one frame's body into `buf`. `Ok(false)` on a clean end of stream
-/// between frames; a body above `limit` is refused before it is read.
+/// What [`read_body`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The stream ended cleanly between frames.
+    Closed,
+    /// A whole frame's body, in the buffer.
+    Whole,
+    /// A split frame: its head in the buffer, its payload here.
+    Split(Vec<u8>),
+}
+
+/// Reads one frame's body into `buf` (a split frame's head, and its payload
+/// into a buffer of its own). A body above `limit` is refused before it is
+/// read.
 pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
     limit: usize,
-) -> Result<bool, FrameError> {
+) -> Result<Body, FrameError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Body::Closed),
         Err(e) => return Err(e.into()),
     }
-    let size = u32::from_be_bytes(len) as usize;
+    let len = u32::from_be_bytes(len);
+    if len & SPLIT_FLAG == 0 {
+        read_exactly(reader, buf, len as usize, limit).await?;
+        return Ok(Body::Whole);
+    }
+    let head = (len & !SPLIT_FLAG) as usize;
+    if head > limit {
+        return Err(FrameError::TooLarge { size: head, limit });
+    }
+    let mut payload_len = [0u8; 4];
+    reader.read_exact(&mut payload_len).await?;
+    let size = head + u32::from_be_bytes(payload_len) as usize;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    read_exactly(reader, buf, head, limit).await?;
+    let mut payload = Vec::new();
+    read_exactly(reader, &mut payload, size - head, limit).await?;
+    Ok(Body::Split(payload))
+}
+
+/// Reads exactly `size` bytes into `buf`, replacing what it held.
+async fn read_exactly<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    size: usize,
+    limit: usize,
+) -> Result<(), FrameError> {
     if size > limit {
         return Err(FrameError::TooLarge { size, limit });
     }
     // Read into the buffer's spare room: no zero-filling of a large body
     // that the read then overwrites.
     buf.clear();
-    buf.reserve(size);
+    buf.reserve_exact(size);
     while buf.len() < size {
         let want = size - buf.len();
         if reader.read_buf(&mut bytes::BufMut::limit(&mut *buf, want)).await? == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +226,7 @@ mod tests {
             want_result: true,
             linked: true,
             trace: None,
+            bare: false,
         })
     }
 
@@ -263,49 +328,77 @@ mod tests {
     }
 
     /// A large payload is left out of its frame and written after it; the
-    /// two together are the frame a plain encoding makes (up to the payload's
-    /// bin 32 header), and read back as the same message.
-    #[test]
-    fn split_frames_read_back_as_the_whole_frame() {
+    /// reader gets the head and the payload, each whole.
+    #[tokio::test]
+    async fn split_frames_read_back_as_head_and_payload() {
         use crate::wire::frame::{Outcome, ToParent};
         let args: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
-        let reply = ToParent::Reply {
-            id: 3,
-            outcome: Outcome::Ok(args.clone()),
-        };
-        let traced_call = traced(args.clone());
-        for (whole, empty) in [
-            (call(args.clone()), call(Vec::new())),
-            (traced_call, traced(Vec::new())),
-        ] {
-            let mut head = Vec::new();
-            encode_frame_split(&empty, &args, usize::MAX, &mut head).unwrap();
-            assert!(head.len() < 200, "the head holds no payload: {} bytes", head.len());
-            let joined = [head.as_slice(), args.as_slice()].concat();
-            let size = u32::from_be_bytes(joined[..4].try_into().unwrap()) as usize;
-            assert_eq!(size, joined.len() - 4);
-            assert_eq!(decode_body::<ToRunner>(&joined[4..]).unwrap(), whole);
-        }
-        let mut head = Vec::new();
-        let empty = ToParent::Reply {
+        let empty_reply = ToParent::Reply {
             id: 3,
             outcome: Outcome::Ok(Vec::new()),
         };
-        encode_frame_split(&empty, &args, usize::MAX, &mut head).unwrap();
-        let joined = [head.as_slice(), args.as_slice()].concat();
-        assert_eq!(decode_body::<ToParent>(&joined[4..]).unwrap(), reply);
+        let mut wire = Vec::new();
+        for head in [call(Vec::new()), traced(Vec::new())] {
+            let before = wire.len();
+            encode_frame_split(&head, args.len(), usize::MAX, &mut wire).unwrap();
+            assert!(
+                wire.len() - before < 200,
+                "the head holds no payload: {} bytes",
+                wire.len() - before
+            );
+            wire.extend_from_slice(&args);
+        }
+        encode_frame_split(&empty_reply, args.len(), usize::MAX, &mut wire).unwrap();
+        wire.extend_from_slice(&args);
+        encode_frame(&ToRunner::Ping, 1024, &mut wire).unwrap();
+
+        let mut reader = wire.as_slice();
+        let mut buf = Vec::new();
+        for expected in [call(Vec::new()), traced(Vec::new())] {
+            let body = read_body(&mut reader, &mut buf, args.len() + 200).await.unwrap();
+            assert_eq!(body, Body::Split(args.clone()));
+            assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), expected);
+        }
+        assert_eq!(
+            read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(),
+            Body::Split(args.clone())
+        );
+        assert_eq!(decode_body::<ToParent>(&buf).unwrap(), empty_reply);
+        assert_eq!(read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(), Body::Whole);
+        assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), ToRunner::Ping);
+        assert_eq!(
+            read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(),
+            Body::Closed
+        );
     }
 
     #[test]
     fn split_frames_count_the_payload_against_the_limit() {
         let mut out = vec![9];
-        let err = encode_frame_split(&call(Vec::new()), &[0; 2000], 1024, &mut out).unwrap_err();
+        let err = encode_frame_split(&call(Vec::new()), 2000, 1024, &mut out).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { limit: 1024, .. }));
         assert_eq!(out, vec![9], "nothing appended");
-        // A frame whose encoding does not end with its payload is refused.
-        let err = encode_frame_split(&ToRunner::Ping, &[0; 10], 1024, &mut out).unwrap_err();
-        assert!(matches!(err, FrameError::Encode(_)));
-        assert_eq!(out, vec![9]);
+    }
+
+    /// A split frame whose head and payload together pass the limit is
+    /// refused before either is read; one cut short is an error.
+    #[tokio::test]
+    async fn announced_oversized_split_frames_are_refused_without_reading() {
+        let mut wire = Vec::new();
+        encode_frame_split(&call(Vec::new()), 5000, usize::MAX, &mut wire).unwrap();
+        wire.extend_from_slice(&[7; 5000]);
+        let mut buf = Vec::new();
+        let err = read_body(&mut wire.as_slice(), &mut buf, 4096).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { limit: 4096, .. }), "{err}");
+        assert!(buf.capacity() < 4096);
+        let cut = &wire[..wire.len() - 1];
+        let err = read_body(&mut &cut[..], &mut buf, usize::MAX).await.unwrap_err();
+        assert!(matches!(err, FrameError::Io(_)), "{err}");
+        // The handshake takes whole frames only.
+        let err = read_frame::<_, ToRunner>(&mut wire.as_slice(), &mut buf, usize::MAX)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Decode(_)), "{err}");
     }
 
     /// A body read in pieces, as a socket delivers it, arrives whole; a
@@ -320,7 +413,7 @@ mod tests {
             tokio::io::AsyncWriteExt::write_all(&mut tx, &sent).await.unwrap();
         });
         let mut buf = vec![1; 16];
-        assert!(read_body(&mut rx, &mut buf, usize::MAX).await.unwrap());
+        assert_eq!(read_body(&mut rx, &mut buf, usize::MAX).await.unwrap(), Body::Whole);
         assert_eq!(buf, frame[4..]);
         writer.await.unwrap();
         let cut = &frame[..frame.len() - 1];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::codec::{FrameError, read_body};
+use super::codec::{Body, FrameError, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
 use super::outbox::{Queue, Sink, push};
 use super::tls::TlsLink;
@@ -50,9 +50,10 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
     where
         Self: Sized;
 
-    /// Takes out the byte string that ends this frame's encoding (a call's
-    /// arguments, a result), when it is `at_least` bytes long: it is then
-    /// written from where it lies rather than copied into the frame.
+    /// Takes out this frame's large byte string (a call's arguments, a
+    /// result), when it is `at_least` bytes long: it is then written from
+    /// where it lies rather than copied into the frame, and read into a
+    /// buffer of its own (see [`encode_frame_split`](super::codec::encode_frame_split)).
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>>;
 }
 
@@ -101,8 +102,9 @@ impl OutFrame for ToRunner {
 }
 
 /// Starts the reader and writer of `stream`. `on_body` gets the body of every
-/// frame, heartbeats included, to decode as it likes (in place, even); an
-/// error from it ends the connection. `on_close` runs once with the reason
+/// frame, heartbeats included, to decode as it likes (in place, even), and a
+/// split frame's payload, to put in the decoded message; an error from it
+/// ends the connection. `on_close` runs once with the reason
 /// the connection ended.
 /// Outgoing frames come from `queue`'s outboxes (written straight out, or
 /// batched by the writer): once every outbox is dropped, the queued frames
@@ -112,7 +114,7 @@ pub(crate) fn spawn<Out>(
     stream: Stream,
     opts: LinkOptions,
     queue: Queue<Out>,
-    mut on_body: impl FnMut(&[u8]) -> Result<(), FrameError> + Send + 'static,
+    mut on_body: impl FnMut(&[u8], Option<Vec<u8>>) -> Result<(), FrameError> + Send + 'static,
     on_close: impl FnOnce(DownReason) + Send + 'static,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -147,7 +149,7 @@ const KEEP_LARGE_FOR: Duration = Duration::from_secs(1);
 async fn read_loop<R: AsyncRead + Unpin>(
     read: R,
     opts: LinkOptions,
-    on_body: &mut impl FnMut(&[u8]) -> Result<(), FrameError>,
+    on_body: &mut impl FnMut(&[u8], Option<Vec<u8>>) -> Result<(), FrameError>,
 ) -> DownReason {
     let (read, alive) = Watched::new(read);
     let mut reader = BufReader::with_capacity(64 * 1024, read);
@@ -181,25 +183,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         };
-        match read {
-            Ok(true) => {
-                if let Err(e) = on_body(&buf) {
-                    return DownReason::ConnectionLost(e.to_string());
-                }
-                // Room for large frames is kept while they keep coming, and
-                // given back a while after the last (an idle runner would
-                // hold it for its life). Heartbeats bring the check round.
-                if buf.len() > KEEP_READ_BUFFER {
-                    large_at = Some(Instant::now());
-                } else if let Some(at) = large_at
-                    && at.elapsed() > KEEP_LARGE_FOR
-                {
-                    buf = Vec::new();
-                    large_at = None;
-                }
-            }
-            Ok(false) => return DownReason::ConnectionLost("closed by peer".into()),
+        let payload = match read {
+            Ok(Body::Whole) => None,
+            Ok(Body::Split(payload)) => Some(payload),
+            Ok(Body::Closed) => return DownReason::ConnectionLost("closed by peer".into()),
             Err(e) => return DownReason::ConnectionLost(e.to_string()),
+        };
+        if let Err(e) = on_body(&buf, payload) {
+            return DownReason::ConnectionLost(e.to_string());
+        }
+        // Room for large frames is kept while they keep coming, and
+        // given back a while after the last (an idle runner would
+        // hold it for its life). Heartbeats bring the check round.
+        if buf.len() > KEEP_READ_BUFFER {
+            large_at = Some(Instant::now());
+        } else if let Some(at) = large_at
+            && at.elapsed() > KEEP_LARGE_FOR
+        {
+            buf = Vec::new();
+            large_at = None;
         }
     }
 }
@@ -384,7 +386,7 @@ mod tests {
         let (read, _write) = stream.into_split();
         let mut sizes = Vec::new();
         let started = Instant::now();
-        let reason = read_loop(read, opts, &mut |body: &[u8]| {
+        let reason = read_loop(read, opts, &mut |body: &[u8], _| {
             sizes.push(body.len());
             Ok(())
         })

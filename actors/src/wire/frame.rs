@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::FrameError;
+
 use crate::parent::{RunnerId, Token};
 use crate::registry::BuildId;
 
@@ -72,10 +74,15 @@ pub struct CallFrame {
     /// nothing.
     #[serde(default)]
     pub trace: Option<TraceContext>,
-    /// rmp-serde encoded arguments. Last, so that a large argument ends its
-    /// frame and is written from where it lies, not copied into the frame.
+    /// rmp-serde encoded arguments (a large one travels after the frame:
+    /// see [`encode_frame`](crate::wire::encode_frame)'s split form).
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
+    /// `true` when `args` holds the argument's bytes themselves, not their
+    /// encoding: an argument that is one byte string
+    /// ([`serde_bytes::ByteBuf`]) is sent and received without a copy.
+    #[serde(default)]
+    pub bare: bool,
 }
 
 /// Where a call sits in its caller's trace.
@@ -133,6 +140,7 @@ impl CallFrame {
             linked: false,
             trace: None,
             args,
+            bare: false,
         }
     }
 
@@ -149,6 +157,7 @@ impl CallFrame {
                 span: t.span,
                 traceparent: t.traceparent.as_deref(),
             }),
+            bare: self.bare,
         }
     }
 }
@@ -167,6 +176,8 @@ pub(crate) struct CallRef<'a> {
     #[serde(default, borrow)]
     pub(crate) trace: Option<TraceRef<'a>>,
     pub(crate) args: &'a [u8],
+    #[serde(default)]
+    pub(crate) bare: bool,
 }
 
 /// [`ToRunner`] decoded in place (same encoding; a codec test keeps the two
@@ -275,6 +286,31 @@ pub enum ToParent {
     },
     /// A `tracing` event of the runner (protocol 3).
     Log(LogRecord),
+}
+
+impl ToParent {
+    /// Puts a split frame's payload back where its sender took it from (a
+    /// result's bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Decode`] for a frame with no such place.
+    pub(crate) fn put_payload(&mut self, payload: Vec<u8>) -> Result<(), FrameError> {
+        match self {
+            ToParent::Reply {
+                outcome: Outcome::Ok(bytes),
+                ..
+            }
+            | ToParent::Early {
+                outcome: Outcome::Ok(bytes),
+                ..
+            } if bytes.is_empty() => {
+                *bytes = payload;
+                Ok(())
+            }
+            _ => Err(FrameError::Decode("a split frame with no place for its payload".into())),
+        }
+    }
 }
 
 /// Frames that can be sent as heartbeats.

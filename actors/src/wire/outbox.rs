@@ -377,7 +377,7 @@ impl<Out> Queue<Out> {
 pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     let payload = msg.take_payload(SPLIT_AT);
     let encoded = match &payload {
-        Some(payload) => encode_frame_split(&msg, payload, limit, buf),
+        Some(payload) => encode_frame_split(&msg, payload.len(), limit, buf),
         None => encode_frame(&msg, limit, buf),
     };
     if let Err(err) = encoded {
