@@ -53,16 +53,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_flame::{Error, FnError, LocalBackend, Pool, PoolConfig, PoolEvent, Registry, RemoteFn};
+use ractor_flame::{ByteBuf, Error, FnError, LocalBackend, Pool, PoolConfig, PoolEvent, Registry, RemoteFn};
 
 /// Sums the bytes of a buffer (the "hash" pool).
 struct Sum;
 
 impl RemoteFn for Sum {
     const NAME: &'static str = "tree.sum";
-    type Args = Vec<u8>;
+    type Args = ByteBuf;
     type Output = u64;
-    async fn run(bytes: Vec<u8>) -> Result<u64, FnError> {
+    async fn run(bytes: ByteBuf) -> Result<u64, FnError> {
         Ok(bytes.iter().map(|b| u64::from(*b)).sum())
     }
 }
@@ -232,7 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   resize 1024 -> {}", resize.call::<Resize>((1024, 10)).await?);
     println!(
         "   sum of [1, 2, 3, 4] -> {}",
-        hash.call::<Sum>(vec![1, 2, 3, 4]).await?
+        hash.call::<Sum>(ByteBuf::from(vec![1, 2, 3, 4])).await?
     );
 
     println!("2. a resize runner crashes with a call in flight");

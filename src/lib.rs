@@ -11,14 +11,14 @@
 //! parent and its runners both build.
 //!
 //! ```
-//! use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
+//! use ractor_flame::{ByteBuf, FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteFn};
 //!
 //! struct Checksum;
 //! impl RemoteFn for Checksum {
 //!     const NAME: &'static str = "checksum";
-//!     type Args = Vec<u8>;
+//!     type Args = ByteBuf;
 //!     type Output = u32;
-//!     async fn run(bytes: Vec<u8>) -> Result<u32, FnError> {
+//!     async fn run(bytes: ByteBuf) -> Result<u32, FnError> {
 //!         Ok(bytes.iter().map(|b| u32::from(*b)).sum())
 //!     }
 //! }
@@ -29,7 +29,7 @@
 //! ractor_flame::run_if_runner(&registry).await?;
 //!
 //! let pool = Pool::start(PoolConfig::new(4).name("checksums"), LocalBackend::new(), &registry).await?;
-//! assert_eq!(pool.call::<Checksum>(vec![1, 2, 3]).await?, 6);
+//! assert_eq!(pool.call::<Checksum>(ByteBuf::from(vec![1, 2, 3])).await?, 6);
 //! pool.stop().await;
 //! # Ok(()) }
 //! ```
@@ -82,7 +82,7 @@
 //!   concurrency on a runner; [`PoolStats::cancelling`] counts such slots.
 //!
 //! ```
-//! use ractor_flame::{FnError, RemoteFn, current_call};
+//! use ractor_flame::{ByteBuf, FnError, RemoteFn, current_call};
 //!
 //! /// Hours of CPU in the worst case: a blocking function that stops when
 //! /// its caller gives up.
@@ -90,9 +90,9 @@
 //! impl RemoteFn for Transcode {
 //!     const NAME: &'static str = "transcode";
 //!     const BLOCKING: bool = true;
-//!     type Args = Vec<u8>;
+//!     type Args = ByteBuf;
 //!     type Output = usize;
-//!     async fn run(video: Vec<u8>) -> Result<usize, FnError> {
+//!     async fn run(video: ByteBuf) -> Result<usize, FnError> {
 //!         let call = current_call().expect("inside a call");
 //!         let mut frames = 0;
 //!         for _chunk in video.chunks(4096) {
@@ -176,6 +176,31 @@ pub use ractor_flame_actors::{
 
 /// The Pool actor, for embedding in a supervision tree by hand.
 pub use ractor_flame_actors::Pool as PoolActor;
+
+/// A byte string argument or result (re-exported from `serde_bytes`).
+///
+/// Make large binary arguments a `ByteBuf`: it is sent as it lies and
+/// received into a buffer of its own that becomes the function's argument,
+/// with no copy on either side. A `Vec<u8>` is encoded as a list of numbers
+/// instead (up to two bytes for each byte) and decoded one number at a time.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::{ByteBuf, FnError, RemoteFn};
+///
+/// struct Checksum;
+/// impl RemoteFn for Checksum {
+///     const NAME: &'static str = "checksum";
+///     type Args = ByteBuf;
+///     type Output = u64;
+///     async fn run(data: ByteBuf) -> Result<u64, FnError> {
+///         Ok(data.iter().map(|b| u64::from(*b)).sum())
+///     }
+/// }
+/// # let _ = ByteBuf::from(vec![1u8, 2, 3]);
+/// ```
+pub use serde_bytes::ByteBuf;
 
 /// The level type [`PoolConfig::log`] takes (re-exported from `tracing`).
 pub use tracing::Level;

@@ -42,7 +42,11 @@ use crate::error::FnError;
 pub trait RemoteFn: Send + Sync + 'static {
     /// The stable name the function is called by. Unique in a registry.
     const NAME: &'static str;
-    /// The argument, encoded with rmp-serde on its way to the runner.
+    /// The argument, encoded with rmp-serde on its way to the runner. An
+    /// argument that is one [`serde_bytes::ByteBuf`] is not encoded: its
+    /// bytes travel as they are, and are copied on neither side. Prefer it
+    /// to `Vec<u8>` for binary data (a `Vec<u8>` encodes as a list of
+    /// numbers).
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The output, encoded with rmp-serde on its way back.
     type Output: Serialize + DeserializeOwned + Send + 'static;
@@ -272,13 +276,14 @@ impl Registry {
     ///
     /// ```
     /// use ractor_flame_actors::{FnError, Registry, RemoteFn};
+    /// use serde_bytes::ByteBuf;
     ///
     /// struct Hash;
     /// impl RemoteFn for Hash {
     ///     const NAME: &'static str = "hash";
-    ///     type Args = Vec<u8>;
+    ///     type Args = ByteBuf;
     ///     type Output = u64;
-    ///     async fn run(bytes: Vec<u8>) -> Result<u64, FnError> {
+    ///     async fn run(bytes: ByteBuf) -> Result<u64, FnError> {
     ///         Ok(bytes.iter().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b)))
     ///     }
     /// }
