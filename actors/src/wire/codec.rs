@@ -372,6 +372,37 @@ mod tests {
         );
     }
 
+    /// A payload goes back only where a result's bytes were taken out: a
+    /// peer that sends one with any other frame is refused.
+    #[test]
+    fn a_payload_fits_only_an_emptied_result() {
+        use crate::wire::frame::{Outcome, ToParent};
+        let mut reply = ToParent::Reply {
+            id: 1,
+            outcome: Outcome::Ok(Vec::new()),
+        };
+        reply.put_payload(vec![1, 2]).unwrap();
+        assert_eq!(
+            reply,
+            ToParent::Reply {
+                id: 1,
+                outcome: Outcome::Ok(vec![1, 2])
+            }
+        );
+        for mut other in [
+            reply,
+            ToParent::Ping,
+            ToParent::Reply {
+                id: 2,
+                outcome: Outcome::Returned("no".into()),
+            },
+            ToParent::Stopping { reason: "x".into() },
+        ] {
+            let err = other.put_payload(vec![3]).unwrap_err();
+            assert!(matches!(err, FrameError::Decode(_)), "{err}");
+        }
+    }
+
     #[test]
     fn split_frames_count_the_payload_against_the_limit() {
         let mut out = vec![9];
