@@ -198,7 +198,9 @@ impl<A: RemoteActor> Child<A> {
         };
         let outcome = self.inner.conn.call(req).await?;
         let bytes = outcome_into_result(outcome, A::NAME, timeout)?;
-        rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(format!("reply of `{}`: {e}", A::NAME)))
+        bytes
+            .decode()
+            .map_err(|e| Error::Codec(format!("reply of `{}`: {e}", A::NAME)))
     }
 
     /// Resolves when the child has stopped or crashed, with the reason.

@@ -276,7 +276,9 @@ impl Pool {
         if let (Some(watch), Some(sent)) = (watch, sent) {
             watch.span.record("remote_us", sent.elapsed().as_micros() as u64);
         }
-        rmp_serde::from_slice(&bytes?).map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
+        bytes?
+            .decode()
+            .map_err(|e| Error::Codec(format!("output of `{}`: {e}", F::NAME)))
     }
 
     /// Every [`PoolEvent`](crate::PoolEvent) of this pool from now on (grow, boot failures,
@@ -442,7 +444,7 @@ impl Pool {
             Error::Remote { message, .. } => Error::ChildStopped { reason: message },
             other => other,
         })?;
-        let id: u64 = rmp_serde::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
+        let id: u64 = bytes.decode().map_err(|e| Error::Codec(e.to_string()))?;
         Ok(Child::new(id, lease, opts.link, self.settings.timeout))
     }
 
@@ -514,13 +516,7 @@ struct Watch<'a> {
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.
-async fn run(
-    lease: Lease,
-    function: &'static str,
-    args: Args,
-    budget: Duration,
-    linked: bool,
-) -> Result<Vec<u8>, Error> {
+async fn run(lease: Lease, function: &'static str, args: Args, budget: Duration, linked: bool) -> Result<Args, Error> {
     if budget.is_zero() {
         return Err(Error::Deadline {
             function: function.to_owned(),

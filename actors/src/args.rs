@@ -1,12 +1,12 @@
 //! A call's arguments on their way to a runner, and back into the
-//! function's own type there.
+//! function's own type there; its output the same way back.
 //!
-//! Arguments travel rmp-serde encoded, but for one case that matters to
-//! heavy work: an argument that is one byte string
+//! Values travel rmp-serde encoded, but for one case that matters to heavy
+//! work: an argument or output that is one byte string
 //! ([`serde_bytes::ByteBuf`]: an image, a model's input, an archive) travels
-//! as its bytes, *bare*. The parent hands the buffer to the socket as it is,
-//! the runner reads it into a buffer of its own, and that buffer becomes the
-//! function's `ByteBuf`: neither side copies the bytes.
+//! as its bytes, *bare*. The sender hands the buffer to the socket as it is,
+//! the receiver reads it into a buffer of its own, and that buffer becomes
+//! the `ByteBuf` on the other side: neither side copies the bytes.
 
 use std::any::Any;
 
@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde_bytes::ByteBuf;
 
-/// A call's arguments, ready to send: encoded, or an argument that is one
-/// byte string as its bytes.
+/// A call's arguments (or output), ready to send: encoded, or a value that
+/// is one byte string as its bytes.
 ///
 /// # Examples
 ///
@@ -58,6 +58,40 @@ impl Args {
     /// Arguments already encoded with rmp-serde.
     pub fn encoded(bytes: Vec<u8>) -> Args {
         Args { bytes, bare: false }
+    }
+
+    /// A byte string's own bytes (what a `ByteBuf` argument or output
+    /// travels as).
+    pub(crate) fn bare(bytes: Vec<u8>) -> Args {
+        Args { bytes, bare: true }
+    }
+
+    /// Decodes the value these bytes carry: a call's output, on the parent.
+    /// Bare bytes become a [`ByteBuf`] as they are.
+    ///
+    /// # Errors
+    ///
+    /// When the bytes are not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::Args;
+    /// use serde_bytes::ByteBuf;
+    ///
+    /// let n: u64 = Args::encode(7u64).unwrap().decode().unwrap();
+    /// assert_eq!(n, 7);
+    /// let buf: ByteBuf = Args::encode(ByteBuf::from(vec![1u8, 2])).unwrap().decode().unwrap();
+    /// assert_eq!(buf.into_vec(), vec![1, 2]);
+    /// ```
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, rmp_serde::decode::Error> {
+        if self.bare {
+            ArgBytes::BareOwned(self.bytes)
+                .decode()
+                .map_err(<rmp_serde::decode::Error as serde::de::Error>::custom)
+        } else {
+            rmp_serde::from_slice(&self.bytes)
+        }
     }
 
     /// Their size in bytes, as they travel.
@@ -168,6 +202,18 @@ mod tests {
         assert_eq!(buf.len(), 100_000);
         let borrowed: ByteBuf = ArgBytes::Bare(&[1, 2, 3]).decode().unwrap();
         assert_eq!(borrowed.into_vec(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_bare_output_decodes_into_its_own_buffer() {
+        let bytes = vec![4u8; 100_000];
+        let at = bytes.as_ptr();
+        let out: ByteBuf = Args::bare(bytes).decode().unwrap();
+        assert_eq!(out.as_ptr(), at, "the buffer was not copied");
+        let err = Args::bare(vec![1]).decode::<u64>().unwrap_err();
+        assert!(err.to_string().contains("byte array"), "{err}");
+        let n: u64 = Args::encode(5u64).unwrap().decode().unwrap();
+        assert_eq!(n, 5);
     }
 
     #[test]

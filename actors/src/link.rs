@@ -668,12 +668,13 @@ impl Drop for TracedCall<'_> {
 /// [`Error::RunnerDown`] with [`DownReason::ShuttingDown`] when a stopping
 /// runner refused or aborted it, and [`Error::ChildStopped`] for a placed
 /// child that stopped.
-pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
+pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) -> Result<Args, Error> {
     // Named only on the way out of a failure: a success allocates nothing.
     let function = || function.to_owned();
     match outcome {
-        Outcome::Ok(bytes) => Ok(bytes),
-        Outcome::Done => Ok(Vec::new()),
+        Outcome::Ok(bytes) => Ok(Args::encoded(bytes)),
+        Outcome::OkBare(bytes) => Ok(Args::bare(bytes)),
+        Outcome::Done => Ok(Args::default()),
         Outcome::Returned(message) => Err(Error::Remote {
             function: function(),
             message,

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub(crate) use crate::args::ArgBytes;
+use crate::args::Args;
 use crate::context::CurrentCall;
 use crate::error::FnError;
 
@@ -48,7 +49,8 @@ pub trait RemoteFn: Send + Sync + 'static {
     /// to `Vec<u8>` for binary data (a `Vec<u8>` encodes as a list of
     /// numbers).
     type Args: Serialize + DeserializeOwned + Send + 'static;
-    /// The output, encoded with rmp-serde on its way back.
+    /// The output, encoded with rmp-serde on its way back; a
+    /// [`serde_bytes::ByteBuf`] travels as its bytes, as an argument does.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// Whether the body is blocking or CPU-heavy work. A blocking body runs
@@ -176,7 +178,9 @@ type PlaceFuture = Pin<Box<dyn Future<Output = Result<Placed, RunFailure>> + Sen
 type Placer = Arc<dyn Fn(&[u8], ractor::ActorCell) -> PlaceFuture + Send + Sync>;
 
 /// The outcome of running an encoded call, before it reaches the caller.
-pub(crate) type Encoded = Result<Vec<u8>, RunFailure>;
+/// A call's output as it travels (encoded, or a `ByteBuf`'s bytes as they
+/// are), or why there is none.
+pub(crate) type Encoded = Result<Args, RunFailure>;
 
 /// Why an encoded call produced no output.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -315,7 +319,7 @@ impl Registry {
                         Err(e) if e.is_panic() => return Err(RunFailure::Panicked(panic_message(&*e.into_panic()))),
                         Err(e) => return Err(RunFailure::Returned(e.to_string())),
                     };
-                    encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+                    Args::encode(output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
                 })
             })
         } else {
@@ -324,7 +328,7 @@ impl Registry {
                 Box::pin(call.scope(async move {
                     let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
                     let output = F::run(args).await.map_err(RunFailure::from)?;
-                    encode(&output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
+                    Args::encode(output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
                 }))
             })
         };
@@ -618,7 +622,9 @@ fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed {
             let reply = rx
                 .await
                 .map_err(|_| RunFailure::Returned("the actor stopped before it answered".into()))?;
-            encode(&reply).map_err(|e| RunFailure::Codec(format!("reply: {e}")))
+            encode(&reply)
+                .map(Args::encoded)
+                .map_err(|e| RunFailure::Codec(format!("reply: {e}")))
         });
         Ok(reply)
     });

@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 
 use super::children::Children;
+use crate::args::Args;
 use crate::context::CurrentCall;
 use crate::ids::IdMap;
 use crate::parent::RunnerId;
@@ -156,20 +157,25 @@ impl Serve {
         if let Some(actor) = name.strip_prefix(PLACE) {
             let (this, actor, id, linked) = (Arc::clone(self), actor.to_owned(), call.id, call.linked);
             let args = payload.unwrap_or_else(|| call.args.to_vec());
-            let place = async move { this.children.place(&this, &actor, &args, id, linked).await };
+            let place = async move {
+                this.children
+                    .place(&this, &actor, &args, id, linked)
+                    .await
+                    .map(Args::encoded)
+            };
             return Ok((Box::pin(place), false));
         }
         let bytes = payload.as_deref().unwrap_or(call.args);
         match name {
             CHILD_CAST => {
                 self.children.cast(&decode_envelope(bytes)?)?;
-                Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
+                Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
             }
             CHILD_CALL => Ok((self.children.call(&decode_envelope(bytes)?)?, false)),
             CHILD_STOP => {
                 let child: u64 = rmp_serde::from_slice(bytes).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
-                Ok((Box::pin(std::future::ready(Ok(Vec::new()))), false))
+                Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
             }
             _ => {
                 // Bare bytes read into a buffer of their own become the
@@ -460,7 +466,7 @@ async fn starter(mut starts: mpsc::UnboundedReceiver<Start>) {
     }
 }
 
-type Caught = Result<Result<Vec<u8>, RunFailure>, Box<dyn std::any::Any + Send>>;
+type Caught = Result<crate::registry::Encoded, Box<dyn std::any::Any + Send>>;
 
 /// Runs `work` until `deadline`; `None` when the deadline passed first (the
 /// work is dropped then: an async body ends at its next `.await`).
@@ -500,7 +506,10 @@ fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
     match result {
         None => Outcome::Deadline,
         Some(Ok(Ok(_))) if !want_result => Outcome::Done,
-        Some(Ok(Ok(bytes))) => Outcome::Ok(bytes),
+        Some(Ok(Ok(output))) => match output.into_parts() {
+            (bytes, true) => Outcome::OkBare(bytes),
+            (bytes, false) => Outcome::Ok(bytes),
+        },
         Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
         Some(Ok(Err(RunFailure::Panicked(m)))) => Outcome::Panicked(m),
         Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),

@@ -61,11 +61,11 @@ impl OutFrame for ToParent {
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
         match self {
             ToParent::Reply {
-                outcome: Outcome::Ok(bytes),
+                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
             }
             | ToParent::Early {
-                outcome: Outcome::Ok(bytes),
+                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
             } if bytes.len() >= at_least => Some(std::mem::take(bytes)),
             _ => None,

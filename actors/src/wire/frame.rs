@@ -200,7 +200,7 @@ pub(crate) enum ToRunnerRef<'a> {
 /// How a call ended on the runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The encoded output.
+    /// The encoded output (a large one travels after the frame).
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A cast finished (its value is not sent back).
     Done,
@@ -221,6 +221,9 @@ pub enum Outcome {
     /// The work was aborted on the runner (its caller cancelled it, or the
     /// runner stopped) before it produced an outcome.
     Aborted,
+    /// An output that is one byte string (a `ByteBuf`), as its bytes rather
+    /// than their encoding: copied on neither side.
+    OkBare(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Frames from parent to runner.
@@ -298,11 +301,11 @@ impl ToParent {
     pub(crate) fn put_payload(&mut self, payload: Vec<u8>) -> Result<(), FrameError> {
         match self {
             ToParent::Reply {
-                outcome: Outcome::Ok(bytes),
+                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
             }
             | ToParent::Early {
-                outcome: Outcome::Ok(bytes),
+                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
             } if bytes.is_empty() => {
                 *bytes = payload;
