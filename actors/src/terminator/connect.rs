@@ -123,7 +123,8 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
     let control = myself.clone();
     let on_body = move |body: &[u8], payload: Option<Vec<u8>>| {
         // Calls are decoded in place: their arguments go from the read
-        // buffer straight to the function's decoder.
+        // buffer (a split frame's: from a buffer of their own) straight to
+        // the function's decoder.
         let frame: ToRunnerRef<'_> =
             rmp_serde::from_slice(body).map_err(|e| crate::wire::FrameError::Decode(e.to_string()))?;
         if payload.is_some() && !matches!(frame, ToRunnerRef::Call(_)) {

@@ -105,7 +105,7 @@ pub(crate) fn encode_frame_split<T: Serialize>(
             return Err(e);
         }
     };
-    let size = head + payload_len;
+    let size = head.saturating_add(payload_len);
     if size > limit || head >= SPLIT_FLAG as usize || payload_len > u32::MAX as usize {
         out.truncate(start);
         return Err(FrameError::TooLarge { size, limit });
@@ -178,7 +178,8 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     }
     let mut payload_len = [0u8; 4];
     reader.read_exact(&mut payload_len).await?;
-    let size = head + u32::from_be_bytes(payload_len) as usize;
+    // Saturating: a peer's lengths must not overflow a 32-bit `usize`.
+    let size = head.saturating_add(u32::from_be_bytes(payload_len) as usize);
     if size > limit {
         return Err(FrameError::TooLarge { size, limit });
     }
