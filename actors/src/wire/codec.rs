@@ -42,14 +42,7 @@ pub(crate) const SPLIT_FLAG: u32 = 1 << 31;
 /// appended), [`FrameError::Encode`] when the value does not encode.
 pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let size = match encode_into(value, out, start + 4) {
-        Ok(size) => size,
-        Err(e) => {
-            out.truncate(start);
-            return Err(e);
-        }
-    };
+    let size = encode_after(value, out, 4)?;
     if size > limit || size >= SPLIT_FLAG as usize {
         out.truncate(start);
         return Err(FrameError::TooLarge { size, limit });
@@ -58,17 +51,21 @@ pub fn encode_frame<T: Serialize>(value: &T, limit: usize, out: &mut Vec<u8>) ->
     Ok(())
 }
 
-/// Serializes `value` at the end of `out`; the size of its encoding counted
-/// from `from`.
-fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>, from: usize) -> Result<usize, FrameError> {
+/// Appends `header` zero bytes (room for the lengths) and `value`'s
+/// encoding to `out`; returns the encoding's size. Nothing is appended when
+/// the value does not encode.
+fn encode_after<T: Serialize>(value: &T, out: &mut Vec<u8>, header: usize) -> Result<usize, FrameError> {
+    let start = out.len();
+    out.resize(start + header, 0);
     // Fields go by position (msgpack arrays): no field names to write,
     // read and compare on every frame. `Hello::version` says which layout a
     // peer speaks; a decoder still takes named fields too.
     let mut ser = rmp_serde::Serializer::new(&mut *out);
-    value
-        .serialize(&mut ser)
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
-    Ok(out.len() - from)
+    if let Err(e) = value.serialize(&mut ser) {
+        out.truncate(start);
+        return Err(FrameError::Encode(e.to_string()));
+    }
+    Ok(out.len() - start - header)
 }
 
 /// Payloads from this size on are written from where they lie: their frame
@@ -97,14 +94,7 @@ pub(crate) fn encode_frame_split<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
     let start = out.len();
-    out.extend_from_slice(&[0; 8]);
-    let head = match encode_into(value, out, start + 8) {
-        Ok(head) => head,
-        Err(e) => {
-            out.truncate(start);
-            return Err(e);
-        }
-    };
+    let head = encode_after(value, out, 8)?;
     let size = head.saturating_add(payload_len);
     if size > limit || head >= SPLIT_FLAG as usize || payload_len > u32::MAX as usize {
         out.truncate(start);
