@@ -122,6 +122,17 @@ impl RemoteFn for Len {
     }
 }
 
+/// `n` bytes, made on the runner.
+struct Make;
+impl RemoteFn for Make {
+    const NAME: &'static str = "bench.make";
+    type Args = u64;
+    type Output = ByteBuf;
+    async fn run(n: u64) -> Result<ByteBuf, FnError> {
+        Ok(ByteBuf::from(vec![0xA5u8; n as usize]))
+    }
+}
+
 struct Pid;
 impl RemoteFn for Pid {
     const NAME: &'static str = "bench.pid";
@@ -175,6 +186,7 @@ fn registry() -> Registry {
         .register::<Noop>()
         .register::<CountCast>()
         .register::<Len>()
+        .register::<Make>()
         .register::<Pid>()
         .register::<Spin>()
         .register::<CastCount>()
@@ -429,12 +441,26 @@ async fn remote(plan: &Plan, registry: &Registry) {
     let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
     let samples = (plan.samples / 200).max(20);
     let [raw_mib, bytes_mib, ours] = arg_latencies(&pool, &mut raw, Some(&mut std_client), &mib, samples).await;
+    // 1 MiB results: bytes made on the runner and sent back, beside the
+    // same from the blocking echo child, in turn.
+    let mut paired = Paired::new(samples);
+    for i in 0..samples + samples / 10 {
+        let floor = std_client.fetch(1 << 20);
+        let ours = timed(async { pool.call::<Make>(1 << 20).await.unwrap() }).await;
+        paired.push(i >= samples / 10, floor, ours);
+    }
     drop(std_client);
     emit("raw_tcp_1mib_p50_ms", us(raw_mib) / 1000.0, "ms");
     emit("raw_bytes_1mib_p50_ms", us(bytes_mib) / 1000.0, "ms");
     emit("remote_1mib_arg_p50_ms", us(ours) / 1000.0, "ms");
     emit("remote_1mib_vs_raw_ratio", us(ours) / us(raw_mib), "ratio");
     emit("remote_1mib_vs_bytes_ratio", us(ours) / us(bytes_mib), "ratio");
+    paired.emit([
+        "std_bytes_1mib_result_p50_us",
+        "remote_1mib_result_p50_us",
+        "remote_1mib_result_p99_us",
+        "remote_1mib_result_vs_bytes_ratio",
+    ]);
 
     // 64 MiB arguments beside the same bytes sent raw (encoded the same way).
     let big = ByteBuf::from(vec![0x5Au8; 64 << 20]);

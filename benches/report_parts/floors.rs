@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 /// The blocking echo child: each request is a u32 length and that many
 /// bytes; a request of up to 64 bytes is echoed, a larger one answered with
-/// its length (8 bytes), like a call that returns a length.
+/// its length (8 bytes), like a call that returns a length. A request of 9
+/// bytes, `b'R'` and a big-endian u64 `n`, is answered with `n` bytes made
+/// for it, like a call that returns a byte string.
 pub(crate) fn std_echo_server() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     println!("{}", listener.local_addr().unwrap().port());
@@ -25,6 +27,16 @@ pub(crate) fn std_echo_server() {
         buf.resize(n, 0);
         if stream.read_exact(&mut buf).is_err() {
             return;
+        }
+        if n == 9 && buf[0] == b'R' {
+            // Made with its length in front: one buffer written as it is.
+            let want = u64::from_be_bytes(buf[1..].try_into().unwrap()) as usize;
+            let mut made = vec![0xA5u8; 4 + want];
+            made[..4].copy_from_slice(&(want as u32).to_be_bytes());
+            if stream.write_all(&made).is_err() {
+                return;
+            }
+            continue;
         }
         let answer: &[u8] = if n <= 64 { &buf } else { &(n as u64).to_be_bytes() };
         let mut out = Vec::with_capacity(4 + answer.len());
@@ -62,6 +74,15 @@ impl StdClient {
             stream,
             buf: Vec::new(),
         }
+    }
+
+    /// A request for `n` bytes, and the bytes: the time it took.
+    pub(crate) fn fetch(&mut self, n: usize) -> Duration {
+        let mut body = [b'R'; 9];
+        body[1..].copy_from_slice(&(n as u64).to_be_bytes());
+        let took = self.exchange(&body);
+        assert_eq!(self.buf.len(), n);
+        took
     }
 
     /// One request of `body` and its answer: the time it took.
