@@ -422,7 +422,7 @@ impl Pool {
         args: A::Arguments,
         opts: CallOptions,
     ) -> Result<Child<A>, Error> {
-        let args = Args::encoded(rmp_serde::to_vec_named(&args).map_err(|e| Error::Codec(format!("arguments: {e}")))?);
+        let args = encode(args)?;
         let started = Instant::now();
         let lease = self
             .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))

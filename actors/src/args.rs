@@ -9,6 +9,7 @@
 //! the `ByteBuf` on the other side: neither side copies the bytes.
 
 use std::any::Any;
+use std::borrow::Cow;
 
 use serde::Serialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
@@ -45,14 +46,11 @@ impl Args {
     /// When `value` does not encode (a map with non-string keys in a
     /// format that needs them, a failing `Serialize` impl).
     pub fn encode<T: Serialize + 'static>(value: T) -> Result<Args, rmp_serde::encode::Error> {
-        let mut value = Some(value);
-        if let Some(buf) = (&mut value as &mut dyn Any).downcast_mut::<Option<ByteBuf>>() {
-            let bytes = buf.take().map(ByteBuf::into_vec).unwrap_or_default();
-            return Ok(Args { bytes, bare: true });
+        let mut value = value;
+        if let Some(buf) = (&mut value as &mut dyn Any).downcast_mut::<ByteBuf>() {
+            return Ok(Args::bare(std::mem::take(buf).into_vec()));
         }
-        let bytes = crate::registry::encode(&value)?;
-        // `Some(v)` encodes as `v` does: rmp-serde writes no tag for it.
-        Ok(Args { bytes, bare: false })
+        Ok(Args::encoded(crate::registry::encode(&value)?))
     }
 
     /// Arguments already encoded with rmp-serde.
@@ -85,13 +83,9 @@ impl Args {
     /// assert_eq!(buf.into_vec(), vec![1, 2]);
     /// ```
     pub fn decode<T: DeserializeOwned>(self) -> Result<T, rmp_serde::decode::Error> {
-        if self.bare {
-            ArgBytes::BareOwned(self.bytes)
-                .decode()
-                .map_err(<rmp_serde::decode::Error as serde::de::Error>::custom)
-        } else {
-            rmp_serde::from_slice(&self.bytes)
-        }
+        ArgBytes::new(self.bytes, self.bare)
+            .decode()
+            .map_err(<rmp_serde::decode::Error as serde::de::Error>::custom)
     }
 
     /// Their size in bytes, as they travel.
@@ -120,32 +114,43 @@ impl Args {
     }
 }
 
-/// Arguments as a runner received them.
+/// Arguments as a runner received them: in the connection's read buffer,
+/// or in a buffer of their own (a split frame's payload), which bare bytes
+/// become as they are.
 #[derive(Debug)]
-pub(crate) enum ArgBytes<'a> {
-    /// rmp-serde encoded, in the read buffer.
-    Encoded(&'a [u8]),
-    /// A byte string's own bytes, in the read buffer.
-    Bare(&'a [u8]),
-    /// A byte string's own bytes, in a buffer of their own (a split frame's
-    /// payload): they become the argument without a copy.
-    BareOwned(Vec<u8>),
+pub(crate) struct ArgBytes<'a> {
+    bytes: Cow<'a, [u8]>,
+    bare: bool,
 }
 
-impl ArgBytes<'_> {
+impl<'a> ArgBytes<'a> {
+    pub(crate) fn new(bytes: impl Into<Cow<'a, [u8]>>, bare: bool) -> Self {
+        ArgBytes {
+            bytes: bytes.into(),
+            bare,
+        }
+    }
+
+    /// The bytes as they travelled.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The same arguments, owning their bytes (copied only if borrowed).
+    pub(crate) fn into_owned(self) -> ArgBytes<'static> {
+        ArgBytes::new(self.bytes.into_owned(), self.bare)
+    }
+
     /// Decodes the argument.
     ///
     /// # Errors
     ///
     /// The decoder's message, for bytes that are not a `T`.
     pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
-        match self {
-            ArgBytes::Encoded(bytes) => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
-            ArgBytes::Bare(bytes) => T::deserialize(
-                serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(bytes),
-            )
-            .map_err(|e| e.to_string()),
-            ArgBytes::BareOwned(bytes) => T::deserialize(OwnedBytes(bytes)).map_err(|e| e.to_string()),
+        if self.bare {
+            T::deserialize(OwnedBytes(self.bytes.into_owned())).map_err(|e| e.to_string())
+        } else {
+            rmp_serde::from_slice(&self.bytes).map_err(|e| e.to_string())
         }
     }
 }
@@ -189,7 +194,7 @@ mod tests {
         assert_eq!(args.as_bytes(), rmp_serde::to_vec_named(&vec![1u8, 2, 3]).unwrap());
         let args = Args::encode(Some(ByteBuf::from(vec![1u8]))).unwrap();
         assert!(!args.is_bare(), "only a ByteBuf itself goes bare");
-        let back: Option<ByteBuf> = ArgBytes::Encoded(args.as_bytes()).decode().unwrap();
+        let back: Option<ByteBuf> = ArgBytes::new(args.as_bytes(), false).decode().unwrap();
         assert_eq!(back.unwrap().into_vec(), vec![1u8]);
     }
 
@@ -197,10 +202,10 @@ mod tests {
     fn bare_bytes_in_a_buffer_of_their_own_become_the_argument() {
         let bytes = vec![9u8; 100_000];
         let at = bytes.as_ptr();
-        let buf: ByteBuf = ArgBytes::BareOwned(bytes).decode().unwrap();
+        let buf: ByteBuf = ArgBytes::new(bytes, true).decode().unwrap();
         assert_eq!(buf.as_ptr(), at, "the buffer was not copied");
         assert_eq!(buf.len(), 100_000);
-        let borrowed: ByteBuf = ArgBytes::Bare(&[1, 2, 3]).decode().unwrap();
+        let borrowed: ByteBuf = ArgBytes::new(&[1u8, 2, 3][..], true).decode().unwrap();
         assert_eq!(borrowed.into_vec(), vec![1, 2, 3]);
     }
 
@@ -218,9 +223,9 @@ mod tests {
 
     #[test]
     fn bare_bytes_for_another_type_are_a_clear_error() {
-        let err = ArgBytes::BareOwned(vec![1, 2]).decode::<u64>().unwrap_err();
+        let err = ArgBytes::new(vec![1, 2], true).decode::<u64>().unwrap_err();
         assert!(err.contains("byte array"), "{err}");
-        let err = ArgBytes::Bare(&[1, 2]).decode::<Vec<u32>>().unwrap_err();
+        let err = ArgBytes::new(&[1u8, 2][..], true).decode::<Vec<u32>>().unwrap_err();
         assert!(err.contains("byte array"), "{err}");
     }
 }

@@ -175,7 +175,7 @@ impl fmt::Debug for Placed {
 }
 
 type PlaceFuture = Pin<Box<dyn Future<Output = Result<Placed, RunFailure>> + Send>>;
-type Placer = Arc<dyn Fn(&[u8], ractor::ActorCell) -> PlaceFuture + Send + Sync>;
+type Placer = Arc<dyn Fn(ArgBytes<'_>, ractor::ActorCell) -> PlaceFuture + Send + Sync>;
 
 /// The outcome of running an encoded call, before it reaches the caller.
 /// A call's output as it travels (encoded, or a `ByteBuf`'s bytes as they
@@ -357,8 +357,8 @@ impl Registry {
             type_sig::<A::Call>(),
             type_sig::<A::Reply>()
         );
-        let placer: Placer = Arc::new(|bytes: &[u8], supervisor: ractor::ActorCell| {
-            let args = rmp_serde::from_slice::<A::Arguments>(bytes);
+        let placer: Placer = Arc::new(|bytes: ArgBytes<'_>, supervisor: ractor::ActorCell| {
+            let args = bytes.decode::<A::Arguments>();
             Box::pin(async move {
                 let args = args.map_err(|e| RunFailure::Codec(format!("actor arguments: {e}")))?;
                 let (actor, _) = ractor::Actor::spawn_linked(None, A::default(), args, supervisor)
@@ -508,7 +508,7 @@ impl Registry {
     }
 
     /// Starts placing the named actor type; `None` if unknown.
-    pub(crate) fn place(&self, name: &str, args: &[u8], supervisor: ractor::ActorCell) -> Option<PlaceFuture> {
+    pub(crate) fn place(&self, name: &str, args: ArgBytes<'_>, supervisor: ractor::ActorCell) -> Option<PlaceFuture> {
         self.actors.get(name).map(|(_, placer)| placer(args, supervisor))
     }
 

@@ -9,7 +9,7 @@ use crate::wire::outbox::{Outbox, WeakOutbox};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::Serve;
-use crate::registry::{BoxFuture, Placed, RunFailure, encode};
+use crate::registry::{ArgBytes, BoxFuture, Placed, RunFailure, encode};
 use crate::wire::frame::{ChildEnvelope, Outcome, ToParent};
 
 /// The children of one runner.
@@ -44,7 +44,7 @@ impl Children {
         &self,
         serve: &Arc<Serve>,
         name: &str,
-        args: &[u8],
+        args: ArgBytes<'_>,
         id: u64,
         linked: bool,
     ) -> Result<Vec<u8>, RunFailure> {

@@ -128,9 +128,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         let frame: ToRunnerRef<'_> =
             rmp_serde::from_slice(body).map_err(|e| crate::wire::FrameError::Decode(e.to_string()))?;
         if payload.is_some() && !matches!(frame, ToRunnerRef::Call(_)) {
-            return Err(crate::wire::FrameError::Decode(
-                "a split frame with no place for its payload".into(),
-            ));
+            return Err(crate::wire::frame::misplaced_payload());
         }
         match frame {
             ToRunnerRef::Call(call) => {

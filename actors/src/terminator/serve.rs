@@ -154,47 +154,38 @@ impl Serve {
         current: &CurrentCall,
     ) -> Result<(BoxFuture, bool), Outcome> {
         let name = call.function;
+        // A split frame's arguments are in a buffer of their own: bare bytes
+        // there become the function's argument as they are.
+        let args = match payload {
+            Some(owned) => ArgBytes::new(owned, call.bare),
+            None => ArgBytes::new(call.args, call.bare),
+        };
         if let Some(actor) = name.strip_prefix(PLACE) {
             let (this, actor, id, linked) = (Arc::clone(self), actor.to_owned(), call.id, call.linked);
-            let args = payload.unwrap_or_else(|| call.args.to_vec());
+            let args = args.into_owned();
             let place = async move {
                 this.children
-                    .place(&this, &actor, &args, id, linked)
+                    .place(&this, &actor, args, id, linked)
                     .await
                     .map(Args::encoded)
             };
             return Ok((Box::pin(place), false));
         }
-        let bytes = payload.as_deref().unwrap_or(call.args);
         match name {
             CHILD_CAST => {
-                self.children.cast(&decode_envelope(bytes)?)?;
+                self.children.cast(&decode_envelope(args.as_bytes())?)?;
                 Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
             }
-            CHILD_CALL => Ok((self.children.call(&decode_envelope(bytes)?)?, false)),
+            CHILD_CALL => Ok((self.children.call(&decode_envelope(args.as_bytes())?)?, false)),
             CHILD_STOP => {
-                let child: u64 = rmp_serde::from_slice(bytes).map_err(|e| Outcome::Codec(e.to_string()))?;
+                let child: u64 = rmp_serde::from_slice(args.as_bytes()).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
                 Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
             }
-            _ => {
-                // Bare bytes read into a buffer of their own become the
-                // function's argument as they are.
-                let args = match payload {
-                    Some(owned) if call.bare => ArgBytes::BareOwned(owned),
-                    Some(owned) => {
-                        return self
-                            .registry
-                            .start(name, ArgBytes::Encoded(&owned), current.clone())
-                            .ok_or(Outcome::UnknownFunction);
-                    }
-                    None if call.bare => ArgBytes::Bare(call.args),
-                    None => ArgBytes::Encoded(call.args),
-                };
-                self.registry
-                    .start(name, args, current.clone())
-                    .ok_or(Outcome::UnknownFunction)
-            }
+            _ => self
+                .registry
+                .start(name, args, current.clone())
+                .ok_or(Outcome::UnknownFunction),
         }
     }
 

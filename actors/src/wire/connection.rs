@@ -59,17 +59,9 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
 
 impl OutFrame for ToParent {
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
-        match self {
-            ToParent::Reply {
-                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
-                ..
-            }
-            | ToParent::Early {
-                outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
-                ..
-            } if bytes.len() >= at_least => Some(std::mem::take(bytes)),
-            _ => None,
-        }
+        self.result_bytes()
+            .filter(|bytes| bytes.len() >= at_least)
+            .map(std::mem::take)
     }
 
     fn oversized(self, err: &FrameError) -> Option<Self> {

@@ -74,8 +74,8 @@ pub struct CallFrame {
     /// nothing.
     #[serde(default)]
     pub trace: Option<TraceContext>,
-    /// rmp-serde encoded arguments (a large one travels after the frame:
-    /// see [`encode_frame`](crate::wire::encode_frame)'s split form).
+    /// rmp-serde encoded arguments (large ones travel after the frame's
+    /// other fields, read into a buffer of their own).
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
     /// `true` when `args` holds the argument's bytes themselves, not their
@@ -292,13 +292,9 @@ pub enum ToParent {
 }
 
 impl ToParent {
-    /// Puts a split frame's payload back where its sender took it from (a
-    /// result's bytes).
-    ///
-    /// # Errors
-    ///
-    /// [`FrameError::Decode`] for a frame with no such place.
-    pub(crate) fn put_payload(&mut self, payload: Vec<u8>) -> Result<(), FrameError> {
+    /// A result's bytes, the one byte string a frame to the parent carries
+    /// after its head when it is large.
+    pub(crate) fn result_bytes(&mut self) -> Option<&mut Vec<u8>> {
         match self {
             ToParent::Reply {
                 outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
@@ -307,13 +303,31 @@ impl ToParent {
             | ToParent::Early {
                 outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
-            } if bytes.is_empty() => {
+            } => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Puts a split frame's payload back where its sender took it from (a
+    /// result's bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Decode`] for a frame with no such place.
+    pub(crate) fn put_payload(&mut self, payload: Vec<u8>) -> Result<(), FrameError> {
+        match self.result_bytes() {
+            Some(bytes) if bytes.is_empty() => {
                 *bytes = payload;
                 Ok(())
             }
-            _ => Err(FrameError::Decode("a split frame with no place for its payload".into())),
+            _ => Err(misplaced_payload()),
         }
     }
+}
+
+/// The error for a split frame whose message has no place for its payload.
+pub(crate) fn misplaced_payload() -> FrameError {
+    FrameError::Decode("a split frame with no place for its payload".into())
 }
 
 /// Frames that can be sent as heartbeats.
