@@ -15,7 +15,7 @@ mod state;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -130,13 +130,9 @@ impl fmt::Debug for PoolMessage {
 /// A checked-out slot on one runner. Dropping it checks the slot in, exactly
 /// once, whatever happened to the call.
 pub struct Lease {
-    /// The runner, its connection and its checkout count, shared with the pool.
+    /// The runner, its connection, its checkout count and the way to tell
+    /// the pool of a check-in, shared with the pool.
     slot: Arc<SlotShared>,
-    pool: ActorRef<PoolMessage>,
-    /// Whether callers wait for a slot, shared with the pool.
-    has_waiters: Arc<AtomicBool>,
-    /// Tell the pool even when nobody waits (single-use runners).
-    always_tell: bool,
 }
 
 impl fmt::Debug for Lease {
@@ -198,9 +194,9 @@ impl Drop for Lease {
         // `has_waiters` before it re-checks the counts, and we read it after
         // the decrement (both SeqCst): one of the two always sees the other.
         self.slot.load.fetch_sub(1, Ordering::SeqCst);
-        if self.always_tell || self.has_waiters.load(Ordering::SeqCst) {
+        if self.slot.always_tell || self.slot.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
-            let _ = self.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
+            let _ = self.slot.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
         }
     }
 }

@@ -19,7 +19,9 @@ use super::{Lease, PoolMessage};
 use crate::link::RunnerConn;
 use crate::parent::RunnerId;
 
-/// What the Pool and callers share about one booted runner.
+/// What the Pool and callers share about one booted runner: all a
+/// [`Lease`] needs, so that a checkout clones one `Arc` (every atomic a call
+/// touches on a shared cache line costs it a trip between cores).
 #[derive(Debug)]
 pub(crate) struct SlotShared {
     pub(crate) runner: RunnerId,
@@ -28,15 +30,30 @@ pub(crate) struct SlotShared {
     pub(crate) load: AtomicUsize,
     /// Takes no new work.
     pub(crate) draining: AtomicBool,
+    /// The pool, told of check-ins when it has a use for them.
+    pub(crate) pool: ActorRef<PoolMessage>,
+    /// Whether callers wait for a slot (the gate's flag).
+    pub(crate) has_waiters: Arc<AtomicBool>,
+    /// Tell the pool of every check-in (single-use runners).
+    pub(crate) always_tell: bool,
 }
 
 impl SlotShared {
-    pub(crate) fn new(runner: RunnerId, conn: RunnerConn) -> Arc<Self> {
+    pub(crate) fn new(
+        runner: RunnerId,
+        conn: RunnerConn,
+        pool: ActorRef<PoolMessage>,
+        gate: &Gate,
+        always_tell: bool,
+    ) -> Arc<Self> {
         Arc::new(SlotShared {
             runner,
             conn,
             load: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            pool,
+            has_waiters: Arc::clone(&gate.has_waiters),
+            always_tell,
         })
     }
 
@@ -112,7 +129,8 @@ impl Gate {
         ) {
             return None;
         }
-        let serving = Arc::clone(&self.serving.read().expect("poisoned"));
+        // Claimed under the read lock: no clone of the list.
+        let serving = self.serving.read().expect("poisoned");
         // Least loaded first (B13); a lost race falls back to any with room.
         let least = serving.iter().min_by_key(|s| s.active())?;
         let slot = if least.claim(self.limit) {
@@ -120,12 +138,7 @@ impl Gate {
         } else {
             serving.iter().find(|s| s.claim(self.limit))?
         };
-        Some(Lease {
-            slot: Arc::clone(slot),
-            pool: pool.clone(),
-            has_waiters: Arc::clone(&self.has_waiters),
-            always_tell: false,
-        })
+        Some(Lease { slot: Arc::clone(slot) })
     }
 
     /// Replaces the fast path's runner list.

@@ -214,18 +214,13 @@ impl<B: Backend> PoolState<B> {
 
     /// Hands a claimed slot to `waiter`. A waiter that already gave up gets
     /// nothing and the slot stays free (its lease is dropped, which checks in).
-    fn grant(&mut self, myself: &ActorRef<PoolMessage>, slot: Arc<SlotShared>, waiter: Waiter) {
+    fn grant(&mut self, slot: Arc<SlotShared>, waiter: Waiter) {
         let single_use = self.config.single_use;
         if single_use {
             // One checkout per runner (B23).
             self.set_draining(slot.runner);
         }
-        let lease = Lease {
-            slot,
-            pool: myself.clone(),
-            has_waiters: Arc::clone(&self.gate.has_waiters),
-            always_tell: single_use,
-        };
+        let lease = Lease { slot };
         let _ = waiter.send(Ok(lease));
     }
 
@@ -257,7 +252,7 @@ impl<B: Backend> PoolState<B> {
         if self.waiting.iter().all(|w| w.is_closed()) {
             self.waiting.clear();
             if let Some(slot) = self.pick() {
-                return self.grant(myself, slot, waiter);
+                return self.grant(slot, waiter);
             }
         }
         if let Some(capacity) = self.config.queue_capacity {
@@ -272,7 +267,7 @@ impl<B: Backend> PoolState<B> {
         // Announce the waiter before looking again: a lease dropped since
         // the look above either sees the flag or left its slot for this one.
         self.gate.has_waiters.store(true, Ordering::SeqCst);
-        self.serve_waiters(myself);
+        self.serve_waiters();
         self.maybe_grow(myself).await;
     }
 
@@ -287,12 +282,12 @@ impl<B: Backend> PoolState<B> {
         {
             conn.control(ToRunner::Shutdown);
         }
-        self.serve_waiters(myself);
+        self.serve_waiters();
         self.maybe_grow(myself).await;
     }
 
     /// Serves waiters in order while runners have free slots.
-    fn serve_waiters(&mut self, myself: &ActorRef<PoolMessage>) {
+    fn serve_waiters(&mut self) {
         while let Some(front) = self.waiting.front() {
             if front.is_closed() {
                 self.waiting.pop_front();
@@ -300,7 +295,7 @@ impl<B: Backend> PoolState<B> {
             }
             let Some(slot) = self.pick() else { break };
             let waiter = self.waiting.pop_front().expect("front exists");
-            self.grant(myself, slot, waiter);
+            self.grant(slot, waiter);
         }
         if self.waiting.is_empty() {
             self.gate.has_waiters.store(false, Ordering::SeqCst);
@@ -425,7 +420,8 @@ impl<B: Backend> PoolState<B> {
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        slot.shared = Some(SlotShared::new(runner, conn));
+        let always_tell = self.config.single_use;
+        slot.shared = Some(SlotShared::new(runner, conn, myself.clone(), &self.gate, always_tell));
         let boot_time = slot.boot_started.elapsed();
         self.publish();
         self.failures = 0;
@@ -441,7 +437,7 @@ impl<B: Backend> PoolState<B> {
         if self.stopping {
             return;
         }
-        self.serve_waiters(myself);
+        self.serve_waiters();
         self.maybe_grow(myself).await;
     }
 
@@ -524,7 +520,7 @@ impl<B: Backend> PoolState<B> {
         if !slot.idle_exit && !self.retry_armed {
             self.refill_min(myself).await;
         }
-        self.serve_waiters(myself);
+        self.serve_waiters();
         self.maybe_grow(myself).await;
     }
 
