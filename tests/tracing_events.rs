@@ -345,3 +345,36 @@ async fn failed_casts_are_logged_with_their_function_and_every_cast_runs() {
     .await;
     pool.stop().await;
 }
+
+/// Casts that end while others run report their ends together: every slot
+/// still comes back, and a failure among them is still logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_casts_gives_back_every_slot_and_logs_its_failure() {
+    use support::functions::{Fail, Sleep};
+    let captured = global_capture();
+    let pool = support::pool_with(support::Kind::Process, config(1).max_concurrency(256)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let (k, casts) = (support::key(), 3_000u32);
+    let reason = format!("burst-failure-{k}");
+    for i in 0..casts {
+        pool.cast::<Sleep>(support::sleep(&k, 1)).unwrap();
+        if i == casts / 2 {
+            pool.cast::<Fail>(reason.clone()).unwrap();
+        }
+    }
+    eventually(
+        "every cast ran and every slot came back",
+        Duration::from_secs(20),
+        || async { support::probe(&pool, &k).await.completed == casts && pool.stats().await.unwrap().busy == 0 },
+    )
+    .await;
+    assert!(
+        captured
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.text.contains("message=cast failed") && e.text.contains(&reason)),
+        "the failed cast among the burst is logged"
+    );
+    pool.stop().await;
+}

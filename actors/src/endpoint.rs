@@ -358,6 +358,7 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
     let reason = match frame {
         ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
         ToParent::Early { id, outcome } => return conn.deliver_early(id, outcome),
+        ToParent::Ended { ids } => return conn.deliver_ended(&ids),
         ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),
         ToParent::Log(record) => return conn.log(&record),
         ToParent::IdleRequest => RemoteShutdownReason::Idle,

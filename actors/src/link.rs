@@ -498,6 +498,25 @@ impl RunnerConn {
         }
     }
 
+    /// Routes the ends of calls `ids`, each as [`RunnerConn::deliver`] with
+    /// [`Outcome::Done`], under one lock.
+    pub(crate) fn deliver_ended(&self, ids: &[u64]) {
+        let entries: Vec<Pending> = {
+            let mut pending = self.inner.pending.lock().expect("poisoned");
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        // Slots are checked in outside the lock: a lease's drop may message
+        // the pool.
+        for entry in entries {
+            if let Pending::Waiting(waiter) = entry {
+                let _ = waiter.send(Delivered {
+                    outcome: Outcome::Done,
+                    ended: true,
+                });
+            }
+        }
+    }
+
     /// Names the pool this runner serves, and the subscriber its events
     /// go to: the one current where the pool's Runner actor runs (the link
     /// thread's tasks may not share a thread-local one).

@@ -542,8 +542,12 @@ impl Finish {
         let alone = self.done();
         if let Some(reply) = self.reply.take() {
             // The last call running replies straight from its thread;
-            // replies of calls running together are batched.
-            let _ = reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone);
+            // replies of calls running together are batched, and the ends
+            // of casts among them share one frame.
+            let _ = match outcome {
+                Outcome::Done if !alone => reply.send_ended(self.id),
+                outcome => reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone),
+            };
         }
     }
 

@@ -55,9 +55,35 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
     /// where it lies rather than copied into the frame, and read into a
     /// buffer of its own (see [`encode_frame_split`](super::codec::encode_frame_split)).
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>>;
+
+    /// A frame that reports the end of calls `ids` together, if this side
+    /// sends such (see [`Outbox::send_ended`](super::outbox::Outbox::send_ended)).
+    fn ended(_ids: Vec<u64>) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// The ids of a frame made by [`OutFrame::ended`]: filled in with every
+    /// end noted so far when the frame leaves the queue.
+    fn ended_ids(&mut self) -> Option<&mut Vec<u64>> {
+        None
+    }
 }
 
 impl OutFrame for ToParent {
+    fn ended(ids: Vec<u64>) -> Option<Self> {
+        Some(ToParent::Ended { ids })
+    }
+
+    fn ended_ids(&mut self) -> Option<&mut Vec<u64>> {
+        match self {
+            ToParent::Ended { ids } => Some(ids),
+            _ => None,
+        }
+    }
+
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
         self.result_bytes()
             .filter(|bytes| bytes.len() >= at_least)
@@ -286,7 +312,7 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
             return;
         }
         drop(leftover);
-        let mut payload = push(first, &mut buf, opts.max_frame);
+        let mut payload = push(queue.fill(first), &mut buf, opts.max_frame);
         // Batch whatever else is already queued into the same write. Under
         // load (the last write carried several frames), first let the tasks
         // that are ready run once, so their frames join this write: one
@@ -297,7 +323,7 @@ async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: Link
         while payload.is_none() && buf.len() < 256 * 1024 {
             match queue.try_recv() {
                 Some(msg) => {
-                    payload = push(msg, &mut buf, opts.max_frame);
+                    payload = push(queue.fill(msg), &mut buf, opts.max_frame);
                     taken += 1;
                 }
                 None if !yielded => {

@@ -271,6 +271,13 @@ pub enum ToParent {
         /// What the caller gets.
         outcome: Outcome,
     },
+    /// Calls whose work has ended with nothing to report but the end (casts
+    /// that succeeded), many in one frame (protocol 6): each is as a
+    /// [`ToParent::Reply`] with [`Outcome::Done`].
+    Ended {
+        /// The calls' ids.
+        ids: Vec<u64>,
+    },
     /// Heartbeat.
     Ping,
     /// The runner has been idle long enough and asks to stop.

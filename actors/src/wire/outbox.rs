@@ -200,6 +200,8 @@ pub(crate) struct Shared {
     /// While above zero, senders queue behind them.
     pub(super) queued: AtomicUsize,
     pub(super) state: Mutex<State>,
+    /// Ends noted by [`Outbox::send_ended`] and not yet taken into a frame.
+    ended: Mutex<Vec<u64>>,
 }
 
 pub(crate) struct State {
@@ -231,6 +233,7 @@ impl<Out: OutFrame> Outbox<Out> {
                 leftover: Vec::new(),
                 scratch: Vec::new(),
             }),
+            ended: Mutex::new(Vec::new()),
         });
         let outbox = Outbox {
             tx,
@@ -255,6 +258,26 @@ impl<Out: OutFrame> Outbox<Out> {
         match self.try_direct(frame) {
             Ok(()) => true,
             Err(frame) => self.enqueue(frame),
+        }
+    }
+
+    /// Notes that call `id` has ended with nothing to report but its end.
+    /// Ends are sent together: the first one noted queues a frame, and the
+    /// ids noted until the writer takes that frame all go in it (one frame,
+    /// one decode and one lock on the parent for a burst of casts). Such an
+    /// end may thus overtake frames queued after the first end of its
+    /// frame; they are never its own call's, which were queued before its
+    /// end. `false` when the connection is gone.
+    pub(crate) fn send_ended(&self, id: u64) -> bool {
+        let first = {
+            let mut ended = self.shared.ended.lock().expect("poisoned");
+            ended.push(id);
+            ended.len() == 1
+        };
+        match Out::ended(Vec::new()) {
+            Some(frame) if first => self.enqueue(frame),
+            Some(_) => !self.tx.is_closed(),
+            None => false,
         }
     }
 
@@ -362,10 +385,23 @@ impl<Out> Queue<Out> {
     }
 
     /// A frame received in-process (no writer) has been handled.
-    pub(crate) async fn recv_one(&mut self) -> Option<Out> {
-        let frame = self.rx.recv().await;
-        if frame.is_some() {
-            self.taken(1);
+    pub(crate) async fn recv_one(&mut self) -> Option<Out>
+    where
+        Out: OutFrame,
+    {
+        let frame = self.rx.recv().await?;
+        self.taken(1);
+        Some(self.fill(frame))
+    }
+
+    /// Fills a frame of ends with every end noted so far, as it leaves the
+    /// queue; other frames pass as they are.
+    pub(crate) fn fill(&self, mut frame: Out) -> Out
+    where
+        Out: OutFrame,
+    {
+        if let Some(ids) = frame.ended_ids() {
+            ids.append(&mut self.shared.ended.lock().expect("poisoned"));
         }
         frame
     }
@@ -388,4 +424,29 @@ pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize)
         return None;
     }
     payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::ToParent;
+
+    /// Ends noted while a frame of ends waits in the queue all go in it,
+    /// whatever was queued between them; an end noted after it left starts
+    /// a new one.
+    #[tokio::test]
+    async fn ends_noted_while_their_frame_waits_share_it() {
+        let (outbox, mut queue) = Outbox::<ToParent>::new();
+        assert!(outbox.send_ended(1));
+        assert!(outbox.send_ended(2));
+        assert!(outbox.send(ToParent::IdleRequest));
+        assert!(outbox.send_ended(3));
+        assert!(matches!(queue.recv_one().await, Some(ToParent::Ended { ids }) if ids == [1, 2, 3]));
+        assert!(matches!(queue.recv_one().await, Some(ToParent::IdleRequest)));
+        assert!(outbox.send_ended(4));
+        assert!(matches!(queue.recv_one().await, Some(ToParent::Ended { ids }) if ids == [4]));
+        assert!(queue.try_recv().is_none(), "one frame per burst of ends");
+        drop(queue);
+        assert!(!outbox.send_ended(5), "a closed connection takes no ends");
+    }
 }
