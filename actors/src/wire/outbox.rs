@@ -274,11 +274,10 @@ impl<Out: OutFrame> Outbox<Out> {
             ended.push(id);
             ended.len() == 1
         };
-        match Out::ended(Vec::new()) {
-            Some(frame) if first => self.enqueue(frame),
-            Some(_) => !self.tx.is_closed(),
-            None => false,
+        if !first {
+            return !self.tx.is_closed();
         }
+        Out::ended(Vec::new()).is_some_and(|frame| self.enqueue(frame))
     }
 
     fn enqueue(&self, frame: Out) -> bool {
