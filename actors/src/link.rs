@@ -481,20 +481,8 @@ impl RunnerConn {
     /// to placed children) are ignored.
     pub(crate) fn deliver(&self, id: u64, outcome: Outcome) {
         let entry = self.inner.pending.lock().expect("poisoned").remove(&id);
-        match entry {
-            Some(Pending::Waiting(waiter)) => {
-                let _ = waiter.send(Delivered { outcome, ended: true });
-            }
-            // Released outside the lock: a lease's drop may message the pool.
-            Some(Pending::Parked(hold)) => drop(hold),
-            Some(Pending::Cast(hold, function)) => {
-                // Checked in first: the log line may take a while.
-                drop(hold);
-                if let Err(error) = outcome_into_result(outcome, function, Duration::MAX) {
-                    self.cast_failed(function, &error);
-                }
-            }
-            Some(Pending::Answered) | None => {}
+        if let Some(entry) = entry {
+            self.settle(entry, outcome);
         }
     }
 
@@ -505,15 +493,28 @@ impl RunnerConn {
             let mut pending = self.inner.pending.lock().expect("poisoned");
             ids.iter().filter_map(|id| pending.remove(id)).collect()
         };
-        // Slots are checked in outside the lock: a lease's drop may message
-        // the pool.
         for entry in entries {
-            if let Pending::Waiting(waiter) = entry {
-                let _ = waiter.send(Delivered {
-                    outcome: Outcome::Done,
-                    ended: true,
-                });
+            self.settle(entry, Outcome::Done);
+        }
+    }
+
+    /// Ends a call taken out of `pending` (outside its lock: a lease's drop
+    /// may message the pool): its caller gets the outcome, or its slot is
+    /// checked in.
+    fn settle(&self, entry: Pending, outcome: Outcome) {
+        match entry {
+            Pending::Waiting(waiter) => {
+                let _ = waiter.send(Delivered { outcome, ended: true });
             }
+            Pending::Parked(hold) => drop(hold),
+            Pending::Cast(hold, function) => {
+                // Checked in first: the log line may take a while.
+                drop(hold);
+                if let Err(error) = outcome_into_result(outcome, function, Duration::MAX) {
+                    self.cast_failed(function, &error);
+                }
+            }
+            Pending::Answered => {}
         }
     }
 

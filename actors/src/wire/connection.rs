@@ -56,9 +56,9 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
     /// buffer of its own (see [`encode_frame_split`](super::codec::encode_frame_split)).
     fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>>;
 
-    /// A frame that reports the end of calls `ids` together, if this side
-    /// sends such (see [`Outbox::send_ended`](super::outbox::Outbox::send_ended)).
-    fn ended(_ids: Vec<u64>) -> Option<Self>
+    /// An empty frame of call ends, if this side sends such (see
+    /// [`Outbox::send_ended`](super::outbox::Outbox::send_ended)).
+    fn ended() -> Option<Self>
     where
         Self: Sized,
     {
@@ -73,8 +73,8 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
 }
 
 impl OutFrame for ToParent {
-    fn ended(ids: Vec<u64>) -> Option<Self> {
-        Some(ToParent::Ended { ids })
+    fn ended() -> Option<Self> {
+        Some(ToParent::Ended { ids: Vec::new() })
     }
 
     fn ended_ids(&mut self) -> Option<&mut Vec<u64>> {

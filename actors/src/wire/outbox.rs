@@ -277,7 +277,7 @@ impl<Out: OutFrame> Outbox<Out> {
         if !first {
             return !self.tx.is_closed();
         }
-        Out::ended(Vec::new()).is_some_and(|frame| self.enqueue(frame))
+        Out::ended().is_some_and(|frame| self.enqueue(frame))
     }
 
     fn enqueue(&self, frame: Out) -> bool {
