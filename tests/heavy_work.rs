@@ -268,6 +268,46 @@ async fn a_call_cancelled_before_its_runner_could_start_it_never_runs() {
     pool.stop().await;
 }
 
+/// Bodies that never yield on all but one of the runner's workers, arriving
+/// together with a short call: the short call is answered at once, on the
+/// worker left free, not after the spinning bodies.
+#[tokio::test(flavor = "multi_thread")]
+async fn b40_a_short_call_beside_bodies_that_never_yield_is_answered_at_once() {
+    let _serial = SERIAL.lock().await;
+    if cores() < 2 {
+        eprintln!("skipped: one core, no worker is left free beside a spinning body");
+        return;
+    }
+    let cfg = config(1).max_concurrency(16).timeout(Duration::from_secs(30));
+    let pool = pool_with(Kind::Process, cfg).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    for round in 0..3 {
+        let spins: Vec<_> = (0..cores() - 1)
+            .map(|_| {
+                let pool = pool.pool.clone();
+                tokio::spawn(async move { pool.call::<Spin>(2_000).await })
+            })
+            .collect();
+        let started = Instant::now();
+        let echoed = pool
+            .call_with::<Echo>("short".into(), CallOptions::new().timeout(Duration::from_millis(1_000)))
+            .await;
+        match echoed {
+            Ok(echo) => assert_eq!(echo, "short"),
+            Err(e) => panic!("round {round}: not answered beside the spinning bodies: {e:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1_000),
+            "round {round}: not after them ({:?})",
+            started.elapsed()
+        );
+        for spin in spins {
+            spin.await.unwrap().unwrap();
+        }
+    }
+    pool.stop().await;
+}
+
 /// The parent's own workers busy for longer than the heartbeat timeout: its
 /// runners are not declared dead, and they do not lose their parent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,12 @@ impl CurrentCall {
         }
     }
 
+    /// Whether the call was stopped (cancelled, or aborted), its deadline
+    /// aside.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
     /// Marks the call cancelled and wakes whoever waits for it.
     pub(crate) fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);

@@ -1,6 +1,7 @@
-//! The runner's call engine: one task per call on the application's runtime
-//! (blocking functions on its blocking pool), deadlines, panics caught, and
-//! the counters idle shutdown and drain read.
+//! The runner's call engine: calls run on the application's runtime (a call
+//! whose body finishes at once in the helper task that starts it, any other
+//! in a task of its own; blocking functions on its blocking pool),
+//! deadlines, panics caught, and the counters idle shutdown and drain read.
 //!
 //! Shared by the Terminator actor and whatever feeds it calls (the TCP
 //! reader on the link thread, or a local caller directly), so calls never
@@ -9,15 +10,17 @@
 //! aborted, or returned after cancellation): that frame frees the call's
 //! slot on the parent.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::children::Children;
 use crate::args::Args;
@@ -41,10 +44,10 @@ pub struct Serve {
     states: Arc<States>,
     /// The calls running now, by id.
     tasks: Mutex<IdMap<Running>>,
-    /// Where admitted calls go to be spawned by [`starter`], a task of the
-    /// work runtime (the application's, never the link thread): function
-    /// bodies run there.
-    starter: mpsc::UnboundedSender<Start>,
+    /// Where admitted calls wait for a [`helper`], a task of the work
+    /// runtime (the application's, never the link thread): function bodies
+    /// run there.
+    starts: Arc<Starts>,
     active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
@@ -87,15 +90,30 @@ impl Running {
 
 impl Serve {
     pub(crate) fn new(runner: RunnerId, pool: String, registry: Registry, work: Handle, states: States) -> Arc<Self> {
-        let (starter, starts) = mpsc::unbounded_channel();
-        work.spawn(self::starter(starts));
+        // One helper per worker thread, and one more: as many calls as the
+        // runtime has threads can be in their first poll at once, each on
+        // a thread of its own.
+        let helpers = work.metrics().num_workers() + 1;
+        let starts = Arc::new(Starts {
+            queue: Mutex::new(StartQueue {
+                calls: VecDeque::new(),
+                helpers,
+                closed: false,
+            }),
+            ready: Notify::new(),
+        });
+        for _ in 0..helpers {
+            // The guard lives in the future: a helper that never runs (the
+            // runtime is going) still counts itself out.
+            work.spawn(helper(HelperGuard(Arc::clone(&starts))));
+        }
         Arc::new(Serve {
             runner,
             pool,
             registry,
             states: Arc::new(states),
             tasks: Mutex::new(IdMap::default()),
-            starter,
+            starts,
             active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             born: Instant::now(),
@@ -309,13 +327,13 @@ impl Serve {
             blocking,
             want_result,
         };
-        // Calls are spawned by a task on the work runtime, handed over in
-        // order through one queue: a burst of calls wakes it once, and the
-        // spawns (and the wake-ups of idle workers they bring) happen there,
-        // not on the link thread that reads the connection. The queue is
-        // closed only when that runtime is gone: the call is dropped, and
-        // so ended, with it.
-        let _ = self.starter.send(start);
+        // Calls are started by helper tasks on the work runtime, handed over
+        // through one queue: the first poll of a body (often its whole
+        // run), the spawns of those that wait, and the wake-ups of idle
+        // workers they bring happen there, not on the link thread that
+        // reads the connection. When that runtime is gone the call is
+        // dropped, and so ended.
+        self.starts.push(start);
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
@@ -394,6 +412,13 @@ impl Serve {
     }
 }
 
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // No call is queued now (each holds the engine): the helpers end.
+        self.starts.close();
+    }
+}
+
 fn decode_envelope(bytes: &[u8]) -> Result<ChildEnvelope, Outcome> {
     rmp_serde::from_slice(bytes).map_err(|e| Outcome::Codec(format!("child message: {e}")))
 }
@@ -415,6 +440,41 @@ struct Start {
 }
 
 impl Start {
+    /// Runs the call's first step here, in a helper task: a body that
+    /// finishes at once (the common case for short functions) needs no
+    /// task of its own. One that waits moves, as it is, to a task of its
+    /// own; blocking bodies and calls stopped before they started do not
+    /// get a first poll here.
+    fn run(self) {
+        if self.blocking || self.current.is_stopped() {
+            return self.spawn();
+        }
+        let Start {
+            mut finish,
+            mut work,
+            current,
+            deadline,
+            blocking,
+            want_result,
+        } = self;
+        // Polled with a waker that does nothing: a body that is not done
+        // is polled again, with its task's waker, as soon as that task runs.
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => Start {
+                finish,
+                work,
+                current,
+                deadline,
+                blocking,
+                want_result,
+            }
+            .spawn(),
+            Ok(Poll::Ready(result)) => end(&mut finish, Some(Ok(result)), want_result),
+            Err(panic) => end(&mut finish, Some(Err(panic)), want_result),
+        }
+    }
+
     /// Spawns the call's task (from a task of the work runtime) and gives
     /// the call its abort handle; a stop that came first aborts it now.
     fn spawn(self) {
@@ -426,7 +486,6 @@ impl Start {
             blocking,
             want_result,
         } = self;
-        let id = finish.id;
         let call = current.clone();
         let handle = tokio::spawn(async move {
             let run = AssertUnwindSafe(work).catch_unwind();
@@ -435,13 +494,7 @@ impl Start {
             } else {
                 run_until(deadline, run).await
             };
-            let outcome = outcome(result, want_result);
-            if let Outcome::Panicked(message) = &outcome {
-                // Sent to the parent ahead of the reply (same queue): a
-                // parent with no subscriber still prints it.
-                tracing::warn!(target: "ractor_flame::terminator", call = id, %message, "function panicked");
-            }
-            finish.reply(outcome);
+            end(&mut finish, result, want_result);
         });
         // A blocking body is never aborted: it is told, and returns.
         if !blocking {
@@ -450,10 +503,114 @@ impl Start {
     }
 }
 
-/// The task that spawns admitted calls, in the order they came.
-async fn starter(mut starts: mpsc::UnboundedReceiver<Start>) {
-    while let Some(start) = starts.recv().await {
-        start.spawn();
+/// Ends a call with the outcome of its work.
+fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool) {
+    let outcome = outcome(result, want_result);
+    if let Outcome::Panicked(message) = &outcome {
+        // Sent to the parent ahead of the reply (same queue): a parent with
+        // no subscriber still prints it.
+        tracing::warn!(target: "ractor_flame::terminator", call = finish.id, %message, "function panicked");
+    }
+    finish.reply(outcome);
+}
+
+/// Admitted calls waiting for a helper.
+#[derive(Debug)]
+struct Starts {
+    queue: Mutex<StartQueue>,
+    /// Wakes a waiting helper; told once per call queued, so that a call
+    /// never waits behind one whose first poll runs long while another
+    /// helper is free.
+    ready: Notify,
+}
+
+struct StartQueue {
+    calls: VecDeque<Start>,
+    /// Helpers still alive; none once the work runtime is gone, and then
+    /// calls are dropped (ended) instead of queued.
+    helpers: usize,
+    /// The runner's engine is gone: helpers end.
+    closed: bool,
+}
+
+impl std::fmt::Debug for StartQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartQueue")
+            .field("calls", &self.calls.len())
+            .field("helpers", &self.helpers)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl Starts {
+    fn push(&self, start: Start) {
+        let mut queue = self.queue.lock().expect("poisoned");
+        if queue.helpers == 0 {
+            drop(queue);
+            // Ends the call (`Aborted`), outside the lock.
+            drop(start);
+            return;
+        }
+        queue.calls.push_back(start);
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    /// The next call to start; `Err` once the engine is gone.
+    fn pop(&self) -> Result<Option<Start>, ()> {
+        let mut queue = self.queue.lock().expect("poisoned");
+        match queue.calls.pop_front() {
+            None if queue.closed => Err(()),
+            next => Ok(next),
+        }
+    }
+
+    /// Ends the helpers once the calls queued have started.
+    fn close(&self) {
+        self.queue.lock().expect("poisoned").closed = true;
+        self.ready.notify_waiters();
+    }
+}
+
+/// A helper's hold on the queue: the last helper to go ends the calls left.
+struct HelperGuard(Arc<Starts>);
+
+impl Drop for HelperGuard {
+    fn drop(&mut self) {
+        let left = {
+            let mut queue = self.0.queue.lock().expect("poisoned");
+            queue.helpers -= 1;
+            if queue.helpers == 0 {
+                std::mem::take(&mut queue.calls)
+            } else {
+                VecDeque::new()
+            }
+        };
+        drop(left);
+    }
+}
+
+/// A task that starts admitted calls, in the order they come. Helpers are
+/// woken from outside the runtime's workers (the link thread), so a woken
+/// helper can run on any worker: one whose first poll never yields holds up
+/// only its own thread.
+async fn helper(guard: HelperGuard) {
+    let starts = &guard.0;
+    loop {
+        // Registered before the queue is read: a close in between wakes it.
+        let ready = starts.ready.notified();
+        let mut ready = std::pin::pin!(ready);
+        ready.as_mut().enable();
+        match starts.pop() {
+            Ok(Some(start)) => {
+                start.run();
+                // Other tasks of this worker get their turn in a long burst.
+                tokio::task::coop::consume_budget().await;
+            }
+            Ok(None) => ready.await,
+            Err(()) => return,
+        }
     }
 }
 
