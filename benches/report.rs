@@ -604,11 +604,13 @@ async fn throughput_floors(plan: &Plan, registry: &Registry) {
         );
     }
     // Casts: `n` of them until the runner has run them all, beside `n` raw
-    // one-way frames until the echo child has counted them all.
+    // one-way frames until the echo child has counted them all: frames that
+    // each get a task of their own there, and frames handed to one task.
     let n = plan.casts / 4;
-    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let (mut ours, mut floor, mut handed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        floor.push(n as f64 / raw.one_way(n).await.as_secs_f64());
+        floor.push(n as f64 / raw.one_way(0, n).await.as_secs_f64());
+        handed.push(n as f64 / raw.one_way(mux::HANDED_OFF, n).await.as_secs_f64());
         let before = pool.call::<CastCount>(()).await.unwrap();
         let start = Instant::now();
         for i in 0..n {
@@ -617,11 +619,14 @@ async fn throughput_floors(plan: &Plan, registry: &Registry) {
         pool.call::<CastsReach>(before + n).await.unwrap();
         ours.push(n as f64 / start.elapsed().as_secs_f64());
     }
-    ours.sort_by(f64::total_cmp);
-    floor.sort_by(f64::total_cmp);
+    for v in [&mut ours, &mut floor, &mut handed] {
+        v.sort_by(f64::total_cmp);
+    }
     emit("raw_one_way_frames_per_s", floor[1], "frames/s");
+    emit("raw_one_way_handed_frames_per_s", handed[1], "frames/s");
     emit("remote_cast_throughput_per_s", ours[1], "casts/s");
     emit("remote_vs_raw_cast_ratio", ours[1] / floor[1], "ratio");
+    emit("remote_vs_raw_handed_cast_ratio", ours[1] / handed[1], "ratio");
     raw.stop().await;
     pool.stop().await;
 }
