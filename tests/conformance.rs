@@ -17,6 +17,15 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) {
     let pool = pool_with(kind, config(1)).await;
     assert_eq!(pool.call::<Echo>("hi".into()).await.unwrap(), "hi");
+    // Arguments of every size a runner handles its own way: small ones it
+    // holds in the call's record, larger ones it decodes where they were
+    // read, and those over 32 KiB that travel after their frame.
+    for len in (40..=56).chain([1_000, 40_000]) {
+        let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        assert_eq!(pool.call::<Echo>(text.clone()).await.unwrap(), text, "{len} characters");
+        let bytes = serde_bytes::ByteBuf::from(vec![1u8; len]);
+        assert_eq!(pool.call::<functions::Len>(bytes).await.unwrap(), len, "{len} bytes");
+    }
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     assert!(!place.runner.is_empty(), "ran inside a runner");
     if kind != Kind::Local {

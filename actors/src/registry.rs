@@ -496,6 +496,12 @@ impl Registry {
         BuildId(h.0)
     }
 
+    /// The registry's own copy of a function's name, and whether it runs on
+    /// the blocking pool; `None` if unknown.
+    pub(crate) fn key(&self, name: &str) -> Option<(&'static str, bool)> {
+        self.functions.get_key_value(name).map(|(key, e)| (*key, e.blocking))
+    }
+
     /// Starts the named function on encoded arguments, and tells whether it
     /// runs on the blocking pool; `None` if unknown.
     pub(crate) fn start(&self, name: &str, args: ArgBytes<'_>, call: CurrentCall) -> Option<(BoxFuture, bool)> {

@@ -257,22 +257,38 @@ impl Serve {
         payload: Option<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<(BoxFuture, bool, CurrentCall), Outcome> {
+        let current = self.admit(call, deadline)?;
+        let (work, blocking) = self.start_work(call, payload, &current)?;
+        self.count_in();
+        Ok((work, blocking, current))
+    }
+
+    /// A call's context, unless the runner takes no more calls (drain).
+    fn admit(&self, call: &CallRef<'_>, deadline: Option<Instant>) -> Result<CurrentCall, Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Outcome::Refused);
         }
-        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, deadline);
-        let (work, blocking) = self.start_work(call, payload, &current)?;
+        Ok(CurrentCall::new(
+            self.runner,
+            Arc::clone(&self.states),
+            call.id,
+            deadline,
+        ))
+    }
+
+    /// Counts an admitted call as running.
+    fn count_in(&self) {
         // The idle clock counts from when the runner last had nothing to
         // do: it is read only when a busy spell starts or ends, not on
         // every call.
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.touch();
         }
-        Ok((work, blocking, current))
     }
 
-    /// Starts a call in a task of its own on the work runtime; its outcome
-    /// goes to `reply` (the parent connection), when the work has ended.
+    /// Admits a call and hands it to a helper task on the work runtime; its
+    /// outcome goes to `reply` (the parent connection), when the work has
+    /// ended.
     /// `payload` holds the arguments of a call whose frame was split (they
     /// are then not in `call`).
     pub(crate) fn dispatch(
@@ -282,29 +298,25 @@ impl Serve {
         deadline: Option<Instant>,
         reply: Outbox<ToParent>,
     ) {
-        let (work, blocking, current) = match self.begin(&call, payload, deadline) {
-            Ok(begun) => begun,
-            Err(outcome) => return send(&reply, call.id, outcome),
+        // A registered function's call is only admitted here: its work is
+        // built (the arguments decoded) by the helper that starts it, off
+        // the thread that reads the connection. Calls of a traced caller,
+        // child operations, and arguments too large to hold inline (but not
+        // split off the frame) are built here.
+        let (work, blocking, current) = match self.deferred(&call, payload) {
+            Ok((work, blocking)) => match self.admit(&call, deadline) {
+                Ok(current) => {
+                    self.count_in();
+                    (work, blocking, current)
+                }
+                Err(outcome) => return send(&reply, call.id, outcome),
+            },
+            Err(payload) => match self.begin(&call, payload, deadline) {
+                Ok((work, blocking, current)) => (Work::Built(self.traced(&call, work)), blocking, current),
+                Err(outcome) => return send(&reply, call.id, outcome),
+            },
         };
         let id = call.id;
-        let want_result = call.want_result;
-        // A traced caller: the work runs in a span of its own, the caller's
-        // child. Untraced calls build no span at all.
-        let span = match call.trace {
-            Some(trace) => crate::observe::runner_call_span(
-                call.function,
-                id,
-                &self.runner.to_string(),
-                &self.pool,
-                trace.traceparent,
-            ),
-            None => tracing::Span::none(),
-        };
-        let work: BoxFuture = if span.is_none() {
-            work
-        } else {
-            Box::pin(tracing::Instrument::instrument(work, span))
-        };
         // The entry exists before the task does (its `Finish` removes it);
         // the task's abort handle joins the call once it is spawned.
         self.tasks.lock().expect("poisoned").insert(
@@ -325,7 +337,7 @@ impl Serve {
             current,
             deadline,
             blocking,
-            want_result,
+            want_result: call.want_result,
         };
         // Calls are started by helper tasks on the work runtime, handed over
         // through one queue: the first poll of a body (often its whole
@@ -334,6 +346,53 @@ impl Serve {
         // reads the connection. When that runtime is gone the call is
         // dropped, and so ended.
         self.starts.push(start);
+    }
+
+    /// The work of a registered function's call, to be built by its helper;
+    /// the payload back when the call is built at admission instead.
+    fn deferred(&self, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<(Work, bool), Option<Vec<u8>>> {
+        let name = call.function;
+        if call.trace.is_some() || name.starts_with(PLACE) || matches!(name, CHILD_CAST | CHILD_CALL | CHILD_STOP) {
+            return Err(payload);
+        }
+        let Some((function, blocking)) = self.registry.key(name) else {
+            return Err(payload);
+        };
+        let args = match payload {
+            Some(owned) => HeldArgs::Owned(owned),
+            None if call.args.len() <= INLINE_ARGS => {
+                let mut bytes = [0; INLINE_ARGS];
+                bytes[..call.args.len()].copy_from_slice(call.args);
+                HeldArgs::Inline(bytes, call.args.len() as u8)
+            }
+            None => return Err(None),
+        };
+        Ok((
+            Work::Deferred {
+                function,
+                args,
+                bare: call.bare,
+            },
+            blocking,
+        ))
+    }
+
+    /// A traced caller's work runs in a span of its own, the caller's
+    /// child. Untraced calls build no span at all.
+    fn traced(&self, call: &CallRef<'_>, work: BoxFuture) -> BoxFuture {
+        match call.trace {
+            Some(trace) => Box::pin(tracing::Instrument::instrument(
+                work,
+                crate::observe::runner_call_span(
+                    call.function,
+                    call.id,
+                    &self.runner.to_string(),
+                    &self.pool,
+                    trace.traceparent,
+                ),
+            )),
+            None => work,
+        }
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
@@ -428,11 +487,32 @@ fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
     let _ = reply.send(ToParent::Reply { id, outcome });
 }
 
-/// A call admitted by [`Serve::dispatch`], to be spawned on the work runtime.
+/// Arguments up to this size travel from the link thread to the helper in
+/// the call's own record, without an allocation.
+const INLINE_ARGS: usize = 48;
+
+/// A call's work: built, or to be built by the helper that starts it.
+enum Work {
+    Built(BoxFuture),
+    Deferred {
+        /// The registry's name of the function.
+        function: &'static str,
+        args: HeldArgs,
+        bare: bool,
+    },
+}
+
+/// The arguments of a call whose work is not built yet.
+enum HeldArgs {
+    Inline([u8; INLINE_ARGS], u8),
+    Owned(Vec<u8>),
+}
+
+/// A call admitted by [`Serve::dispatch`], to be started on the work runtime.
 struct Start {
     /// The call's end, armed at admission.
     finish: Finish,
-    work: BoxFuture,
+    work: Work,
     current: CurrentCall,
     deadline: Option<Instant>,
     blocking: bool,
@@ -443,41 +523,12 @@ impl Start {
     /// Runs the call's first step here, in a helper task: a body that
     /// finishes at once (the common case for short functions) needs no
     /// task of its own. One that waits moves, as it is, to a task of its
-    /// own; blocking bodies and calls stopped before they started do not
-    /// get a first poll here.
+    /// own; blocking bodies get their task at once. A call stopped before
+    /// it started ends here (`Aborted`), its work never built.
     fn run(self) {
-        if self.blocking || self.current.is_stopped() {
-            return self.spawn();
+        if !self.blocking && self.current.is_stopped() {
+            return;
         }
-        let Start {
-            mut finish,
-            mut work,
-            current,
-            deadline,
-            blocking,
-            want_result,
-        } = self;
-        // Polled with a waker that does nothing: a body that is not done
-        // is polled again, with its task's waker, as soon as that task runs.
-        let mut cx = Context::from_waker(Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(&mut cx))) {
-            Ok(Poll::Pending) => Start {
-                finish,
-                work,
-                current,
-                deadline,
-                blocking,
-                want_result,
-            }
-            .spawn(),
-            Ok(Poll::Ready(result)) => end(&mut finish, Some(Ok(result)), want_result),
-            Err(panic) => end(&mut finish, Some(Err(panic)), want_result),
-        }
-    }
-
-    /// Spawns the call's task (from a task of the work runtime) and gives
-    /// the call its abort handle; a stop that came first aborts it now.
-    fn spawn(self) {
         let Start {
             mut finish,
             work,
@@ -486,20 +537,62 @@ impl Start {
             blocking,
             want_result,
         } = self;
-        let call = current.clone();
-        let handle = tokio::spawn(async move {
-            let run = AssertUnwindSafe(work).catch_unwind();
-            let result = if blocking {
-                run_blocking(deadline, &current, run, &finish).await
-            } else {
-                run_until(deadline, run).await
-            };
-            end(&mut finish, result, want_result);
-        });
-        // A blocking body is never aborted: it is told, and returns.
+        let mut work = match work {
+            Work::Built(work) => work,
+            Work::Deferred { function, args, bare } => {
+                // The function decodes its arguments before `start` returns.
+                let inline;
+                let args = match args {
+                    HeldArgs::Inline(bytes, len) => {
+                        inline = bytes;
+                        ArgBytes::new(&inline[..usize::from(len)], bare)
+                    }
+                    HeldArgs::Owned(bytes) => ArgBytes::new(bytes, bare),
+                };
+                match finish.serve.registry.start(function, args, current.clone()) {
+                    Some((work, _)) => work,
+                    None => return finish.reply(Outcome::UnknownFunction),
+                }
+            }
+        };
         if !blocking {
-            call.spawned(handle.abort_handle());
+            // Polled with a waker that does nothing: a body that is not
+            // done is polled again, with its task's waker, as soon as that
+            // task runs.
+            let mut cx = Context::from_waker(Waker::noop());
+            match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(&mut cx))) {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(result)) => return end(&mut finish, Some(Ok(result)), want_result),
+                Err(panic) => return end(&mut finish, Some(Err(panic)), want_result),
+            }
         }
+        spawn(finish, work, current, deadline, blocking, want_result);
+    }
+}
+
+/// Spawns a call's task (from a task of the work runtime) and gives the
+/// call its abort handle; a stop that came first aborts it now.
+fn spawn(
+    mut finish: Finish,
+    work: BoxFuture,
+    current: CurrentCall,
+    deadline: Option<Instant>,
+    blocking: bool,
+    want_result: bool,
+) {
+    let call = current.clone();
+    let handle = tokio::spawn(async move {
+        let run = AssertUnwindSafe(work).catch_unwind();
+        let result = if blocking {
+            run_blocking(deadline, &current, run, &finish).await
+        } else {
+            run_until(deadline, run).await
+        };
+        end(&mut finish, result, want_result);
+    });
+    // A blocking body is never aborted: it is told, and returns.
+    if !blocking {
+        call.spawned(handle.abort_handle());
     }
 }
 
