@@ -29,7 +29,7 @@ use crate::ids::IdMap;
 use crate::parent::RunnerId;
 use crate::registry::{ArgBytes, BoxFuture, Registry, RunFailure, States, panic_message};
 use crate::wire::frame::{
-    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent,
+    CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, CallRef, ChildEnvelope, Outcome, PLACE, ToParent, is_child_operation,
 };
 use crate::wire::outbox::Outbox;
 
@@ -352,7 +352,7 @@ impl Serve {
     /// the payload back when the call is built at admission instead.
     fn deferred(&self, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<(Work, bool), Option<Vec<u8>>> {
         let name = call.function;
-        if call.trace.is_some() || name.starts_with(PLACE) || matches!(name, CHILD_CAST | CHILD_CALL | CHILD_STOP) {
+        if call.trace.is_some() || is_child_operation(name) {
             return Err(payload);
         }
         let Some((function, blocking)) = self.registry.key(name) else {

@@ -20,6 +20,13 @@ pub const CHILD_CALL: &str = "flame.child.call";
 /// Function name that stops a placed child (its id as the argument).
 pub const CHILD_STOP: &str = "flame.child.stop";
 
+/// Whether `function` names an operation on placed children (placing one,
+/// or a message to one) rather than a registered function: the runner
+/// serves those itself, whatever the registry holds.
+pub(crate) fn is_child_operation(function: &str) -> bool {
+    function.starts_with(PLACE) || matches!(function, CHILD_CAST | CHILD_CALL | CHILD_STOP)
+}
+
 /// A message for a placed child.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildEnvelope {
