@@ -332,7 +332,7 @@ async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Starts the driver of an authenticated connection and casts `RemoteUp`.
 fn up(stream: Stream, (runner_id, expected): (RunnerId, Expected)) {
-    let (tx, queue) = Outbox::<ToRunner>::new();
+    let (tx, queue) = Outbox::<ToRunner>::wire(expected.opts.max_frame);
     let conn = RunnerConn::remote(runner_id, tx, expected.opts.max_frame);
     let runner = expected.runner;
     let (frame_conn, frame_runner) = (conn.clone(), runner.clone());

@@ -113,7 +113,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
     };
-    let (tx, queue) = Outbox::<ToParent>::new();
+    let (tx, queue) = Outbox::<ToParent>::wire(opts.max_frame);
     // The reader holds only a weak sender: when the Terminator drops its own,
     // the writer flushes and closes even while the reader still runs.
     let weak = tx.downgrade();

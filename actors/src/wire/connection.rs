@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::{Body, FrameError, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
-use super::outbox::{Queue, Sink, push};
+use super::outbox::{Queue, Sink, Splice};
 use super::tls::TlsLink;
 use crate::error::DownReason;
 use serde::Serialize;
@@ -278,83 +278,59 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
 /// The link thread's writer: takes queued frames, batches them into one
 /// write, sends heartbeats, and sends what a sender's straight write left
 /// over. See [`outbox`](super::outbox) for the fast path beside it.
-async fn write_loop<Out: OutFrame>(sink: Sink, mut queue: Queue<Out>, opts: LinkOptions) {
-    {
-        let mut state = queue.shared.state.lock().expect("poisoned");
-        state.sink = Some(sink.clone());
-        state.max_frame = opts.max_frame;
-    }
-    let mut buf = Vec::with_capacity(64 * 1024);
+async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOptions) {
+    queue.drive(sink.clone(), opts.max_frame);
+    // The batch being written; the senders fill the other buffer meanwhile.
+    let mut bytes = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut under_load = false;
     loop {
-        let (first, mut taken) = tokio::select! {
-            msg = queue.recv() => match msg {
-                Some(msg) => (msg, 1),
-                // Every sender is gone: flush and close our half.
-                None => break,
-            },
+        let ping = tokio::select! {
+            biased;
+            () = queue.wait() => false,
             _ = ticker.tick() => {
                 // Keep deadline conversions in step with the wall clock.
                 super::clock::refresh();
-                (Out::ping(), 0)
+                true
             }
         };
-        let leftover = {
-            // From here until the write is done, senders queue behind us;
-            // what a straight write left over goes first.
-            let mut state = queue.shared.state.lock().expect("poisoned");
-            state.in_flight = true;
-            std::mem::take(&mut state.leftover)
+        // Under load (the last write carried several frames), first let
+        // the tasks that are ready run once, so their frames join this
+        // write: one syscall for many. A lone frame goes out at once.
+        if under_load {
+            tokio::task::yield_now().await;
+        }
+        let Some(mut batch) = queue.take(ping, &mut bytes) else {
+            // Every sender is gone and everything is written: close our half.
+            break;
         };
-        if sink.write_chunks(&leftover).await.is_err() {
+        if sink.write_chunks(&batch.leftover).await.is_err() {
             return;
         }
-        drop(leftover);
-        let mut payload = push(queue.fill(first), &mut buf, opts.max_frame);
-        // Batch whatever else is already queued into the same write. Under
-        // load (the last write carried several frames), first let the tasks
-        // that are ready run once, so their frames join this write: one
-        // syscall for many. A lone frame goes out at once. A large payload
-        // ends the batch: it follows its frame's head straight from where
-        // it lies.
-        let mut yielded = !under_load;
-        while payload.is_none() && buf.len() < 256 * 1024 {
-            match queue.try_recv() {
-                Some(msg) => {
-                    payload = push(queue.fill(msg), &mut buf, opts.max_frame);
-                    taken += 1;
+        queue.fill_ended(&mut bytes, &mut batch.splices, opts.max_frame);
+        // Large payloads follow their frame's head straight from where they
+        // lie.
+        let mut at = 0;
+        for (until, splice) in &batch.splices {
+            if let Splice::Payload(payload) = splice {
+                if sink.write_all(&bytes[at..*until]).await.is_err() || sink.write_all(payload).await.is_err() {
+                    return;
                 }
-                None if !yielded => {
-                    yielded = true;
-                    tokio::task::yield_now().await;
-                }
-                None => break,
+                at = *until;
             }
         }
-        under_load = taken > 1;
-        queue.taken(taken);
-        if sink.write_all(&buf).await.is_err() {
+        if at < bytes.len() && sink.write_all(&bytes[at..]).await.is_err() {
             return;
         }
-        if let Some(payload) = payload
-            && sink.write_all(&payload).await.is_err()
-        {
-            return;
+        under_load = batch.frames > 1;
+        drop(batch);
+        bytes.clear();
+        if bytes.capacity() > 4 << 20 {
+            bytes = Vec::with_capacity(64 * 1024);
         }
-        buf.clear();
-        if buf.capacity() > 4 << 20 {
-            buf = Vec::with_capacity(64 * 1024);
-        }
-        queue.shared.state.lock().expect("poisoned").in_flight = false;
+        queue.written();
     }
-    let leftover = {
-        let mut state = queue.shared.state.lock().expect("poisoned");
-        state.sink = None;
-        std::mem::take(&mut state.leftover)
-    };
-    let _ = sink.write_chunks(&leftover).await;
     match sink {
         // The last handle of the half shuts its direction down when dropped.
         Sink::Plain(half) => {
@@ -371,6 +347,72 @@ mod tests {
     use super::*;
     use crate::wire::codec::encode_frame;
     use tokio::net::TcpListener;
+
+    /// Frames queued together leave in one go, in the order they were
+    /// sent: a large payload right after its frame's head, and a frame of
+    /// ends where the first of its ends was noted, holding every end noted
+    /// before the writer took it. Once the last outbox is gone, what was
+    /// queued is written and the connection closes.
+    #[tokio::test]
+    async fn queued_frames_leave_in_order_with_payloads_and_ends_in_place() {
+        use crate::wire::codec::{decode_body, read_body};
+        use crate::wire::outbox::Outbox;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let opts = LinkOptions {
+            max_frame: 64 << 20,
+            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_secs(60),
+        };
+        let (outbox, queue) = Outbox::<ToParent>::wire(opts.max_frame);
+        let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(outbox.send(ToParent::Reply {
+            id: 1,
+            outcome: Outcome::Ok(vec![1; 10]),
+        }));
+        assert!(outbox.send_ended(2));
+        assert!(outbox.send(ToParent::Reply {
+            id: 3,
+            outcome: Outcome::Ok(large.clone()),
+        }));
+        assert!(outbox.send_ended(4));
+        assert!(outbox.send(ToParent::IdleRequest));
+        let (_read, write) = client.into_split();
+        let writer = tokio::spawn(write_loop(Sink::Plain(Arc::new(write)), queue, opts));
+        drop(outbox);
+        let mut frames = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            let body = read_body(&mut server, &mut buf, opts.max_frame).await.unwrap();
+            let payload = match body {
+                Body::Closed => break,
+                Body::Whole => None,
+                Body::Split(payload) => Some(payload),
+            };
+            let mut frame: ToParent = decode_body(&buf).unwrap();
+            if let Some(payload) = payload {
+                frame.put_payload(payload).unwrap();
+            }
+            frames.push(frame);
+        }
+        writer.await.unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                ToParent::Reply {
+                    id: 1,
+                    outcome: Outcome::Ok(vec![1; 10])
+                },
+                ToParent::Ended { ids: vec![2, 4] },
+                ToParent::Reply {
+                    id: 3,
+                    outcome: Outcome::Ok(large)
+                },
+                ToParent::IdleRequest,
+            ]
+        );
+    }
 
     /// A large frame that trickles in for several heartbeat timeouts, with
     /// no heartbeat between its bytes, is not a lost peer; silence is.
