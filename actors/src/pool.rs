@@ -15,7 +15,7 @@ mod state;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -133,6 +133,9 @@ pub struct Lease {
     /// The runner, its connection, its checkout count and the way to tell
     /// the pool of a check-in, shared with the pool.
     slot: Arc<SlotShared>,
+    /// The checkout went on to another lease (see [`Lease::hand_on`]):
+    /// dropping this one checks nothing in.
+    handed_on: AtomicBool,
 }
 
 impl fmt::Debug for Lease {
@@ -142,6 +145,22 @@ impl fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// A lease of a slot just claimed.
+    pub(crate) fn new(slot: Arc<SlotShared>) -> Self {
+        Lease {
+            slot,
+            handed_on: AtomicBool::new(false),
+        }
+    }
+
+    /// The same checkout, as a lease of its own: this one is spent (its
+    /// drop checks nothing in). A call that borrowed its caller's lease
+    /// keeps its slot this way when the caller stops waiting first.
+    pub(crate) fn hand_on(&self) -> Lease {
+        self.handed_on.store(true, Ordering::Relaxed);
+        Lease::new(Arc::clone(&self.slot))
+    }
+
     /// The runner's connection.
     pub fn conn(&self) -> &RunnerConn {
         &self.slot.conn
@@ -166,8 +185,9 @@ impl Lease {
     /// Dropping the future cancels a linked call; the slot stays taken
     /// until the runner reports that the work has ended.
     pub async fn call(self, req: crate::link::CallRequest<'_>) -> Result<crate::wire::Outcome, Error> {
-        let conn = self.slot.conn.clone();
-        conn.call_held(req, Some(self)).await
+        // Borrowed, not cloned: a reference count every caller of the
+        // runner would write.
+        self.slot.conn.call_lent(req, Some(&self)).await
     }
 
     /// Sends a cast of `function` on this slot's runner without waiting:
@@ -188,6 +208,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.handed_on.load(Ordering::Relaxed) {
+            return;
+        }
         // The slot is free the moment the count drops. The pool hears of it
         // only when it has a use for the news (a waiter, a single-use
         // runner): one message and one wake-up less per call. The pool sets

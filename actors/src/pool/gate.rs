@@ -138,7 +138,7 @@ impl Gate {
         } else {
             serving.iter().find(|s| s.claim(self.limit))?
         };
-        Some(Lease { slot: Arc::clone(slot) })
+        Some(Lease::new(Arc::clone(slot)))
     }
 
     /// Replaces the fast path's runner list.

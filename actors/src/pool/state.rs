@@ -220,7 +220,7 @@ impl<B: Backend> PoolState<B> {
             // One checkout per runner (B23).
             self.set_draining(slot.runner);
         }
-        let lease = Lease { slot };
+        let lease = Lease::new(slot);
         let _ = waiter.send(Ok(lease));
     }
 

@@ -36,19 +36,18 @@ use crate::wire::outbox::Outbox;
 /// The call engine of one runner.
 #[derive(Debug)]
 pub struct Serve {
+    /// What every call writes as it starts and ends.
+    calls: Calls,
     runner: RunnerId,
     /// The pool this runner serves (its parent's name for it), for spans.
     pool: String,
     registry: Registry,
     /// The runner's states, built once at its start.
     states: Arc<States>,
-    /// The calls running now, by id.
-    tasks: Mutex<IdMap<Running>>,
     /// Where admitted calls wait for a [`helper`], a task of the work
     /// runtime (the application's, never the link thread): function bodies
     /// run there.
     starts: Arc<Starts>,
-    active: AtomicUsize,
     accepting: AtomicBool,
     born: Instant,
     /// Microseconds after `born` when the last call ended (or started).
@@ -59,6 +58,18 @@ pub struct Serve {
     children: Children,
     /// Why this runner could not serve (refused by its parent), if so.
     failure: Mutex<Option<String>>,
+}
+
+/// The calls running now. Every call's start and end writes both fields:
+/// they share one cache line, and no field that calls only read shares it.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Calls {
+    /// The calls running now, by id.
+    tasks: Mutex<IdMap<Running>>,
+    /// Calls admitted and not ended (placed children's messages among them,
+    /// which have no entry in `tasks`).
+    active: AtomicUsize,
 }
 
 /// How a running call is stopped.
@@ -112,9 +123,11 @@ impl Serve {
             pool,
             registry,
             states: Arc::new(states),
-            tasks: Mutex::new(IdMap::default()),
+            calls: Calls {
+                tasks: Mutex::new(IdMap::default()),
+                active: AtomicUsize::new(0),
+            },
             starts,
-            active: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
@@ -150,13 +163,13 @@ impl Serve {
 
     /// A placed child holds a slot for its whole life.
     pub(crate) fn child_started(&self) {
-        self.active.fetch_add(1, Ordering::AcqRel);
+        self.calls.active.fetch_add(1, Ordering::AcqRel);
         self.touch();
     }
 
     pub(crate) fn child_stopped(&self) {
         self.touch();
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.quiet.notify_waiters();
         }
     }
@@ -220,7 +233,7 @@ impl Serve {
         let this = Arc::clone(self);
         async move {
             if let Ok((work, _)) = work {
-                this.active.fetch_add(1, Ordering::AcqRel);
+                this.calls.active.fetch_add(1, Ordering::AcqRel);
                 let _finish = Finish::new(Arc::clone(&this), call.id, None);
                 let _ = work.await;
             }
@@ -229,7 +242,7 @@ impl Serve {
 
     /// Calls running now.
     pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.calls.active.load(Ordering::Acquire)
     }
 
     /// How long since the last call started or ended.
@@ -281,7 +294,7 @@ impl Serve {
         // The idle clock counts from when the runner last had nothing to
         // do: it is read only when a busy spell starts or ends, not on
         // every call.
-        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+        if self.calls.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.touch();
         }
     }
@@ -319,7 +332,7 @@ impl Serve {
         let id = call.id;
         // The entry exists before the task does (its `Finish` removes it);
         // the task's abort handle joins the call once it is spawned.
-        self.tasks.lock().expect("poisoned").insert(
+        self.calls.tasks.lock().expect("poisoned").insert(
             id,
             Running {
                 call: current.clone(),
@@ -413,7 +426,7 @@ impl Serve {
             linked: call.linked,
             blocking: false,
         };
-        self.tasks.lock().expect("poisoned").insert(call.id, running);
+        self.calls.tasks.lock().expect("poisoned").insert(call.id, running);
         let _finish = Finish::new(Arc::clone(self), call.id, None);
         let run = AssertUnwindSafe(work).catch_unwind();
         let result = tokio::select! {
@@ -427,7 +440,7 @@ impl Serve {
     /// Cancels a call: an async body is aborted, a blocking one is told.
     /// Unknown ids are ignored.
     pub(crate) fn cancel(&self, id: u64) {
-        if let Some(running) = self.tasks.lock().expect("poisoned").get(&id) {
+        if let Some(running) = self.calls.tasks.lock().expect("poisoned").get(&id) {
             running.stop();
         }
     }
@@ -435,7 +448,7 @@ impl Serve {
     /// Stops every linked call and every linked child: their parent is gone.
     pub(crate) fn abort_linked(&self) {
         self.children.stop_all(true, "parent lost");
-        for running in self.tasks.lock().expect("poisoned").values() {
+        for running in self.calls.tasks.lock().expect("poisoned").values() {
             if running.linked {
                 running.stop();
             }
@@ -446,7 +459,7 @@ impl Serve {
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
         self.children.stop_all(false, "runner stopped");
-        for running in self.tasks.lock().expect("poisoned").values() {
+        for running in self.calls.tasks.lock().expect("poisoned").values() {
             running.stop();
         }
     }
@@ -812,17 +825,17 @@ impl Finish {
     /// call runs now.
     fn done(&self) -> bool {
         let alone = {
-            let mut tasks = self.serve.tasks.lock().expect("poisoned");
+            let mut tasks = self.serve.calls.tasks.lock().expect("poisoned");
             tasks.remove(&self.id);
             tasks.is_empty()
         };
         // Noted before the count drops when this is likely the last call,
         // so an idle check never sees no work and an older time.
-        let last = self.serve.active.load(Ordering::Acquire) == 1;
+        let last = self.serve.calls.active.load(Ordering::Acquire) == 1;
         if last {
             self.serve.touch();
         }
-        if self.serve.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.serve.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             if !last {
                 self.serve.touch();
             }
