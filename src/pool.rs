@@ -212,18 +212,20 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
-        let started = Instant::now();
         let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.call",
             function = F::NAME, pool = %self.settings.name,
             runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty);
         let metered = crate::observe::metered();
         if span.is_disabled() && !metered {
-            // Nobody looks: the call as it would be without observability.
+            // Nobody looks: the call as it would be without observability,
+            // the clock read only for the caller's own timeout.
+            let started = opts.timeout.map(|_| Instant::now());
             return self.call_observed::<F>(args, opts, started, None).await;
         }
+        let started = Instant::now();
         let watch = Watch { span: &span, metered };
         let result = self
-            .call_observed::<F>(args, opts, started, Some(&watch))
+            .call_observed::<F>(args, opts, Some(started), Some(&watch))
             .instrument(span.clone())
             .await;
         let outcome = ractor_flame_actors::observe::outcome_label(result.as_ref());
@@ -234,13 +236,14 @@ impl Pool {
         result
     }
 
-    /// The call; `watch` tells where to report its queue wait and remote
-    /// time, when anyone looks.
+    /// The call; `started` is when it was made (read when a timeout or an
+    /// observer needs it), `watch` tells where to report its queue wait and
+    /// remote time, when anyone looks.
     async fn call_observed<F: RemoteFn>(
         &self,
         args: F::Args,
         opts: CallOptions,
-        started: Instant,
+        started: Option<Instant>,
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
         let args = encode(args)?;
@@ -251,7 +254,7 @@ impl Pool {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
                 let lease = self.checkout(checkout_budget).instrument(checkout).await?;
-                let waited = started.elapsed();
+                let waited = started.map(|at| at.elapsed()).unwrap_or_default();
                 watch.span.record("runner", tracing::field::display(lease.runner()));
                 watch.span.record("queue_wait_us", waited.as_micros() as u64);
                 if watch.metered {
@@ -261,7 +264,7 @@ impl Pool {
             }
         };
         let exec_budget = match opts.timeout {
-            Some(total) => total.saturating_sub(started.elapsed()),
+            Some(total) => total.saturating_sub(started.map(|at| at.elapsed()).unwrap_or_default()),
             None => self.settings.timeout,
         };
         let sent = watch.map(|_| Instant::now());
