@@ -575,7 +575,10 @@ async fn arg_latencies(
 /// remote casts beside raw one-way frames.
 async fn throughput_floors(plan: &Plan, registry: &Registry) {
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
-    let config = PoolConfig::new(1).name("bench-mux").max_concurrency(100_000);
+    // More slots than a burst of casts holds at once: the raw one-way
+    // frames have no limit, so a cast waiting for a free slot (the pool's
+    // back-pressure, a path of its own) would measure something else.
+    let config = PoolConfig::new(1).name("bench-mux").max_concurrency(1_000_000);
     let pool = Pool::start(config, backend, registry).await.unwrap();
     let raw = mux::MuxClient::start().await;
     let round = plan.throughput_for / 2;
