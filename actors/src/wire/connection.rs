@@ -314,7 +314,9 @@ async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOpti
         let mut at = 0;
         for (until, splice) in &batch.splices {
             if let Splice::Payload(payload) = splice {
-                if sink.write_all(&bytes[at..*until]).await.is_err() || sink.write_all(payload).await.is_err() {
+                if (at < *until && sink.write_all(&bytes[at..*until]).await.is_err())
+                    || sink.write_all(payload).await.is_err()
+                {
                     return;
                 }
                 at = *until;
