@@ -286,14 +286,16 @@ async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOpti
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut under_load = false;
     loop {
+        // The heartbeat first: a queue that never empties must not starve it
+        // (nor the clock's refresh).
         let ping = tokio::select! {
             biased;
-            () = queue.wait() => false,
             _ = ticker.tick() => {
                 // Keep deadline conversions in step with the wall clock.
                 super::clock::refresh();
                 true
             }
+            () = queue.wait() => false,
         };
         // Under load (the last write carried several frames), first let
         // the tasks that are ready run once, so their frames join this
@@ -414,6 +416,71 @@ mod tests {
                 ToParent::IdleRequest,
             ]
         );
+    }
+
+    /// A queue that never empties does not starve the heartbeats: they go
+    /// out on time between the batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_go_out_while_frames_keep_coming() {
+        use crate::wire::codec::{decode_body, read_body};
+        use crate::wire::outbox::Outbox;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let opts = LinkOptions {
+            max_frame: 1 << 20,
+            heartbeat_interval: Duration::from_millis(20),
+            heartbeat_timeout: Duration::from_secs(60),
+        };
+        let (outbox, queue) = Outbox::<ToParent>::wire(opts.max_frame);
+        let (_read, write) = client.into_split();
+        let writer = tokio::spawn(write_loop(Sink::Plain(Arc::new(write)), queue, opts));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Never empty, never long: the writer takes batches of at
+                // most 16 frames of 16 KiB (the reader keeps up), and finds
+                // the next one waiting each time it looks.
+                let record = crate::wire::frame::LogRecord {
+                    level: 3,
+                    target: "t".into(),
+                    message: "m".repeat(16 * 1024),
+                    fields: String::new(),
+                    call: None,
+                    dropped: 0,
+                };
+                let waiting = outbox.downgrade();
+                while !stop.load(Ordering::Relaxed) {
+                    if waiting.queued() < 16 {
+                        outbox.send(ToParent::Log(record.clone()));
+                    }
+                }
+            })
+        };
+        // Everything the writer sends, read as it comes, until it closes.
+        let reader = tokio::spawn(async move {
+            let (mut pings, mut frames) = (0, 0);
+            let mut buf = Vec::new();
+            while let Body::Whole = read_body(&mut server, &mut buf, opts.max_frame).await.unwrap() {
+                // Only heartbeats are small.
+                if buf.len() < 16 {
+                    assert_eq!(decode_body::<ToParent>(&buf).unwrap(), ToParent::Ping);
+                    pings += 1;
+                } else {
+                    frames += 1;
+                }
+            }
+            (pings, frames)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        // The last outbox goes with the sender: the writer flushes and closes.
+        sender.join().unwrap();
+        writer.await.unwrap();
+        let (pings, frames) = reader.await.unwrap();
+        assert!(frames > 1000, "the queue kept filling: {frames} frames");
+        assert!(pings >= 5, "{pings} heartbeats in 300 ms at one per 20 ms");
     }
 
     /// A large frame that trickles in for several heartbeat timeouts, with
