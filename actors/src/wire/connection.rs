@@ -349,8 +349,41 @@ async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOpti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::codec::encode_frame;
+    use crate::wire::codec::{decode_body, encode_frame, read_body};
+    use crate::wire::outbox::Outbox;
     use tokio::net::TcpListener;
+
+    /// The options of a link with these limits (its peer never goes
+    /// silent), an outbox on one end of a loopback connection, a start for
+    /// its writer (not running yet: frames sent before it are queued), and
+    /// the other end, to read what the writer writes.
+    async fn wired(
+        max_frame: usize,
+        heartbeat_interval: Duration,
+    ) -> (
+        LinkOptions,
+        Outbox<ToParent>,
+        impl FnOnce() -> tokio::task::JoinHandle<()>,
+        TcpStream,
+    ) {
+        let opts = LinkOptions {
+            max_frame,
+            heartbeat_interval,
+            heartbeat_timeout: Duration::from_secs(60),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let end = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        let (outbox, queue) = Outbox::<ToParent>::wire(opts.max_frame);
+        let start = move || {
+            let (read, write) = end.into_split();
+            tokio::spawn(async move {
+                let _read = read;
+                write_loop(Sink::Plain(Arc::new(write)), queue, opts).await;
+            })
+        };
+        (opts, outbox, start, peer)
+    }
 
     /// Frames queued together leave in one go, in the order they were
     /// sent: a large payload right after its frame's head, and a frame of
@@ -359,17 +392,7 @@ mod tests {
     /// queued is written and the connection closes.
     #[tokio::test]
     async fn queued_frames_leave_in_order_with_payloads_and_ends_in_place() {
-        use crate::wire::codec::{decode_body, read_body};
-        use crate::wire::outbox::Outbox;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let opts = LinkOptions {
-            max_frame: 64 << 20,
-            heartbeat_interval: Duration::from_secs(60),
-            heartbeat_timeout: Duration::from_secs(60),
-        };
-        let (outbox, queue) = Outbox::<ToParent>::wire(opts.max_frame);
+        let (opts, outbox, start, mut server) = wired(64 << 20, Duration::from_secs(60)).await;
         let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         assert!(outbox.send(ToParent::Reply {
             id: 1,
@@ -382,8 +405,7 @@ mod tests {
         }));
         assert!(outbox.send_ended(4));
         assert!(outbox.send(ToParent::IdleRequest));
-        let (_read, write) = client.into_split();
-        let writer = tokio::spawn(write_loop(Sink::Plain(Arc::new(write)), queue, opts));
+        let writer = start();
         drop(outbox);
         let mut frames = Vec::new();
         let mut buf = Vec::new();
@@ -422,19 +444,8 @@ mod tests {
     /// out on time between the batches.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn heartbeats_go_out_while_frames_keep_coming() {
-        use crate::wire::codec::{decode_body, read_body};
-        use crate::wire::outbox::Outbox;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let opts = LinkOptions {
-            max_frame: 1 << 20,
-            heartbeat_interval: Duration::from_millis(20),
-            heartbeat_timeout: Duration::from_secs(60),
-        };
-        let (outbox, queue) = Outbox::<ToParent>::wire(opts.max_frame);
-        let (_read, write) = client.into_split();
-        let writer = tokio::spawn(write_loop(Sink::Plain(Arc::new(write)), queue, opts));
+        let (opts, outbox, start, mut server) = wired(1 << 20, Duration::from_millis(20)).await;
+        let writer = start();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = {
             let stop = Arc::clone(&stop);
@@ -480,7 +491,7 @@ mod tests {
         writer.await.unwrap();
         let (pings, frames) = reader.await.unwrap();
         assert!(frames > 1000, "the queue kept filling: {frames} frames");
-        assert!(pings >= 5, "{pings} heartbeats in 300 ms at one per 20 ms");
+        assert!(pings >= 8, "{pings} heartbeats in 300 ms at one per 20 ms");
     }
 
     /// A large frame that trickles in for several heartbeat timeouts, with
