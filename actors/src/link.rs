@@ -217,7 +217,7 @@ impl RunnerConn {
     /// Dropping the future forgets the call; a linked call is also cancelled on
     /// the runner (its task is aborted).
     pub async fn call(&self, req: CallRequest<'_>) -> Result<Outcome, Error> {
-        self.call_held(req, None).await
+        self.call_lent(req, None).await
     }
 
     /// Sends a call and waits for its outcome, like [`RunnerConn::call`];

@@ -279,7 +279,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
 /// write, sends heartbeats, and sends what a sender's straight write left
 /// over. See [`outbox`](super::outbox) for the fast path beside it.
 async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOptions) {
-    queue.drive(sink.clone(), opts.max_frame);
+    queue.drive(sink.clone());
     // The batch being written; the senders fill the other buffer meanwhile.
     let mut bytes = Vec::with_capacity(64 * 1024);
     let mut ticker = tokio::time::interval(opts.heartbeat_interval);
@@ -310,7 +310,7 @@ async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOpti
         if sink.write_chunks(&batch.leftover).await.is_err() {
             return;
         }
-        queue.fill_ended(&mut bytes, &mut batch.splices, opts.max_frame);
+        queue.fill_ended(&mut bytes, &mut batch.splices);
         // Large payloads follow their frame's head straight from where they
         // lie.
         let mut at = 0;

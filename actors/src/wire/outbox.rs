@@ -546,19 +546,18 @@ impl<Out: OutFrame> Queue<Out> {
     }
 
     /// Sets where the writer writes: straight writes may go there too.
-    pub(super) fn drive(&self, sink: Sink, max_frame: usize) {
-        let mut state = self.shared.state.lock().expect("poisoned");
-        state.sink = Some(sink);
-        state.max_frame = max_frame;
+    pub(super) fn drive(&self, sink: Sink) {
+        self.shared.state.lock().expect("poisoned").sink = Some(sink);
     }
 
     /// Encodes the frames of ends among `splices` into `bytes`, where they
     /// were queued, each filled with every end noted so far; what is left
     /// in `splices` are large payloads, at their offsets.
-    pub(super) fn fill_ended(&self, bytes: &mut Vec<u8>, splices: &mut Vec<(usize, Splice)>, limit: usize) {
+    pub(super) fn fill_ended(&self, bytes: &mut Vec<u8>, splices: &mut Vec<(usize, Splice)>) {
         if !splices.iter().any(|(_, splice)| matches!(splice, Splice::Ended)) {
             return;
         }
+        let limit = self.shared.state.lock().expect("poisoned").max_frame;
         let mut encoded = Vec::new();
         for i in (0..splices.len()).rev() {
             let (at, Splice::Ended) = splices[i] else {
@@ -615,7 +614,7 @@ impl<Out: OutFrame> Queue<Out> {
 /// Encodes `msg` into `buf`, but for a large payload that ends it: that is
 /// returned, to be written right after `buf`. A frame over the limit is
 /// replaced by its substitute (an error reply), if it has one.
-pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
+fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     let payload = msg.take_payload(SPLIT_AT);
     let encoded = match &payload {
         Some(payload) => encode_frame_split(&msg, payload.len(), limit, buf),
