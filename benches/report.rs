@@ -687,9 +687,18 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Runs one workload of ours alone for a few seconds, for `perf record`:
-/// `calls64` / `calls512` (concurrent callers), `casts` (bursts of 90 000),
+/// `calls64` / `calls512` (concurrent callers), `raw512` (the raw
+/// multiplexed floor's 512 callers), `casts` (bursts of 90 000),
 /// `mib` (1 MiB arguments one at a time) or `single` (one call at a time).
 async fn profile(what: &str, registry: &Registry) {
+    if what == "raw512" {
+        // The raw floor's 512 callers, for its CPU per call beside ours.
+        let raw = mux::MuxClient::start().await;
+        mux::mux_throughput(&raw, 64, Duration::from_millis(300)).await;
+        let rate = mux::mux_throughput(&raw, 512, Duration::from_secs(5)).await;
+        println!("raw512: {rate:.0} calls/s");
+        return raw.stop().await;
+    }
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
     let config = PoolConfig::new(1).name("bench-profile").max_concurrency(100_000);
     let pool = Pool::start(config, backend, registry).await.unwrap();

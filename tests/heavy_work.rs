@@ -228,6 +228,36 @@ async fn b41_process_an_async_body_that_never_yields_keeps_its_slot_past_its_dea
     b41_an_async_body_that_never_yields_keeps_its_slot_past_its_deadline(Kind::Process).await;
 }
 
+/// The parent's own deadline is kept per call: a short one that comes after
+/// a long one is answered at its own time, not at the long one's.
+#[tokio::test(flavor = "multi_thread")]
+async fn b41_process_a_short_deadline_after_a_long_one_is_answered_at_its_own_time() {
+    let _serial = SERIAL.lock().await;
+    let pool = pool_with(Kind::Process, config(1).max_concurrency(2)).await;
+    let k = key();
+    let long = {
+        let (pool, args) = (pool.pool.clone(), support::sleep(&k, 3_000));
+        tokio::spawn(async move {
+            pool.call_with::<Sleep>(args, CallOptions::new().timeout(Duration::from_secs(20)))
+                .await
+        })
+    };
+    support::busy(&pool, 1).await;
+    let started = Instant::now();
+    let err = pool
+        .call_with::<Spin>(1_500, CallOptions::new().timeout(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Deadline { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "answered at its deadline, not the long call's: {:?}",
+        started.elapsed()
+    );
+    long.await.unwrap().unwrap();
+    pool.stop().await;
+}
+
 /// A call whose caller gives up while every worker of its runner is busy
 /// (so the runner has taken it but not started it yet) never runs, and its
 /// slot comes back once the runner gets to it.

@@ -30,6 +30,9 @@ use crate::wire::outbox::{Outbox, WeakOutbox};
 /// reply before it gives up on its own (and cancels the work).
 const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
+mod deadlines;
+use deadlines::Deadlines;
+
 /// What a caller asks a runner to do.
 #[derive(Debug)]
 pub struct CallRequest<'a> {
@@ -54,6 +57,8 @@ pub struct RunnerConn {
 struct ConnInner {
     /// What every call writes, on a cache line of its own.
     calls: Calls,
+    /// The parent's own watch of the calls' deadlines.
+    deadlines: Arc<Deadlines>,
     runner: RunnerId,
     transport: Transport,
     /// Set once, when the runner is gone; later calls fail with it.
@@ -89,8 +94,12 @@ struct Calls {
 
 /// A call between its send and the end of its work on the runner.
 enum Pending {
-    /// The caller awaits the outcome.
-    Waiting(oneshot::Sender<Delivered>),
+    /// The caller awaits the outcome; past `give_up` (its deadline and a
+    /// grace) it gets [`Outcome::Deadline`] from the parent's own watch.
+    Waiting {
+        waiter: oneshot::Sender<Delivered>,
+        give_up: Option<Instant>,
+    },
     /// The caller has its outcome (sent early); the work still runs and the
     /// caller is about to park its slot here.
     Answered,
@@ -156,8 +165,10 @@ impl RunnerConn {
     }
 
     fn with(runner: RunnerId, transport: Transport, max_frame: usize) -> Self {
-        RunnerConn {
+        let deadlines = Deadlines::new();
+        let conn = RunnerConn {
             inner: Arc::new(ConnInner {
+                deadlines: Arc::clone(&deadlines),
                 runner,
                 transport,
                 calls: Calls {
@@ -173,7 +184,11 @@ impl RunnerConn {
                 spans: Mutex::new(IdMap::default()),
                 observer: std::sync::OnceLock::new(),
             }),
-        }
+        };
+        // On the link thread, beside the connection: it answers a deadline
+        // even while every worker of the parent is busy.
+        thread::spawn(deadlines.watch(Arc::downgrade(&conn.inner)));
+        conn
     }
 
     /// The runner at the other end.
@@ -325,10 +340,19 @@ impl RunnerConn {
         send: impl FnOnce(bool) -> bool,
     ) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
-        let alone = self.track(id, Pending::Waiting(tx));
+        // The runner enforces the deadline; the parent keeps its own watch
+        // too, for a runner that is frozen or a body that never yields (one
+        // per connection, not a timer per call).
+        let give_up = deadline.map(|at| at + DEADLINE_GRACE);
+        let alone = self.track(id, Pending::Waiting { waiter: tx, give_up });
         if !send(alone) {
             self.inner.calls.pending.lock().expect("poisoned").remove(&id);
             return Err(self.down_error());
+        }
+        if let Some(at) = give_up {
+            // After the entry is in: the watch, if it has just looked,
+            // learns of it here.
+            self.inner.deadlines.note(at);
         }
         let mut guard = CallGuard {
             conn: self,
@@ -337,20 +361,7 @@ impl RunnerConn {
             hold,
             armed: true,
         };
-        // The runner enforces the deadline; the parent keeps its own timer
-        // too, for a runner that is frozen or a body that never yields.
-        let received = match deadline {
-            Some(deadline) => match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), rx).await {
-                Ok(received) => received,
-                Err(_) => {
-                    // Past the deadline, linked or not: the guard cancels
-                    // the work and parks the slot until it ends.
-                    guard.linked = true;
-                    return Ok(Outcome::Deadline);
-                }
-            },
-            None => rx.await,
-        };
+        let received = rx.await;
         guard.armed = false;
         match received {
             Ok(Delivered { outcome, ended: true }) => Ok(outcome),
@@ -522,7 +533,7 @@ impl RunnerConn {
     /// checked in.
     fn settle(&self, entry: Pending, outcome: Outcome) {
         match entry {
-            Pending::Waiting(waiter) => {
+            Pending::Waiting { waiter, .. } => {
                 let _ = waiter.send(Delivered { outcome, ended: true });
             }
             Pending::Parked(hold) => drop(hold),
@@ -561,12 +572,43 @@ impl RunnerConn {
         }
     }
 
+    /// The parent's own deadline: every waiting call past its time to give
+    /// up gets [`Outcome::Deadline`] now and its work is cancelled, linked or
+    /// not (its slot stays taken until the runner reports the end). Tells
+    /// the watch when the next waiting call is due.
+    fn give_up_due(&self, now: Instant) {
+        let mut due = Vec::new();
+        {
+            let mut pending = self.inner.calls.pending.lock().expect("poisoned");
+            let mut next: Option<Instant> = None;
+            for (id, entry) in pending.iter_mut() {
+                let Pending::Waiting { give_up: Some(at), .. } = entry else {
+                    continue;
+                };
+                let at = *at;
+                if at > now {
+                    next = Some(next.map_or(at, |next| next.min(at)));
+                } else if let Pending::Waiting { waiter, .. } = std::mem::replace(entry, Pending::Answered) {
+                    due.push((*id, waiter));
+                }
+            }
+            self.inner.deadlines.set_next(next);
+        }
+        for (id, waiter) in due {
+            let _ = waiter.send(Delivered {
+                outcome: Outcome::Deadline,
+                ended: false,
+            });
+            self.cancel(id);
+        }
+    }
+
     /// Routes an outcome that comes before the call's work has ended.
     pub(crate) fn deliver_early(&self, id: u64, outcome: Outcome) {
         let mut pending = self.inner.calls.pending.lock().expect("poisoned");
         if let Some(entry) = pending.get_mut(&id)
-            && matches!(entry, Pending::Waiting(_))
-            && let Pending::Waiting(waiter) = std::mem::replace(entry, Pending::Answered)
+            && matches!(entry, Pending::Waiting { .. })
+            && let Pending::Waiting { waiter, .. } = std::mem::replace(entry, Pending::Answered)
         {
             let _ = waiter.send(Delivered { outcome, ended: false });
         }
@@ -651,9 +693,15 @@ impl RunnerConn {
     }
 }
 
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        self.deadlines.close();
+    }
+}
+
 /// Runs when a caller stops waiting before its call's outcome arrived (its
-/// future dropped, or the parent's deadline timer fired): cancels the work
-/// when the call is linked and keeps the call's slot until the work ends.
+/// future dropped): cancels the work when the call is linked and keeps the
+/// call's slot until the work ends.
 struct CallGuard<'a> {
     conn: &'a RunnerConn,
     id: u64,
