@@ -109,6 +109,7 @@ impl Serve {
             queue: Mutex::new(StartQueue {
                 calls: VecDeque::new(),
                 helpers,
+                waiting: 0,
                 closed: false,
             }),
             ready: Notify::new(),
@@ -624,9 +625,9 @@ fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool) {
 #[derive(Debug)]
 struct Starts {
     queue: Mutex<StartQueue>,
-    /// Wakes a waiting helper; told once per call queued, so that a call
-    /// never waits behind one whose first poll runs long while another
-    /// helper is free.
+    /// Wakes a waiting helper: once per call queued while a helper waits,
+    /// so that a call never waits behind one whose first poll runs long
+    /// while another helper is free. Helpers that are busy are not told.
     ready: Notify,
 }
 
@@ -635,6 +636,9 @@ struct StartQueue {
     /// Helpers still alive; none once the work runtime is gone, and then
     /// calls are dropped (ended) instead of queued.
     helpers: usize,
+    /// Helpers waiting on `ready`, not yet told: each is registered with
+    /// it before it counts itself here, so every wake reaches one of them.
+    waiting: usize,
     /// The runner's engine is gone: helpers end.
     closed: bool,
 }
@@ -644,6 +648,7 @@ impl std::fmt::Debug for StartQueue {
         f.debug_struct("StartQueue")
             .field("calls", &self.calls.len())
             .field("helpers", &self.helpers)
+            .field("waiting", &self.waiting)
             .field("closed", &self.closed)
             .finish()
     }
@@ -659,15 +664,27 @@ impl Starts {
             return;
         }
         queue.calls.push_back(start);
+        let wake = queue.waiting > 0;
+        if wake {
+            queue.waiting -= 1;
+        }
         drop(queue);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
-    /// The next call to start; `Err` once the engine is gone.
-    fn pop(&self) -> Result<Option<Start>, ()> {
+    /// The next call to start; `Err` once the engine is gone. With nothing
+    /// queued, a helper registered with `ready` (`waits`) counts itself as
+    /// waiting.
+    fn pop(&self, waits: bool) -> Result<Option<Start>, ()> {
         let mut queue = self.queue.lock().expect("poisoned");
         match queue.calls.pop_front() {
             None if queue.closed => Err(()),
+            None if waits => {
+                queue.waiting += 1;
+                Ok(None)
+            }
             next => Ok(next),
         }
     }
@@ -704,19 +721,29 @@ impl Drop for HelperGuard {
 async fn helper(guard: HelperGuard) {
     let starts = &guard.0;
     loop {
-        // Registered before the queue is read: a close in between wakes it.
-        let ready = starts.ready.notified();
-        let mut ready = std::pin::pin!(ready);
-        ready.as_mut().enable();
-        match starts.pop() {
-            Ok(Some(start)) => {
-                start.run();
-                // Other tasks of this worker get their turn in a long burst.
-                tokio::task::coop::consume_budget().await;
-            }
-            Ok(None) => ready.await,
+        // While calls keep coming, straight from the queue.
+        let start = match starts.pop(false) {
+            Ok(Some(start)) => start,
             Err(()) => return,
-        }
+            Ok(None) => {
+                // Registered before it looks again and counts itself as
+                // waiting: a call queued or a close in between wakes it.
+                let ready = starts.ready.notified();
+                let mut ready = std::pin::pin!(ready);
+                ready.as_mut().enable();
+                match starts.pop(true) {
+                    Ok(Some(start)) => start,
+                    Err(()) => return,
+                    Ok(None) => {
+                        ready.await;
+                        continue;
+                    }
+                }
+            }
+        };
+        start.run();
+        // Other tasks of this worker get their turn in a long burst.
+        tokio::task::coop::consume_budget().await;
     }
 }
 
