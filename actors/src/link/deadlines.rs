@@ -105,3 +105,68 @@ impl Deadlines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::args::Args;
+    use crate::link::{CallRequest, RunnerConn};
+    use crate::parent::RunnerId;
+    use crate::wire::frame::{Outcome, ToRunner};
+    use crate::wire::outbox::Outbox;
+
+    /// A runner that never answers: the watch gives its caller the
+    /// deadline a grace after it, cancels the work, and keeps the call
+    /// until the runner reports its end.
+    #[tokio::test]
+    async fn a_call_nobody_answers_gets_its_deadline_from_the_watch() {
+        let (tx, mut sent) = Outbox::<ToRunner>::new();
+        let conn = RunnerConn::remote(RunnerId::new(), tx, usize::MAX);
+        let started = Instant::now();
+        let req = CallRequest {
+            function: "never",
+            args: Args::encode(1u64).unwrap(),
+            deadline: Some(started + Duration::from_millis(50)),
+            linked: false,
+            want_result: true,
+        };
+        let outcome = conn.call(req).await.unwrap();
+        assert_eq!(outcome, Outcome::Deadline);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+            "a grace after the deadline: {waited:?}"
+        );
+        let Some(ToRunner::Call(call)) = sent.recv_one().await else {
+            panic!("the call went out first");
+        };
+        let cancel = tokio::time::timeout(Duration::from_secs(2), sent.recv_one()).await;
+        assert_eq!(
+            cancel.ok().flatten(),
+            Some(ToRunner::Cancel { id: call.id }),
+            "the work is cancelled"
+        );
+        assert_eq!(conn.cancelling(), 1, "the work still runs");
+        conn.deliver(call.id, Outcome::Aborted);
+        assert_eq!((conn.pending(), conn.cancelling()), (0, 0));
+    }
+
+    /// Each connection's watch ends with it: runners come and go for the
+    /// life of a pool.
+    #[tokio::test]
+    async fn the_watch_ends_with_its_connection() {
+        let (tx, _sent) = Outbox::<ToRunner>::new();
+        let conn = RunnerConn::remote(RunnerId::new(), tx, usize::MAX);
+        let watch = std::sync::Arc::downgrade(&conn.inner.deadlines);
+        drop(conn);
+        let started = Instant::now();
+        while watch.upgrade().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the watch outlived its connection"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
