@@ -246,6 +246,7 @@ impl Pool {
         started: Option<Instant>,
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
+        let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
         let args = encode(args)?;
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = match watch {
@@ -254,7 +255,7 @@ impl Pool {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
                 let lease = self.checkout(checkout_budget).instrument(checkout).await?;
-                let waited = started.map(|at| at.elapsed()).unwrap_or_default();
+                let waited = since_started();
                 watch.span.record("runner", tracing::field::display(lease.runner()));
                 watch.span.record("queue_wait_us", waited.as_micros() as u64);
                 if watch.metered {
@@ -264,7 +265,7 @@ impl Pool {
             }
         };
         let exec_budget = match opts.timeout {
-            Some(total) => total.saturating_sub(started.map(|at| at.elapsed()).unwrap_or_default()),
+            Some(total) => total.saturating_sub(since_started()),
             None => self.settings.timeout,
         };
         let sent = watch.map(|_| Instant::now());

@@ -111,6 +111,25 @@ enum Pending {
     Cast(Lease, &'static str),
 }
 
+impl Pending {
+    /// A waiting call's caller, now answered while the work still runs (the
+    /// entry is then [`Pending::Answered`]); `None` for any other entry.
+    fn answer(&mut self) -> Option<oneshot::Sender<Delivered>> {
+        if !matches!(self, Pending::Waiting { .. }) {
+            return None;
+        }
+        match std::mem::replace(self, Pending::Answered) {
+            Pending::Waiting { waiter, .. } => Some(waiter),
+            _ => None,
+        }
+    }
+}
+
+/// Gives a caller its outcome before the work behind it has ended.
+fn answer_early(waiter: oneshot::Sender<Delivered>, outcome: Outcome) {
+    let _ = waiter.send(Delivered { outcome, ended: false });
+}
+
 /// An outcome, and whether the work behind it has ended.
 struct Delivered {
     outcome: Outcome,
@@ -588,17 +607,14 @@ impl RunnerConn {
                 let at = *at;
                 if at > now {
                     next = Some(next.map_or(at, |next| next.min(at)));
-                } else if let Pending::Waiting { waiter, .. } = std::mem::replace(entry, Pending::Answered) {
+                } else if let Some(waiter) = entry.answer() {
                     due.push((*id, waiter));
                 }
             }
             self.inner.deadlines.set_next(next);
         }
         for (id, waiter) in due {
-            let _ = waiter.send(Delivered {
-                outcome: Outcome::Deadline,
-                ended: false,
-            });
+            answer_early(waiter, Outcome::Deadline);
             self.cancel(id);
         }
     }
@@ -606,11 +622,8 @@ impl RunnerConn {
     /// Routes an outcome that comes before the call's work has ended.
     pub(crate) fn deliver_early(&self, id: u64, outcome: Outcome) {
         let mut pending = self.inner.calls.pending.lock().expect("poisoned");
-        if let Some(entry) = pending.get_mut(&id)
-            && matches!(entry, Pending::Waiting { .. })
-            && let Pending::Waiting { waiter, .. } = std::mem::replace(entry, Pending::Answered)
-        {
-            let _ = waiter.send(Delivered { outcome, ended: false });
+        if let Some(waiter) = pending.get_mut(&id).and_then(Pending::answer) {
+            answer_early(waiter, outcome);
         }
     }
 

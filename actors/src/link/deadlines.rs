@@ -9,7 +9,7 @@
 //! callers lower only when theirs comes sooner (with the default timeout,
 //! almost never).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,6 @@ pub(super) struct Deadlines {
     next_us: AtomicU64,
     /// Wakes the watch: an earlier deadline, or the connection gone.
     wake: Notify,
-    closed: AtomicBool,
 }
 
 impl Deadlines {
@@ -38,7 +37,6 @@ impl Deadlines {
             epoch: Instant::now(),
             next_us: AtomicU64::new(NONE),
             wake: Notify::new(),
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -74,9 +72,8 @@ impl Deadlines {
         }
     }
 
-    /// The connection is gone: the watch ends.
+    /// The connection is gone: the watch wakes to end.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -88,7 +85,8 @@ impl Deadlines {
             // `notify_one` leaves a permit when nobody waits: a wake that
             // comes before this waits is not lost.
             let woken = self.wake.notified();
-            if self.closed.load(Ordering::Acquire) {
+            // Its count drops before its `close` wakes this.
+            if conn.strong_count() == 0 {
                 return;
             }
             let Some(at) = self.next() else {
@@ -159,6 +157,9 @@ mod tests {
         let (tx, _sent) = Outbox::<ToRunner>::new();
         let conn = RunnerConn::remote(RunnerId::new(), tx, usize::MAX);
         let watch = std::sync::Arc::downgrade(&conn.inner.deadlines);
+        // Time for the watch to fall asleep (nothing tells when it has):
+        // the connection's end must wake it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         drop(conn);
         let started = Instant::now();
         while watch.upgrade().is_some() {
