@@ -136,36 +136,34 @@
 //! functions it registers; a runner of another build is refused when it
 //! connects, and the boot fails with both identities in the reason.
 
-mod any;
+mod backends;
 mod call;
 mod child;
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub mod docker;
-#[cfg(feature = "fly")]
-#[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
-pub mod fly;
-mod local;
+mod entry;
 pub mod observe;
 mod pool;
-mod process;
-mod runner;
 
-pub use any::{AnyBackend, AnyState, UnknownBackend};
+pub use backends::any::{AnyBackend, AnyState, UnknownBackend};
+pub use backends::local::LocalBackend;
+pub use backends::process::{ProcessBackend, ProcessState};
 pub use call::CallOptions;
 pub use child::Child;
-pub use local::LocalBackend;
+pub use entry::{run_if_runner, serve_as_runner, serve_as_runner_with};
 pub use observe::{EventsError, PoolEvents};
 pub use pool::Pool;
-pub use process::{ProcessBackend, ProcessState};
 
+#[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+pub use backends::docker;
+#[cfg(feature = "fly")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
+pub use backends::fly;
 #[cfg(feature = "docker")]
 #[doc(no_inline)]
 pub use docker::DockerBackend;
 #[cfg(feature = "fly")]
 #[doc(no_inline)]
 pub use fly::FlyBackend;
-pub use runner::{run_if_runner, serve_as_runner, serve_as_runner_with};
 
 #[doc(inline)]
 pub use ractor_flame_actors::{

@@ -132,7 +132,7 @@ impl Pool {
         config.validate_for(registry)?;
         let name = config.get_name().to_owned();
         let (timeout, boot_timeout) = (config.get_timeout(), config.get_boot_timeout());
-        let args = PoolArguments::new(config, backend, registry.clone(), crate::runner::is_runner());
+        let args = PoolArguments::new(config, backend, registry.clone(), crate::entry::is_runner());
         let settings = Arc::new(Settings {
             metrics: CallMetrics::new(&name),
             name,

@@ -32,16 +32,10 @@ async fn fixture(tls: LinkTls) -> Fixture {
         failsafe_timeout: Duration::from_secs(3),
         ..RunnerSettings::default()
     };
-    let ctx = RunnerContext {
-        runner_id: RunnerId::new(),
-        pool: "tls".into(),
-        token: Token::generate(),
-        registry: support::functions::registry(),
-        settings,
-        boot_timeout: Duration::from_secs(5),
-        runner: actor,
-        link_tls: tls,
-    };
+    let mut ctx = RunnerContext::new(RunnerId::new(), "tls", support::functions::registry(), actor);
+    ctx.settings = settings;
+    ctx.boot_timeout = Duration::from_secs(5);
+    ctx.link_tls = tls;
     let parent = endpoint.expect(&ctx, vec![endpoint.addr()], "process");
     Fixture { endpoint, parent, seen }
 }
@@ -95,16 +89,8 @@ async fn b45_flame_parent_pins_the_endpoints_certificate_only_when_tls_applies()
     // One certificate per endpoint: every runner of it pins the same one.
     let ctx_parent = {
         let (actor, _) = Actor::spawn(None, RunnerRecorder(Arc::default()), ()).await.unwrap();
-        let ctx = RunnerContext {
-            runner_id: RunnerId::new(),
-            pool: "tls".into(),
-            token: Token::generate(),
-            registry: Registry::new(),
-            settings: RunnerSettings::default(),
-            boot_timeout: Duration::from_secs(5),
-            runner: actor,
-            link_tls: LinkTls::Always,
-        };
+        let mut ctx = RunnerContext::new(RunnerId::new(), "tls", Registry::new(), actor);
+        ctx.link_tls = LinkTls::Always;
         tls.endpoint.expect(&ctx, vec![tls.endpoint.addr()], "process")
     };
     assert_eq!(ctx_parent.tls, Some(pin));

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use ractor_flame::actors::runner::{Runner, RunnerArguments, RunnerMessage};
-use ractor_flame::actors::{RunnerSettings, Token};
+use ractor_flame::actors::on_parent::{Runner, RunnerArguments, RunnerMessage};
 use ractor_flame::{
     Backend, BackendError, BootRetry, Error, LocalBackend, Pool, PoolEvent, PoolMessage, ProcessBackend, ProcessState,
     Registry, RunnerContext, RunnerId,
@@ -174,16 +173,7 @@ async fn runner_with(backend: Counting) -> (ActorRef<RunnerMessage>, Arc<Mutex<O
     let (pool, _) = Actor::spawn(None, FakePool(ended.clone()), ()).await.unwrap();
     let args = RunnerArguments {
         pool: pool.clone(),
-        context: Box::new(|runner| RunnerContext {
-            runner_id: RunnerId::new(),
-            pool: "b25".into(),
-            token: Token::generate(),
-            registry: Registry::new(),
-            settings: RunnerSettings::default(),
-            boot_timeout: Duration::from_secs(30),
-            runner,
-            link_tls: Default::default(),
-        }),
+        context: Box::new(|runner| RunnerContext::new(RunnerId::new(), "b25", Registry::new(), runner)),
     };
     let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend)), args, pool.get_cell())
         .await
@@ -283,15 +273,10 @@ async fn b25_boot_is_one_shot() {
     let id = RunnerId::new();
     let args = RunnerArguments {
         pool: pool.clone(),
-        context: Box::new(move |runner| RunnerContext {
-            runner_id: id,
-            pool: "b25".into(),
-            token: Token::generate(),
-            registry: support::functions::registry(),
-            settings: RunnerSettings::default(),
-            boot_timeout: Duration::from_secs(10),
-            runner,
-            link_tls: Default::default(),
+        context: Box::new(move |runner| {
+            let mut ctx = RunnerContext::new(id, "b25", support::functions::registry(), runner);
+            ctx.boot_timeout = Duration::from_secs(10);
+            ctx
         }),
     };
     let (runner, _) = Actor::spawn_linked(None, Runner::new(Arc::new(backend.clone())), args, pool.get_cell())

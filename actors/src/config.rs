@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::parent::RunnerId;
+use crate::events::{Hook, PoolEvent};
 
 /// Default for [`PoolConfig::max_concurrency`].
 pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
@@ -118,90 +118,6 @@ impl BootRetry {
     }
 }
 
-/// What a pool hook is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PoolEvent {
-    /// A growth boot starts; `target` is the runner count once it succeeds.
-    #[non_exhaustive]
-    GrowStart {
-        /// Runners (booted and booting) once this boot succeeds.
-        target: usize,
-        /// The runner being booted.
-        runner: RunnerId,
-    },
-    /// A growth boot ended.
-    #[non_exhaustive]
-    GrowEnd {
-        /// `Ok(())` or the boot error.
-        result: Result<(), Error>,
-        /// Runners (booted and booting) now.
-        count: usize,
-        /// The runner that booted (or failed to).
-        runner: RunnerId,
-        /// From the start of the boot until the runner served (or failed).
-        boot_time: Duration,
-    },
-    /// A runner left the pool.
-    #[non_exhaustive]
-    Shrink {
-        /// Runners (booted and booting) now.
-        count: usize,
-        /// The runner that left.
-        runner: RunnerId,
-    },
-    /// A boot failed (also told as a [`PoolEvent::GrowEnd`] with an error).
-    #[non_exhaustive]
-    BootFailed {
-        /// The runner that did not boot.
-        runner: RunnerId,
-        /// The backend's reason.
-        reason: String,
-        /// From the start of the boot until it failed.
-        boot_time: Duration,
-    },
-    /// A serving runner was lost: it crashed, was killed, exited, or stopped
-    /// answering (not an idle shutdown, not a stop by the pool). Followed
-    /// by a [`PoolEvent::Shrink`].
-    #[non_exhaustive]
-    RunnerLost {
-        /// The runner.
-        runner: RunnerId,
-        /// Why, as the backend or the connection tells it.
-        reason: String,
-    },
-    /// A caller was turned away: the waiting queue was full.
-    #[non_exhaustive]
-    QueueFull {
-        /// The queue's bound.
-        capacity: usize,
-    },
-}
-
-impl PoolEvent {
-    /// The runner the event is about, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ractor_flame_actors::PoolEvent;
-    ///
-    /// fn about(event: &PoolEvent) -> String {
-    ///     event.runner().map_or("the pool".into(), |r| r.to_string())
-    /// }
-    /// ```
-    pub fn runner(&self) -> Option<RunnerId> {
-        match self {
-            PoolEvent::GrowStart { runner, .. }
-            | PoolEvent::GrowEnd { runner, .. }
-            | PoolEvent::Shrink { runner, .. }
-            | PoolEvent::BootFailed { runner, .. }
-            | PoolEvent::RunnerLost { runner, .. } => Some(*runner),
-            PoolEvent::QueueFull { .. } => None,
-        }
-    }
-}
-
 /// Whether the runner link is encrypted.
 ///
 /// With TLS the endpoint presents a certificate made for it, and the runner
@@ -243,9 +159,6 @@ impl LinkTls {
         }
     }
 }
-
-/// A pool hook: called from the pool actor, so keep it quick.
-pub type Hook = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
 
 /// The options of a pool.
 ///
@@ -526,7 +439,7 @@ impl PoolConfig {
     ///
     /// [`Error::Config`], as [`PoolConfig::validate`], or naming the idle
     /// predicate that `registry` does not know.
-    pub fn validate_for(&self, registry: &crate::registry::Registry) -> Result<(), Error> {
+    pub fn validate_for(&self, registry: &crate::func::registry::Registry) -> Result<(), Error> {
         self.validate()?;
         for idle in [&self.idle_shutdown_after, &self.min_idle_shutdown_after] {
             if let Some(name) = idle.predicate()

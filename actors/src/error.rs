@@ -202,7 +202,7 @@ impl<E: std::error::Error + 'static> From<E> for FnError {
         let any: Box<dyn std::any::Any> = Box::new(err);
         match any.downcast::<tokio::task::JoinError>() {
             Ok(join) if join.is_panic() => FnError {
-                message: crate::registry::panic_message(&*join.into_panic()),
+                message: panic_message(&*join.into_panic()),
                 panic: true,
             },
             _ => FnError { message, panic: false },
@@ -220,5 +220,16 @@ impl BackendError {
     /// An error with this message.
     pub fn new(message: impl fmt::Display) -> Self {
         BackendError(message.to_string())
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }

@@ -15,41 +15,30 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod args;
-mod backend;
 mod config;
-mod context;
-mod endpoint;
 mod error;
-mod ids;
-mod link;
+pub mod events;
+mod flame_parent;
+pub mod func;
+pub mod ids;
 pub mod observe;
-mod parent;
-mod pool;
-mod registry;
-#[doc(hidden)]
-pub mod runner;
-#[doc(hidden)]
-pub mod terminator;
+pub mod on_parent;
+pub mod on_runner;
 pub mod wire;
 
-pub use args::Args;
-pub use backend::{Backend, RunnerContext};
 pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, Hook, IdleShutdown, LinkTls, PoolConfig, PoolEvent,
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
 };
-pub use context::{CurrentCall, current_call, current_runner};
-pub use endpoint::Endpoint;
-#[doc(hidden)]
-pub use endpoint::boot_in_process;
 pub use error::{BackendError, DownReason, Error, FnError};
-pub use link::{CallRequest, RunnerConn, outcome_into_result};
-pub use parent::{FLAME_PARENT, Parent, ParentError, RunnerId, RunnerSettings, Token};
-pub use pool::{EVENTS_CAPACITY, Gate, Internal, Lease, Pool, PoolArguments, PoolMessage, PoolStats};
-#[doc(hidden)]
-pub use registry::Fnv;
-pub use registry::{BuildId, Registry, RemoteActor, RemoteFn, StatefulFn};
+pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};
+pub use flame_parent::{FLAME_PARENT, Parent, ParentError, RunnerSettings};
+pub use func::{Args, CurrentCall, Registry, RemoteActor, RemoteFn, StatefulFn, current_call, current_runner};
+pub use ids::{BuildId, Fnv, RunnerId, Token};
+pub use on_parent::endpoint::boot_in_process;
+pub use on_parent::link::outcome_into_result;
+pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats};
+pub use on_parent::{Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier};
 pub use wire::Fingerprint;
 
 /// Re-exported so backends and tests name the same ractor as this crate.

@@ -3,24 +3,30 @@
 //! Layered as mini-redis layers its protocol: `frame` holds the message
 //! types, `codec` turns them into length-prefixed rmp-serde frames and back,
 //! `connection` drives one TCP connection (batched writes, heartbeats both
-//! ways, a reader that hands decoded frames to a callback).
+//! ways, a reader that hands decoded frames to a callback), `outbox` is the
+//! queue of encoded frames a connection's writer drains, `tls` wraps a
+//! connection in TLS with a pinned certificate, `clock` reads time for
+//! frames, and `thread` is the link thread every connection of the process
+//! runs on (both sides use it; no function body ever runs there).
+//!
+//! Both sides speak it: nothing here imports the parent's or the runner's
+//! code. The message types and the codec are public so other
+//! implementations and byte-level tests can speak the protocol.
 
 pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod frame;
 pub(crate) mod outbox;
+pub(crate) mod thread;
 pub(crate) mod tls;
 
 pub use codec::FrameError;
-#[doc(hidden)]
 pub use codec::{decode_body, encode_frame};
-#[doc(hidden)]
 pub use frame::{
     CHILD_CALL, CHILD_CAST, CHILD_STOP, CallFrame, ChildEnvelope, Hello, LogRecord, Outcome, PLACE, ToParent, ToRunner,
     TraceContext, Welcome,
 };
-#[doc(hidden)]
 pub use outbox::Outbox;
 pub use tls::Fingerprint;
 

@@ -1,4 +1,4 @@
-//! A chaos workload shared by `tests/chaos.rs` and `examples/chaos_soak.rs`:
+//! A chaos workload shared by `tests/fault_chaos.rs` and `examples/chaos_soak.rs`:
 //! mixed calls, casts and placed-child calls on a pool while a chaos task
 //! kills, freezes and thaws its runners (signals on the process backend,
 //! the engine's kill / pause / unpause on Docker).

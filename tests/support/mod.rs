@@ -221,7 +221,7 @@ pub async fn runners(pool: &Pool, n: usize) {
 pub struct RunnerRecorder(pub Arc<Mutex<Vec<String>>>);
 
 impl ractor::Actor for RunnerRecorder {
-    type Msg = ractor_flame::actors::runner::RunnerMessage;
+    type Msg = ractor_flame::actors::on_parent::RunnerMessage;
     type State = ();
     type Arguments = ();
     async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
@@ -233,7 +233,7 @@ impl ractor::Actor for RunnerRecorder {
         msg: Self::Msg,
         _: &mut (),
     ) -> Result<(), ractor::ActorProcessingErr> {
-        use ractor_flame::actors::runner::RunnerMessage;
+        use ractor_flame::actors::on_parent::RunnerMessage;
         let name = match msg {
             RunnerMessage::RemoteUp(_) => "RemoteUp".to_owned(),
             RunnerMessage::ConnectionLost(_) => "ConnectionLost".to_owned(),

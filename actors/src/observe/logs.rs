@@ -24,8 +24,8 @@ use std::time::Instant;
 use tracing::field::{Field, Visit};
 use tracing::{Level, Span};
 
-use crate::context::current_call;
-use crate::parent::RunnerId;
+use crate::func::context::current_call;
+use crate::ids::RunnerId;
 use crate::wire::frame::{LogRecord, ToParent};
 use crate::wire::outbox::WeakOutbox;
 

@@ -147,9 +147,9 @@ where
         Stream::Tls(link) => (Box::new(link.reader()), Sink::Tls(link)),
     };
     // Both halves run on the link thread, where the stream was opened.
-    let writer = crate::link::thread::spawn(write_loop(sink, queue, opts));
+    let writer = crate::wire::thread::spawn(write_loop(sink, queue, opts));
     let abort = writer.abort_handle();
-    crate::link::thread::spawn(async move {
+    crate::wire::thread::spawn(async move {
         let reason = read_loop(read, opts, &mut on_body).await;
         // The reader owns the connection's fate: once it ends, the writer has
         // nobody to talk to.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::FrameError;
 
-use crate::parent::{RunnerId, Token};
-use crate::registry::BuildId;
+use crate::ids::BuildId;
+use crate::ids::{RunnerId, Token};
 
 /// Function-name prefix of a `place_child`: the actor type's name follows.
 pub const PLACE: &str = "flame.place/";

@@ -1,0 +1,12 @@
+//! What an application registers: remote functions ([`RemoteFn`],
+//! [`StatefulFn`]), placeable actors ([`RemoteActor`]), the [`Registry`] both
+//! sides build, argument bytes ([`Args`]) and the context a body reads
+//! ([`CurrentCall`]).
+
+pub(crate) mod args;
+pub(crate) mod context;
+pub(crate) mod registry;
+
+pub use args::Args;
+pub use context::{CurrentCall, current_call, current_runner};
+pub use registry::{Registry, RemoteActor, RemoteFn, StatefulFn};

@@ -1,0 +1,206 @@
+//! What a remote function can learn about the call it is serving: which
+//! runner runs it, its deadline, and whether its caller gave up.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::func::registry::States;
+use crate::ids::RunnerId;
+
+tokio::task_local! {
+    static CURRENT_CALL: CurrentCall;
+}
+
+/// The call a remote function body is serving.
+///
+/// Get it with [`current_call`] inside a body. Async bodies are aborted at
+/// their next `.await` when their call is cancelled or passes its deadline,
+/// so they rarely need it; blocking bodies (and long loops that never
+/// `.await`) cannot be aborted from outside and should poll
+/// [`is_cancelled`](CurrentCall::is_cancelled) between steps: until the body
+/// returns, its slot stays taken, so the pool never runs more work on a
+/// runner than `max_concurrency` allows.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{FnError, RemoteFn, current_call};
+///
+/// struct Frames;
+/// impl RemoteFn for Frames {
+///     const NAME: &'static str = "frames";
+///     const BLOCKING: bool = true;
+///     type Args = u32;
+///     type Output = u32;
+///     async fn run(frames: u32) -> Result<u32, FnError> {
+///         let call = current_call().expect("inside a call");
+///         for done in 0..frames {
+///             if call.is_cancelled() {
+///                 return Err(FnError::msg(format!("stopped after {done} frames")));
+///             }
+///             // ... encode one frame ...
+///         }
+///         Ok(frames)
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct CurrentCall {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runner: RunnerId,
+    states: Arc<States>,
+    id: u64,
+    deadline: Option<Instant>,
+    cancelled: AtomicBool,
+    notify: Notify,
+    /// The task running the call, once it is spawned (calls a runner runs
+    /// as tasks of their own).
+    task: std::sync::OnceLock<AbortHandle>,
+}
+
+impl fmt::Debug for CurrentCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CurrentCall")
+            .field("runner", &self.inner.runner)
+            .field("id", &self.inner.id)
+            .field("deadline", &self.inner.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl CurrentCall {
+    pub(crate) fn new(runner: RunnerId, states: Arc<States>, id: u64, deadline: Option<Instant>) -> Self {
+        CurrentCall {
+            inner: Arc::new(Inner {
+                runner,
+                states,
+                id,
+                deadline,
+                cancelled: AtomicBool::new(false),
+                notify: Notify::new(),
+                task: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The call's id on its runner's connection.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The runner serving the call.
+    pub fn runner(&self) -> RunnerId {
+        self.inner.runner
+    }
+
+    /// The runner's state of type `S` (see
+    /// [`Registry::with_state`](crate::Registry::with_state)); `None` when no
+    /// such state is registered.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
+        self.inner.states.get::<S>()
+    }
+
+    /// When the call's execution budget ends; `None` for none (casts).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// Whether the work should stop: its caller cancelled it (or went away),
+    /// the runner is shutting down, or its deadline has passed. Cheap enough
+    /// to poll in a hot loop.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire) || self.inner.deadline.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Resolves once the call is cancelled or its deadline passes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.inner.cancelled.load(Ordering::Acquire) {
+                return;
+            }
+            match self.inner.deadline {
+                Some(at) => {
+                    if tokio::time::timeout_at(at.into(), notified).await.is_err() {
+                        return;
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Whether the call was stopped (cancelled, or aborted), its deadline
+    /// aside.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Marks the call cancelled and wakes whoever waits for it.
+    pub(crate) fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// Cancels the call and aborts its task. A call whose task is not
+    /// spawned yet is aborted by [`CurrentCall::spawned`] instead: of the
+    /// two, whichever comes second sees the other.
+    pub(crate) fn abort(&self) {
+        self.cancel();
+        fence(Ordering::SeqCst);
+        if let Some(task) = self.inner.task.get() {
+            task.abort();
+        }
+    }
+
+    /// Notes the task that runs the call; aborts it at once when the call
+    /// was aborted before it existed.
+    pub(crate) fn spawned(&self, task: AbortHandle) {
+        let task = self.inner.task.get_or_init(|| task);
+        fence(Ordering::SeqCst);
+        if self.inner.cancelled.load(Ordering::SeqCst) {
+            task.abort();
+        }
+    }
+
+    /// Runs `work` with this call as the current one.
+    pub(crate) fn scope<F: std::future::Future>(self, work: F) -> impl std::future::Future<Output = F::Output> {
+        CURRENT_CALL.scope(self, work)
+    }
+}
+
+/// The call the current remote function body serves; `None` outside one
+/// (and in tasks the body spawns: pass the value along).
+///
+/// # Examples
+///
+/// ```
+/// assert!(ractor_flame_actors::current_call().is_none());
+/// ```
+pub fn current_call() -> Option<CurrentCall> {
+    CURRENT_CALL.try_with(Clone::clone).ok()
+}
+
+/// The runner the current remote function runs on; `None` outside one.
+///
+/// # Examples
+///
+/// ```
+/// assert!(ractor_flame_actors::current_runner().is_none());
+/// ```
+pub fn current_runner() -> Option<RunnerId> {
+    CURRENT_CALL.try_with(CurrentCall::runner).ok()
+}

@@ -1,0 +1,21 @@
+//! Code that runs in the runner: the Terminator actor (its life: connect,
+//! failsafe, idle, parent loss, drain), the call engine [`Serve`], and the
+//! placed children it hosts.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `terminator.rs` | the Terminator actor and when a runner ends |
+//! | `connect.rs` | dialing the parent, the handshake, the frames in and out |
+//! | `serve.rs` | the call engine: admission, helpers, a call's start and end |
+//! | `children.rs` | placed children: start, messages, watches |
+
+mod children;
+mod connect;
+mod serve;
+mod terminator;
+
+pub use serve::Serve;
+pub use terminator::{
+    SystemShutdown, Terminator, TerminatorArguments, TerminatorLink, TerminatorMessage, TerminatorState, spawn_on_link,
+    spawn_terminator,
+};

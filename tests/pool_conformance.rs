@@ -1,0 +1,123 @@
+//! The behaviour suite of `tests/BEHAVIOURS.md`, run unchanged on every
+//! backend: each behaviour is an `async fn(kind)` in a module of
+//! `pool_conformance/` by topic, instantiated per backend by the
+//! `conformance!` macro below.
+
+mod support;
+
+#[path = "pool_conformance/calls.rs"]
+mod calls;
+#[path = "pool_conformance/placed.rs"]
+mod placed;
+#[path = "pool_conformance/pool.rs"]
+mod pool;
+#[path = "pool_conformance/shutdown.rs"]
+mod shutdown;
+
+use std::time::Duration;
+
+use calls::*;
+use placed::*;
+use pool::*;
+use shutdown::*;
+use support::Kind;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+macro_rules! conformance {
+    (docker: $($dname:ident),* $(,)?) => {
+        #[cfg(feature = "docker")]
+        mod docker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $dname() {
+                    if super::support::docker::engine(stringify!($dname)).await.is_none() {
+                        return;
+                    }
+                    super::$dname(super::Kind::Docker).await
+                }
+            )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Local).await
+                }
+            )*
+        }
+        mod process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Process).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    b01_call_runs_on_a_runner_and_returns_its_value,
+    b02_default_budgets_are_boot_timeout_then_timeout,
+    b03_explicit_timeout_is_a_total_budget,
+    b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_queue,
+    b05_deadline_aborts_the_remote_task,
+    b06_remote_error_and_panic_reach_the_caller_typed,
+    b06_unknown_function_is_a_clear_error,
+    b07_dropping_the_call_cancels_the_remote_task,
+    b08_cast_returns_at_once_and_holds_a_slot_while_it_runs,
+    b09_calls_to_a_stopped_pool_fail_at_once,
+    b10_invalid_options_are_rejected,
+    b12_min_runners_boot_in_parallel_at_start,
+    b13_checkout_picks_the_least_loaded_runner,
+    b14_growth_boots_only_what_booting_runners_cannot_absorb,
+    b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses,
+    b16_waiters_that_gave_up_are_skipped,
+    b17_a_fresh_runner_serves_its_waiters_at_once,
+    b19_hooks_report_growth_and_shrink,
+    b20_every_call_checks_in_exactly_once,
+    b21_a_dying_runner_fails_its_calls_and_the_pool_refills_to_min,
+    b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
+    b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
+    b22_an_idle_predicate_holds_the_runner_until_it_agrees,
+    b23_single_use_runners_stop_after_their_first_call,
+    b24_stopping_a_pool_drains_then_stops_every_runner,
+    b29_idle_shutdown_never_interrupts_work,
+    b32_place_child_starts_an_actor_that_the_handle_casts_and_calls,
+    b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
+    b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
+    b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+);
+
+// Where it applies on containers: everything but what kills runners by
+// process id (the Docker fault tests kill through the engine instead).
+conformance!(docker:
+    b01_call_runs_on_a_runner_and_returns_its_value,
+    b02_default_budgets_are_boot_timeout_then_timeout,
+    b05_deadline_aborts_the_remote_task,
+    b06_remote_error_and_panic_reach_the_caller_typed,
+    b06_unknown_function_is_a_clear_error,
+    b07_dropping_the_call_cancels_the_remote_task,
+    b08_cast_returns_at_once_and_holds_a_slot_while_it_runs,
+    b09_calls_to_a_stopped_pool_fail_at_once,
+    b10_invalid_options_are_rejected,
+    b13_checkout_picks_the_least_loaded_runner,
+    b15_at_max_callers_wait_fifo_and_a_bounded_queue_refuses,
+    b16_waiters_that_gave_up_are_skipped,
+    b17_a_fresh_runner_serves_its_waiters_at_once,
+    b19_hooks_report_growth_and_shrink,
+    b20_every_call_checks_in_exactly_once,
+    b22_idle_runners_stop_and_min_runners_follow_their_own_setting,
+    b22_an_idle_runner_leaves_without_waiting_out_the_drain_budget,
+    b22_an_idle_predicate_holds_the_runner_until_it_agrees,
+    b23_single_use_runners_stop_after_their_first_call,
+    b24_stopping_a_pool_drains_then_stops_every_runner,
+    b29_idle_shutdown_never_interrupts_work,
+    b32_place_child_starts_an_actor_that_the_handle_casts_and_calls,
+    b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
+    b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
+    b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+);
