@@ -256,12 +256,12 @@ async fn b39_a_missing_image_and_bad_limits_are_clear_boot_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway() {
-    use ractor_flame::docker::{Network, create_internal_network};
+    use ractor_flame::docker::Network;
     let Some(docker) = engine("docker_runners_on_an_internal_network_reach_the_parent_at_its_gateway").await else {
         return;
     };
     let network = format!("flame-test-{}", key());
-    let gateway = create_internal_network(&docker, &network).await.unwrap();
+    let gateway = backend().create_internal_network(&network).await.unwrap();
     assert!(gateway.is_ipv4(), "{gateway}");
     let result = async {
         let pool = start(config(1), backend().network(Network::Named(network.clone()))).await;

@@ -17,7 +17,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions};
 use ractor_flame::Pool;
 use ractor_flame::docker::{
-    DockerBackend, Image, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL, sweep,
+    DockerBackend, Image, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL,
 };
 use support::docker::{ParentProcess, backend, containers, engine, running};
 use support::functions::Echo;
@@ -116,7 +116,7 @@ async fn b38_a_sweep_removes_a_dead_parents_containers_and_keeps_a_live_ones() {
     )
     .await;
     // The rule, checked synchronously: nothing else may go.
-    assert_eq!(sweep(&docker, &[(LABEL_POOL, &name)], None).await.unwrap(), 0);
+    assert_eq!(backend().sweep(&[(LABEL_POOL, &name)], None).await.unwrap(), 0);
     let left = ids(&docker, &name).await;
     assert!(left.contains(&live), "a live parent's runner is kept");
     assert!(

@@ -223,6 +223,45 @@ impl BackendError {
     }
 }
 
+/// A value that did not encode, or bytes that did not decode as the type
+/// asked for; the codec's message is kept.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::Args;
+///
+/// let err = Args::encode("text".to_owned()).unwrap().decode::<u64>().unwrap_err();
+/// assert!(!err.to_string().is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(String);
+
+impl CodecError {
+    pub(crate) fn new(message: impl fmt::Display) -> Self {
+        CodecError(message.to_string())
+    }
+
+    /// The codec's message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+impl From<CodecError> for Error {
+    fn from(err: CodecError) -> Self {
+        Error::Codec(err.0)
+    }
+}
+
 /// The message of a panic payload, when it is a string.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

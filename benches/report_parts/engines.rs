@@ -37,7 +37,7 @@ pub(crate) async fn run(plan: &Plan, registry: &Registry) {
         eprintln!("report: multi-engine metrics skipped: no dockerd");
         return;
     };
-    if let Err(e) = DockerBackend::new().docker().await {
+    if let Err(e) = DockerBackend::new().ping().await {
         eprintln!("report: multi-engine metrics skipped: {e}");
         return;
     }

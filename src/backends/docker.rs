@@ -20,7 +20,7 @@ use bollard::Docker;
 use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext};
 
 pub use container::DockerState;
-pub use engine::{EngineCerts, create_internal_network};
+pub use engine::EngineCerts;
 pub use events::ContainerEvent;
 pub use placement::EngineConfig;
 pub use pull::RegistryCredentials;
@@ -135,7 +135,7 @@ pub enum Engine {
 /// running container of another parent is never removed: if that parent is
 /// alive it is a live runner, and if it is gone the runner stops by itself
 /// (end of file on its connection, lost heartbeats, or its failsafe) and
-/// auto-removes. See [`sweep()`].
+/// auto-removes. See [`DockerBackend::sweep`].
 ///
 /// # Images
 ///
@@ -482,13 +482,73 @@ impl DockerBackend {
         Ok(())
     }
 
-    /// The client of the first engine, connected and version-negotiated
-    /// once.
+    /// Connects to the first engine (once: the client is kept) and
+    /// negotiates its API version: whether the engine answers.
     ///
     /// # Errors
     ///
     /// When the engine does not answer.
-    pub async fn docker(&self) -> Result<&Docker, BackendError> {
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() {
+    /// use ractor_flame::DockerBackend;
+    ///
+    /// if let Err(e) = DockerBackend::new().ping().await {
+    ///     eprintln!("no Docker engine: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.client().await.map(|_| ())
+    }
+
+    /// Removes the containers with all of `labels` (and the managed label)
+    /// that belong to a parent instance other than `keep` and cannot be live
+    /// runners of a live parent. Returns how many.
+    ///
+    /// Several parents may share one engine and one pool name (replicas, a
+    /// rolling deploy, two copies of a program), so a container of another
+    /// parent instance is removed only when:
+    ///
+    /// - its parent process is provably dead: it ran on this machine, in this
+    ///   PID namespace, since its last boot (the [`LABEL_PARENT_PROCESS`]
+    ///   label), and no process with that PID and start time runs now. Such a
+    ///   container goes in any state: never started, still waiting to connect,
+    ///   or stuck;
+    /// - or, where the parent cannot be checked from here (another host or
+    ///   container, no label), the container has exited, or is still in state
+    ///   `created` a minute after its creation (a live parent starts its
+    ///   containers within its boot).
+    ///
+    /// Every other container is kept: a running runner whose parent is gone
+    /// stops by itself (end of file on its connection, lost heartbeats, or its
+    /// failsafe timeout) and the engine then removes it (`auto_remove`).
+    ///
+    /// # Errors
+    ///
+    /// When the engine does not answer or cannot list containers.
+    pub async fn sweep(&self, labels: &[(&str, &str)], keep: Option<&str>) -> Result<usize, BackendError> {
+        sweep::sweep(self.client().await?, labels, keep).await
+    }
+
+    /// Creates an `internal: true` bridge network on the first engine (no
+    /// route leaves it) and returns its gateway address: the address a
+    /// parent on the host listens on for runners on that network. Useful for
+    /// tests and isolated deployments; the network carries the managed
+    /// label.
+    ///
+    /// # Errors
+    ///
+    /// When the engine does not answer or refuses.
+    pub async fn create_internal_network(&self, name: &str) -> Result<IpAddr, BackendError> {
+        engine::create_internal_network(self.client().await?, name).await
+    }
+
+    /// The client of the first engine, connected and version-negotiated
+    /// once.
+    pub(crate) async fn client(&self) -> Result<&Docker, BackendError> {
         let slot = self
             .placement()
             .slots()
@@ -731,31 +791,3 @@ impl Backend for DockerBackend {
     }
 }
 
-/// Removes the containers with all of `labels` (and the managed label)
-/// that belong to a parent instance other than `keep` and cannot be live
-/// runners of a live parent. Returns how many.
-///
-/// Several parents may share one engine and one pool name (replicas, a
-/// rolling deploy, two copies of a program), so a container of another
-/// parent instance is removed only when:
-///
-/// - its parent process is provably dead: it ran on this machine, in this
-///   PID namespace, since its last boot (the [`LABEL_PARENT_PROCESS`]
-///   label), and no process with that PID and start time runs now. Such a
-///   container goes in any state: never started, still waiting to connect,
-///   or stuck;
-/// - or, where the parent cannot be checked from here (another host or
-///   container, no label), the container has exited, or is still in state
-///   `created` a minute after its creation (a live parent starts its
-///   containers within its boot).
-///
-/// Every other container is kept: a running runner whose parent is gone
-/// stops by itself (end of file on its connection, lost heartbeats, or its
-/// failsafe timeout) and the engine then removes it (`auto_remove`).
-///
-/// # Errors
-///
-/// When the engine cannot list containers.
-pub async fn sweep(docker: &Docker, labels: &[(&str, &str)], keep: Option<&str>) -> Result<usize, BackendError> {
-    sweep::sweep(docker, labels, keep).await
-}

@@ -15,6 +15,8 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde_bytes::ByteBuf;
 
+use crate::error::CodecError;
+
 /// A call's arguments (or output), ready to send: encoded, or a value that
 /// is one byte string as its bytes.
 ///
@@ -45,12 +47,12 @@ impl Args {
     ///
     /// When `value` does not encode (a map with non-string keys in a
     /// format that needs them, a failing `Serialize` impl).
-    pub fn encode<T: Serialize + 'static>(value: T) -> Result<Args, rmp_serde::encode::Error> {
+    pub fn encode<T: Serialize + 'static>(value: T) -> Result<Args, CodecError> {
         let mut value = value;
         if let Some(buf) = (&mut value as &mut dyn Any).downcast_mut::<ByteBuf>() {
             return Ok(Args::bare(std::mem::take(buf).into_vec()));
         }
-        Ok(Args::encoded(encode(&value)?))
+        Ok(Args::encoded(encode(&value).map_err(CodecError::new)?))
     }
 
     /// Arguments already encoded with rmp-serde.
@@ -82,10 +84,8 @@ impl Args {
     /// let buf: ByteBuf = Args::encode(ByteBuf::from(vec![1u8, 2])).unwrap().decode().unwrap();
     /// assert_eq!(buf.into_vec(), vec![1, 2]);
     /// ```
-    pub fn decode<T: DeserializeOwned>(self) -> Result<T, rmp_serde::decode::Error> {
-        ArgBytes::new(self.bytes, self.bare)
-            .decode()
-            .map_err(<rmp_serde::decode::Error as serde::de::Error>::custom)
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, CodecError> {
+        ArgBytes::new(self.bytes, self.bare).decode().map_err(CodecError::new)
     }
 
     /// Their size in bytes, as they travel.

@@ -342,7 +342,7 @@ pub(super) async fn gateway(docker: &Docker, network: &str) -> Result<IpAddr, Ba
 /// # Errors
 ///
 /// When the engine refuses.
-pub async fn create_internal_network(docker: &Docker, name: &str) -> Result<IpAddr, BackendError> {
+pub(super) async fn create_internal_network(docker: &Docker, name: &str) -> Result<IpAddr, BackendError> {
     let request = NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".to_owned()),
