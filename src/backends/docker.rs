@@ -1,4 +1,4 @@
-//! `DockerBackend`: each runner is a container on a Docker Engine.
+#![doc = include_str!("../../docs/backends/docker.md")]
 
 mod container;
 mod engine;

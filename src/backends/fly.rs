@@ -1,12 +1,4 @@
-//! `FlyBackend`: each runner is a [Fly.io](https://fly.io) Machine, created
-//! through the Machines REST API and destroyed when its runner goes.
-//!
-//! The options and their defaults are FLAME's FlyBackend's; see
-//! [`FlyBackend`] for the table. A deployment needs the app's name, an API
-//! token (a secret) and the image reference, which Fly sets for every
-//! machine of an app (`FLY_APP_NAME`, `FLY_IMAGE_REF`), plus the parent's
-//! private address (`FLY_PRIVATE_IP`), where runners connect back over Fly's
-//! private network.
+#![doc = include_str!("../../docs/backends/fly.md")]
 
 mod api;
 mod error;
