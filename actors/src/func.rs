@@ -5,8 +5,12 @@
 
 pub(crate) mod args;
 pub(crate) mod context;
+pub(crate) mod erased;
 pub(crate) mod registry;
+pub(crate) mod remote_fn;
+pub(crate) mod states;
 
 pub use args::Args;
 pub use context::{CurrentCall, current_call, current_runner};
-pub use registry::{Registry, RemoteActor, RemoteFn, StatefulFn};
+pub use registry::Registry;
+pub use remote_fn::{RemoteActor, RemoteFn, StatefulFn};

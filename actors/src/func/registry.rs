@@ -1,203 +1,25 @@
-//! Typed remote functions and the registry that names them.
-//!
-//! Rust cannot ship closures to another process, and FLAME's runners run the
-//! same binary as the parent, so work is *named*: a [`RemoteFn`] has a stable
-//! name, a serde argument and a serde output. Both sides run the same
-//! registration code; the handshake compares a [`BuildId`] derived from the
-//! registered names and types so a runner from another build is refused.
+//! The [`Registry`]: the functions, actors, states and idle predicates a
+//! binary serves as a runner, by name. Both sides run the same registration
+//! code; the handshake compares a [`BuildId`] derived from the registered
+//! names and types so a runner from another build is refused.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use crate::error::{FnError, panic_message};
-pub(crate) use crate::func::args::ArgBytes;
+use crate::error::panic_message;
 use crate::func::args::Args;
-use crate::func::args::encode;
 use crate::func::context::CurrentCall;
+use crate::func::erased::{Handler, PlaceFuture, Placer, Predicate, placed};
+// TEMPORARY: old import paths, until the importers name the new modules.
+pub(crate) use crate::func::args::ArgBytes;
+pub(crate) use crate::func::erased::{BoxFuture, Encoded, Placed, RunFailure};
+use crate::func::remote_fn::{RemoteActor, RemoteFn};
+pub(crate) use crate::func::states::States;
+use crate::func::states::StateBuilder;
 use crate::ids::{BuildId, Fnv};
-
-/// A function that runs on a runner.
-///
-/// # Examples
-///
-/// ```
-/// use ractor_flame_actors::{FnError, RemoteFn};
-///
-/// struct Square;
-///
-/// impl RemoteFn for Square {
-///     const NAME: &'static str = "square";
-///     type Args = u64;
-///     type Output = u64;
-///
-///     async fn run(n: u64) -> Result<u64, FnError> {
-///         n.checked_mul(n).ok_or_else(|| FnError::msg("overflow"))
-///     }
-/// }
-/// ```
-pub trait RemoteFn: Send + Sync + 'static {
-    /// The stable name the function is called by. Unique in a registry.
-    const NAME: &'static str;
-    /// The argument, encoded with rmp-serde on its way to the runner. An
-    /// argument that is one [`serde_bytes::ByteBuf`] is not encoded: its
-    /// bytes travel as they are, and are copied on neither side. Prefer it
-    /// to `Vec<u8>` for binary data (a `Vec<u8>` encodes as a list of
-    /// numbers).
-    type Args: Serialize + DeserializeOwned + Send + 'static;
-    /// The output, encoded with rmp-serde on its way back; a
-    /// [`serde_bytes::ByteBuf`] travels as its bytes, as an argument does.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
-
-    /// Whether the body is blocking or CPU-heavy work. A blocking body runs
-    /// on the runtime's blocking thread pool (`spawn_blocking`), never on a
-    /// worker that async work needs; it may compute or block for as long as
-    /// its deadline allows and should poll
-    /// [`current_call`](crate::current_call)`().is_cancelled()` between
-    /// steps. Default `false`; [`Registry::register_blocking`] sets it per
-    /// registration.
-    const BLOCKING: bool = false;
-
-    /// The function's body: what every call or cast of this function runs,
-    /// with the decoded argument.
-    ///
-    /// Where it runs depends on the backend:
-    ///
-    /// - **local**: in this process (inline in the caller's task, or on the
-    ///   blocking pool for a blocking function);
-    /// - **process and Docker**: in the runner process, as a task of the
-    ///   application's runtime (or on its blocking pool for a blocking
-    ///   function).
-    ///
-    /// It never runs on the thread that carries the connection to the
-    /// parent, so a body that computes for seconds without an `.await`
-    /// cannot make its runner miss a heartbeat. Still, such a body holds a
-    /// worker thread for as long as it runs: mark CPU-heavy functions
-    /// [`BLOCKING`](RemoteFn::BLOCKING).
-    ///
-    /// An async body is aborted (dropped at its next `.await`) at its deadline
-    /// or when its caller cancels; a blocking body cannot be aborted and sees
-    /// the same through [`CurrentCall::is_cancelled`](crate::CurrentCall::is_cancelled).
-    /// Either way the call's slot stays taken until the body has returned.
-    ///
-    /// # Errors
-    ///
-    /// Return an [`FnError`] to fail the call: the caller gets
-    /// [`Error::Remote`](crate::Error::Remote) with its message. A panic in
-    /// the body does not take the runner down; the caller gets
-    /// [`Error::Panic`](crate::Error::Panic).
-    fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
-}
-
-/// A ractor actor that can be placed on a runner with `place_child`.
-///
-/// Its arguments and the messages the parent may send travel through the
-/// codec, so they are serde types; ractor messages themselves need not be
-/// (a call carries an `RpcReplyPort`). `cast_message` and `call_message` turn
-/// the wire types into the actor's own messages.
-///
-/// # Examples
-///
-/// ```
-/// use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-/// use ractor_flame_actors::RemoteActor;
-///
-/// #[derive(Default)]
-/// struct Counter;
-///
-/// enum CounterMsg {
-///     Add(u64),
-///     Get(RpcReplyPort<u64>),
-/// }
-///
-/// impl Actor for Counter {
-///     type Msg = CounterMsg;
-///     type State = u64;
-///     type Arguments = u64;
-///     async fn pre_start(&self, _: ActorRef<CounterMsg>, start: u64) -> Result<u64, ActorProcessingErr> {
-///         Ok(start)
-///     }
-///     async fn handle(&self, _: ActorRef<CounterMsg>, msg: CounterMsg, n: &mut u64) -> Result<(), ActorProcessingErr> {
-///         match msg {
-///             CounterMsg::Add(k) => *n += k,
-///             CounterMsg::Get(reply) => { let _ = reply.send(*n); }
-///         }
-///         Ok(())
-///     }
-/// }
-///
-/// impl RemoteActor for Counter {
-///     const NAME: &'static str = "counter";
-///     type Cast = u64;
-///     type Call = ();
-///     type Reply = u64;
-///     fn cast_message(k: u64) -> CounterMsg { CounterMsg::Add(k) }
-///     fn call_message(_: (), reply: RpcReplyPort<u64>) -> CounterMsg { CounterMsg::Get(reply) }
-/// }
-/// ```
-pub trait RemoteActor: ractor::Actor<Arguments: Serialize + DeserializeOwned> + Default {
-    /// The stable name the actor type is placed by. Unique in a registry.
-    const NAME: &'static str;
-    /// What a cast carries.
-    type Cast: Serialize + DeserializeOwned + Send + 'static;
-    /// What a call carries.
-    type Call: Serialize + DeserializeOwned + Send + 'static;
-    /// What a call answers.
-    type Reply: Serialize + DeserializeOwned + Send + 'static;
-
-    /// The actor's message for a cast.
-    fn cast_message(msg: Self::Cast) -> Self::Msg;
-
-    /// The actor's message for a call; the actor answers on `reply`.
-    fn call_message(msg: Self::Call, reply: ractor::RpcReplyPort<Self::Reply>) -> Self::Msg;
-}
-
-/// A placed actor, type-erased: how the runner talks to it.
-pub(crate) struct Placed {
-    pub(crate) cell: ractor::ActorCell,
-    pub(crate) cast: CastFn,
-    pub(crate) call: CallFn,
-}
-
-/// Decodes a cast and enqueues it on the actor.
-pub(crate) type CastFn = Box<dyn Fn(&[u8]) -> Result<(), RunFailure> + Send + Sync>;
-/// Decodes a call, enqueues it, and returns the wait for its reply.
-pub(crate) type CallFn = Box<dyn Fn(&[u8]) -> Result<BoxFuture, RunFailure> + Send + Sync>;
-
-impl fmt::Debug for Placed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Placed").field("actor", &self.cell.get_id()).finish()
-    }
-}
-
-type PlaceFuture = Pin<Box<dyn Future<Output = Result<Placed, RunFailure>> + Send>>;
-type Placer = Arc<dyn Fn(ArgBytes<'_>, ractor::ActorCell) -> PlaceFuture + Send + Sync>;
-
-/// The outcome of running an encoded call, before it reaches the caller.
-/// A call's output as it travels (encoded, or a `ByteBuf`'s bytes as they
-/// are), or why there is none.
-pub(crate) type Encoded = Result<Args, RunFailure>;
-
-/// Why an encoded call produced no output.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) enum RunFailure {
-    /// The function returned an error.
-    Returned(String),
-    /// The function panicked (in its body, or in blocking work it awaited).
-    Panicked(String),
-    /// The arguments did not decode, or the output did not encode.
-    Codec(String),
-}
-
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
-type Handler = Arc<dyn Fn(ArgBytes<'_>, CurrentCall) -> BoxFuture + Send + Sync>;
-type Predicate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The functions a binary can run as a runner.
 ///
@@ -374,7 +196,7 @@ impl Registry {
         self
     }
 
-    /// Registers the state of type `S` that [`StatefulFn`]s use: built once
+    /// Registers the state of type `S` that [`StatefulFn`](crate::StatefulFn)s use: built once
     /// per runner, on the runner, when it starts (before it connects to its
     /// parent), by `build`, which may be async and may fail; every call then
     /// gets the same `Arc<S>`. A failure is the runner's boot error: the
@@ -440,7 +262,7 @@ impl Registry {
     pub(crate) async fn build_states(&self) -> Result<States, String> {
         let mut states = States::default();
         for (type_id, build) in self.states.values() {
-            states.0.insert(*type_id, build().await?);
+            states.insert(*type_id, build().await?);
         }
         Ok(states)
     }
@@ -533,118 +355,6 @@ impl Registry {
                 tracing::warn!(target: "ractor_flame::terminator", predicate = name, "unknown idle predicate");
                 false
             }
-        }
-    }
-}
-
-type StateFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Any + Send + Sync>, String>> + Send>>;
-type StateBuilder = Arc<dyn Fn() -> StateFuture + Send + Sync>;
-
-/// The states of one runner, by type.
-#[derive(Default)]
-pub(crate) struct States(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
-
-impl fmt::Debug for States {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "States({})", self.0.len())
-    }
-}
-
-impl States {
-    pub(crate) fn get<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
-        self.0.get(&TypeId::of::<S>())?.clone().downcast::<S>().ok()
-    }
-}
-
-/// A remote function with state: like [`RemoteFn`], and its body also gets
-/// the runner's `Arc<State>`, built once per runner by the constructor
-/// registered with [`Registry::with_state`]. Use it for what a function needs
-/// and should not rebuild per call: a loaded model, a connection pool,
-/// configuration.
-///
-/// Every `StatefulFn` is a [`RemoteFn`]: register it with
-/// [`Registry::register`] and call it with `pool.call::<F>(args)` as any
-/// other.
-///
-/// # Errors
-///
-/// A call fails with the function's error when no state of type `State` is
-/// registered (the message names the type).
-///
-/// # Examples
-///
-/// See [`Registry::with_state`].
-pub trait StatefulFn: Send + Sync + 'static {
-    /// The stable name the function is called by. Unique in a registry.
-    const NAME: &'static str;
-    /// As [`RemoteFn::BLOCKING`].
-    const BLOCKING: bool = false;
-    /// The state the body gets (registered with [`Registry::with_state`]).
-    type State: Send + Sync + 'static;
-    /// The argument.
-    type Args: Serialize + DeserializeOwned + Send + 'static;
-    /// The output.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
-
-    /// The function's body; runs as [`RemoteFn::run`] does.
-    fn run(state: Arc<Self::State>, args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
-}
-
-impl<F: StatefulFn> RemoteFn for F {
-    const NAME: &'static str = F::NAME;
-    const BLOCKING: bool = F::BLOCKING;
-    type Args = F::Args;
-    type Output = F::Output;
-
-    async fn run(args: Self::Args) -> Result<Self::Output, FnError> {
-        let state = crate::func::context::current_call()
-            .and_then(|call| call.state::<F::State>())
-            .ok_or_else(|| {
-                FnError::msg(format!(
-                    "no state of type {} is registered (Registry::with_state)",
-                    std::any::type_name::<F::State>()
-                ))
-            })?;
-        <F as StatefulFn>::run(state, args).await
-    }
-}
-
-/// The erased face of a placed `A`.
-fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed {
-    let cell = actor.get_cell();
-    let for_cast = actor.clone();
-    let cast = Box::new(move |bytes: &[u8]| {
-        let msg = rmp_serde::from_slice::<A::Cast>(bytes).map_err(|e| RunFailure::Codec(format!("cast: {e}")))?;
-        for_cast
-            .send_message(A::cast_message(msg))
-            .map_err(|_| RunFailure::Returned("the actor is not running".into()))
-    });
-    let call = Box::new(move |bytes: &[u8]| {
-        let msg = rmp_serde::from_slice::<A::Call>(bytes).map_err(|e| RunFailure::Codec(format!("call: {e}")))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Enqueued now, in order with the casts before it; answered later.
-        actor
-            .send_message(A::call_message(msg, tx.into()))
-            .map_err(|_| RunFailure::Returned("the actor is not running".into()))?;
-        let reply: BoxFuture = Box::pin(async move {
-            let reply = rx
-                .await
-                .map_err(|_| RunFailure::Returned("the actor stopped before it answered".into()))?;
-            encode(&reply)
-                .map(Args::encoded)
-                .map_err(|e| RunFailure::Codec(format!("reply: {e}")))
-        });
-        Ok(reply)
-    });
-    Placed { cell, cast, call }
-}
-
-impl From<FnError> for RunFailure {
-    fn from(err: FnError) -> Self {
-        if err.is_panic() {
-            RunFailure::Panicked(err.message().to_owned())
-        } else {
-            RunFailure::Returned(err.message().to_owned())
         }
     }
 }
