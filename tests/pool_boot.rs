@@ -333,3 +333,130 @@ async fn b10_an_unregistered_idle_predicate_is_a_config_error() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+/// Its first `hang_first` boots never finish (a stalled image import, a
+/// create the engine never answers); later ones boot in-process.
+#[derive(Clone, Default)]
+struct Hanging {
+    hang_first: usize,
+    boots: Arc<AtomicUsize>,
+    inner: LocalBackend,
+}
+
+impl Backend for Hanging {
+    type State = <LocalBackend as Backend>::State;
+
+    fn name(&self) -> &'static str {
+        "hanging"
+    }
+
+    async fn init(&self, ctx: &RunnerContext) -> Result<Self::State, BackendError> {
+        self.inner.init(ctx).await
+    }
+
+    async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
+        if self.boots.fetch_add(1, Ordering::AcqRel) < self.hang_first {
+            std::future::pending::<()>().await;
+        }
+        self.inner.remote_boot(state, ctx).await
+    }
+
+    async fn terminate(&self, state: &mut Self::State) {
+        self.inner.terminate(state).await
+    }
+}
+
+/// A caller that waits longer than a boot may take.
+fn patient() -> ractor_flame::CallOptions {
+    ractor_flame::CallOptions::new().timeout(Duration::from_secs(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b47_a_backend_boot_that_hangs_fails_with_a_boot_timeout_and_is_retried() {
+    let backend = Hanging {
+        hang_first: usize::MAX,
+        ..Hanging::default()
+    };
+    let cfg = config(1)
+        .boot_timeout(Duration::from_millis(150))
+        .timeout(Duration::from_secs(20))
+        .boot_retry(fast_retry(3));
+    let pool = Pool::start(cfg, backend.clone(), &support::functions::registry())
+        .await
+        .unwrap();
+    // The caller's budget outlasts the three boots.
+    let err = pool.call_with::<Echo>("x".into(), patient()).await.unwrap_err();
+    match &err {
+        Error::BootFailed { reason } => assert!(reason.contains("boot timeout"), "{reason}"),
+        other => panic!("expected a boot timeout, got {other:?}"),
+    }
+    assert_eq!(
+        backend.boots.load(Ordering::Acquire),
+        3,
+        "retried per the boot retry policy"
+    );
+    // A boot stalled right now: stop() waits on it no longer than its budget.
+    let stalled = pool.clone();
+    let _late = tokio::spawn(async move { stalled.call::<Echo>("y".into()).await });
+    eventually("a new boot is under way", Duration::from_secs(10), || async {
+        backend.boots.load(Ordering::Acquire) > 3
+    })
+    .await;
+    let started = std::time::Instant::now();
+    pool.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b47_a_backend_boot_that_hangs_once_is_replaced_by_one_that_serves() {
+    let backend = Hanging {
+        hang_first: 1,
+        ..Hanging::default()
+    };
+    let cfg = config(1)
+        .boot_timeout(Duration::from_millis(150))
+        .boot_retry(fast_retry(3));
+    let pool = Pool::start(cfg, backend.clone(), &support::functions::registry())
+        .await
+        .unwrap();
+    let echoed = pool.call_with::<Echo>("second boot".into(), patient()).await.unwrap();
+    assert_eq!(echoed, "second boot");
+    assert_eq!(backend.boots.load(Ordering::Acquire), 2);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b47_a_runner_state_that_never_builds_fails_the_boot_in_time() {
+    // A constructor that hangs (a model download that never ends).
+    let registry = support::functions::registry()
+        .with_state(|| async { std::future::pending::<Result<Vec<f32>, ractor_flame::FnError>>().await });
+    // In-process, the state is built inside the backend's boot. (A runner
+    // process builds it before it connects back: the connect-back's share of
+    // the boot timeout covers it there.)
+    let cfg = config(1)
+        .boot_timeout(Duration::from_millis(300))
+        .boot_retry(fast_retry(1));
+    let pool = Pool::start(cfg, LocalBackend::new(), &registry).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = pool.call_with::<Echo>("x".into(), patient()).await.unwrap_err();
+    match &err {
+        Error::BootFailed { reason } => assert!(reason.contains("boot timeout"), "{reason}"),
+        other => panic!("expected a boot timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stopping = std::time::Instant::now();
+    pool.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+}
