@@ -8,6 +8,12 @@
 //! thread, asleep until the earliest deadline a waiting call has, which
 //! callers lower only when theirs comes sooner (with the default timeout,
 //! almost never).
+//!
+//! A call comes here from `send.rs`, which notes its time to give up once
+//! the call is in the table of calls in flight. When that time passes, the
+//! watch answers the call [`Outcome::Deadline`] through the table
+//! (`pending.rs`) and asks the runner to cancel the work (`send.rs`); the
+//! call keeps its slot until the runner reports the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -15,7 +21,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::pending::{Pending, answer_early};
 use super::{ConnInner, RunnerConn};
+use crate::wire::frame::Outcome;
+
+/// How long past its deadline the parent waits for a runner's own deadline
+/// reply before it gives up on its own (and cancels the work).
+pub(super) const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
 /// No waiting call has a deadline.
 const NONE: u64 = u64::MAX;
@@ -100,6 +112,36 @@ impl Deadlines {
                     RunnerConn { inner }.give_up_due(Instant::now());
                 }
             }
+        }
+    }
+}
+
+impl RunnerConn {
+    /// The parent's own deadline: every waiting call past its time to give
+    /// up gets [`Outcome::Deadline`] now and its work is cancelled, linked or
+    /// not (its slot stays taken until the runner reports the end). Tells
+    /// the watch when the next waiting call is due.
+    fn give_up_due(&self, now: Instant) {
+        let mut due = Vec::new();
+        {
+            let mut pending = self.inner.calls.pending.lock().expect("poisoned");
+            let mut next: Option<Instant> = None;
+            for (id, entry) in pending.iter_mut() {
+                let Pending::Waiting { give_up: Some(at), .. } = entry else {
+                    continue;
+                };
+                let at = *at;
+                if at > now {
+                    next = Some(next.map_or(at, |next| next.min(at)));
+                } else if let Some(waiter) = entry.answer() {
+                    due.push((*id, waiter));
+                }
+            }
+            self.inner.deadlines.set_next(next);
+        }
+        for (id, waiter) in due {
+            answer_early(waiter, Outcome::Deadline);
+            self.cancel(id);
         }
     }
 }

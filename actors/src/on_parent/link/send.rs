@@ -1,0 +1,303 @@
+//! Sending: a caller's call and its wait, casts, control frames and
+//! cancels, on either transport.
+//!
+//! A call comes here from its caller ([`Lease::call`], or a placed child's
+//! handle through [`RunnerConn::call`]). It is entered in the table of calls
+//! in flight (`pending.rs`), its frame goes out, and the caller waits here
+//! for the outcome `pending.rs` routes back; a caller that stops waiting
+//! first leaves its slot parked in the table (`CallGuard`). Casts sent
+//! without a task of their own go into the table too, and nobody waits.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::deadlines::DEADLINE_GRACE;
+use super::pending::{Delivered, Pending};
+use super::records::TracedCall;
+use super::{CallRequest, RunnerConn, Transport};
+use crate::error::Error;
+use crate::func::args::Args;
+use crate::on_parent::pool::Lease;
+use crate::on_runner::TerminatorMessage;
+use crate::wire::clock::unix_micros;
+use crate::wire::frame::{CallFrame, CallRef, Outcome, ToRunner};
+
+impl RunnerConn {
+    /// Sends a call and waits for its outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunnerDown`] when the runner is gone before it answers,
+    /// [`Error::Codec`] when the arguments exceed the frame limit,
+    /// [`Error::Deadline`] when no answer came by the deadline (plus a short
+    /// grace for the runner's own deadline reply).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the call; a linked call is also cancelled on
+    /// the runner (its task is aborted).
+    pub async fn call(&self, req: CallRequest<'_>) -> Result<Outcome, Error> {
+        self.call_lent(req, None).await
+    }
+
+    /// Sends a call and waits for its outcome, like [`RunnerConn::call`];
+    /// `hold` (the call's checkout lease) is checked in when the call's work
+    /// has ended on the runner. When the caller stops waiting first (a
+    /// deadline, a cancel, a dropped future), the hold stays with the
+    /// connection until the runner reports the end, so a slot is free only
+    /// when its work is over.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunnerConn::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RunnerConn::call`]; the hold is kept until the work ends.
+    pub async fn call_held(&self, req: CallRequest<'_>, hold: Option<Lease>) -> Result<Outcome, Error> {
+        // A lease the call keeps past this future is handed on; this one is
+        // then spent.
+        self.call_lent(req, hold.as_ref()).await
+    }
+
+    /// [`RunnerConn::call_held`] with the caller's lease borrowed: when the
+    /// caller stops waiting before the work has ended, the checkout is
+    /// handed on to a lease of the connection's (see [`Lease::hand_on`]).
+    pub(crate) async fn call_lent(&self, req: CallRequest<'_>, hold: Option<&Lease>) -> Result<Outcome, Error> {
+        if self.is_down() {
+            return Err(self.down_error());
+        }
+        let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
+        match &self.inner.transport {
+            Transport::Local { serve, replies, .. } => {
+                // In-process: a borrowed view, no frame to build.
+                let call = CallRef {
+                    id,
+                    function: req.function,
+                    args: req.args.as_bytes(),
+                    deadline_us: None,
+                    want_result: req.want_result,
+                    linked: req.linked,
+                    trace: None,
+                    bare: req.args.is_bare(),
+                };
+                if serve.is_blocking(req.function) {
+                    // A blocking body outlives a caller that gives up: it
+                    // runs as a task and reports its end like a remote one.
+                    let Some(replies) = replies.upgrade() else {
+                        return Err(self.down_error());
+                    };
+                    let (linked, deadline) = (req.linked, req.deadline);
+                    let sent = |_alone| {
+                        serve.dispatch(call, None, deadline, replies);
+                        true
+                    };
+                    return self.send_and_wait(id, linked, deadline, hold, sent).await;
+                }
+                // The body runs in this task: dropping the future ends it.
+                let outcome = serve.run_inline(call, req.deadline).await;
+                outcome.ok_or_else(|| self.down_error())
+            }
+            Transport::Remote { tx } => {
+                // A too-large argument fails this call only, never the
+                // connection.
+                if !self.fits(req.function, &req.args) {
+                    return Err(Error::Codec(format!(
+                        "argument of {} bytes exceeds max_frame_size of {} bytes",
+                        req.args.len(),
+                        self.inner.max_frame
+                    )));
+                }
+                let (linked, deadline) = (req.linked, req.deadline);
+                // A trace context only while a subscriber traces this call
+                // (one atomic load otherwise).
+                let (trace, _traced) = match crate::observe::current_trace() {
+                    Some((trace, span)) => (Some(trace), Some(TracedCall::new(self, id, span))),
+                    None => (None, None),
+                };
+                let (args, bare) = req.args.into_parts();
+                let frame = CallFrame {
+                    id,
+                    function: req.function.to_owned(),
+                    args,
+                    deadline_us: deadline.map(unix_micros),
+                    want_result: req.want_result,
+                    linked,
+                    trace,
+                    bare,
+                };
+                // A lone call goes straight out from this thread; calls
+                // made together are batched by the link thread.
+                let sent = |alone| tx.send_alone(ToRunner::Call(frame), alone);
+                self.send_and_wait(id, linked, deadline, hold, sent).await
+            }
+        }
+    }
+
+    /// Registers call `id`, sends it with `send` (told whether it is the only
+    /// call in flight), and waits for its outcome.
+    async fn send_and_wait(
+        &self,
+        id: u64,
+        linked: bool,
+        deadline: Option<Instant>,
+        hold: Option<&Lease>,
+        send: impl FnOnce(bool) -> bool,
+    ) -> Result<Outcome, Error> {
+        let (tx, rx) = oneshot::channel();
+        // The runner enforces the deadline; the parent keeps its own watch
+        // too, for a runner that is frozen or a body that never yields (one
+        // per connection, not a timer per call).
+        let give_up = deadline.map(|at| at + DEADLINE_GRACE);
+        let alone = self.track(id, Pending::Waiting { waiter: tx, give_up });
+        if !send(alone) {
+            self.inner.calls.pending.lock().expect("poisoned").remove(&id);
+            return Err(self.down_error());
+        }
+        if let Some(at) = give_up {
+            // After the entry is in: the watch, if it has just looked,
+            // learns of it here.
+            self.inner.deadlines.note(at);
+        }
+        let mut guard = CallGuard {
+            conn: self,
+            id,
+            linked,
+            hold,
+            armed: true,
+        };
+        let received = rx.await;
+        guard.armed = false;
+        match received {
+            Ok(Delivered { outcome, ended: true }) => Ok(outcome),
+            Ok(Delivered { outcome, ended: false }) => {
+                self.park(id, guard.hold.take().map(Lease::hand_on));
+                Ok(outcome)
+            }
+            Err(_) => Err(self.down_error()),
+        }
+    }
+
+    /// Sends a cast on `hold`'s slot without waiting for anything: the
+    /// frame goes out (or is queued) before this returns, and the slot is
+    /// checked in when the runner reports the cast's end. No task, no
+    /// channel: what a cast costs on the parent is its frame.
+    ///
+    /// Gives the arguments and the hold back when the cast cannot go this
+    /// way (an in-process runner, a runner that is going away, arguments
+    /// over the frame limit), for the caller to send it the slow way.
+    pub(crate) fn cast_held(&self, function: &'static str, args: Args, hold: Lease) -> Result<(), (Args, Lease)> {
+        let Transport::Remote { tx } = &self.inner.transport else {
+            return Err((args, hold));
+        };
+        if !self.is_usable() || !self.fits(function, &args) {
+            return Err((args, hold));
+        }
+        let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
+        let alone = self.track(id, Pending::Cast(hold, function));
+        let (args, bare) = args.into_parts();
+        let frame = CallFrame {
+            bare,
+            ..CallFrame::one_way(id, function, args)
+        };
+        if !tx.send_alone(ToRunner::Call(frame), alone) {
+            // The connection closed meanwhile: the runner is going, and the
+            // cast with it (as a cast sent a moment earlier would be).
+            let hold = self.inner.calls.pending.lock().expect("poisoned").remove(&id);
+            drop(hold);
+            self.cast_failed(function, &self.down_error());
+        }
+        Ok(())
+    }
+
+    /// Sends a call whose outcome nobody awaits (a cast to a placed child),
+    /// before returning: what one task sends this way reaches the runner in
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunnerDown`] when the runner is gone.
+    pub fn send_now(&self, function: &str, args: Vec<u8>) -> Result<(), Error> {
+        if let Some(reason) = self.down_reason() {
+            return Err(Error::RunnerDown { reason });
+        }
+        let frame = CallFrame::one_way(self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed), function, args);
+        match &self.inner.transport {
+            Transport::Local { serve, .. } => {
+                let serve = Arc::clone(serve);
+                // Child messages are enqueued when the work is created, so
+                // create it now; only the (trivial) rest runs in a task.
+                let work = serve.start_now(frame);
+                tokio::spawn(work);
+                Ok(())
+            }
+            // The reply (`Done`) matches no pending call and is dropped.
+            Transport::Remote { tx } => {
+                if tx.send(ToRunner::Call(frame)) {
+                    Ok(())
+                } else {
+                    Err(self.down_error())
+                }
+            }
+        }
+    }
+
+    /// Logs a cast sent by [`RunnerConn::cast_held`] that failed: nobody
+    /// else hears of it.
+    pub(super) fn cast_failed(&self, function: &str, error: &Error) {
+        tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
+    }
+
+    /// Whether a call of `function` with `args` fits in a frame, with room
+    /// left for the frame's envelope.
+    fn fits(&self, function: &str, args: &Args) -> bool {
+        args.len() <= self.inner.max_frame.saturating_sub(512 + function.len())
+    }
+
+    /// Sends a control frame (idle verdict, shutdown).
+    pub(crate) fn control(&self, frame: ToRunner) {
+        match &self.inner.transport {
+            Transport::Local { control, .. } => {
+                let _ = control.cast(TerminatorMessage::FromParent(frame));
+            }
+            Transport::Remote { tx } => {
+                let _ = tx.send(frame);
+            }
+        }
+    }
+
+    /// Asks the runner to stop call `id`.
+    pub(super) fn cancel(&self, id: u64) {
+        match &self.inner.transport {
+            Transport::Local { serve, .. } => serve.cancel(id),
+            Transport::Remote { tx } => {
+                let _ = tx.send(ToRunner::Cancel { id });
+            }
+        }
+    }
+}
+
+/// Runs when a caller stops waiting before its call's outcome arrived (its
+/// future dropped): cancels the work when the call is linked and keeps the
+/// call's slot until the work ends.
+struct CallGuard<'a> {
+    conn: &'a RunnerConn,
+    id: u64,
+    linked: bool,
+    hold: Option<&'a Lease>,
+    armed: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.conn.park(self.id, self.hold.take().map(Lease::hand_on)) && self.linked {
+            self.conn.cancel(self.id);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! A call's end, the last stop of every call. The work's result (from
+//! `start.rs`, `run.rs`, or the caller's task) becomes an [`Outcome`], and
+//! the call's [`Finish`], armed at admission, settles it: counts it out,
+//! removes its entry from the running calls, and sends its one reply to the
+//! parent, straight away when no other call runs, batched otherwise (the
+//! ends of casts among them share one frame). A `Finish` dropped before an
+//! outcome replies `Aborted`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Serve;
+use super::run::Caught;
+use crate::error::panic_message;
+use crate::func::registry::RunFailure;
+use crate::wire::frame::{Outcome, ToParent};
+use crate::wire::outbox::Outbox;
+
+/// Ends a call with the outcome of its work.
+pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool) {
+    let outcome = outcome(result, want_result);
+    if let Outcome::Panicked(message) = &outcome {
+        // Sent to the parent ahead of the reply (same queue): a parent with
+        // no subscriber still prints it.
+        tracing::warn!(target: "ractor_flame::terminator", call = finish.id, %message, "function panicked");
+    }
+    finish.reply(outcome);
+}
+
+/// The outcome of a finished (or timed out) call.
+pub(super) fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
+    match result {
+        None => Outcome::Deadline,
+        Some(Ok(Ok(_))) if !want_result => Outcome::Done,
+        Some(Ok(Ok(output))) => match output.into_parts() {
+            (bytes, true) => Outcome::OkBare(bytes),
+            (bytes, false) => Outcome::Ok(bytes),
+        },
+        Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
+        Some(Ok(Err(RunFailure::Panicked(m)))) => Outcome::Panicked(m),
+        Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),
+        Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
+    }
+}
+
+/// Runs when a call's work ends, however it ends (completion, abort,
+/// panic): frees the runner's count and sends the call's one final reply
+/// (`Aborted` when the work was dropped before it had an outcome).
+pub(super) struct Finish {
+    pub(super) serve: Arc<Serve>,
+    id: u64,
+    /// The parent connection; `None` for calls whose caller awaits them in
+    /// its own task.
+    reply: Option<Outbox<ToParent>>,
+    /// Counted out and replied to already.
+    ended: bool,
+}
+
+impl Finish {
+    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: Option<Outbox<ToParent>>) -> Self {
+        Finish {
+            serve,
+            id,
+            reply,
+            ended: false,
+        }
+    }
+
+    /// The call's end, with its outcome.
+    pub(super) fn reply(&mut self, outcome: Outcome) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        // Counted out first: when the parent hears of it, the slot is free
+        // here too.
+        let alone = self.done();
+        if let Some(reply) = self.reply.take() {
+            // The last call running replies straight from its thread;
+            // replies of calls running together are batched, and the ends
+            // of casts among them share one frame.
+            let _ = match outcome {
+                Outcome::Done if !alone => reply.send_ended(self.id),
+                outcome => reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone),
+            };
+        }
+    }
+
+    /// The caller's outcome before the work has ended.
+    pub(super) fn early(&self, outcome: Outcome) {
+        if let Some(reply) = &self.reply {
+            let _ = reply.send(ToParent::Early { id: self.id, outcome });
+        }
+    }
+
+    /// The runner-side accounting of a call's end; returns whether no other
+    /// call runs now.
+    fn done(&self) -> bool {
+        let alone = {
+            let mut tasks = self.serve.calls.tasks.lock().expect("poisoned");
+            tasks.remove(&self.id);
+            tasks.is_empty()
+        };
+        // Noted before the count drops when this is likely the last call,
+        // so an idle check never sees no work and an older time.
+        let last = self.serve.calls.active.load(Ordering::Acquire) == 1;
+        if last {
+            self.serve.touch();
+        }
+        if self.serve.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if !last {
+                self.serve.touch();
+            }
+            self.serve.quiet.notify_waiters();
+        }
+        alone
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // Dropped before an outcome: the work was aborted.
+        self.reply(Outcome::Aborted);
+    }
+}
