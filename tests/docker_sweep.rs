@@ -16,9 +16,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions};
 use ractor_flame::Pool;
-use ractor_flame::docker::{
-    DockerBackend, Image, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL,
-};
+use ractor_flame::docker::{DockerBackend, Image, LABEL_MANAGED, LABEL_PARENT, LABEL_PARENT_PROCESS, LABEL_POOL};
 use support::docker::{ParentProcess, backend, containers, engine, running};
 use support::functions::Echo;
 use support::{config, eventually, key};

@@ -790,4 +790,3 @@ impl Backend for DockerBackend {
         state.placed = None;
     }
 }
-

@@ -17,8 +17,8 @@ use crate::func::erased::{Handler, PlaceFuture, Placer, Predicate, placed};
 pub(crate) use crate::func::args::ArgBytes;
 pub(crate) use crate::func::erased::{BoxFuture, Encoded, Placed, RunFailure};
 use crate::func::remote_fn::{RemoteActor, RemoteFn};
-pub(crate) use crate::func::states::States;
 use crate::func::states::StateBuilder;
+pub(crate) use crate::func::states::States;
 use crate::ids::{BuildId, Fnv};
 
 /// The functions a binary can run as a runner.
