@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `terminator.rs` | the Terminator actor and when a runner ends |
 //! | `connect.rs` | dialing the parent, the handshake, the frames in and out |
-//! | `serve.rs` | the call engine: admission, helpers, a call's start and end |
+//! | `serve.rs` (+ `serve/`) | the call engine: `admit.rs`, `helpers.rs`, `start.rs`, `run.rs`, `end.rs`, `stop.rs` |
 //! | `children.rs` | placed children: start, messages, watches |
 
 mod children;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::func::registry::States;
+use crate::func::states::States;
 use crate::ids::RunnerId;
 
 tokio::task_local! {

@@ -10,15 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::panic_message;
-use crate::func::args::Args;
+use crate::func::args::{ArgBytes, Args};
 use crate::func::context::CurrentCall;
-use crate::func::erased::{Handler, PlaceFuture, Placer, Predicate, placed};
-// TEMPORARY: old import paths, until the importers name the new modules.
-pub(crate) use crate::func::args::ArgBytes;
-pub(crate) use crate::func::erased::{BoxFuture, Encoded, Placed, RunFailure};
+use crate::func::erased::{BoxFuture, Handler, PlaceFuture, Placer, Predicate, RunFailure, placed};
 use crate::func::remote_fn::{RemoteActor, RemoteFn};
-use crate::func::states::StateBuilder;
-pub(crate) use crate::func::states::States;
+use crate::func::states::{StateBuilder, States};
 use crate::ids::{BuildId, Fnv};
 
 /// The functions a binary can run as a runner.

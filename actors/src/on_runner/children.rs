@@ -10,7 +10,8 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 
 use super::Serve;
 use crate::func::args::encode;
-use crate::func::registry::{ArgBytes, BoxFuture, Placed, RunFailure};
+use crate::func::args::ArgBytes;
+use crate::func::erased::{BoxFuture, Placed, RunFailure};
 use crate::wire::frame::{ChildEnvelope, Outcome, ToParent};
 
 /// The children of one runner.

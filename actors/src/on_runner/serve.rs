@@ -51,7 +51,8 @@ use tokio::sync::Notify;
 
 use super::children::Children;
 use crate::func::context::CurrentCall;
-use crate::func::registry::{Registry, States};
+use crate::func::registry::Registry;
+use crate::func::states::States;
 use crate::ids::IdMap;
 use crate::ids::RunnerId;
 use helpers::{HelperGuard, StartQueue, Starts, helper};

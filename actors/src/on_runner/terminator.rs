@@ -326,7 +326,7 @@ pub async fn spawn_terminator(
     // it connects): a failure is reported to the parent as its boot error.
     let (states, failure) = match registry.build_states().await {
         Ok(states) => (states, None),
-        Err(reason) => (crate::func::registry::States::default(), Some(reason)),
+        Err(reason) => (crate::func::states::States::default(), Some(reason)),
     };
     let pool = match &link {
         TerminatorLink::Remote(parent) => parent.node_base.clone(),

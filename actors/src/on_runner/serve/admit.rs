@@ -24,7 +24,7 @@ use super::run::run_until;
 use super::start::{HeldArgs, INLINE_ARGS, Start, Work};
 use super::{Running, Serve};
 use crate::func::context::CurrentCall;
-use crate::func::registry::BoxFuture;
+use crate::func::erased::BoxFuture;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, is_child_operation};
 use crate::wire::outbox::Outbox;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use super::Serve;
 use super::run::Caught;
 use crate::error::panic_message;
-use crate::func::registry::RunFailure;
+use crate::func::erased::RunFailure;
 use crate::wire::frame::{Outcome, ToParent};
 use crate::wire::outbox::Outbox;
 

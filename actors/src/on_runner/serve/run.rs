@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 
 use super::end::{Finish, end};
 use crate::func::context::CurrentCall;
-use crate::func::registry::BoxFuture;
+use crate::func::erased::BoxFuture;
 use crate::wire::frame::Outcome;
 
 /// Spawns a call's task (from a task of the work runtime) and gives the
@@ -40,7 +40,7 @@ pub(super) fn spawn(
     }
 }
 
-pub(super) type Caught = Result<crate::func::registry::Encoded, Box<dyn std::any::Any + Send>>;
+pub(super) type Caught = Result<crate::func::erased::Encoded, Box<dyn std::any::Any + Send>>;
 
 /// Runs `work` until `deadline`; `None` when the deadline passed first (the
 /// work is dropped then: an async body ends at its next `.await`).

@@ -19,7 +19,8 @@ use super::end::{Finish, end};
 use super::run::spawn;
 use crate::func::args::Args;
 use crate::func::context::CurrentCall;
-use crate::func::registry::{ArgBytes, BoxFuture};
+use crate::func::args::ArgBytes;
+use crate::func::erased::BoxFuture;
 use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, CallRef, ChildEnvelope, Outcome, PLACE};
 
 /// Arguments up to this size travel from the link thread to the helper in

@@ -1,7 +1,8 @@
 use tokio::runtime::Handle;
 
 use super::Serve;
-use crate::func::registry::{Registry, States};
+use crate::func::registry::Registry;
+use crate::func::states::States;
 use crate::ids::RunnerId;
 
 /// Tasks alive on this runtime, once those that are ending have ended.
