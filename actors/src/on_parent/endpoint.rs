@@ -22,7 +22,7 @@ use crate::on_parent::backend::RunnerContext;
 use crate::on_parent::link::RunnerConn;
 use crate::on_parent::runner::{RemoteShutdownReason, RunnerMessage};
 use crate::on_runner::{SystemShutdown, TerminatorLink, spawn_terminator};
-use crate::wire::codec::{decode_body, encode_frame, read_frame};
+use crate::wire::codec::{FrameError, decode_body, encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{ToParent, ToRunner, Welcome};
 use crate::wire::tls::{Identity, TLS_HANDSHAKE_BYTE, TlsLink};
@@ -343,6 +343,14 @@ fn up(stream: Stream, (runner_id, expected): (RunnerId, Expected)) {
         expected.opts,
         queue,
         move |body: &[u8], payload: Option<Vec<u8>>| {
+            if frame_conn.is_down() {
+                // The parent gave this runner up (it was told to stop):
+                // its link ends at its next frame, a heartbeat at the latest.
+                return Err(FrameError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the runner was given up",
+                )));
+            }
             let mut frame: ToParent = decode_body(body)?;
             if let Some(payload) = payload {
                 frame.put_payload(payload)?;

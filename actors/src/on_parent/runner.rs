@@ -356,6 +356,12 @@ impl<B: Backend> Runner<B> {
     fn lost(&self, myself: &ActorRef<RunnerMessage>, state: &mut RunnerState<B::State>, reason: DownReason) {
         tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), %reason, "runner down");
         if let Some(conn) = &state.conn {
+            // A runner given up may still be running (its engine lost, not
+            // the runner): it is told to stop, and closing the connection
+            // ends its link, so it never serves a parent that forgot it (B46).
+            if conn.down_reason().is_none() {
+                conn.control(ToRunner::Shutdown);
+            }
             conn.close(reason.clone());
         }
         let lost = InternalMsg::RunnerLost {
