@@ -9,8 +9,8 @@ use crate::wire::outbox::{Outbox, WeakOutbox};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::Serve;
-use crate::func::args::encode;
 use crate::func::args::ArgBytes;
+use crate::func::args::encode;
 use crate::func::erased::{BoxFuture, Placed, RunFailure};
 use crate::wire::frame::{ChildEnvelope, Outcome, ToParent};
 

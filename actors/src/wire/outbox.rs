@@ -12,138 +12,24 @@
 //! when nothing is ahead of it.
 //!
 //! Once every [`Outbox`] is dropped, the writer writes what is queued and
-//! closes its half of the connection.
+//! closes its half of the connection.//!
+//! Where the bytes go (a plain socket or a TLS session) is in [`sink`]; the
+//! queue the writer drains, and the encoding into it, in [`queue`].
+
+mod queue;
+mod sink;
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::codec::{SPLIT_AT, encode_frame, encode_frame_split};
 use super::connection::OutFrame;
-use super::tls::TlsLink;
-
-/// Where a connection's bytes go: a plain socket's write half, or a TLS
-/// session that encrypts them on the way.
-#[derive(Clone)]
-pub(crate) enum Sink {
-    Plain(Arc<OwnedWriteHalf>),
-    Tls(Arc<TlsLink>),
-}
-
-impl Sink {
-    /// Writes all of `buf`, waiting for the socket as needed.
-    pub(super) async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            // The half is shared with senders' straight writes, hence
-            // `try_write` rather than `write_all`.
-            Sink::Plain(half) => {
-                while !buf.is_empty() {
-                    match half.try_write(buf) {
-                        Ok(n) => buf = &buf[n..],
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }
-            Sink::Tls(link) => {
-                if link.write_now(buf)? {
-                    Ok(())
-                } else {
-                    link.flush().await
-                }
-            }
-        }
-    }
-
-    /// Writes the rest of each chunk, in order (what straight writes left
-    /// over).
-    pub(super) async fn write_chunks(&self, chunks: &[Chunk]) -> std::io::Result<()> {
-        for chunk in chunks {
-            self.write_all(chunk.rest()).await?;
-        }
-        Ok(())
-    }
-
-    /// What a sender's straight write of `head` and then `tail` achieved
-    /// (one vectored write on plain TCP: a large payload is not copied).
-    fn write_now(&self, head: &[u8], tail: &[u8]) -> Straight {
-        match self {
-            Sink::Plain(half) => {
-                let total = head.len() + tail.len();
-                let mut written = 0;
-                while written < total {
-                    let wrote = if written < head.len() {
-                        let parts = [IoSlice::new(&head[written..]), IoSlice::new(tail)];
-                        half.try_write_vectored(&parts)
-                    } else {
-                        half.try_write(&tail[written - head.len()..])
-                    };
-                    match wrote {
-                        Ok(0) => return Straight::Broken,
-                        Ok(n) => written += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) => return Straight::Broken,
-                    }
-                }
-                if written == total {
-                    Straight::Done
-                } else {
-                    Straight::Partly(written)
-                }
-            }
-            Sink::Tls(link) => {
-                let mut pending = false;
-                for (written, part) in [(0, head), (head.len(), tail)] {
-                    if part.is_empty() {
-                        continue;
-                    }
-                    match link.try_write_now(part) {
-                        Some(Ok(done)) => pending |= !done,
-                        Some(Err(_)) => return Straight::Broken,
-                        // The reader is decrypting: the writer sends the rest.
-                        None => return Straight::Partly(written),
-                    }
-                }
-                if pending {
-                    // Encrypted; some of it waits in the session for the
-                    // writer's flush.
-                    Straight::Flush
-                } else {
-                    Straight::Done
-                }
-            }
-        }
-    }
-}
-
-/// The outcome of a straight write.
-enum Straight {
-    /// Every byte is on the socket.
-    Done,
-    /// The first `n` bytes are on the socket; the rest is left over.
-    Partly(usize),
-    /// Every byte is in the TLS session, some not yet on the socket.
-    Flush,
-    /// The connection is broken: its reader reports the loss.
-    Broken,
-}
-
-/// Bytes still to write: `bytes[from..]`.
-pub(crate) struct Chunk {
-    bytes: Vec<u8>,
-    from: usize,
-}
-
-impl Chunk {
-    fn rest(&self) -> &[u8] {
-        &self.bytes[self.from..]
-    }
-}
+pub(crate) use queue::{Queue, Splice};
+use queue::{Shared, State, push};
+pub(crate) use sink::Sink;
+use sink::{Chunk, Straight};
 
 /// Sends frames on one connection (or, in-process, on a channel). Cheap to
 /// clone.
@@ -199,88 +85,6 @@ impl<Out> std::fmt::Debug for WeakOutbox<Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WeakOutbox")
     }
-}
-
-/// The receiving end: the writer task's (or the in-process loop's).
-pub(crate) struct Queue<Out> {
-    pub(super) shared: Arc<Shared<Out>>,
-}
-
-impl<Out> Drop for Queue<Out> {
-    fn drop(&mut self) {
-        // Nobody takes frames any more: senders learn it, and what waits
-        // is dropped.
-        self.shared.closed.store(true, Ordering::SeqCst);
-        let waiting = {
-            let mut state = self.shared.state.lock().expect("poisoned");
-            state.bytes = Vec::new();
-            state.splices.clear();
-            std::mem::take(&mut state.frames)
-        };
-        drop(waiting);
-    }
-}
-
-/// What senders and the writer share.
-pub(crate) struct Shared<Out> {
-    /// Frames waiting for the writer (or the in-process receiver); read
-    /// without the lock to bound best-effort traffic.
-    queued: AtomicUsize,
-    /// The receiving end is gone: nothing sent is taken any more.
-    closed: AtomicBool,
-    pub(super) state: Mutex<State<Out>>,
-    /// Wakes the receiving end when the first frame of a batch is queued
-    /// (and when the last sender goes).
-    ready: Notify,
-    /// Ends noted by [`Outbox::send_ended`] and not yet taken into a frame.
-    ended: Mutex<Vec<u64>>,
-}
-
-pub(crate) struct State<Out> {
-    /// The socket, once the connection is driven; `None` in-process and
-    /// after the close.
-    pub(super) sink: Option<Sink>,
-    max_frame: usize,
-    /// Frames are encoded as they are sent (a connection), rather than
-    /// handed over as they are (in-process).
-    wire: bool,
-    /// The writer has bytes on their way out: senders queue.
-    in_flight: bool,
-    /// The unwritten rest of a frame written straight out; the writer sends
-    /// it before anything else.
-    leftover: Vec<Chunk>,
-    /// Reused encoding buffer for the fast path.
-    scratch: Vec<u8>,
-    /// Frames queued on a connection, encoded by their senders: the writer
-    /// takes them all at once, as they lie.
-    bytes: Vec<u8>,
-    /// What goes between the bytes queued, by offset, in order: large
-    /// payloads (written from where they lie) and frames of ends (filled
-    /// when the writer takes them).
-    splices: Vec<(usize, Splice)>,
-    /// Frames queued in-process.
-    frames: VecDeque<Out>,
-    /// Every [`Outbox`] is gone: once what is queued is written, the
-    /// connection closes.
-    senders_gone: bool,
-}
-
-/// Something queued between encoded frames.
-pub(crate) enum Splice {
-    /// A large payload, after the head of its frame.
-    Payload(Vec<u8>),
-    /// A frame of ends, filled as the writer takes it.
-    Ended,
-}
-
-/// What the writer took from the queue in one go.
-pub(crate) struct Batch {
-    /// What straight writes left over: it goes first.
-    pub(super) leftover: Vec<Chunk>,
-    /// What goes between the encoded frames, by offset into them.
-    pub(super) splices: Vec<(usize, Splice)>,
-    /// How many frames the batch holds.
-    pub(super) frames: usize,
 }
 
 // Only this crate sends frames: its frame types are the only `OutFrame`s.
@@ -453,31 +257,6 @@ impl<Out: OutFrame> Outbox<Out> {
     }
 }
 
-impl<Out> Shared<Out> {
-    /// Counts a frame just queued; the first of a batch wakes the receiving
-    /// end (a later one finds it awake, or about to take the batch).
-    fn queued_one(&self) {
-        if self.queued.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.ready.notify_one();
-        }
-    }
-}
-
-impl<Out: OutFrame> State<Out> {
-    /// Queues `frame`: encoded at the end of the batch (a connection), or
-    /// as it is (in-process).
-    fn append(&mut self, frame: Out) {
-        if !self.wire {
-            self.frames.push_back(frame);
-            return;
-        }
-        if let Some(payload) = push(frame, &mut self.bytes, self.max_frame) {
-            let at = self.bytes.len();
-            self.splices.push((at, Splice::Payload(payload)));
-        }
-    }
-}
-
 impl<Out> WeakOutbox<Out> {
     /// The outbox, while the connection is open.
     pub(crate) fn upgrade(&self) -> Option<Outbox<Out>> {
@@ -491,143 +270,6 @@ impl<Out> WeakOutbox<Out> {
     pub(crate) fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
-}
-
-#[allow(private_bounds)]
-impl<Out: OutFrame> Queue<Out> {
-    /// Waits until there is something to write, or every outbox is gone.
-    pub(super) async fn wait(&self) {
-        loop {
-            let ready = self.shared.ready.notified();
-            let mut ready = std::pin::pin!(ready);
-            // Registered before the look: a frame queued in between wakes it.
-            ready.as_mut().enable();
-            {
-                let state = self.shared.state.lock().expect("poisoned");
-                if self.shared.queued.load(Ordering::SeqCst) != 0 || state.senders_gone || !state.leftover.is_empty() {
-                    return;
-                }
-            }
-            ready.await;
-        }
-    }
-
-    /// Takes everything queued into `bytes` (which must be empty; what it
-    /// held is left for the senders to fill), with a heartbeat at its end
-    /// when `ping`. From here until [`Queue::written`], senders queue behind
-    /// it. `None` once every outbox is gone and everything is written: the
-    /// connection is to close.
-    pub(super) fn take(&self, ping: bool, bytes: &mut Vec<u8>) -> Option<Batch> {
-        let mut state = self.shared.state.lock().expect("poisoned");
-        if ping {
-            state.append(Out::ping());
-            self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        }
-        let frames = self.shared.queued.swap(0, Ordering::SeqCst);
-        if frames == 0 && state.leftover.is_empty() && state.senders_gone {
-            state.sink = None;
-            return None;
-        }
-        std::mem::swap(&mut state.bytes, bytes);
-        state.in_flight = true;
-        let batch = Batch {
-            leftover: std::mem::take(&mut state.leftover),
-            splices: std::mem::take(&mut state.splices),
-            frames,
-        };
-        drop(state);
-        Some(batch)
-    }
-
-    /// The batch taken last is written: senders may write straight out
-    /// again.
-    pub(super) fn written(&self) {
-        self.shared.state.lock().expect("poisoned").in_flight = false;
-    }
-
-    /// Sets where the writer writes: straight writes may go there too.
-    pub(super) fn drive(&self, sink: Sink) {
-        self.shared.state.lock().expect("poisoned").sink = Some(sink);
-    }
-
-    /// Encodes the frames of ends among `splices` into `bytes`, where they
-    /// were queued, each filled with every end noted so far; what is left
-    /// in `splices` are large payloads, at their offsets.
-    pub(super) fn fill_ended(&self, bytes: &mut Vec<u8>, splices: &mut Vec<(usize, Splice)>) {
-        if !splices.iter().any(|(_, splice)| matches!(splice, Splice::Ended)) {
-            return;
-        }
-        let limit = self.shared.state.lock().expect("poisoned").max_frame;
-        let mut encoded = Vec::new();
-        for i in (0..splices.len()).rev() {
-            let (at, Splice::Ended) = splices[i] else {
-                continue;
-            };
-            let Some(frame) = Out::ended() else {
-                continue;
-            };
-            encoded.clear();
-            // A frame of ends has no payload: all of it lands in `encoded`.
-            let _ = push(self.fill(frame), &mut encoded, limit);
-            bytes.splice(at..at, encoded.iter().copied());
-            for (later, _) in &mut splices[i + 1..] {
-                *later += encoded.len();
-            }
-            splices.remove(i);
-        }
-    }
-
-    /// The next frame sent in-process, once there is one; `None` once every
-    /// outbox is gone and nothing is left.
-    pub(crate) async fn recv_one(&mut self) -> Option<Out> {
-        loop {
-            let ready = self.shared.ready.notified();
-            let mut ready = std::pin::pin!(ready);
-            ready.as_mut().enable();
-            {
-                let mut state = self.shared.state.lock().expect("poisoned");
-                if let Some(frame) = state.frames.pop_front() {
-                    self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-                    // More frames wait: the next call takes one without
-                    // waiting for a wake-up that was spent on the first.
-                    drop(state);
-                    return Some(self.fill(frame));
-                }
-                if state.senders_gone {
-                    return None;
-                }
-            }
-            ready.await;
-        }
-    }
-
-    /// Fills a frame of ends with every end noted so far, as it leaves the
-    /// queue; other frames pass as they are.
-    fn fill(&self, mut frame: Out) -> Out {
-        if let Some(ids) = frame.ended_ids() {
-            ids.append(&mut self.shared.ended.lock().expect("poisoned"));
-        }
-        frame
-    }
-}
-
-/// Encodes `msg` into `buf`, but for a large payload that ends it: that is
-/// returned, to be written right after `buf`. A frame over the limit is
-/// replaced by its substitute (an error reply), if it has one.
-fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
-    let payload = msg.take_payload(SPLIT_AT);
-    let encoded = match &payload {
-        Some(payload) => encode_frame_split(&msg, payload.len(), limit, buf),
-        None => encode_frame(&msg, limit, buf),
-    };
-    if let Err(err) = encoded {
-        tracing::warn!(target: "ractor_flame::wire", error = %err, "frame not sent");
-        if let Some(substitute) = msg.oversized(&err) {
-            let _ = encode_frame(&substitute, limit, buf);
-        }
-        return None;
-    }
-    payload
 }
 
 #[cfg(test)]

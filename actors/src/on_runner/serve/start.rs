@@ -17,9 +17,9 @@ use std::time::Instant;
 use super::Serve;
 use super::end::{Finish, end};
 use super::run::spawn;
+use crate::func::args::ArgBytes;
 use crate::func::args::Args;
 use crate::func::context::CurrentCall;
-use crate::func::args::ArgBytes;
 use crate::func::erased::BoxFuture;
 use crate::wire::frame::{CHILD_CALL, CHILD_CAST, CHILD_STOP, CallRef, ChildEnvelope, Outcome, PLACE};
 

@@ -1,0 +1,128 @@
+//! Where a connection's bytes go: a plain socket or a TLS session, written
+//! to by the writer and by senders' straight writes.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::wire::tls::TlsLink;
+
+/// Where a connection's bytes go: a plain socket's write half, or a TLS
+/// session that encrypts them on the way.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Plain(Arc<OwnedWriteHalf>),
+    Tls(Arc<TlsLink>),
+}
+
+impl Sink {
+    /// Writes all of `buf`, waiting for the socket as needed.
+    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            // The half is shared with senders' straight writes, hence
+            // `try_write` rather than `write_all`.
+            Sink::Plain(half) => {
+                while !buf.is_empty() {
+                    match half.try_write(buf) {
+                        Ok(n) => buf = &buf[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Sink::Tls(link) => {
+                if link.write_now(buf)? {
+                    Ok(())
+                } else {
+                    link.flush().await
+                }
+            }
+        }
+    }
+
+    /// Writes the rest of each chunk, in order (what straight writes left
+    /// over).
+    pub(crate) async fn write_chunks(&self, chunks: &[Chunk]) -> std::io::Result<()> {
+        for chunk in chunks {
+            self.write_all(chunk.rest()).await?;
+        }
+        Ok(())
+    }
+
+    /// What a sender's straight write of `head` and then `tail` achieved
+    /// (one vectored write on plain TCP: a large payload is not copied).
+    pub(super) fn write_now(&self, head: &[u8], tail: &[u8]) -> Straight {
+        match self {
+            Sink::Plain(half) => {
+                let total = head.len() + tail.len();
+                let mut written = 0;
+                while written < total {
+                    let wrote = if written < head.len() {
+                        let parts = [IoSlice::new(&head[written..]), IoSlice::new(tail)];
+                        half.try_write_vectored(&parts)
+                    } else {
+                        half.try_write(&tail[written - head.len()..])
+                    };
+                    match wrote {
+                        Ok(0) => return Straight::Broken,
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return Straight::Broken,
+                    }
+                }
+                if written == total {
+                    Straight::Done
+                } else {
+                    Straight::Partly(written)
+                }
+            }
+            Sink::Tls(link) => {
+                let mut pending = false;
+                for (written, part) in [(0, head), (head.len(), tail)] {
+                    if part.is_empty() {
+                        continue;
+                    }
+                    match link.try_write_now(part) {
+                        Some(Ok(done)) => pending |= !done,
+                        Some(Err(_)) => return Straight::Broken,
+                        // The reader is decrypting: the writer sends the rest.
+                        None => return Straight::Partly(written),
+                    }
+                }
+                if pending {
+                    // Encrypted; some of it waits in the session for the
+                    // writer's flush.
+                    Straight::Flush
+                } else {
+                    Straight::Done
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a straight write.
+pub(super) enum Straight {
+    /// Every byte is on the socket.
+    Done,
+    /// The first `n` bytes are on the socket; the rest is left over.
+    Partly(usize),
+    /// Every byte is in the TLS session, some not yet on the socket.
+    Flush,
+    /// The connection is broken: its reader reports the loss.
+    Broken,
+}
+
+/// Bytes still to write: `bytes[from..]`.
+pub(crate) struct Chunk {
+    pub(super) bytes: Vec<u8>,
+    pub(super) from: usize,
+}
+
+impl Chunk {
+    fn rest(&self) -> &[u8] {
+        &self.bytes[self.from..]
+    }
+}
