@@ -397,7 +397,25 @@ fn on_runner_closed(reason: DownReason, conn: &RunnerConn, runner: &ActorRef<Run
 /// # Errors
 ///
 /// When the Terminator cannot be spawned.
-#[doc(hidden)]
+///
+/// # Examples
+///
+/// The local backend's `remote_boot` is this call:
+///
+/// ```
+/// use ractor_flame_actors::{Backend, BackendError, RunnerContext, boot_in_process};
+///
+/// struct InProcess;
+/// impl Backend for InProcess {
+///     type State = ();
+///     fn name(&self) -> &'static str { "in-process" }
+///     async fn init(&self, _ctx: &RunnerContext) -> Result<(), BackendError> { Ok(()) }
+///     async fn remote_boot(&self, _s: &mut (), ctx: &RunnerContext) -> Result<(), BackendError> {
+///         boot_in_process(ctx, None).await.map_err(BackendError::new)?;
+///         Ok(())
+///     }
+/// }
+/// ```
 pub async fn boot_in_process(
     ctx: &RunnerContext,
     system_shutdown: Option<SystemShutdown>,

@@ -58,8 +58,8 @@ pub struct Internal(pub(crate) InternalMsg);
 
 impl Internal {
     /// A slot of `runner` was returned. Late, duplicate or unknown ones are
-    /// harmless (the tests send such strays).
-    #[doc(hidden)]
+    /// harmless: the pool ignores what it cannot match, so a stray checkin
+    /// (sent by hand to an embedded Pool actor) never crashes it.
     pub fn checkin(runner: RunnerId) -> Self {
         Internal(InternalMsg::Checkin(runner))
     }

@@ -313,7 +313,30 @@ impl Actor for Terminator {
 /// # Panics
 ///
 /// When called outside a tokio runtime.
-#[doc(hidden)]
+///
+/// # Examples
+///
+/// A runner process's entry does this with the `FLAME_PARENT` it was
+/// started with (the facade's `serve_as_runner` is the whole of it):
+///
+/// ```no_run
+/// # async fn f(parent: ractor_flame_actors::Parent) -> Result<(), ractor::SpawnErr> {
+/// use ractor_flame_actors::Registry;
+/// use ractor_flame_actors::on_runner::{TerminatorLink, spawn_terminator};
+///
+/// let registry = Registry::new();
+/// let (_terminator, done, _serve) = spawn_terminator(
+///     parent.runner_id,
+///     registry,
+///     parent.settings.clone(),
+///     TerminatorLink::Remote(Box::new(parent)),
+///     None,
+///     None,
+/// )
+/// .await?;
+/// let _ = done.await; // the runner has drained and stopped
+/// # Ok(()) }
+/// ```
 pub async fn spawn_terminator(
     runner: crate::ids::RunnerId,
     registry: Registry,
@@ -357,9 +380,13 @@ pub async fn spawn_terminator(
     Ok((actor, handle, serve))
 }
 
-/// Runs `task` on the link thread, where no function body runs (for the
-/// runner's signal handling).
-#[doc(hidden)]
+/// Runs `task` on the link thread, where no function body runs (a runner's
+/// signal handling uses it, so a SIGTERM is heard while every worker thread
+/// computes).
+///
+/// # Panics
+///
+/// When the link thread cannot be started.
 pub fn spawn_on_link<F>(task: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,

@@ -32,8 +32,7 @@ pub(crate) use sink::Sink;
 use sink::{Chunk, Straight};
 
 /// Sends frames on one connection (or, in-process, on a channel). Cheap to
-/// clone.
-#[doc(hidden)]
+/// clone; the connection closes when the last one is dropped.
 pub struct Outbox<Out> {
     senders: Arc<Senders<Out>>,
 }
