@@ -33,7 +33,7 @@ pub use fly::FlyBackend;
 pub use ractor_flame_actors::{
     Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, LinkTls, Parent,
     ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext,
-    RunnerId, StatefulFn, current_call, current_runner,
+    RunnerId, RunnerNotifier, StatefulFn, current_call, current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.
