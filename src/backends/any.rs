@@ -217,6 +217,17 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn boot_limit(&self) -> Option<Duration> {
+        match self {
+            AnyBackend::Local(b) => b.boot_limit(),
+            AnyBackend::Process(b) => b.boot_limit(),
+            #[cfg(feature = "docker")]
+            AnyBackend::Docker(b) => b.boot_limit(),
+            #[cfg(feature = "fly")]
+            AnyBackend::Fly(b) => b.boot_limit(),
+        }
+    }
+
     fn down_grace(&self) -> Duration {
         match self {
             AnyBackend::Local(b) => b.down_grace(),

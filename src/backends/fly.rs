@@ -714,6 +714,12 @@ impl Backend for FlyBackend {
         })
     }
 
+    fn boot_limit(&self) -> Option<Duration> {
+        // The backend's own `boot_timeout` (FLAME's option): create, start
+        // and connect back within it, or within the pool's if shorter.
+        Some(self.boot_timeout)
+    }
+
     async fn remote_boot(&self, state: &mut Self::State, ctx: &RunnerContext) -> Result<(), BackendError> {
         self.boot(state, ctx).await.map_err(|e| {
             if let Some(endpoint) = self.shared.endpoint.get() {

@@ -224,6 +224,13 @@ pub trait Backend: Send + Sync + 'static {
         Duration::ZERO
     }
 
+    /// The backend's own bound on a boot, when it has one (an option of its
+    /// own, as FLAME's Fly backend has): a boot then has the shorter of this
+    /// and the pool's boot timeout. Default: none.
+    fn boot_limit(&self) -> Option<Duration> {
+        None
+    }
+
     /// Reclaims what the runner used (kill the process, remove the container).
     /// Called once when the Runner stops, after the drain.
     fn terminate(&self, state: &mut Self::State) -> impl Future<Output = ()> + Send {

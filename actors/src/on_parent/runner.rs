@@ -120,6 +120,9 @@ pub struct RunnerState<S> {
     pool: ActorRef<PoolMessage>,
     backend: Option<Result<S, BackendError>>,
     boot_requested: bool,
+    /// The boot's budget: the pool's boot timeout, or the backend's own
+    /// when that is shorter.
+    boot_timeout: Duration,
     /// When the boot must be over: the Runner's start plus the boot
     /// timeout. The backend's `init`, its `remote_boot` and the runner's
     /// connect-back all fall within it.
@@ -159,7 +162,7 @@ impl<S> RunnerState<S> {
     fn boot_timed_out(&self, step: &str) -> BackendError {
         BackendError::new(format!(
             "boot timeout: {step} did not finish within {:?}",
-            self.ctx.boot_timeout
+            self.boot_timeout
         ))
     }
 
@@ -198,8 +201,13 @@ impl<B: Backend> Actor for Runner<B> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let ctx = (args.context)(myself);
+        let boot_timeout = self
+            .backend
+            .boot_limit()
+            .map_or(ctx.boot_timeout, |own| own.min(ctx.boot_timeout));
         Ok(RunnerState {
-            boot_deadline: tokio::time::Instant::now() + ctx.boot_timeout,
+            boot_timeout,
+            boot_deadline: tokio::time::Instant::now() + boot_timeout,
             ctx,
             pool: args.pool,
             backend: None,
@@ -280,7 +288,7 @@ impl<B: Backend> Actor for Runner<B> {
             }
             RunnerMessage::BootTimeout => {
                 if state.conn.is_none() {
-                    let reason = format!("no connection within the boot timeout of {:?}", state.ctx.boot_timeout);
+                    let reason = format!("no connection within the boot timeout of {:?}", state.boot_timeout);
                     state.fail_boot(&myself, reason);
                 }
             }
