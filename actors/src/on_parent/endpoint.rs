@@ -3,9 +3,10 @@
 //! for the local backend. Both end the same way: `RemoteUp` cast to the
 //! runner's Runner actor, with a [`RunnerConn`] to send calls on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,21 +181,37 @@ impl Endpoint {
     }
 }
 
-/// Most connections that may wait for their handshake at once; a newer one
-/// evicts the oldest, so a flood of idle peers never locks a runner out.
+/// Most connections that may wait for their handshake at once. Past it, the
+/// oldest peer that has sent nothing yet is evicted (see [`accept_loop`]).
 const MAX_UNAUTHENTICATED: usize = 128;
 /// Longest pause after a failed `accept` (out of file descriptors, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A connection waiting for its handshake.
+struct Pending {
+    id: u64,
+    /// The peer has sent its first byte (a TLS ClientHello or a Hello frame
+    /// has begun): its handshake is under way, and it is never evicted.
+    started: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
 
 /// Accepts runners' connections, each authenticated in a task of its own.
 ///
 /// Accept errors back off (doubling from 5 ms up to a second) instead of
 /// spinning a core. Connections that have not proven a token are capped in
-/// number ([`MAX_UNAUTHENTICATED`], oldest evicted first) and in time
-/// ([`HANDSHAKE_DEADLINE`]); a real runner sends its proof the moment it
-/// connects, so a flood of idle or slow peers does not delay its boot.
+/// time ([`HANDSHAKE_DEADLINE`] each) and in number
+/// ([`MAX_UNAUTHENTICATED`]). When the cap is reached, a new connection
+/// evicts the oldest peer that has sent nothing at all; a peer whose
+/// handshake is under way (it sent a byte: a runner sends its TLS
+/// ClientHello or its Hello the moment it connects) is never evicted: it
+/// ends with its handshake or at its deadline. So a flood of idle peers
+/// cannot lock a real runner out, however slow its handshake (TLS). When
+/// every waiting peer is under way, the new connection is the one closed:
+/// such peers hold a place for at most the deadline, and a runner whose
+/// connection is closed tries again (see the runner's `connect`).
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let handshakes: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>> = Arc::default();
+    let handshakes: Arc<Mutex<Vec<Pending>>> = Arc::default();
     let mut backoff = Duration::from_millis(5);
     let mut next = 0u64;
     loop {
@@ -210,34 +227,55 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        if handshakes.lock().expect("poisoned").len() >= MAX_UNAUTHENTICATED {
+            // Let the waiting connections see the bytes that reached them
+            // (the reactor runs before this task resumes), so a handshake
+            // that has begun counts as begun.
+            tokio::task::yield_now().await;
+            let mut pending = handshakes.lock().expect("poisoned");
+            if pending.len() >= MAX_UNAUTHENTICATED {
+                // Oldest first: the earliest accepted idle peer.
+                match pending.iter().position(|p| !p.started.load(Ordering::Acquire)) {
+                    Some(idle) => pending.remove(idle).task.abort(),
+                    None => {
+                        tracing::debug!(target: "ractor_flame::pool", %peer, "every waiting peer is in its handshake: connection closed");
+                        continue;
+                    }
+                }
+            }
+        }
         next += 1;
         let id = next;
-        let (shared, pending) = (Arc::clone(&shared), Arc::clone(&handshakes));
+        let started = Arc::new(AtomicBool::new(false));
+        let (shared, pending, progress) = (Arc::clone(&shared), Arc::clone(&handshakes), Arc::clone(&started));
         let task = tokio::spawn(async move {
-            let result = authenticate(stream, &shared).await;
-            pending.lock().expect("poisoned").retain(|(other, _)| *other != id);
+            let result = authenticate(stream, &shared, &progress).await;
+            pending.lock().expect("poisoned").retain(|p| p.id != id);
             if let Err(reason) = result {
                 tracing::warn!(target: "ractor_flame::pool", %peer, %reason, "runner refused");
             }
         });
         let mut pending = handshakes.lock().expect("poisoned");
         if !task.is_finished() {
-            pending.push_back((id, task.abort_handle()));
-        }
-        while pending.len() > MAX_UNAUTHENTICATED {
-            if let Some((_, oldest)) = pending.pop_front() {
-                oldest.abort();
-            }
+            pending.push(Pending {
+                id,
+                started,
+                task: task.abort_handle(),
+            });
         }
     }
 }
 
 /// Takes a new connection through TLS (when it starts with a TLS handshake)
-/// and the runner's proof, within [`HANDSHAKE_DEADLINE`] in all.
-async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<(), String> {
+/// and the runner's proof, within [`HANDSHAKE_DEADLINE`] in all. `started`
+/// is set once the peer has sent its first byte.
+async fn authenticate(stream: TcpStream, shared: &Shared, started: &AtomicBool) -> Result<(), String> {
     tokio::time::timeout(HANDSHAKE_DEADLINE, async move {
         let mut first = [0u8; 1];
-        stream.peek(&mut first).await.map_err(|e| e.to_string())?;
+        let n = stream.peek(&mut first).await.map_err(|e| e.to_string())?;
+        if n > 0 {
+            started.store(true, Ordering::Release);
+        }
         if first[0] == TLS_HANDSHAKE_BYTE {
             // Only runners told to use TLS are given our fingerprint, and
             // only they could have made us make a certificate.
