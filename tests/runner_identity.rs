@@ -188,3 +188,53 @@ async fn b30_docker_runners_stop_their_machine_exactly_once() {
     }
     runners_stop_their_machine_exactly_once(support::docker::backend(), "docker").await;
 }
+
+#[tokio::test]
+async fn b55_a_flame_parent_with_unusable_settings_is_refused_with_a_clear_error() {
+    type Spoil = fn(&mut ractor_flame::actors::RunnerSettings);
+    let spoilers: [(Spoil, &str); 3] = [
+        (
+            |s| s.heartbeat_interval = Duration::ZERO,
+            "heartbeat_interval must be above zero",
+        ),
+        (
+            |s| s.heartbeat_timeout = Duration::ZERO,
+            "heartbeat_timeout must be above zero",
+        ),
+        (|s| s.max_frame_size = 0, "max_frame_size must be at least 4096 bytes"),
+    ];
+    let endpoint = ractor_flame::actors::Endpoint::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for (spoil, needle) in spoilers {
+        // A parent that expects this runner: were the settings taken, the
+        // runner would join it and run its link with them.
+        let (actor, _) = ractor::Actor::spawn(None, support::RunnerRecorder(Arc::default()), ())
+            .await
+            .unwrap();
+        let mut ctx = ractor_flame::RunnerContext::new(RunnerId::new(), "b55", registry(), actor);
+        ctx.settings.failsafe_timeout = Duration::from_secs(2);
+        ctx.boot_timeout = Duration::from_secs(5);
+        let mut parent = endpoint.expect(&ctx, vec![endpoint.addr()], "process");
+        spoil(&mut parent.settings);
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(support::runner_exe())
+                .env(ractor_flame::actors::FLAME_PARENT, parent.encode())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{needle}: the runner did not exit"))
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The test runner prints a `ParentError` and exits with 2.
+        assert_eq!(out.status.code(), Some(2), "{needle}: {stderr}");
+        assert!(
+            stderr.contains("malformed FLAME_PARENT: unusable runner settings: "),
+            "{needle}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{needle}: {stderr}");
+    }
+}

@@ -458,8 +458,10 @@ impl PoolConfig {
     /// # Errors
     ///
     /// [`Error::Config`] when `max` is 0, `min > max`, `max_concurrency` is 0,
-    /// a queue bound is 0, the heartbeat timeout is not above the interval, or
-    /// the frame limit is below 1 KiB.
+    /// a queue bound is 0, the heartbeat interval or timeout is zero, the
+    /// timeout is not above the interval, the frame limit is below
+    /// [`MIN_FRAME_LIMIT`](crate::wire::MIN_FRAME_LIMIT) (4 KiB), the failsafe
+    /// timeout is zero, or the name is empty.
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |msg: String| Err(Error::Config(msg));
         if self.max == 0 {
@@ -474,21 +476,19 @@ impl PoolConfig {
         if self.queue_capacity == Some(0) {
             return fail("queue_capacity must be at least 1".into());
         }
-        if self.heartbeat_interval.is_zero() {
-            return fail("heartbeat_interval must be above zero".into());
-        }
-        if self.heartbeat_timeout.is_zero() {
-            return fail("heartbeat_timeout must be above zero".into());
-        }
-        if self.heartbeat_timeout <= self.heartbeat_interval {
-            return fail(format!(
-                "heartbeat_timeout ({:?}) must exceed heartbeat_interval ({:?})",
-                self.heartbeat_timeout, self.heartbeat_interval
-            ));
-        }
-        if self.max_frame_size < 1024 {
-            return fail("max_frame_size must be at least 1024 bytes".into());
-        }
+        // What runners get of the options: the rules a runner holds its
+        // `FLAME_PARENT` to, so a valid pool never boots a runner that
+        // refuses its settings.
+        let settings = crate::flame_parent::RunnerSettings {
+            failsafe_timeout: self.failsafe_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            idle_after: self.idle_shutdown_after.duration(),
+            idle_predicate: None,
+            shutdown_timeout: self.shutdown_timeout,
+            max_frame_size: self.max_frame_size,
+        };
+        settings.check().map_err(Error::Config)?;
         if self.name.is_empty() {
             return fail("name must not be empty".into());
         }
@@ -547,9 +547,19 @@ mod tests {
                     .heartbeat_timeout(Duration::from_secs(2)),
                 "must exceed heartbeat_interval",
             ),
+            (
+                PoolConfig::new(1).max_frame_size(0),
+                "max_frame_size must be at least 4096 bytes",
+            ),
+            (PoolConfig::new(1).max_frame_size(4095), "max_frame_size"),
+            (
+                PoolConfig::new(1).failsafe_timeout(Duration::ZERO),
+                "failsafe_timeout must be above zero",
+            ),
         ] {
             let err = config.validate().unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");
         }
+        assert!(PoolConfig::new(1).max_frame_size(4096).validate().is_ok());
     }
 }

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BuildId, RunnerId, Token};
-use crate::wire::{Fingerprint, PROTOCOL_VERSION};
+use crate::wire::{Fingerprint, MIN_FRAME_LIMIT, PROTOCOL_VERSION};
 
 /// The environment variable that turns a process into a runner.
 pub const FLAME_PARENT: &str = "FLAME_PARENT";
@@ -115,6 +115,39 @@ impl Default for RunnerSettings {
     }
 }
 
+impl RunnerSettings {
+    /// Whether a runner can work with these settings: `Err` names the first
+    /// field that it cannot, and why. [`Parent::decode`] refuses such a
+    /// `FLAME_PARENT`, and [`PoolConfig::validate`](crate::PoolConfig::validate)
+    /// the options they would come from.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.heartbeat_interval.is_zero() {
+            return Err("heartbeat_interval must be above zero: the link could not pace its heartbeats".into());
+        }
+        if self.heartbeat_timeout.is_zero() {
+            return Err("heartbeat_timeout must be above zero: every link would be lost at once".into());
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(format!(
+                "heartbeat_timeout ({:?}) must exceed heartbeat_interval ({:?}): a link would be lost between two \
+                 heartbeats",
+                self.heartbeat_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.max_frame_size < MIN_FRAME_LIMIT {
+            return Err(format!(
+                "max_frame_size must be at least {MIN_FRAME_LIMIT} bytes (the handshake's own limit), not {}: \
+                 calls and replies would not fit in a frame",
+                self.max_frame_size
+            ));
+        }
+        if self.failsafe_timeout.is_zero() {
+            return Err("failsafe_timeout must be above zero: a runner would stop before it could connect".into());
+        }
+        Ok(())
+    }
+}
+
 /// A `FLAME_PARENT` value that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed FLAME_PARENT: {0}")]
@@ -155,7 +188,10 @@ impl Parent {
     /// # Errors
     ///
     /// [`ParentError`] when the value is not base64, not a `Parent`, has no
-    /// parent address, or speaks another protocol version.
+    /// parent address, speaks another protocol version, or carries settings
+    /// a runner cannot work with (a zero heartbeat interval or timeout, a
+    /// timeout not above the interval, a frame limit below the handshake's,
+    /// a zero failsafe): the message names the field and why.
     pub fn decode(value: &str) -> Result<Self, ParentError> {
         let bytes = B64
             .decode(value.trim())
@@ -171,6 +207,10 @@ impl Parent {
         if parent.parent_addrs.is_empty() {
             return Err(ParentError("no parent address".into()));
         }
+        parent
+            .settings
+            .check()
+            .map_err(|why| ParentError(format!("unusable runner settings: {why}")))?;
         Ok(parent)
     }
 
@@ -231,6 +271,54 @@ mod tests {
         let mut p = sample();
         p.parent_addrs.clear();
         assert!(Parent::decode(&p.encode()).is_err());
+    }
+
+    #[test]
+    fn b55_a_flame_parent_with_unusable_settings_is_refused_with_a_clear_error() {
+        type Spoil = fn(&mut RunnerSettings);
+        let unusable: [(Spoil, &str); 7] = [
+            (
+                |s| s.heartbeat_interval = Duration::ZERO,
+                "heartbeat_interval must be above zero",
+            ),
+            (
+                |s| s.heartbeat_timeout = Duration::ZERO,
+                "heartbeat_timeout must be above zero",
+            ),
+            (
+                |s| s.heartbeat_timeout = s.heartbeat_interval,
+                "heartbeat_timeout (500ms) must exceed heartbeat_interval (500ms)",
+            ),
+            (
+                |s| s.heartbeat_interval = Duration::from_secs(3),
+                "must exceed heartbeat_interval (3s)",
+            ),
+            (|s| s.max_frame_size = 0, "max_frame_size must be at least 4096 bytes"),
+            (|s| s.max_frame_size = MIN_FRAME_LIMIT - 1, "not 4095"),
+            (
+                |s| s.failsafe_timeout = Duration::ZERO,
+                "failsafe_timeout must be above zero",
+            ),
+        ];
+        for (spoil, needle) in unusable {
+            let mut p = sample();
+            spoil(&mut p.settings);
+            let err = Parent::decode(&p.encode()).unwrap_err().to_string();
+            assert!(
+                err.starts_with("malformed FLAME_PARENT: unusable runner settings: "),
+                "{err}"
+            );
+            assert!(err.contains(needle), "{err} (wanted {needle:?})");
+        }
+        // The limits themselves are usable.
+        let mut p = sample();
+        p.settings.max_frame_size = MIN_FRAME_LIMIT;
+        p.settings.heartbeat_interval = Duration::from_millis(1);
+        p.settings.heartbeat_timeout = Duration::from_millis(2);
+        p.settings.failsafe_timeout = Duration::from_millis(1);
+        assert_eq!(Parent::decode(&p.encode()).unwrap(), p);
+        // What a valid pool configuration hands down always is.
+        assert!(RunnerSettings::default().check().is_ok());
     }
 
     #[test]

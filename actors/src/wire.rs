@@ -5,9 +5,10 @@
 //! `connection` drives one TCP connection (batched writes, heartbeats both
 //! ways, a reader that hands decoded frames to a callback), `outbox` is the
 //! queue of encoded frames a connection's writer drains, `tls` wraps a
-//! connection in TLS with a pinned certificate, `clock` reads time for
-//! frames, and `thread` is the link thread every connection of the process
-//! runs on (both sides use it; no function body ever runs there).
+//! connection in TLS with a pinned certificate, `clock` turns deadlines into
+//! the budgets frames carry and back, and `thread` is the link thread every
+//! connection of the process runs on (both sides use it; no function body
+//! ever runs there).
 //!
 //! Both sides speak it: nothing here imports the parent's or the runner's
 //! code. The message types and the codec are public so other
@@ -31,10 +32,13 @@ pub use outbox::Outbox;
 pub use tls::Fingerprint;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Default largest frame after authentication: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest frame a peer may send before it has authenticated.
 pub const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
+/// The smallest frame limit (`max_frame_size`) a pool or a runner accepts:
+/// the handshake's own, room for every control frame and a call's envelope.
+pub const MIN_FRAME_LIMIT: usize = HANDSHAKE_MAX_FRAME;
 /// How long a peer has to authenticate after it connects.
 pub const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1,6 +1,7 @@
 //! The runner's way back to its parent: connect, prove the token, then hand
 //! the connection to the wire driver.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,61 +13,127 @@ use tokio::net::TcpStream;
 use super::{Serve, TerminatorMessage};
 use crate::flame_parent::Parent;
 use crate::ids::BuildId;
-use crate::wire::clock::instant_from_unix_micros;
-use crate::wire::codec::{encode_frame, read_frame};
+use crate::wire::codec::{FrameError, encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
 use crate::wire::tls::{TlsLink, connector, describe};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
-/// Delay between connection attempts while the parent is unreachable.
+/// First pause after a round in which no parent address let the runner in.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
+/// Longest pause between rounds (the pause doubles after each failed round).
+const MAX_RETRY_EVERY: Duration = Duration::from_millis(500);
 
+/// How one attempt to join the parent at one address ended, when it did
+/// not.
+enum Failed {
+    /// Worth another try: nothing answered, the connection closed or broke
+    /// before the parent's answer (an endpoint flooded by strangers closes
+    /// connections), or no answer came in time.
+    Retry(String),
+    /// This address is not our parent: it showed a certificate other than
+    /// the pinned one, failed TLS otherwise, or answered with something
+    /// that is not a handshake answer. The other addresses are still tried,
+    /// but not this one again.
+    NotOurs(String),
+    /// The parent has spoken (it refused us: wrong token, another build,
+    /// ...) or the runner cannot join at all: the boot is over.
+    Final(String),
+}
+
+/// Joins the parent: tries each of its addresses in turn; when none lets
+/// the runner in, pauses (50 ms, doubling up to 500 ms) and tries them all
+/// again, until the Terminator stops (its failsafe timer, the runner's boot
+/// budget, stops it). A refusal by the parent ends the boot at once, as
+/// does finding that no address is our parent (each showed another
+/// certificate or answered nonsense).
 pub(super) fn spawn(myself: ActorRef<TerminatorMessage>, parent: Parent, serve: Arc<Serve>) {
     // The socket belongs to the link thread's reactor.
     crate::wire::thread::spawn(async move {
-        let stream = loop {
-            // The failsafe timer stops the actor; stop trying then.
-            if matches!(myself.get_status(), ActorStatus::Stopping | ActorStatus::Stopped) {
+        let stopping = || matches!(myself.get_status(), ActorStatus::Stopping | ActorStatus::Stopped);
+        let build_id = serve.registry().build_id();
+        let failed = serve.failure();
+        let mut pause = RETRY_EVERY;
+        let mut not_ours: Vec<Option<String>> = vec![None; parent.parent_addrs.len()];
+        // The failsafe timer stops the actor; stop trying then.
+        while !stopping() {
+            for (addr, not_ours) in parent.parent_addrs.iter().zip(&mut not_ours) {
+                if not_ours.is_some() {
+                    continue;
+                }
+                if stopping() {
+                    return;
+                }
+                match attempt(*addr, &parent, build_id, failed.clone()).await {
+                    Ok(stream) => return start(myself, &parent, serve, stream),
+                    Err(Failed::Final(reason)) => {
+                        let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
+                        return;
+                    }
+                    Err(Failed::NotOurs(reason)) => {
+                        tracing::warn!(target: "ractor_flame::terminator", %addr, %reason, "not our parent");
+                        *not_ours = Some(reason);
+                    }
+                    Err(Failed::Retry(reason)) => {
+                        tracing::debug!(target: "ractor_flame::terminator", %addr, %reason, "no way in yet");
+                    }
+                }
+            }
+            // No address is our parent: nothing to wait for.
+            if let Some(Some(reason)) = not_ours.first()
+                && not_ours.iter().all(Option::is_some)
+            {
+                let _ = myself.cast(TerminatorMessage::ConnectFailed(reason.clone()));
                 return;
             }
-            if let Some(stream) = try_addrs(&parent).await {
-                break stream;
-            }
-            tokio::time::sleep(RETRY_EVERY).await;
-        };
-        match join(stream, &parent, serve.registry().build_id(), serve.failure()).await {
-            Ok(stream) => start(myself, &parent, serve, stream),
-            Err(reason) => {
-                let _ = myself.cast(TerminatorMessage::ConnectFailed(reason));
-            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_EVERY);
         }
     });
 }
 
-async fn try_addrs(parent: &Parent) -> Option<TcpStream> {
-    for addr in &parent.parent_addrs {
-        if let Ok(stream) = TcpStream::connect(addr).await {
-            return Some(stream);
-        }
-    }
-    None
+/// One attempt at `addr`: connect (within [`HANDSHAKE_DEADLINE`]), then
+/// [`join`].
+async fn attempt(
+    addr: SocketAddr,
+    parent: &Parent,
+    build_id: BuildId,
+    failed: Option<String>,
+) -> Result<Stream, Failed> {
+    let stream = match tokio::time::timeout(HANDSHAKE_DEADLINE, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(Failed::Retry(format!("connect: {e}"))),
+        Err(_) => return Err(Failed::Retry("connect: no answer in time".to_owned())),
+    };
+    join(stream, parent, build_id, failed).await
 }
 
 /// Sets up TLS when `FLAME_PARENT` pins a certificate, then proves the
 /// runner. A parent that shows another certificate is refused before
 /// anything (the token included) is sent.
-async fn join(stream: TcpStream, parent: &Parent, build_id: BuildId, failed: Option<String>) -> Result<Stream, String> {
+async fn join(stream: TcpStream, parent: &Parent, build_id: BuildId, failed: Option<String>) -> Result<Stream, Failed> {
     let Some(pin) = parent.tls else {
         return Ok(Stream::Plain(handshake(stream, parent, build_id, failed).await?));
     };
-    let (connector, name) = connector(pin).map_err(|e| format!("TLS: {e}"))?;
+    let (connector, name) = connector(pin).map_err(|e| Failed::Final(format!("TLS: {e}")))?;
     let tls = tokio::time::timeout(HANDSHAKE_DEADLINE, connector.connect(name, stream))
         .await
-        .map_err(|_| "no TLS handshake from the parent in time".to_owned())?
-        .map_err(|e| format!("TLS handshake with the parent failed: {}", describe(&e)))?;
+        .map_err(|_| Failed::Retry("no TLS handshake from the parent in time".to_owned()))?
+        .map_err(|e| {
+            let reason = format!("TLS handshake with the parent failed: {}", describe(&e));
+            // A TLS error (a certificate other than the pinned one, an alert)
+            // is the peer's answer; a closed or broken connection is not.
+            let tls_error = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+            if tls_error {
+                Failed::NotOurs(reason)
+            } else {
+                Failed::Retry(reason)
+            }
+        })?;
     let mut tls = handshake(tls, parent, build_id, failed).await?;
-    tls.flush().await.map_err(|e| format!("handshake: {e}"))?;
+    tls.flush()
+        .await
+        .map_err(|e| Failed::Retry(format!("handshake: {e}")))?;
     let (sock, session) = tls.into_inner();
     Ok(Stream::Tls(TlsLink::new(sock, session)))
 }
@@ -79,7 +146,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     parent: &Parent,
     build_id: BuildId,
     failed: Option<String>,
-) -> Result<S, String> {
+) -> Result<S, Failed> {
     let hello = ToParent::Hello(Hello {
         version: PROTOCOL_VERSION,
         runner_id: parent.runner_id,
@@ -88,21 +155,32 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         failed,
     });
     let mut buf = Vec::new();
-    encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| e.to_string())?;
-    stream.write_all(&buf).await.map_err(|e| format!("handshake: {e}"))?;
-    stream.flush().await.map_err(|e| format!("handshake: {e}"))?;
+    encode_frame(&hello, HANDSHAKE_MAX_FRAME, &mut buf).map_err(|e| Failed::Final(e.to_string()))?;
+    let broken = |e: std::io::Error| Failed::Retry(format!("handshake: {e}"));
+    stream.write_all(&buf).await.map_err(broken)?;
+    stream.flush().await.map_err(broken)?;
     let welcome = tokio::time::timeout(
         HANDSHAKE_DEADLINE,
         read_frame::<_, ToRunner>(&mut stream, &mut buf, HANDSHAKE_MAX_FRAME),
     )
     .await
-    .map_err(|_| "no answer to the handshake".to_owned())?
-    .map_err(|e| format!("handshake: {e}"))?;
+    .map_err(|_| Failed::Retry("no answer to the handshake".to_owned()))?
+    .map_err(|e| match e {
+        // Closed or broken on the way: try again.
+        FrameError::Io(e) => broken(e),
+        // An answer that is not a frame of ours: not our parent.
+        other => Failed::NotOurs(format!("handshake: {other}")),
+    })?;
     match welcome {
         Some(ToRunner::Welcome(Welcome::Accepted)) => Ok(stream),
-        Some(ToRunner::Welcome(Welcome::Refused(reason))) => Err(format!("refused by the parent: {reason}")),
-        Some(other) => Err(format!("unexpected handshake answer: {other:?}")),
-        None => Err("the parent closed the connection during the handshake".to_owned()),
+        // The parent's verdict (wrong token, another build, ...) is final.
+        Some(ToRunner::Welcome(Welcome::Refused(reason))) => {
+            Err(Failed::Final(format!("refused by the parent: {reason}")))
+        }
+        Some(other) => Err(Failed::NotOurs(format!("unexpected handshake answer: {other:?}"))),
+        None => Err(Failed::Retry(
+            "the parent closed the connection during the handshake".to_owned(),
+        )),
     }
 }
 
@@ -133,7 +211,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         match frame {
             ToRunnerRef::Call(call) => {
                 if let Some(tx) = weak.upgrade() {
-                    let deadline = call.deadline_us.map(instant_from_unix_micros);
+                    let deadline = call.deadline();
                     serve.dispatch(call, payload, deadline, tx);
                 }
             }

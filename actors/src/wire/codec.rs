@@ -213,7 +213,7 @@ mod tests {
             id: 7,
             function: "f".into(),
             args,
-            deadline_us: Some(1),
+            budget_us: Some(1),
             want_result: true,
             linked: true,
             trace: None,

@@ -286,15 +286,10 @@ async fn write_loop<Out: OutFrame>(sink: Sink, queue: Queue<Out>, opts: LinkOpti
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut under_load = false;
     loop {
-        // The heartbeat first: a queue that never empties must not starve it
-        // (nor the clock's refresh).
+        // The heartbeat first: a queue that never empties must not starve it.
         let ping = tokio::select! {
             biased;
-            _ = ticker.tick() => {
-                // Keep deadline conversions in step with the wall clock.
-                super::clock::refresh();
-                true
-            }
+            _ = ticker.tick() => true,
             () = queue.wait() => false,
         };
         // Under load (the last write carried several frames), first let

@@ -70,8 +70,12 @@ pub struct CallFrame {
     pub id: u64,
     /// The registered function's name.
     pub function: String,
-    /// Absolute deadline, microseconds since the Unix epoch; `None` for none.
-    pub deadline_us: Option<u64>,
+    /// The call's budget: microseconds left before its deadline when the
+    /// frame was built; `None` for no deadline. The runner counts it from
+    /// the frame's arrival on its own monotonic clock: a deadline never
+    /// crosses the wire as a clock instant, so a peer whose wall clock is off
+    /// keeps it all the same.
+    pub budget_us: Option<u64>,
     /// `false` for a cast: the runner answers [`Outcome::Done`] without a value.
     pub want_result: bool,
     /// Whether the call is linked to its caller (cancelled when the caller
@@ -142,7 +146,7 @@ impl CallFrame {
         CallFrame {
             id,
             function: function.to_owned(),
-            deadline_us: None,
+            budget_us: None,
             want_result: false,
             linked: false,
             trace: None,
@@ -157,7 +161,7 @@ impl CallFrame {
             id: self.id,
             function: &self.function,
             args: &self.args,
-            deadline_us: self.deadline_us,
+            budget_us: self.budget_us,
             want_result: self.want_result,
             linked: self.linked,
             trace: self.trace.as_ref().map(|t| TraceRef {
@@ -177,7 +181,7 @@ impl CallFrame {
 pub(crate) struct CallRef<'a> {
     pub(crate) id: u64,
     pub(crate) function: &'a str,
-    pub(crate) deadline_us: Option<u64>,
+    pub(crate) budget_us: Option<u64>,
     pub(crate) want_result: bool,
     pub(crate) linked: bool,
     #[serde(default, borrow)]
@@ -185,6 +189,15 @@ pub(crate) struct CallRef<'a> {
     pub(crate) args: &'a [u8],
     #[serde(default)]
     pub(crate) bare: bool,
+}
+
+impl CallRef<'_> {
+    /// The call's deadline on this process's monotonic clock: its budget
+    /// counted from now, when its frame has just arrived (one clock read);
+    /// `None` for no deadline.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        self.budget_us.and_then(super::clock::deadline_from_budget)
+    }
 }
 
 /// [`ToRunner`] decoded in place (same encoding; a codec test keeps the two

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::func::args::Args;
 use crate::on_parent::pool::Lease;
 use crate::on_runner::TerminatorMessage;
-use crate::wire::clock::unix_micros;
+use crate::wire::clock::budget_micros;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToRunner};
 
 impl RunnerConn {
@@ -78,7 +78,7 @@ impl RunnerConn {
                     id,
                     function: req.function,
                     args: req.args.as_bytes(),
-                    deadline_us: None,
+                    budget_us: None,
                     want_result: req.want_result,
                     linked: req.linked,
                     trace: None,
@@ -123,7 +123,9 @@ impl RunnerConn {
                     id,
                     function: req.function.to_owned(),
                     args,
-                    deadline_us: deadline.map(unix_micros),
+                    // The time left, not the instant: the runner's clock
+                    // need not agree with ours.
+                    budget_us: deadline.map(budget_micros),
                     want_result: req.want_result,
                     linked,
                     trace,
@@ -139,7 +141,7 @@ impl RunnerConn {
 
     /// Registers call `id`, sends it with `send` (told whether it is the only
     /// call in flight), and waits for its outcome.
-    async fn send_and_wait(
+    pub(super) async fn send_and_wait(
         &self,
         id: u64,
         linked: bool,
@@ -152,9 +154,14 @@ impl RunnerConn {
         // too, for a runner that is frozen or a body that never yields (one
         // per connection, not a timer per call).
         let give_up = deadline.map(|at| at + DEADLINE_GRACE);
-        let alone = self.track(id, Pending::Waiting { waiter: tx, give_up });
+        // The runner may have gone since the caller's look at `is_down`: the
+        // table then refuses the call, which fails now rather than wait for
+        // an answer nobody sends.
+        let Ok(alone) = self.track(id, Pending::Waiting { waiter: tx, give_up }) else {
+            return Err(self.down_error());
+        };
         if !send(alone) {
-            self.inner.calls.pending.lock().expect("poisoned").remove(&id);
+            self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
             return Err(self.down_error());
         }
         if let Some(at) = give_up {
@@ -197,7 +204,13 @@ impl RunnerConn {
             return Err((args, hold));
         }
         let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
-        let alone = self.track(id, Pending::Cast(hold, function));
+        let Ok(alone) = self.track(id, Pending::Cast(hold, function)) else {
+            // The runner went since `is_usable`: the cast goes with it, as
+            // one sent a moment earlier would (`close` fails the calls in
+            // the table); its slot is checked in as the refused entry drops.
+            self.cast_failed(function, &self.down_error());
+            return Ok(());
+        };
         let (args, bare) = args.into_parts();
         let frame = CallFrame {
             bare,
@@ -206,7 +219,7 @@ impl RunnerConn {
         if !tx.send_alone(ToRunner::Call(frame), alone) {
             // The connection closed meanwhile: the runner is going, and the
             // cast with it (as a cast sent a moment earlier would be).
-            let hold = self.inner.calls.pending.lock().expect("poisoned").remove(&id);
+            let hold = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
             drop(hold);
             self.cast_failed(function, &self.down_error());
         }
