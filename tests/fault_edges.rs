@@ -90,3 +90,93 @@ async fn b46_a_runner_given_up_for_a_lost_engine_stops_although_the_engine_canno
     assert_ne!(again.pid, runner.pid);
     pool.stop().await;
 }
+
+/// B50: calls racing their runner's close end with their result or
+/// `RunnerDown`, within a bound. The runner is given up while its link
+/// still takes frames (a lost engine, as in B46), so a call the close left
+/// behind would never be answered: it would wait out its deadline and end
+/// as `Deadline`, or wait for ever without one. Round after round, callers
+/// keep calling while the runner closes; each result is `Ok` or `RunnerDown`.
+/// (The window between a call's look at its runner and its entry in the
+/// table is narrow here: the unit tests of `link/pending.rs` hit it at will.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b50_calls_racing_their_runners_close_end_with_their_result_or_runner_down() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use ractor_flame::Error;
+    use support::functions::Echo;
+
+    const ROUNDS: usize = 20;
+    const CALLERS: usize = 32;
+    let backend = FlakyEngine {
+        inner: ProcessBackend::new(support::runner_exe()),
+        notifiers: Arc::default(),
+    };
+    // A call left behind by the close would end as `Deadline` after this
+    // (and a grace), well within `WAIT`.
+    let config = config(1).timeout(Duration::from_secs(3));
+    let pool = Pool::start(config, backend.clone(), &support::functions::registry())
+        .await
+        .unwrap();
+    for round in 0..ROUNDS {
+        // A runner serves (the first, or the one replacing the last round's).
+        let runner = pool.call::<WhereAmI>(()).await.unwrap();
+        let notifier = backend
+            .notifiers
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a runner booted");
+        let made = Arc::new(AtomicUsize::new(0));
+        let gone = Arc::new(AtomicBool::new(false));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (pool, made, gone) = (pool.clone(), Arc::clone(&made), Arc::clone(&gone));
+                tokio::spawn(async move {
+                    // Until the runner is gone, then one more call.
+                    loop {
+                        let last = gone.load(Ordering::Acquire);
+                        let result = pool.call::<Echo>(String::new()).await;
+                        made.fetch_add(1, Ordering::Relaxed);
+                        match result {
+                            Ok(_) if !last => continue,
+                            other => return other,
+                        }
+                    }
+                })
+            })
+            .collect();
+        eventually("calls flow", WAIT, || async {
+            made.load(Ordering::Relaxed) >= 4 * CALLERS
+        })
+        .await;
+        let mut events = pool.events();
+        assert!(notifier.notify(EngineLost), "the Runner hears its backend");
+        // The pool hears of the loss after the runner's connection closed.
+        let given_up = tokio::time::timeout(WAIT, async {
+            loop {
+                match events.recv().await {
+                    Ok(ractor_flame::PoolEvent::RunnerLost { .. }) => return,
+                    Ok(_) | Err(ractor_flame::EventsError::Lagged { .. }) => {}
+                    Err(error) => panic!("round {round}: {error}"),
+                }
+            }
+        })
+        .await;
+        assert!(given_up.is_ok(), "round {round}: the pool gives the runner up");
+        gone.store(true, Ordering::Release);
+        for caller in callers {
+            let Ok(result) = tokio::time::timeout(WAIT, caller).await else {
+                kill(runner.pid, "KILL");
+                panic!("round {round}: a call that raced its runner's close waits for ever");
+            };
+            let result = result.expect("the caller's task");
+            assert!(
+                matches!(result, Ok(_) | Err(Error::RunnerDown { .. })),
+                "round {round}: a call that raced its runner's close ended with {result:?}"
+            );
+        }
+    }
+    pool.stop().await;
+}

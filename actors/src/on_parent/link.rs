@@ -17,7 +17,9 @@
 //!    subscriber traces the call, its caller's span is noted by call id
 //!    (`link/records.rs`).
 //! 2. `link/pending.rs`: the call goes into the table of calls in flight as
-//!    `Pending::Waiting`, with a oneshot for its outcome; then its frame goes
+//!    `Pending::Waiting`, with a oneshot for its outcome (or, when the
+//!    runner has gone meanwhile, is refused and fails at once with
+//!    `RunnerDown`: entering and `close` take the same lock); then its frame goes
 //!    out (from the caller's thread when it is the only call in flight,
 //!    else batched by the link thread) and the caller awaits the oneshot.
 //! 3. `link/deadlines.rs`: a call with a deadline tells the connection's
@@ -180,7 +182,7 @@ impl RunnerConn {
                 transport,
                 calls: Calls {
                     next_id: AtomicU64::new(1),
-                    pending: Mutex::new(IdMap::default()),
+                    pending: Mutex::new(pending::Table::default()),
                 },
                 down: Mutex::new(None),
                 is_down: std::sync::atomic::AtomicBool::new(false),

@@ -5,7 +5,8 @@
 //! does, for a Runner that is stopping) and calls `close`, which fails every
 //! call still in the table (`pending.rs`), tells every child watch
 //! (`children.rs`) and wakes whoever awaits `closed`. Calls sent after that
-//! fail at once with the reason (`send.rs`).
+//! fail at once with the reason (`send.rs`), those that raced it included:
+//! the table, once emptied, takes no call (`pending.rs`).
 
 use std::sync::atomic::Ordering;
 
@@ -61,8 +62,11 @@ impl RunnerConn {
             notice.send_if_modified(|exit| exit.is_none() && exit.replace(reason.clone()).is_none());
         }
         // Dropping the senders wakes every waiter, which then reads `down`;
-        // parked slots are released (the runner and its work are gone).
-        let pending = std::mem::take(&mut *self.inner.calls.pending.lock().expect("poisoned"));
+        // parked slots are released (the runner and its work are gone). The
+        // table is closed under its lock: a call that raced this, past its
+        // look at `is_down`, is either taken here or refused by `track`, and
+        // never waits for ever in a table nobody empties again.
+        let pending = self.inner.calls.pending.lock().expect("poisoned").close();
         drop(pending);
         if let Transport::Local { serve, .. } = &self.inner.transport {
             serve.fail_all();

@@ -126,7 +126,7 @@ impl RunnerConn {
         {
             let mut pending = self.inner.calls.pending.lock().expect("poisoned");
             let mut next: Option<Instant> = None;
-            for (id, entry) in pending.iter_mut() {
+            for (id, entry) in pending.entries.iter_mut() {
                 let Pending::Waiting { give_up: Some(at), .. } = entry else {
                     continue;
                 };

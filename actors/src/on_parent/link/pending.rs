@@ -7,6 +7,12 @@
 //! call past its time, and `close.rs` empties the table when the runner is
 //! gone. The caller, woken in `send.rs`, then turns the outcome into its
 //! result (`outcome.rs`).
+//!
+//! Entering the table and emptying it exclude each other: `close` marks the
+//! table closed under the lock it empties it with, and `track` refuses a
+//! call once it is. A call that raced its runner's close is then either in
+//! the table when it is emptied (and fails with the runner) or refused (and
+//! fails at once); none waits for an answer that nobody will send.
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -27,7 +33,25 @@ use crate::wire::frame::Outcome;
 pub(super) struct Calls {
     pub(super) next_id: AtomicU64,
     /// Calls sent and not yet ended on the runner.
-    pub(super) pending: Mutex<IdMap<Pending>>,
+    pub(super) pending: Mutex<Table>,
+}
+
+/// The calls in flight, and whether the runner is gone (under the same
+/// lock, so the check costs a call nothing it does not already pay).
+#[derive(Default)]
+pub(super) struct Table {
+    pub(super) entries: IdMap<Pending>,
+    /// Set by [`Table::close`]: nothing enters from then on.
+    closed: bool,
+}
+
+impl Table {
+    /// Empties the table for good (the runner is gone) and gives back what
+    /// was in it; later calls are refused by [`RunnerConn::track`].
+    pub(super) fn close(&mut self) -> IdMap<Pending> {
+        self.closed = true;
+        std::mem::take(&mut self.entries)
+    }
 }
 
 /// A call between its send and the end of its work on the runner.
@@ -77,10 +101,21 @@ pub(super) struct Delivered {
 impl RunnerConn {
     /// Notes call `id` as in flight; returns whether it is the only one
     /// (nothing to batch it with).
-    pub(super) fn track(&self, id: u64, entry: Pending) -> bool {
-        let mut pending = self.inner.calls.pending.lock().expect("poisoned");
-        pending.insert(id, entry);
-        pending.len() == 1
+    ///
+    /// # Errors
+    ///
+    /// The entry back, untracked, when the runner is gone (its table was
+    /// emptied by `close`, and nothing would ever answer the call): the
+    /// caller fails the call with [`Error::RunnerDown`](crate::error::Error::RunnerDown).
+    /// A caller's earlier look at [`RunnerConn::is_down`] cannot promise
+    /// this: `close` may run between that look and this.
+    pub(super) fn track(&self, id: u64, entry: Pending) -> Result<bool, Pending> {
+        let mut table = self.inner.calls.pending.lock().expect("poisoned");
+        if table.closed {
+            return Err(entry);
+        }
+        table.entries.insert(id, entry);
+        Ok(table.entries.len() == 1)
     }
 
     /// Keeps `hold` until call `id` has ended on the runner; returns whether
@@ -89,13 +124,13 @@ impl RunnerConn {
     /// pool).
     pub(super) fn park(&self, id: u64, hold: Option<Lease>) -> bool {
         let mut pending = self.inner.calls.pending.lock().expect("poisoned");
-        match pending.get_mut(&id) {
+        match pending.entries.get_mut(&id) {
             Some(entry) if !self.is_down() => {
                 *entry = Pending::Parked(hold);
                 true
             }
             _ => {
-                pending.remove(&id);
+                pending.entries.remove(&id);
                 drop(pending);
                 drop(hold);
                 false
@@ -107,7 +142,7 @@ impl RunnerConn {
     /// gets the outcome, or its parked slot is released. Unknown ids (casts
     /// to placed children) are ignored.
     pub(crate) fn deliver(&self, id: u64, outcome: Outcome) {
-        let entry = self.inner.calls.pending.lock().expect("poisoned").remove(&id);
+        let entry = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
         if let Some(entry) = entry {
             self.settle(entry, outcome);
         }
@@ -116,7 +151,7 @@ impl RunnerConn {
     /// Routes an outcome that comes before the call's work has ended.
     pub(crate) fn deliver_early(&self, id: u64, outcome: Outcome) {
         let mut pending = self.inner.calls.pending.lock().expect("poisoned");
-        if let Some(waiter) = pending.get_mut(&id).and_then(Pending::answer) {
+        if let Some(waiter) = pending.entries.get_mut(&id).and_then(Pending::answer) {
             answer_early(waiter, outcome);
         }
     }
@@ -126,7 +161,7 @@ impl RunnerConn {
     pub(crate) fn deliver_ended(&self, ids: &[u64]) {
         let entries: Vec<Pending> = {
             let mut pending = self.inner.calls.pending.lock().expect("poisoned");
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
+            ids.iter().filter_map(|id| pending.entries.remove(id)).collect()
         };
         for entry in entries {
             self.settle(entry, Outcome::Done);
@@ -155,7 +190,7 @@ impl RunnerConn {
 
     /// Calls in flight (for tests and stats), cancelling ones included.
     pub fn pending(&self) -> usize {
-        self.inner.calls.pending.lock().expect("poisoned").len()
+        self.inner.calls.pending.lock().expect("poisoned").entries.len()
     }
 
     /// Calls whose caller has gone (deadline, cancel) while their work still
@@ -166,8 +201,114 @@ impl RunnerConn {
             .pending
             .lock()
             .expect("poisoned")
+            .entries
             .values()
             .filter(|p| matches!(p, Pending::Answered | Pending::Parked(_)))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::error::{DownReason, Error};
+    use crate::func::args::Args;
+    use crate::ids::RunnerId;
+    use crate::on_parent::link::{CallRequest, RunnerConn};
+    use crate::wire::frame::ToRunner;
+    use crate::wire::outbox::Outbox;
+
+    /// Longer than any of these calls may take: past it, a call waits for ever.
+    const BOUND: Duration = Duration::from_secs(5);
+
+    /// A call with no deadline.
+    fn request() -> CallRequest<'static> {
+        CallRequest {
+            function: "never",
+            args: Args::encode(1u64).unwrap(),
+            deadline: None,
+            linked: false,
+            want_result: true,
+        }
+    }
+
+    /// B50, the race as one interleaving: a call has looked at `is_down`
+    /// (the runner was up), its runner closes (the table is emptied), and
+    /// only then is the call entered. It fails at once with the runner's
+    /// reason: nothing would ever answer it (the runner was given up while
+    /// its link still took frames, as for a lost engine, B46). It does not
+    /// wait for ever (no deadline) nor end as `Deadline` (one).
+    #[tokio::test]
+    async fn b50_a_call_entered_after_its_runner_closed_fails_at_once_with_runner_down() {
+        for deadline in [Some(Instant::now() + Duration::from_millis(50)), None] {
+            let (tx, _sent) = Outbox::<ToRunner>::new();
+            let conn = RunnerConn::remote(RunnerId::new(), tx, usize::MAX);
+            assert!(!conn.is_down(), "the call's look: the runner is up");
+            conn.close(DownReason::ConnectionLost("engine lost".into()));
+            let id = conn
+                .inner
+                .calls
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut sent = false;
+            let call = conn.send_and_wait(id, false, deadline, None, |_alone| {
+                sent = true;
+                true
+            });
+            let result = tokio::time::timeout(BOUND, call)
+                .await
+                .unwrap_or_else(|_| panic!("a call entered after close waits for ever (deadline {deadline:?})"));
+            assert!(
+                matches!(&result, Err(Error::RunnerDown { reason: DownReason::ConnectionLost(r) }) if r == "engine lost"),
+                "deadline {deadline:?}: {result:?}"
+            );
+            assert!(!sent, "no frame goes to a runner given up");
+            assert_eq!(conn.pending(), 0, "nothing is left in the table");
+        }
+    }
+
+    /// B50, the race as it comes: calls without a deadline are made while
+    /// their runner closes, from two threads, round after round. Each ends
+    /// with `RunnerDown` (the runner never answers) within a bound, and the
+    /// table is left empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn b50_calls_racing_their_runners_close_each_end_with_runner_down() {
+        const ROUNDS: usize = 1000;
+        const CALLS: usize = 64;
+        for round in 0..ROUNDS {
+            let (tx, _sent) = Outbox::<ToRunner>::new();
+            let conn = RunnerConn::remote(RunnerId::new(), tx, usize::MAX);
+            let calls: Vec<_> = (0..CALLS)
+                .map(|_| {
+                    let conn = conn.clone();
+                    tokio::spawn(async move { conn.call(request()).await })
+                })
+                .collect();
+            // Close while the calls are still being made: some are in, some
+            // have yet to look, and some are between the look and the entry.
+            let started = Instant::now();
+            while conn.pending() < CALLS / 8 {
+                assert!(started.elapsed() < BOUND, "round {round}: the calls never went in");
+                std::hint::spin_loop();
+            }
+            conn.close(DownReason::Stopped);
+            for call in calls {
+                let result = tokio::time::timeout(BOUND, call)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a call that raced close waits for ever"))
+                    .expect("the call's task");
+                assert!(
+                    matches!(
+                        result,
+                        Err(Error::RunnerDown {
+                            reason: DownReason::Stopped
+                        })
+                    ),
+                    "round {round}: {result:?}"
+                );
+            }
+            assert_eq!(conn.pending(), 0, "round {round}: nothing is left in the table");
+        }
     }
 }
