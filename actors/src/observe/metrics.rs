@@ -29,6 +29,10 @@ pub const IDLE_SHUTDOWNS_TOTAL: &str = "flame_idle_shutdowns_total";
 /// Counter: runners lost (not idle, not stopped by the pool), by pool and
 /// reason.
 pub const RUNNERS_LOST_TOTAL: &str = "flame_runners_lost_total";
+/// Counter: runner log records dropped, by pool and `side`: `runner` (its
+/// rate limit, or its connection's queue full) or `parent` (the parent's
+/// log subscriber was behind and that runner's queue of records was full).
+pub const LOG_RECORDS_DROPPED_TOTAL: &str = "flame_log_records_dropped_total";
 
 /// Whether a `metrics` recorder is installed (globally, or for this
 /// thread). The no-op recorder `metrics` falls back to has no size; every

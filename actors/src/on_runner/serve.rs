@@ -13,18 +13,21 @@
 //! # One call, in order
 //!
 //! 1. `serve/admit.rs`: the link thread's reader hands a call frame to
-//!    [`Serve::dispatch`]. A draining runner refuses it at once. A
-//!    registered function's call is admitted with its argument bytes held,
-//!    not decoded; other calls (traced, child operations, large arguments
-//!    still in the frame) have their work built here. The call is counted in, gets its entry among the running calls
-//!    (so a cancel can reach it), and its end (a `Finish`) is armed before
-//!    anything of it runs.
+//!    [`Serve::dispatch`]. A draining runner refuses it at once, an
+//!    unknown function too. Every call is admitted with its argument bytes
+//!    held, not decoded (decoding the application's types is its code, and
+//!    none runs on the link thread, B48). The call is counted in, gets its
+//!    entry among the running calls (so a cancel can reach it), and its end
+//!    (a `Finish`) is armed before anything of it runs.
 //! 2. `serve/helpers.rs`: the admitted call (a `Start`) joins the helper
-//!    queue, which wakes a waiting helper task on the work runtime. The
-//!    link thread's part ends here.
-//! 3. `serve/start.rs`: the helper runs `Start::run`: it builds held work
-//!    (the function decodes its arguments) and polls it once. A body that
-//!    finishes in that poll ends the call right there, in the helper.
+//!    queue, which wakes a waiting helper task on the work runtime;
+//!    operations on placed children join the ordered lane, whose calls one
+//!    helper at a time starts in order. The link thread's part ends here.
+//! 3. `serve/start.rs`: the helper runs `Start::run`: it builds the work
+//!    (the function decodes its arguments; a child's message is decoded
+//!    and enqueued), puts a traced call in its span, and polls it once. A
+//!    body that finishes in that poll ends the call right there, in the
+//!    helper.
 //! 4. `serve/run.rs`: a body that waits, or a blocking one, moves to a task
 //!    of its own, which runs it until it ends or its deadline passes.
 //! 5. `serve/end.rs`: the result becomes the call's `Outcome`; `Finish`
@@ -42,6 +45,7 @@
 //! calls, and the counters the Terminator reads.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +59,7 @@ use crate::func::registry::Registry;
 use crate::func::states::States;
 use crate::ids::IdMap;
 use crate::ids::RunnerId;
-use helpers::{HelperGuard, StartQueue, Starts, helper};
+use helpers::{HelperGuard, Lane, StartQueue, Starts, helper};
 
 mod admit;
 mod end;
@@ -79,6 +83,8 @@ pub struct Serve {
     /// runtime (the application's, never the link thread): function bodies
     /// run there.
     starts: Arc<Starts>,
+    /// The work runtime, where the registry's idle predicates are asked.
+    work: Handle,
     accepting: AtomicBool,
     born: Instant,
     /// Microseconds after `born` when the last call ended (or started).
@@ -144,6 +150,7 @@ impl Serve {
                 closed: false,
             }),
             ready: Notify::new(),
+            lane: Mutex::new(Lane::default()),
         });
         for _ in 0..helpers {
             // The guard lives in the future: a helper that never runs (the
@@ -160,6 +167,7 @@ impl Serve {
                 active: AtomicUsize::new(0),
             },
             starts,
+            work,
             accepting: AtomicBool::new(true),
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
@@ -180,9 +188,19 @@ impl Serve {
         self.failure.lock().expect("poisoned").clone()
     }
 
-    /// Runs the named idle predicate of the registry.
-    pub(crate) fn registry_predicate(&self, name: &str) -> bool {
-        self.registry.predicate_holds(name)
+    /// Asks the named idle predicate of the registry, on the work runtime's
+    /// blocking pool: it is the application's code and may take its time,
+    /// and the Terminator that asks may run on the link thread. `answer`
+    /// gets whether it holds (`false` when it panicked), on that pool.
+    pub(crate) fn ask_predicate(self: &Arc<Self>, name: &str, answer: impl FnOnce(bool) + Send + 'static) {
+        let (serve, name) = (Arc::clone(self), name.to_owned());
+        self.work.spawn_blocking(move || {
+            let holds = std::panic::catch_unwind(AssertUnwindSafe(|| serve.registry.predicate_holds(&name)));
+            if holds.is_err() {
+                tracing::warn!(target: "ractor_flame::terminator", predicate = name, "idle predicate panicked");
+            }
+            answer(holds.unwrap_or(false));
+        });
     }
 
     pub(crate) fn registry(&self) -> &Registry {

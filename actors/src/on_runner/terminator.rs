@@ -6,6 +6,12 @@
 //! in time), idle shutdown (asked of the parent), parent loss and the
 //! drain. When it is done it calls the backend's
 //! `system_shutdown` exactly once.
+//!
+//! A remote runner's Terminator runs on the link thread, so it runs none of
+//! the application's code: the idle predicate is asked on the work
+//! runtime's blocking pool, and its answer comes back as a message
+//! ([`TerminatorMessage::IdlePredicate`]), checked against the idle check
+//! that asked (a call that came meanwhile wins).
 
 use std::fmt;
 use std::future::Future;
@@ -72,6 +78,14 @@ pub enum TerminatorMessage {
     ParentLost(DownReason),
     /// Time to check idleness; stale generations are ignored.
     IdleCheck(u64),
+    /// The idle predicate's answer to the check of this generation (asked
+    /// off the Terminator's thread); stale generations are ignored.
+    IdlePredicate {
+        /// The idle check that asked.
+        generation: u64,
+        /// Whether the predicate holds (the runner may stop).
+        holds: bool,
+    },
     /// The failsafe timer fired.
     FailsafeExpired,
     /// Stop gracefully (SIGTERM, or the runner's own decision).
@@ -117,27 +131,69 @@ impl TerminatorState {
         myself.send_after(after, move || TerminatorMessage::IdleCheck(generation));
     }
 
+    /// An idle check: when the runner has been idle long enough, asks the
+    /// application's idle predicate if it has one (off this thread, which
+    /// for a remote runner is the link thread: the answer comes back as
+    /// [`TerminatorMessage::IdlePredicate`]), else the parent.
     fn on_idle_check(&mut self, myself: &ActorRef<TerminatorMessage>, generation: u64) {
-        let Some(idle_after) = self.settings.idle_after else {
+        let Some(idle_after) = self.idle_still(generation) else {
             return;
         };
-        if generation != self.idle_generation || self.phase != Phase::Serving || self.awaiting_verdict {
+        if !self.idle_long_enough(myself, idle_after) {
             return;
         }
+        if let Some(name) = &self.settings.idle_predicate {
+            // No other check of this generation comes while it is asked:
+            // the next is armed with its answer.
+            let myself = myself.clone();
+            return self.serve.ask_predicate(name, move |holds| {
+                let _ = myself.cast(TerminatorMessage::IdlePredicate { generation, holds });
+            });
+        }
+        self.ask_parent();
+    }
+
+    /// The idle predicate answered the check of `generation`: the runner
+    /// asks its parent to stop if it holds and the runner is still idle.
+    fn on_idle_predicate(&mut self, myself: &ActorRef<TerminatorMessage>, generation: u64, holds: bool) {
+        let Some(idle_after) = self.idle_still(generation) else {
+            return;
+        };
+        // Work may have come while the predicate was asked.
+        if !self.idle_long_enough(myself, idle_after) {
+            return;
+        }
+        if !holds {
+            return self.arm_idle(myself, idle_after);
+        }
+        self.ask_parent();
+    }
+
+    /// The idle timeout, while an idle check of `generation` is current.
+    fn idle_still(&self, generation: u64) -> Option<Duration> {
+        let idle_after = self.settings.idle_after?;
+        let current = generation == self.idle_generation && self.phase == Phase::Serving && !self.awaiting_verdict;
+        current.then_some(idle_after)
+    }
+
+    /// Whether the runner has been idle for `idle_after`; if not, the next
+    /// check is armed.
+    fn idle_long_enough(&mut self, myself: &ActorRef<TerminatorMessage>, idle_after: Duration) -> bool {
         // Any call, cast or placed child resets the clock (B29).
         if self.serve.active() > 0 {
-            return self.arm_idle(myself, idle_after);
+            self.arm_idle(myself, idle_after);
+            return false;
         }
         let idle_for = self.serve.idle_for();
         if idle_for < idle_after {
-            return self.arm_idle(myself, idle_after - idle_for);
+            self.arm_idle(myself, idle_after - idle_for);
+            return false;
         }
-        if let Some(name) = &self.settings.idle_predicate
-            && !self.serve.registry_predicate(name)
-        {
-            return self.arm_idle(myself, idle_after);
-        }
-        tracing::debug!(target: "ractor_flame::terminator", ?idle_for, "idle, asking the parent to stop");
+        true
+    }
+
+    fn ask_parent(&mut self) {
+        tracing::debug!(target: "ractor_flame::terminator", idle_for = ?self.serve.idle_for(), "idle, asking the parent to stop");
         self.awaiting_verdict = true;
         self.send(ToParent::IdleRequest);
     }
@@ -279,6 +335,9 @@ impl Actor for Terminator {
                 state.begin_drain(&myself, &reason);
             }
             TerminatorMessage::IdleCheck(generation) => state.on_idle_check(&myself, generation),
+            TerminatorMessage::IdlePredicate { generation, holds } => {
+                state.on_idle_predicate(&myself, generation, holds)
+            }
             TerminatorMessage::Drained => myself.stop(Some("drained".into())),
         }
         Ok(())

@@ -1,10 +1,13 @@
 //! Admission: where a call enters the engine. [`Serve::dispatch`] runs on
 //! the link thread, called by the connection's reader with a call frame: it
-//! refuses the call while the runner drains, holds a registered function's
-//! argument bytes for the helper to decode (other calls have their work
-//! built here), counts the call in, records
-//! it among the running calls, arms its end, and queues it for a helper
-//! (`helpers.rs`, then `start.rs`).
+//! refuses the call while the runner drains and an unknown function at
+//! once; it holds the call's argument bytes for the helper (it decodes none:
+//! decoding the application's types is the application's code, which never
+//! runs on the link thread), counts the call in, records it among the
+//! running calls, arms its end, and queues it for a helper (`helpers.rs`,
+//! then `start.rs`): operations on placed children in the helpers' ordered
+//! lane, so their messages reach a child in the order they came. A traced
+//! call's span is made there too, not here.
 //!
 //! The local backend's entries live here too: [`Serve::run_inline`] runs a
 //! call to its end in the caller's own task, and [`Serve::start_now`]
@@ -21,11 +24,12 @@ use tokio::sync::Notify;
 
 use super::end::{Finish, outcome};
 use super::run::run_until;
-use super::start::{HeldArgs, INLINE_ARGS, Start, Work};
+use super::start::{HeldArgs, Start, Traced, Work, child_op};
 use super::{Running, Serve};
+use crate::func::args::ArgBytes;
 use crate::func::context::CurrentCall;
 use crate::func::erased::BoxFuture;
-use crate::wire::frame::{CallFrame, CallRef, Outcome, ToParent, is_child_operation};
+use crate::wire::frame::{CallFrame, CallRef, Outcome, PLACE, ToParent, is_child_operation};
 use crate::wire::outbox::Outbox;
 
 impl Serve {
@@ -41,24 +45,18 @@ impl Serve {
         deadline: Option<Instant>,
         reply: Outbox<ToParent>,
     ) {
-        // A registered function's call is only admitted here: its work is
-        // built (the arguments decoded) by the helper that starts it, off
-        // the thread that reads the connection. Calls of a traced caller,
-        // child operations, and arguments too large to hold inline (but not
-        // split off the frame) are built here.
-        let (work, blocking, current) = match self.deferred(&call, payload) {
-            Ok((work, blocking)) => match self.admit(&call, deadline) {
-                Ok(current) => {
-                    self.count_in();
-                    (work, blocking, current)
-                }
-                Err(outcome) => return send(&reply, call.id, outcome),
-            },
-            Err(payload) => match self.begin(&call, payload, deadline) {
-                Ok((work, blocking, current)) => (Work::Built(self.traced(&call, work)), blocking, current),
-                Err(outcome) => return send(&reply, call.id, outcome),
-            },
+        // Nothing of the call is built here: its work is built (its
+        // arguments decoded, a child's message decoded and enqueued, a
+        // traced call's span made) by the helper that starts it, off the
+        // thread that reads the connection.
+        let held = self
+            .admit(&call, deadline)
+            .and_then(|current| Ok((current, self.held(&call, payload)?)));
+        let (current, (work, blocking, ordered)) = match held {
+            Ok(held) => held,
+            Err(outcome) => return send(&reply, call.id, outcome),
         };
+        self.count_in();
         let id = call.id;
         // The entry exists before the task does (its `Finish` removes it);
         // the task's abort handle joins the call once it is spawned.
@@ -81,6 +79,7 @@ impl Serve {
             deadline,
             blocking,
             want_result: call.want_result,
+            trace: call.trace.map(|trace| Traced::new(call.function, trace.traceparent)),
         };
         // Calls are started by helper tasks on the work runtime, handed over
         // through one queue: the first poll of a body (often its whole
@@ -88,36 +87,41 @@ impl Serve {
         // workers they bring happen there, not on the link thread that
         // reads the connection. When that runtime is gone the call is
         // dropped, and so ended.
-        self.starts.push(start);
+        if ordered {
+            self.starts.push_ordered(start);
+        } else {
+            self.starts.push(start);
+        }
     }
 
-    /// The work of a registered function's call, to be built by its helper;
-    /// the payload back when the call is built at admission instead.
-    fn deferred(&self, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<(Work, bool), Option<Vec<u8>>> {
+    /// A call's work as admission holds it for its helper, whether it runs
+    /// on the blocking pool, and whether it starts in order with the others
+    /// of its kind (operations on placed children); `UnknownFunction` for
+    /// a name nothing serves.
+    fn held(self: &Arc<Self>, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<(Work, bool, bool), Outcome> {
         let name = call.function;
-        if call.trace.is_some() || is_child_operation(name) {
-            return Err(payload);
-        }
-        let Some((function, blocking)) = self.registry.key(name) else {
-            return Err(payload);
-        };
-        let args = match payload {
-            Some(owned) => HeldArgs::Owned(owned),
-            None if call.args.len() <= INLINE_ARGS => {
-                let mut bytes = [0; INLINE_ARGS];
-                bytes[..call.args.len()].copy_from_slice(call.args);
-                HeldArgs::Inline(bytes, call.args.len() as u8)
-            }
-            None => return Err(None),
-        };
-        Ok((
-            Work::Deferred {
+        if !is_child_operation(name) {
+            let (function, blocking) = self.registry.key(name).ok_or(Outcome::UnknownFunction)?;
+            let work = Work::Deferred {
                 function,
-                args,
+                args: HeldArgs::hold(call.args, payload),
                 bare: call.bare,
-            },
-            blocking,
-        ))
+            };
+            return Ok((work, blocking, false));
+        }
+        if let Some(actor) = name.strip_prefix(PLACE) {
+            // Only the bytes are taken here: the child is made (its
+            // arguments decoded) when the work first runs.
+            let args = match payload {
+                Some(owned) => ArgBytes::new(owned, call.bare),
+                None => ArgBytes::new(call.args, call.bare),
+            };
+            let work = self.place_work(actor, args, call.id, call.linked);
+            return Ok((Work::Built(work), false, false));
+        }
+        let op = child_op(name).ok_or(Outcome::UnknownFunction)?;
+        let args = HeldArgs::hold(call.args, payload);
+        Ok((Work::Child { op, args }, false, true))
     }
 
     /// Admits a call: its work, counted as running, whether it blocks, and
@@ -155,24 +159,6 @@ impl Serve {
         // every call.
         if self.calls.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.touch();
-        }
-    }
-
-    /// A traced caller's work runs in a span of its own, the caller's
-    /// child. Untraced calls build no span at all.
-    fn traced(&self, call: &CallRef<'_>, work: BoxFuture) -> BoxFuture {
-        match call.trace {
-            Some(trace) => Box::pin(tracing::Instrument::instrument(
-                work,
-                crate::observe::runner_call_span(
-                    call.function,
-                    call.id,
-                    &self.runner.to_string(),
-                    &self.pool,
-                    trace.traceparent,
-                ),
-            )),
-            None => work,
         }
     }
 

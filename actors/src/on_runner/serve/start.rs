@@ -1,8 +1,10 @@
 //! Starting a call: its work, and its first poll in a helper. A call comes
 //! from the helper queue (`helpers.rs`) as a [`Start`]; `Start::run` builds
 //! its work if admission only held its arguments (the function decodes them
-//! now), then polls it once. A body done in that poll ends the call here
-//! (`end.rs`); one that waits, or blocks, moves to a task of its own
+//! now; an operation on placed children decodes and enqueues its message
+//! now, in the helpers' ordered lane), wraps it in the runner's span of a
+//! traced call, then polls it once. A body done in that poll ends the call
+//! here (`end.rs`); one that waits, or blocks, moves to a task of its own
 //! (`run.rs`).
 //!
 //! [`Serve::build_work`] makes any call's work from its frame: a registered
@@ -36,12 +38,58 @@ pub(super) enum Work {
         args: HeldArgs,
         bare: bool,
     },
+    /// An operation on placed children ([`CHILD_CAST`], [`CHILD_CALL`],
+    /// [`CHILD_STOP`]): its message is decoded and enqueued on the child as
+    /// the work is built, in the order the calls came (the helpers' lane).
+    Child {
+        op: &'static str,
+        args: HeldArgs,
+    },
 }
 
 /// The arguments of a call whose work is not built yet.
 pub(super) enum HeldArgs {
     Inline([u8; INLINE_ARGS], u8),
     Owned(Vec<u8>),
+}
+
+impl HeldArgs {
+    /// `args` (the frame's, or `payload`, a split frame's own buffer) held
+    /// for the helper: small ones in the record itself, others owned.
+    pub(super) fn hold(args: &[u8], payload: Option<Vec<u8>>) -> Self {
+        match payload {
+            Some(owned) => HeldArgs::Owned(owned),
+            None if args.len() <= INLINE_ARGS => {
+                let mut bytes = [0; INLINE_ARGS];
+                bytes[..args.len()].copy_from_slice(args);
+                HeldArgs::Inline(bytes, args.len() as u8)
+            }
+            None => HeldArgs::Owned(args.to_vec()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            HeldArgs::Inline(bytes, len) => &bytes[..usize::from(*len)],
+            HeldArgs::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A traced caller's call: its runner-side span is made as the work is
+/// built, a child of the caller's.
+pub(super) struct Traced {
+    function: Box<str>,
+    traceparent: Option<Box<str>>,
+}
+
+impl Traced {
+    pub(super) fn new(function: &str, traceparent: Option<&str>) -> Box<Self> {
+        Box::new(Traced {
+            function: function.into(),
+            traceparent: traceparent.map(Into::into),
+        })
+    }
 }
 
 /// A call admitted by [`Serve::dispatch`], to be started on the work runtime.
@@ -53,6 +101,8 @@ pub(super) struct Start {
     pub(super) deadline: Option<Instant>,
     pub(super) blocking: bool,
     pub(super) want_result: bool,
+    /// Set when the caller traces the call.
+    pub(super) trace: Option<Box<Traced>>,
 }
 
 impl Start {
@@ -72,25 +122,19 @@ impl Start {
             deadline,
             blocking,
             want_result,
+            trace,
         } = self;
-        let mut work = match work {
-            Work::Built(work) => work,
-            Work::Deferred { function, args, bare } => {
-                // The function decodes its arguments before `start` returns.
-                let inline;
-                let args = match args {
-                    HeldArgs::Inline(bytes, len) => {
-                        inline = bytes;
-                        ArgBytes::new(&inline[..usize::from(len)], bare)
-                    }
-                    HeldArgs::Owned(bytes) => ArgBytes::new(bytes, bare),
-                };
-                match finish.serve.registry.start(function, args, current.clone()) {
-                    Some((work, _)) => work,
-                    None => return finish.reply(Outcome::UnknownFunction),
-                }
-            }
+        // The application's code (its types' decoders, a child's message
+        // decoder): a panic there ends the call, not the helper.
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| finish.serve.build(work, &current)));
+        let mut work = match built {
+            Ok(Ok(work)) => work,
+            Ok(Err(outcome)) => return finish.reply(outcome),
+            Err(panic) => return end(&mut finish, Some(Err(panic)), want_result),
         };
+        if let Some(trace) = trace {
+            work = finish.serve.traced(&trace, current.id(), work);
+        }
         if !blocking {
             // Polled with a waker that does nothing: a body that is not
             // done is polled again, with its task's waker, as soon as that
@@ -107,6 +151,42 @@ impl Start {
 }
 
 impl Serve {
+    /// The work of an admitted call, built now (in a helper).
+    fn build(self: &Arc<Self>, work: Work, current: &CurrentCall) -> Result<BoxFuture, Outcome> {
+        match work {
+            Work::Built(work) => Ok(work),
+            Work::Deferred { function, args, bare } => {
+                // The function decodes its arguments before `start` returns.
+                let inline;
+                let args = match args {
+                    HeldArgs::Inline(bytes, len) => {
+                        inline = bytes;
+                        ArgBytes::new(&inline[..usize::from(len)], bare)
+                    }
+                    HeldArgs::Owned(bytes) => ArgBytes::new(bytes, bare),
+                };
+                match self.registry.start(function, args, current.clone()) {
+                    Some((work, _)) => Ok(work),
+                    None => Err(Outcome::UnknownFunction),
+                }
+            }
+            Work::Child { op, args } => self.child_work(op, args.as_bytes()),
+        }
+    }
+
+    /// A traced caller's work runs in a span of its own, the caller's
+    /// child. Untraced calls build no span at all.
+    fn traced(&self, trace: &Traced, call: u64, work: BoxFuture) -> BoxFuture {
+        let span = crate::observe::runner_call_span(
+            &trace.function,
+            call,
+            &self.runner.to_string(),
+            &self.pool,
+            trace.traceparent.as_deref(),
+        );
+        Box::pin(tracing::Instrument::instrument(work, span))
+    }
+
     /// The work a call names: a registered function, or an operation on
     /// placed children; and whether it runs on the blocking pool. Child
     /// messages are enqueued here, synchronously, so a caller's messages
@@ -125,33 +205,52 @@ impl Serve {
             None => ArgBytes::new(call.args, call.bare),
         };
         if let Some(actor) = name.strip_prefix(PLACE) {
-            let (this, actor, id, linked) = (Arc::clone(self), actor.to_owned(), call.id, call.linked);
-            let args = args.into_owned();
-            let place = async move {
-                this.children
-                    .place(&this, &actor, args, id, linked)
-                    .await
-                    .map(Args::encoded)
-            };
-            return Ok((Box::pin(place), false));
+            return Ok((self.place_work(actor, args, call.id, call.linked), false));
         }
-        match name {
+        if let Some(op) = child_op(name) {
+            return Ok((self.child_work(op, args.as_bytes())?, false));
+        }
+        self.registry
+            .start(name, args, current.clone())
+            .ok_or(Outcome::UnknownFunction)
+    }
+
+    /// Placing a child of type `actor`: the child is made (its arguments
+    /// decoded) when the work first runs.
+    pub(super) fn place_work(self: &Arc<Self>, actor: &str, args: ArgBytes<'_>, id: u64, linked: bool) -> BoxFuture {
+        let (this, actor) = (Arc::clone(self), actor.to_owned());
+        let args = args.into_owned();
+        Box::pin(async move {
+            this.children
+                .place(&this, &actor, args, id, linked)
+                .await
+                .map(Args::encoded)
+        })
+    }
+
+    /// An operation `op` on a placed child: its message is decoded and
+    /// enqueued now, synchronously, so a caller's messages reach their
+    /// child in the order they were sent.
+    fn child_work(&self, op: &str, args: &[u8]) -> Result<BoxFuture, Outcome> {
+        match op {
             CHILD_CAST => {
-                self.children.cast(&decode_envelope(args.as_bytes())?)?;
-                Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
+                self.children.cast(&decode_envelope(args)?)?;
+                Ok(Box::pin(std::future::ready(Ok(Args::default()))))
             }
-            CHILD_CALL => Ok((self.children.call(&decode_envelope(args.as_bytes())?)?, false)),
-            CHILD_STOP => {
-                let child: u64 = rmp_serde::from_slice(args.as_bytes()).map_err(|e| Outcome::Codec(e.to_string()))?;
+            CHILD_CALL => self.children.call(&decode_envelope(args)?),
+            _ => {
+                let child: u64 = rmp_serde::from_slice(args).map_err(|e| Outcome::Codec(e.to_string()))?;
                 self.children.stop(child);
-                Ok((Box::pin(std::future::ready(Ok(Args::default()))), false))
+                Ok(Box::pin(std::future::ready(Ok(Args::default()))))
             }
-            _ => self
-                .registry
-                .start(name, args, current.clone())
-                .ok_or(Outcome::UnknownFunction),
         }
     }
+}
+
+/// The operation on placed children `name` names, if it names one (placing
+/// one aside).
+pub(super) fn child_op(name: &str) -> Option<&'static str> {
+    [CHILD_CAST, CHILD_CALL, CHILD_STOP].into_iter().find(|op| *op == name)
 }
 
 fn decode_envelope(bytes: &[u8]) -> Result<ChildEnvelope, Outcome> {
