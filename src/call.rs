@@ -35,12 +35,20 @@ impl Default for CallOptions {
 }
 
 impl CallOptions {
+    /// The least execution budget a call is sent with: one whose wait for a
+    /// slot left less fails as a checkout timeout instead.
+    pub const MIN_EXECUTION_BUDGET: Duration = Duration::from_millis(1);
+
     /// Default options: pool budgets, linked.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A total budget for checkout and execution.
+    /// A total budget for checkout and execution: what waiting for a slot
+    /// leaves is the deadline the runner enforces. A call whose wait leaves
+    /// less than [`CallOptions::MIN_EXECUTION_BUDGET`] fails with
+    /// [`Error::CheckoutTimeout`](crate::Error::CheckoutTimeout) without
+    /// reaching a runner (sending it would only produce a deadline error).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

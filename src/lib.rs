@@ -31,9 +31,9 @@ pub use fly::FlyBackend;
 
 #[doc(inline)]
 pub use ractor_flame_actors::{
-    Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, IdleShutdown, LinkTls, Parent,
-    ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn, RunnerContext,
-    RunnerId, RunnerNotifier, StatefulFn, current_call, current_runner,
+    Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, FnErrorKind, IdleShutdown,
+    LinkTls, Parent, ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn,
+    RunnerContext, RunnerId, RunnerNotifier, StatefulFn, current_call, current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.

@@ -265,7 +265,7 @@ impl Pool {
             }
         };
         let exec_budget = match opts.timeout {
-            Some(total) => total.saturating_sub(since_started()),
+            Some(total) => execution_budget(total, since_started())?,
             None => self.settings.timeout,
         };
         let sent = watch.map(|_| Instant::now());
@@ -432,7 +432,7 @@ impl Pool {
             .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))
             .await?;
         let budget = match opts.timeout {
-            Some(total) => total.saturating_sub(started.elapsed()),
+            Some(total) => execution_budget(total, started.elapsed())?,
             None => self.settings.timeout,
         };
         let function = format!("{PLACE}{}", A::NAME);
@@ -517,6 +517,18 @@ impl Pool {
 struct Watch<'a> {
     span: &'a tracing::Span,
     metered: bool,
+}
+
+/// What a total budget of `total` leaves for execution after waiting
+/// `waited` for a slot. Less than [`CallOptions::MIN_EXECUTION_BUDGET`]
+/// fails the call as a checkout timeout: its slot came too late to be of
+/// use, and it is not sent (the lease, dropped, checks in).
+fn execution_budget(total: Duration, waited: Duration) -> Result<Duration, Error> {
+    let left = total.saturating_sub(waited);
+    if left < CallOptions::MIN_EXECUTION_BUDGET {
+        return Err(Error::CheckoutTimeout { waited });
+    }
+    Ok(left)
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.

@@ -44,6 +44,10 @@ pub enum Error {
     Remote {
         /// The remote function's name.
         function: String,
+        /// What kind of failure the function reported
+        /// ([`FnErrorKind::Internal`] unless it chose one): match on it to
+        /// map failures to statuses.
+        kind: FnErrorKind,
         /// The error's message, as the function's error displayed it.
         message: String,
     },
@@ -139,6 +143,87 @@ impl fmt::Display for DownReason {
     }
 }
 
+/// What kind of failure a remote function reported, carried to the caller
+/// in [`Error::Remote`]. A small set, after gRPC's status codes, so that a
+/// service maps failures to its own statuses without matching messages (for
+/// HTTP: `InvalidArgument` to 400 or 422, `NotFound` to 404,
+/// `PermissionDenied` to 403, `FailedPrecondition` to 409 or 412,
+/// `ResourceExhausted` to 429 or 507, `Unavailable` to 503, the rest to 500).
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{Error, FnErrorKind};
+///
+/// fn status(err: &Error) -> u16 {
+///     match err {
+///         Error::Remote { kind: FnErrorKind::InvalidArgument, .. } => 422,
+///         Error::Remote { kind: FnErrorKind::NotFound, .. } => 404,
+///         Error::Deadline { .. } => 504,
+///         Error::CheckoutTimeout { .. } | Error::QueueFull { .. } => 503,
+///         _ => 500,
+///     }
+/// }
+/// let err = Error::Remote {
+///     function: "thumbnail".into(),
+///     kind: FnErrorKind::InvalidArgument,
+///     message: "not an image".into(),
+/// };
+/// assert_eq!(status(&err), 422);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FnErrorKind {
+    /// A failure of the work itself; the kind of every error that does not
+    /// choose one (`?` on any error, [`FnError::msg`]).
+    #[default]
+    Internal,
+    /// The arguments are wrong: the same call fails again.
+    InvalidArgument,
+    /// Something the call names does not exist.
+    NotFound,
+    /// Something the call would create exists already.
+    AlreadyExists,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The system is not in the state the call needs.
+    FailedPrecondition,
+    /// A quota, or the runner's memory or disk, ran out.
+    ResourceExhausted,
+    /// A resource the work needs is unavailable for now: a later try may
+    /// succeed.
+    Unavailable,
+    /// The body stopped because its call was cancelled or its deadline
+    /// passed. A caller whose call was stopped that way gets
+    /// [`Error::Deadline`] (or [`Error::Cancelled`]) instead; it sees this
+    /// kind only when a body returns it on its own.
+    Cancelled,
+}
+
+impl FnErrorKind {
+    /// The kind's name in `snake_case` (`"invalid_argument"`), as metrics
+    /// and logs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FnErrorKind::Internal => "internal",
+            FnErrorKind::InvalidArgument => "invalid_argument",
+            FnErrorKind::NotFound => "not_found",
+            FnErrorKind::AlreadyExists => "already_exists",
+            FnErrorKind::PermissionDenied => "permission_denied",
+            FnErrorKind::FailedPrecondition => "failed_precondition",
+            FnErrorKind::ResourceExhausted => "resource_exhausted",
+            FnErrorKind::Unavailable => "unavailable",
+            FnErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for FnErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The error a remote function returns, carried to the caller as
 /// [`Error::Remote`].
 ///
@@ -164,19 +249,79 @@ impl fmt::Display for DownReason {
 /// A panic that a body catches as a [`tokio::task::JoinError`] (a
 /// `spawn_blocking` or `spawn` it awaited with `?`) stays a panic: the caller
 /// gets [`Error::Panic`], not [`Error::Remote`].
+///
+/// A body gives its error a [`FnErrorKind`] so that callers can tell a bad
+/// request from a failure without reading messages:
+///
+/// ```
+/// use ractor_flame_actors::{FnError, FnErrorKind};
+///
+/// fn check(width: u32) -> Result<u32, FnError> {
+///     if width == 0 {
+///         return Err(FnError::invalid_argument("width must be positive"));
+///     }
+///     Ok(width)
+/// }
+/// assert_eq!(check(0).unwrap_err().kind(), FnErrorKind::InvalidArgument);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FnError {
+    kind: FnErrorKind,
     message: String,
     panic: bool,
 }
 
 impl FnError {
-    /// An error with this message.
+    /// An error with this message, of kind [`FnErrorKind::Internal`].
     pub fn msg(message: impl fmt::Display) -> Self {
+        FnError::new(FnErrorKind::Internal, message)
+    }
+
+    /// An error of this kind with this message.
+    pub fn new(kind: FnErrorKind, message: impl fmt::Display) -> Self {
         FnError {
+            kind,
             message: message.to_string(),
             panic: false,
         }
+    }
+
+    /// The caller's input is wrong ([`FnErrorKind::InvalidArgument`]):
+    /// trying again with the same arguments fails again.
+    pub fn invalid_argument(message: impl fmt::Display) -> Self {
+        FnError::new(FnErrorKind::InvalidArgument, message)
+    }
+
+    /// Something the call names does not exist ([`FnErrorKind::NotFound`]).
+    pub fn not_found(message: impl fmt::Display) -> Self {
+        FnError::new(FnErrorKind::NotFound, message)
+    }
+
+    /// A resource the work needs is unavailable for now
+    /// ([`FnErrorKind::Unavailable`]): trying again later may succeed.
+    pub fn unavailable(message: impl fmt::Display) -> Self {
+        FnError::new(FnErrorKind::Unavailable, message)
+    }
+
+    /// The body stopped because its call was cancelled or its deadline
+    /// passed ([`FnErrorKind::Cancelled`]); return it when
+    /// [`CurrentCall::is_cancelled`](crate::CurrentCall::is_cancelled) turns
+    /// true. The caller gets what stopped the call
+    /// ([`Error::Deadline`] for a deadline), never this error.
+    pub fn cancelled() -> Self {
+        FnError::new(FnErrorKind::Cancelled, "cancelled")
+    }
+
+    /// The same error with another kind.
+    #[must_use]
+    pub fn with_kind(mut self, kind: FnErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> FnErrorKind {
+        self.kind
     }
 
     /// The message.
@@ -202,10 +347,11 @@ impl<E: std::error::Error + 'static> From<E> for FnError {
         let any: Box<dyn std::any::Any> = Box::new(err);
         match any.downcast::<tokio::task::JoinError>() {
             Ok(join) if join.is_panic() => FnError {
+                kind: FnErrorKind::Internal,
                 message: panic_message(&*join.into_panic()),
                 panic: true,
             },
-            _ => FnError { message, panic: false },
+            _ => FnError::msg(message),
         }
     }
 }

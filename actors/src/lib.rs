@@ -123,7 +123,7 @@ pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
     DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
 };
-pub use error::{BackendError, CodecError, DownReason, Error, FnError};
+pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};
 pub use flame_parent::{FLAME_PARENT, Parent, ParentError, RunnerSettings};
 pub use func::{Args, CurrentCall, Registry, RemoteActor, RemoteFn, StatefulFn, current_call, current_runner};

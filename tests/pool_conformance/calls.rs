@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use ractor_flame::{CallOptions, Error};
+use ractor_flame::{CallOptions, Error, FnErrorKind};
 
 use super::WAIT;
-use crate::support::functions::{self, Echo, Fail, Panic, Sleep, WhereAmI};
+use crate::support::functions::{self, Echo, Fail, Panic, Reject, Sleep, StopWhenCancelled, WhereAmI};
 use crate::support::{self, Kind, config, eventually, key, pool_with, probe, sleep};
 
 pub(super) async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) {
@@ -126,6 +126,68 @@ pub(super) async fn b04_no_slot_in_time_is_a_checkout_timeout_and_leaves_the_que
     pool.stop().await;
 }
 
+/// A slot that comes back with less than the minimal execution budget left
+/// of the caller's total is of no use: the call fails as a checkout
+/// timeout and never reaches a runner.
+pub(super) async fn b04_a_slot_that_leaves_no_execution_budget_is_a_checkout_timeout(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(1)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let (held, late) = (key(), key());
+    let hold = Duration::from_millis(80);
+    let mut tried = 0;
+    for trial in 0..10 {
+        let holder = pool.pool.clone();
+        let start = Instant::now();
+        let busy = tokio::spawn({
+            let held = held.clone();
+            async move { holder.call::<Sleep>(sleep(&held, hold.as_millis() as u64)).await }
+        });
+        support::busy(&pool, 1).await;
+        // The slot comes back `hold` after `start` at the earliest; the
+        // late call's total budget ends the minimum execution budget after
+        // that, so whatever its wait left is less than the minimum.
+        let ends = start + hold + CallOptions::MIN_EXECUTION_BUDGET;
+        let Some(total) = ends.checked_duration_since(Instant::now()) else {
+            busy.await.unwrap().unwrap();
+            continue;
+        };
+        tried += 1;
+        let err = pool
+            .call_with::<Sleep>(sleep(&late, 0), CallOptions::new().timeout(total))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::CheckoutTimeout { .. }), "trial {trial}: {err:?}");
+        busy.await.unwrap().unwrap();
+    }
+    assert!(tried >= 5, "only {tried} of 10 trials found the slot busy in time");
+    let counts = probe(&pool, &late).await;
+    assert_eq!(
+        (counts.running, counts.dropped, counts.completed),
+        (0, 0, 0),
+        "no late call reached the runner"
+    );
+    pool.stop().await;
+}
+
+/// A body that honours cancellation returns an error the moment its
+/// deadline passes; the caller still gets the deadline, every time, and a
+/// body that says it stopped because cancelled is no different.
+pub(super) async fn b05_an_error_returned_at_the_deadline_is_the_deadline(kind: Kind) {
+    let pool = pool_with(kind, config(1).max_concurrency(2)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    for trial in 0..24 {
+        let cancelled_kind = trial % 2 == 1;
+        let err = pool
+            .call_with::<StopWhenCancelled>(cancelled_kind, CallOptions::new().timeout(Duration::from_millis(15)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Deadline { .. }), "trial {trial}: {err:?}");
+    }
+    // The runner serves on.
+    assert_eq!(pool.call::<Echo>("after".into()).await.unwrap(), "after");
+    pool.stop().await;
+}
+
 pub(super) async fn b05_deadline_aborts_the_remote_task(kind: Kind) {
     let pool = pool_with(kind, config(1)).await;
     pool.call::<Echo>("warm".into()).await.unwrap();
@@ -154,7 +216,18 @@ pub(super) async fn b06_remote_error_and_panic_reach_the_caller_typed(kind: Kind
         err,
         Error::Remote {
             function: "test.fail".into(),
+            kind: FnErrorKind::Internal,
             message: "disk full".into()
+        }
+    );
+    // The kind a body chose reaches the caller.
+    let err = pool.call::<Reject>("not an image".into()).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::Remote {
+            function: "test.reject".into(),
+            kind: FnErrorKind::InvalidArgument,
+            message: "not an image".into()
         }
     );
     let err = pool.call::<Panic>("boom".into()).await.unwrap_err();

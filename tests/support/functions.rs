@@ -128,6 +128,57 @@ impl RemoteFn for Fail {
     }
 }
 
+/// Fails with an error of kind `InvalidArgument` and the given message.
+pub struct Reject;
+
+impl RemoteFn for Reject {
+    const NAME: &'static str = "test.reject";
+    type Args = String;
+    type Output = ();
+    async fn run(message: String) -> Result<(), FnError> {
+        Err(FnError::invalid_argument(message))
+    }
+}
+
+/// A blocking body that works in small steps, checks for cancellation
+/// between them as the heavy-work guide shows, and returns an error the
+/// moment it sees it: `cancelled_kind` picks `FnError::cancelled()` over a
+/// plain message.
+pub struct StopWhenCancelled;
+
+impl RemoteFn for StopWhenCancelled {
+    const NAME: &'static str = "test.stop_when_cancelled";
+    const BLOCKING: bool = true;
+    type Args = bool;
+    type Output = u64;
+    async fn run(cancelled_kind: bool) -> Result<u64, FnError> {
+        let call = ractor_flame::current_call().expect("a blocking body has its call");
+        let mut steps = 0u64;
+        loop {
+            if call.is_cancelled() {
+                return Err(if cancelled_kind {
+                    FnError::cancelled()
+                } else {
+                    FnError::msg(format!("cancelled after {steps} steps"))
+                });
+            }
+            // One step: about 50 us of work that never yields.
+            spin_for_us(50);
+            steps += 1;
+        }
+    }
+}
+
+/// Spins on the current thread for `us` microseconds, never yielding.
+pub fn spin_for_us(us: u64) -> u64 {
+    let until = std::time::Instant::now() + Duration::from_micros(us);
+    let mut n = 0u64;
+    while std::time::Instant::now() < until {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    n
+}
+
 /// Panics with the given message.
 pub struct Panic;
 
@@ -486,6 +537,8 @@ pub fn registry() -> Registry {
         .register::<WhereAmI>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<Reject>()
+        .register::<StopWhenCancelled>()
         .register::<Chatty>()
         .register::<Len>()
         .register::<Bytes>()

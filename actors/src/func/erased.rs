@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::error::FnError;
+use crate::error::{FnError, FnErrorKind};
 use crate::func::args::{ArgBytes, Args, encode};
 use crate::func::context::CurrentCall;
 use crate::func::remote_fn::RemoteActor;
@@ -42,12 +42,19 @@ pub(crate) type Encoded = Result<Args, RunFailure>;
 /// Why an encoded call produced no output.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum RunFailure {
-    /// The function returned an error.
-    Returned(String),
+    /// The function returned an error of this kind.
+    Returned(FnErrorKind, String),
     /// The function panicked (in its body, or in blocking work it awaited).
     Panicked(String),
     /// The arguments did not decode, or the output did not encode.
     Codec(String),
+}
+
+impl RunFailure {
+    /// A failure of kind [`FnErrorKind::Internal`] with this message.
+    pub(crate) fn returned(message: impl Into<String>) -> Self {
+        RunFailure::Returned(FnErrorKind::Internal, message.into())
+    }
 }
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Encoded> + Send>>;
@@ -62,7 +69,7 @@ pub(crate) fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed 
         let msg = rmp_serde::from_slice::<A::Cast>(bytes).map_err(|e| RunFailure::Codec(format!("cast: {e}")))?;
         for_cast
             .send_message(A::cast_message(msg))
-            .map_err(|_| RunFailure::Returned("the actor is not running".into()))
+            .map_err(|_| RunFailure::returned("the actor is not running"))
     });
     let call = Box::new(move |bytes: &[u8]| {
         let msg = rmp_serde::from_slice::<A::Call>(bytes).map_err(|e| RunFailure::Codec(format!("call: {e}")))?;
@@ -70,11 +77,11 @@ pub(crate) fn placed<A: RemoteActor>(actor: ractor::ActorRef<A::Msg>) -> Placed 
         // Enqueued now, in order with the casts before it; answered later.
         actor
             .send_message(A::call_message(msg, tx.into()))
-            .map_err(|_| RunFailure::Returned("the actor is not running".into()))?;
+            .map_err(|_| RunFailure::returned("the actor is not running"))?;
         let reply: BoxFuture = Box::pin(async move {
             let reply = rx
                 .await
-                .map_err(|_| RunFailure::Returned("the actor stopped before it answered".into()))?;
+                .map_err(|_| RunFailure::returned("the actor stopped before it answered"))?;
             encode(&reply)
                 .map(Args::encoded)
                 .map_err(|e| RunFailure::Codec(format!("reply: {e}")))
@@ -89,7 +96,7 @@ impl From<FnError> for RunFailure {
         if err.is_panic() {
             RunFailure::Panicked(err.message().to_owned())
         } else {
-            RunFailure::Returned(err.message().to_owned())
+            RunFailure::Returned(err.kind(), err.message().to_owned())
         }
     }
 }

@@ -137,7 +137,7 @@ impl Registry {
                     let output = match joined {
                         Ok(result) => result.map_err(RunFailure::from)?,
                         Err(e) if e.is_panic() => return Err(RunFailure::Panicked(panic_message(&*e.into_panic()))),
-                        Err(e) => return Err(RunFailure::Returned(e.to_string())),
+                        Err(e) => return Err(RunFailure::returned(e.to_string())),
                     };
                     Args::encode(output).map_err(|e| RunFailure::Codec(format!("output: {e}")))
                 })
@@ -183,7 +183,7 @@ impl Registry {
                 let args = args.map_err(|e| RunFailure::Codec(format!("actor arguments: {e}")))?;
                 let (actor, _) = ractor::Actor::spawn_linked(None, A::default(), args, supervisor)
                     .await
-                    .map_err(|e| RunFailure::Returned(format!("actor did not start: {e}")))?;
+                    .map_err(|e| RunFailure::returned(format!("actor did not start: {e}")))?;
                 Ok(placed::<A>(actor))
             })
         });

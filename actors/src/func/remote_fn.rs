@@ -80,9 +80,10 @@ pub trait RemoteFn: Send + Sync + 'static {
     /// # Errors
     ///
     /// Return an [`FnError`] to fail the call: the caller gets
-    /// [`Error::Remote`](crate::Error::Remote) with its message. A panic in
-    /// the body does not take the runner down; the caller gets
-    /// [`Error::Panic`](crate::Error::Panic).
+    /// [`Error::Remote`](crate::Error::Remote) with its kind and message
+    /// (or [`Error::Deadline`](crate::Error::Deadline) when the call's
+    /// deadline had passed by then). A panic in the body does not take the
+    /// runner down; the caller gets [`Error::Panic`](crate::Error::Panic).
     fn run(args: Self::Args) -> impl Future<Output = Result<Self::Output, FnError>> + Send;
 }
 

@@ -36,7 +36,7 @@ impl Children {
                 Actor::spawn(None, nursery, ())
                     .await
                     .map(|(actor, _)| actor)
-                    .map_err(|e| RunFailure::Returned(format!("no nursery: {e}")))
+                    .map_err(|e| RunFailure::returned(format!("no nursery: {e}")))
             })
             .await
     }
@@ -54,7 +54,7 @@ impl Children {
         let placing = serve
             .registry()
             .place(name, args, nursery)
-            .ok_or_else(|| RunFailure::Returned(format!("no remote actor named `{name}` is registered")))?;
+            .ok_or_else(|| RunFailure::returned(format!("no remote actor named `{name}` is registered")))?;
         let placed = placing.await?;
         let cell = placed.cell.clone();
         serve.child_started();
@@ -123,7 +123,7 @@ fn gone() -> Outcome {
 
 fn failure(f: RunFailure) -> Outcome {
     match f {
-        RunFailure::Returned(m) => Outcome::ChildStopped(m),
+        RunFailure::Returned(_, m) => Outcome::ChildStopped(m),
         RunFailure::Panicked(m) => Outcome::Panicked(m),
         RunFailure::Codec(m) => Outcome::Codec(m),
     }

@@ -385,7 +385,10 @@ mod tests {
             ToParent::Ping,
             ToParent::Reply {
                 id: 2,
-                outcome: Outcome::Returned("no".into()),
+                outcome: Outcome::Returned {
+                    kind: crate::error::FnErrorKind::InvalidArgument,
+                    message: "no".into(),
+                },
             },
             ToParent::Stopping { reason: "x".into() },
         ] {

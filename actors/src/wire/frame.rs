@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::FrameError;
+use crate::error::FnErrorKind;
 
 use crate::ids::BuildId;
 use crate::ids::{RunnerId, Token};
@@ -224,8 +225,13 @@ pub enum Outcome {
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A cast finished (its value is not sent back).
     Done,
-    /// The function returned an error with this message.
-    Returned(String),
+    /// The function returned an error.
+    Returned {
+        /// Its kind.
+        kind: FnErrorKind,
+        /// Its message.
+        message: String,
+    },
     /// The function panicked with this message.
     Panicked(String),
     /// The function passed its deadline and was aborted.

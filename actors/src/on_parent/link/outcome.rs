@@ -31,8 +31,9 @@ pub fn outcome_into_result(outcome: Outcome, function: &str, timeout: Duration) 
         Outcome::Ok(bytes) => Ok(Args::encoded(bytes)),
         Outcome::OkBare(bytes) => Ok(Args::bare(bytes)),
         Outcome::Done => Ok(Args::default()),
-        Outcome::Returned(message) => Err(Error::Remote {
+        Outcome::Returned { kind, message } => Err(Error::Remote {
             function: function(),
+            kind,
             message,
         }),
         Outcome::Panicked(message) => Err(Error::Panic {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 
-use super::end::{Finish, outcome};
+use super::end::{Finish, outcome, settle};
 use super::run::run_until;
 use super::start::{HeldArgs, Start, Traced, Work, child_op};
 use super::{Running, Serve};
@@ -175,7 +175,7 @@ impl Serve {
         };
         let abort = Arc::new(Notify::new());
         let running = Running {
-            call: current,
+            call: current.clone(),
             inline: Some(Arc::clone(&abort)),
             linked: call.linked,
             blocking: false,
@@ -188,7 +188,7 @@ impl Serve {
             _ = abort.notified() => return None,
             result = run_until(deadline, run) => result,
         };
-        Some(outcome(result, call.want_result))
+        Some(settle(outcome(result, call.want_result), &current))
     }
 
     /// Creates the work of `call` now and returns a future that runs it to

@@ -8,23 +8,61 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::Serve;
 use super::run::Caught;
-use crate::error::panic_message;
+use crate::error::{FnErrorKind, panic_message};
+use crate::func::context::CurrentCall;
 use crate::func::erased::RunFailure;
 use crate::wire::frame::{Outcome, ToParent};
 use crate::wire::outbox::Outbox;
 
 /// Ends a call with the outcome of its work.
-pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool) {
+pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool, call: &CurrentCall) {
     let outcome = outcome(result, want_result);
     if let Outcome::Panicked(message) = &outcome {
         // Sent to the parent ahead of the reply (same queue): a parent with
         // no subscriber still prints it.
         tracing::warn!(target: "ractor_flame::terminator", call = finish.id, %message, "function panicked");
     }
-    finish.reply(outcome);
+    finish.reply(settle(outcome, call));
+}
+
+/// A failed call's final word, which says what stopped it rather than how
+/// its body reacted: once the call's deadline has passed, an error (a
+/// returned one, a panic, an output that did not encode) ends it as
+/// [`Outcome::Deadline`]: a body that honours cancellation returns an
+/// error just then, and its caller must not see a race between that error
+/// and the deadline. A body that stopped with
+/// [`FnError::cancelled`](crate::FnError::cancelled) because its call was
+/// stopped (the runner is going away) ends [`Outcome::Aborted`]. A success
+/// is kept even when it came in the instant the deadline passed: the result
+/// exists (and a placed child it started must not be orphaned). Only
+/// failures read the clock.
+pub(super) fn settle(outcome: Outcome, call: &CurrentCall) -> Outcome {
+    let failed = matches!(
+        outcome,
+        Outcome::Returned { .. } | Outcome::Panicked(_) | Outcome::Codec(_)
+    );
+    if !failed {
+        return outcome;
+    }
+    if call.deadline().is_some_and(|at| Instant::now() >= at) {
+        return Outcome::Deadline;
+    }
+    if call.is_stopped()
+        && matches!(
+            outcome,
+            Outcome::Returned {
+                kind: FnErrorKind::Cancelled,
+                ..
+            }
+        )
+    {
+        return Outcome::Aborted;
+    }
+    outcome
 }
 
 /// The outcome of a finished (or timed out) call.
@@ -36,7 +74,7 @@ pub(super) fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
             (bytes, true) => Outcome::OkBare(bytes),
             (bytes, false) => Outcome::Ok(bytes),
         },
-        Some(Ok(Err(RunFailure::Returned(m)))) => Outcome::Returned(m),
+        Some(Ok(Err(RunFailure::Returned(kind, message)))) => Outcome::Returned { kind, message },
         Some(Ok(Err(RunFailure::Panicked(m)))) => Outcome::Panicked(m),
         Some(Ok(Err(RunFailure::Codec(m)))) => Outcome::Codec(m),
         Some(Err(panic)) => Outcome::Panicked(panic_message(panic.as_ref())),
@@ -121,5 +159,71 @@ impl Drop for Finish {
     fn drop(&mut self) {
         // Dropped before an outcome: the work was aborted.
         self.reply(Outcome::Aborted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::settle;
+    use crate::error::FnErrorKind;
+    use crate::func::context::CurrentCall;
+    use crate::ids::RunnerId;
+    use crate::wire::frame::Outcome;
+
+    fn call(deadline: Option<Instant>) -> CurrentCall {
+        CurrentCall::new(RunnerId::new(), Arc::default(), 1, deadline)
+    }
+
+    fn returned(kind: FnErrorKind) -> Outcome {
+        Outcome::Returned {
+            kind,
+            message: "stopped".into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_once_the_deadline_passed_is_the_deadline() {
+        let past = call(Some(Instant::now() - Duration::from_millis(1)));
+        for failure in [
+            returned(FnErrorKind::Internal),
+            returned(FnErrorKind::Cancelled),
+            Outcome::Panicked("boom".into()),
+            Outcome::Codec("output".into()),
+        ] {
+            assert_eq!(settle(failure, &past), Outcome::Deadline);
+        }
+        // Before the deadline a failure is the body's own.
+        let future = call(Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(
+            settle(returned(FnErrorKind::InvalidArgument), &future),
+            returned(FnErrorKind::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn a_success_at_the_deadline_is_kept() {
+        let past = call(Some(Instant::now() - Duration::from_millis(1)));
+        assert_eq!(settle(Outcome::Ok(vec![1]), &past), Outcome::Ok(vec![1]));
+        assert_eq!(settle(Outcome::Done, &past), Outcome::Done);
+    }
+
+    #[test]
+    fn a_body_that_stopped_because_its_call_was_stopped_is_aborted() {
+        let stopped = call(None);
+        assert_eq!(
+            settle(returned(FnErrorKind::Cancelled), &stopped),
+            returned(FnErrorKind::Cancelled),
+            "not stopped: the body's own error"
+        );
+        stopped.cancel();
+        assert_eq!(settle(returned(FnErrorKind::Cancelled), &stopped), Outcome::Aborted);
+        assert_eq!(
+            settle(returned(FnErrorKind::Internal), &stopped),
+            returned(FnErrorKind::Internal),
+            "another error stays what it is"
+        );
     }
 }

@@ -32,7 +32,7 @@ pub(super) fn spawn(
         } else {
             run_until(deadline, run).await
         };
-        end(&mut finish, result, want_result);
+        end(&mut finish, result, want_result, &current);
     });
     // A blocking body is never aborted: it is told, and returns.
     if !blocking {

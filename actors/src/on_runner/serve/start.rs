@@ -130,7 +130,7 @@ impl Start {
         let mut work = match built {
             Ok(Ok(work)) => work,
             Ok(Err(outcome)) => return finish.reply(outcome),
-            Err(panic) => return end(&mut finish, Some(Err(panic)), want_result),
+            Err(panic) => return end(&mut finish, Some(Err(panic)), want_result, &current),
         };
         if let Some(trace) = trace {
             work = finish.serve.traced(&trace, current.id(), work);
@@ -142,8 +142,8 @@ impl Start {
             let mut cx = Context::from_waker(Waker::noop());
             match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(&mut cx))) {
                 Ok(Poll::Pending) => {}
-                Ok(Poll::Ready(result)) => return end(&mut finish, Some(Ok(result)), want_result),
-                Err(panic) => return end(&mut finish, Some(Err(panic)), want_result),
+                Ok(Poll::Ready(result)) => return end(&mut finish, Some(Ok(result)), want_result, &current),
+                Err(panic) => return end(&mut finish, Some(Err(panic)), want_result, &current),
             }
         }
         spawn(finish, work, current, deadline, blocking, want_result);
