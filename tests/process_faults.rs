@@ -32,7 +32,13 @@ async fn sigkill_mid_call_fails_those_calls_within_a_second_and_the_pool_keeps_s
     kill(victim.pid, "KILL");
     for call in calls {
         let err = call.await.unwrap().unwrap_err();
-        assert!(matches!(err, Error::RunnerDown { .. }), "{err:?}");
+        // The exit status names the signal, as Docker's engine does.
+        assert_eq!(
+            err,
+            Error::RunnerDown {
+                reason: DownReason::Killed
+            }
+        );
     }
     assert!(
         killed_at.elapsed() < Duration::from_secs(1),
@@ -127,6 +133,40 @@ async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
         !alive(runner)
     })
     .await;
+}
+
+/// A runner whose parent is SIGKILLed mid-work hears of it at the end of
+/// its connection, stops its linked work and exits: no heartbeat timeout
+/// is waited out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_busy_when_its_parent_is_sigkilled_exits_at_the_end_of_its_connection() {
+    use tokio::io::AsyncBufReadExt;
+    let mut parent = tokio::process::Command::new(support::runner_exe())
+        .args(["parent", "busy"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    assert!(alive(runner));
+    let killed = Instant::now();
+    kill(parent.id().unwrap(), "KILL");
+    let _ = parent.wait().await;
+    eventually("the orphaned runner exits", Duration::from_secs(5), || async {
+        !alive(runner)
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("the runner exited {took:?} after its parent was killed");
+    // The heartbeat timeout of a default pool is 10 s; the end of the
+    // connection is seen at once.
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

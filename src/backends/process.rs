@@ -247,6 +247,13 @@ impl Backend for ProcessBackend {
         crate::entry::announce_system_shutdown(self.name());
     }
 
+    /// A killed runner's connection drops as its process dies; the exit
+    /// status, reaped within milliseconds, names the signal: callers then
+    /// get `Killed` (as from Docker) rather than a lost connection.
+    fn down_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(200)
+    }
+
     async fn handle_info(&self, _state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
         let Exited(status) = *info.downcast::<Exited>().ok()?;
         Some(exit_reason(status))

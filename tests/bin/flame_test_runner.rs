@@ -131,6 +131,22 @@ async fn main() {
     }
     let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
+    if std::env::args().nth(2).as_deref() == Some("busy") {
+        // Work in flight when the parent dies: a blocking body that stops
+        // at its next check for cancellation, and one that never checks.
+        let heeds = pool.clone();
+        tokio::spawn(async move { heeds.call::<functions::StopWhenCancelled>(false).await });
+        let deaf = pool.clone();
+        let spin = functions::SpinArgs {
+            key: "parent-busy".into(),
+            ms: 4_000,
+            heed_cancel: false,
+        };
+        tokio::spawn(async move { deaf.call::<functions::SpinBlocking>(spin).await });
+        while pool.stats().await.expect("stats").busy < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
     println!("runner-pid {}", place.pid);
     std::future::pending::<()>().await;
 }

@@ -206,7 +206,14 @@ impl TerminatorState {
 
     /// Stops taking work and drains in a task; `Drained` comes back.
     fn begin_drain(&mut self, myself: &ActorRef<TerminatorMessage>, reason: &str) {
-        if self.phase == Phase::Draining {
+        self.drain(myself, reason, false);
+    }
+
+    /// Drains: waits for the work in flight (at most the shutdown budget),
+    /// then stops. Once the parent is gone, only unlinked work is waited
+    /// for; that drain starts even while another one runs.
+    fn drain(&mut self, myself: &ActorRef<TerminatorMessage>, reason: &str, parent_gone: bool) {
+        if self.phase == Phase::Draining && !parent_gone {
             return;
         }
         tracing::debug!(target: "ractor_flame::terminator", reason, active = self.serve.active(), "draining");
@@ -219,7 +226,7 @@ impl TerminatorState {
         let budget = self.settings.shutdown_timeout;
         let myself = myself.clone();
         tokio::spawn(async move {
-            serve.drain(budget).await;
+            serve.drain(budget, parent_gone).await;
             let _ = myself.cast(TerminatorMessage::Drained);
         });
     }
@@ -328,7 +335,7 @@ impl Actor for Terminator {
                 // work, which may finish within the drain (B28).
                 state.serve.abort_linked();
                 state.to_parent = None;
-                state.begin_drain(&myself, "parent lost");
+                state.drain(&myself, "parent lost", true);
             }
             TerminatorMessage::Shutdown(reason) => {
                 state.send(ToParent::Stopping { reason: reason.clone() });

@@ -27,6 +27,20 @@ impl Serve {
         }
     }
 
+    /// Whether every call still counted is a linked one (children and
+    /// unlinked calls count too, and are not).
+    fn only_linked_left(&self) -> bool {
+        let linked = self
+            .calls
+            .tasks
+            .lock()
+            .expect("poisoned")
+            .values()
+            .filter(|running| running.linked)
+            .count();
+        self.active() <= linked
+    }
+
     /// Stops every call and every child.
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
@@ -37,15 +51,28 @@ impl Serve {
     }
 
     /// Waits until no call runs, at most `budget`; then stops what is left.
+    /// A runner whose parent is gone (`parent_gone`) waits only while work
+    /// other than linked calls runs: those were told to stop (a blocking
+    /// body may not listen) and nobody waits for what they return, so the
+    /// runner goes at once unless unlinked work may still finish.
     /// Returns whether the drain finished in time.
-    pub(crate) async fn drain(&self, budget: Duration) -> bool {
+    pub(crate) async fn drain(&self, budget: Duration, parent_gone: bool) -> bool {
         let waited = tokio::time::timeout(budget, async {
             loop {
                 let quiet = self.quiet.notified();
-                if self.active() == 0 {
+                if self.active() == 0 || (parent_gone && self.only_linked_left()) {
                     return;
                 }
-                quiet.await;
+                if parent_gone {
+                    // `quiet` wakes only when the last call ends: look again
+                    // soon for the last unlinked one.
+                    tokio::select! {
+                        () = quiet => {}
+                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                } else {
+                    quiet.await;
+                }
             }
         })
         .await;
