@@ -24,7 +24,12 @@
 //! [`run_if_runner`](crate::run_if_runner) installs [`RunnerLogs`] on the
 //! runner (as the global subscriber, when the program has none yet), so a
 //! runner's events at `info` and above travel to the parent, rate-limited
-//! and bounded (what is dropped is counted and reported). On the parent,
+//! and bounded (what is dropped is counted and reported), from its first
+//! line: what it logs before it has reached its parent (while its state is
+//! built) is kept, 256 events at most, and sent first. The parent holds at
+//! most 1,024 records per runner while its own subscriber is behind; what
+//! it drops is counted by [`dropped_log_records`] and the
+//! `flame_log_records_dropped_total` metric. On the parent,
 //! with no subscriber installed at all, runners' warnings, errors, stdout and
 //! stderr (a panic message included) are written to stderr, prefixed with the
 //! runner id.
@@ -38,6 +43,8 @@
 //! # Events
 //!
 //! [`Pool::events`](crate::Pool::events) streams typed [`PoolEvent`]s.
+
+pub use ractor_flame_actors::observe::dropped_log_records;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

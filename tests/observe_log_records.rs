@@ -313,6 +313,27 @@ async fn b35_docker_runner_tokens_never_appear_in_events_or_debug_output() {
 /// A cast sent straight from the caller (a free slot on a remote runner)
 /// has no task of its own to report its failure: the failure is logged when
 /// the runner reports the end, with the function and the error's text.
+/// What a runner logs while it builds its state, before it has reached its
+/// parent, is kept and reaches the parent's subscriber once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_runner_before_it_reaches_its_parent_reach_the_parent() {
+    use support::functions::WhereAmI;
+    let captured = global_capture();
+    let pool = support::pool_with(support::Kind::Process, config(1)).await;
+    let runner = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_ne!(runner.pid, std::process::id(), "a runner of its own");
+    let pid = format!("pid={}", runner.pid);
+    eventually("the state builder's event", Duration::from_secs(10), || async {
+        captured.lock().unwrap().iter().any(|e| {
+            e.target == "ractor_flame::remote"
+                && e.text.contains("message=building runner state")
+                && e.text.contains(&pid)
+        })
+    })
+    .await;
+    pool.stop().await;
+}
+
 /// Casts beyond the free slots wait for one and run too, and each slot comes
 /// back once its cast has ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -582,6 +582,8 @@ async fn build_runner_state() -> Result<RunnerState, String> {
         return Err("model file /models/missing.bin not found".into());
     }
     let construction = STATES_BUILT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    // Before the runner has reached its parent: still forwarded to it.
+    tracing::info!(target: "flame_test", pid = std::process::id(), "building runner state");
     Ok(RunnerState {
         construction,
         id: uuid::Uuid::new_v4().simple().to_string(),

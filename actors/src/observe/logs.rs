@@ -65,6 +65,12 @@ const DRAIN_BATCH: usize = 64;
 /// Where this runner's events go: its parent connection, once connected
 /// (a weak handle: forwarding never keeps a connection open).
 static SINK: Mutex<Option<WeakOutbox<ToParent>>> = Mutex::new(None);
+/// Events emitted before the runner reached its parent (while its states
+/// were built, say), kept to be sent first once it does.
+static EARLY: Mutex<VecDeque<LogRecord>> = Mutex::new(VecDeque::new());
+/// Records kept before the runner reaches its parent at most; more are
+/// dropped (and counted).
+pub(crate) const EARLY_RECORDS: usize = 256;
 /// Events dropped since the last record sent.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The token bucket: tokens left and when it was last filled.
@@ -76,13 +82,26 @@ thread_local! {
     static FORWARDING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Sends this process's runner events to `sink` from now on.
+/// Sends this process's runner events to `sink` from now on, those kept
+/// from before it first.
 pub(crate) fn set_sink(sink: WeakOutbox<ToParent>) {
-    *SINK.lock().expect("poisoned") = Some(sink);
+    // Under the sink's lock (taken before the early records', as by
+    // `forward_event`): no event overtakes the early ones.
+    let mut current = SINK.lock().expect("poisoned");
+    let early = std::mem::take(&mut *EARLY.lock().expect("poisoned"));
+    if let Some(outbox) = sink.upgrade() {
+        FORWARDING.with(|f| f.set(true));
+        for record in early {
+            let _ = outbox.send(ToParent::Log(record));
+        }
+        FORWARDING.with(|f| f.set(false));
+    }
+    *current = Some(sink);
 }
 
-/// Forwards a runner's `tracing` event to its parent (a no-op in a process
-/// that is not a connected runner). The facade's runner layer calls it for
+/// Forwards a runner's `tracing` event to its parent. Before the runner has
+/// reached its parent (while its states are built), up to 256 events are
+/// kept and sent first once it does. The facade's runner layer calls it for
 /// every event at `info` or above; events of the wire itself
 /// (`ractor_flame::wire`) are not forwarded.
 ///
@@ -102,8 +121,21 @@ pub fn forward_event(event: &tracing::Event<'_>) {
     if meta.target().starts_with("ractor_flame::wire") || FORWARDING.with(Cell::get) {
         return;
     }
-    let Some(sink) = SINK.lock().expect("poisoned").clone() else {
-        return;
+    let sink = {
+        let sink = SINK.lock().expect("poisoned");
+        match &*sink {
+            Some(sink) => sink.clone(),
+            None => {
+                // Not connected yet: kept for the parent, a few at most.
+                let mut early = EARLY.lock().expect("poisoned");
+                if early.len() < EARLY_RECORDS {
+                    early.push_back(record(event));
+                } else {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
     };
     let Some(outbox) = sink.upgrade() else {
         return;
@@ -112,19 +144,25 @@ pub fn forward_event(event: &tracing::Event<'_>) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    let record = record(event);
+    FORWARDING.with(|f| f.set(true));
+    let _ = outbox.send(ToParent::Log(record));
+    FORWARDING.with(|f| f.set(false));
+}
+
+/// The record of an event, carrying the count of those dropped before it.
+fn record(event: &tracing::Event<'_>) -> LogRecord {
+    let meta = event.metadata();
     let mut visitor = Fields::default();
     event.record(&mut visitor);
-    let record = LogRecord {
+    LogRecord {
         level: level_number(*meta.level()),
         target: meta.target().to_owned(),
         message: cut(visitor.message),
         fields: cut(visitor.fields.trim_end().to_owned()),
         call: current_call().map(|c| c.id()),
         dropped: DROPPED.swap(0, Ordering::Relaxed),
-    };
-    FORWARDING.with(|f| f.set(true));
-    let _ = outbox.send(ToParent::Log(record));
-    FORWARDING.with(|f| f.set(false));
+    }
 }
 
 /// `text`, cut to at most [`MAX_TEXT`] bytes (on a character boundary).
