@@ -10,61 +10,18 @@
 //! binary is missing, or older than its source or this test, the test has
 //! the `cargo` that runs it build the example (a no-op when it is fresh).
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use support::examples::{detector_sees_a_tagged_process, example_binary, tagged};
 
 /// How long the example may take, boots included.
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Set on the example, inherited by its runners: how to find them in `/proc`.
 const TAG: &str = "FLAME_COMMAND_EXAMPLE_TAG";
-
-/// `target/<profile>/examples/command_backend`, from this test's
-/// `target/<profile>/deps/backend_command_example-<hash>`; built first when
-/// it may be stale.
-fn example_binary() -> PathBuf {
-    let me = std::env::current_exe().expect("the test's own path");
-    let profile_dir = me
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    let binary = profile_dir.join("examples").join("command_backend");
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/command_backend.rs");
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    // Older than this test means the library may have changed since (this
-    // test is rebuilt with it); then cargo decides, a no-op when fresh.
-    let fresh = match (modified(&binary), modified(&source), modified(&me)) {
-        (Some(built), Some(edited), Some(test)) => built >= edited && built >= test,
-        _ => false,
-    };
-    let cargo = std::env::var_os("CARGO").filter(|_| !fresh);
-    if let Some(cargo) = cargo {
-        // `cargo test --test <this>` built no example: build this one, in
-        // this test's profile (the directory is named after it).
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-p", "ractor-flame", "--example", "command_backend"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example command_backend: {status}");
-    }
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p ractor-flame --example command_backend`",
-        binary.display()
-    );
-    binary
-}
 
 /// Reads a pipe to its end on a thread of its own.
 fn collect(mut pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -75,46 +32,6 @@ fn collect(mut pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Stri
         let _ = tx.send(text);
     });
     rx
-}
-
-/// Processes whose environment carries `TAG=tag`: the example's runners.
-fn tagged(tag: &str) -> Vec<u32> {
-    let needle = format!("{TAG}={tag}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
-        })
-        .collect()
-}
-
-/// The leftover check can fail only if `tagged` sees processes: make sure
-/// it does, with a stand-in carrying a tag of its own.
-fn detector_sees_a_tagged_process() {
-    let tag = format!("detector-{}", std::process::id());
-    let mut sleeper = Command::new("sleep")
-        .arg("30")
-        .env(TAG, &tag)
-        .spawn()
-        .expect("run sleep");
-    // Until it has exec'd, the fork still shows the test's environment.
-    let started = Instant::now();
-    let mut seen = tagged(&tag);
-    while seen.is_empty() && started.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-        seen = tagged(&tag);
-    }
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    assert_eq!(
-        seen,
-        vec![sleeper.id()],
-        "the /proc scan does not find a tagged process"
-    );
 }
 
 /// The Collatz step count the example's runners should have computed.
@@ -129,8 +46,8 @@ fn collatz(mut n: u64) -> u32 {
 
 #[test]
 fn the_command_backend_example_computes_remotely_and_leaves_no_runner_behind() {
-    let binary = example_binary();
-    detector_sees_a_tagged_process();
+    let binary = example_binary("command_backend");
+    detector_sees_a_tagged_process(TAG);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -160,7 +77,7 @@ fn the_command_backend_example_computes_remotely_and_leaves_no_runner_behind() {
         std::thread::sleep(Duration::from_millis(50));
     };
     // Runners the example left behind, found before anything else can end them.
-    let leftovers = tagged(&tag);
+    let leftovers = tagged(TAG, &tag);
     for pid in &leftovers {
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     }

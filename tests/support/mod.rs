@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod daemons;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod examples;
 pub mod functions;
 
 use std::future::Future;

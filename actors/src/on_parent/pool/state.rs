@@ -31,7 +31,8 @@ use crate::on_parent::runner::RunnerMessage;
 
 type Waiter = RpcReplyPort<Result<Lease, Error>>;
 
-/// A snapshot of a pool.
+/// A snapshot of a pool. It serializes (with serde) as an object of its
+/// counts, for a service's status endpoint.
 ///
 /// # Examples
 ///
@@ -41,7 +42,7 @@ type Waiter = RpcReplyPort<Result<Lease, Error>>;
 /// let idle = PoolStats::default();
 /// assert_eq!(idle.runners + idle.booting, 0);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Runners booted and serving (draining ones included).
