@@ -73,6 +73,12 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// The link's crypto: *ring*, this link's own (the process-wide default is
+/// left to the application). rustls 0.23.48 deprecates *ring*'s provider
+/// for want of post-quantum key exchange; the link authenticates a pinned
+/// certificate between two copies of one binary, and moving to aws-lc-rs
+/// (a C and assembly build) is a choice of its own, not a warning's.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

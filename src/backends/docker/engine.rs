@@ -286,7 +286,9 @@ fn check_certs(engine: &Engine, certs: &EngineCerts) -> Result<(), BackendError>
 }
 
 /// rustls needs one process-wide crypto provider: ring, unless the
-/// application installed another.
+/// application installed another (rustls 0.23.48 deprecates ring's
+/// provider for want of post-quantum key exchange; see `wire::tls`).
+#[allow(deprecated)]
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race to another installer is fine: one is installed.
