@@ -211,8 +211,10 @@ struct Fields {
 }
 
 impl Visit for Fields {
+    // A second `message` (an event's own field of that name beside its
+    // text) stays a field: glued to the text it would read as one word.
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
+        if field.name() == "message" && self.message.is_empty() {
             self.message.push_str(value);
         } else {
             let _ = write!(self.fields, "{}={value:?} ", field.name());
@@ -220,7 +222,7 @@ impl Visit for Fields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
+        if field.name() == "message" && self.message.is_empty() {
             let _ = write!(self.message, "{value:?}");
         } else {
             let _ = write!(self.fields, "{}={value:?} ", field.name());
@@ -570,6 +572,42 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(Arc::strong_count(&shared), 1, "the task ended with its queue");
+    }
+
+    /// Runs `visit` on the fields of the one event `emit` makes.
+    fn fields_of(emit: impl FnOnce()) -> Fields {
+        use std::sync::Mutex;
+        struct One(Mutex<Option<Fields>>);
+        impl tracing::Subscriber for One {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
+                *self.0.lock().unwrap() = Some(fields);
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let one = Arc::new(One(Mutex::new(None)));
+        tracing::dispatcher::with_default(&Dispatch::new(Arc::clone(&one)), emit);
+        one.0.lock().unwrap().take().expect("one event")
+    }
+
+    #[test]
+    fn a_field_named_message_stays_a_field() {
+        let fields = fields_of(|| {
+            let message = "panic-30005";
+            tracing::warn!(call = 91, %message, "function panicked");
+        });
+        assert_eq!(fields.message, "function panicked");
+        assert_eq!(fields.fields, "call=91 message=panic-30005 ");
     }
 
     #[test]

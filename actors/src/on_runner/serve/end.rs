@@ -24,7 +24,7 @@ pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool
     if let Outcome::Panicked(message) = &outcome {
         // Sent to the parent ahead of the reply (same queue): a parent with
         // no subscriber still prints it.
-        tracing::warn!(target: "ractor_flame::terminator", call = finish.id, %message, "function panicked");
+        tracing::warn!(target: "ractor_flame::terminator", call = finish.id, panic = %message, "function panicked");
     }
     finish.reply(settle(outcome, call));
 }
