@@ -382,7 +382,22 @@ impl DockerBackend {
         self
     }
 
-    /// Arguments after the image's entrypoint.
+    /// Arguments after the image's entrypoint. Default: none, so a runner
+    /// made from [`Image::CurrentExe`] runs the executable with no
+    /// arguments (the parent's own arguments are not passed on, unlike the
+    /// process backend's): `run_if_runner` needs none, since a runner
+    /// learns everything from `FLAME_PARENT`. Set them when your `main`
+    /// reads its arguments before it calls `run_if_runner`; an image of
+    /// your own keeps its `CMD` unless you set these.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::DockerBackend;
+    ///
+    /// let backend = DockerBackend::new().cmd(["--mode", "worker"]);
+    /// # let _ = backend;
+    /// ```
     pub fn cmd<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
