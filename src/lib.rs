@@ -64,6 +64,34 @@ pub use ractor_flame_actors::Pool as PoolActor;
 /// ```
 pub use serde_bytes::ByteBuf;
 
+/// A shared byte buffer (re-exported from the `bytes` crate; axum's and
+/// hyper's `Bytes` is this type). As an argument it is sent as it lies:
+/// an HTTP body goes to a runner with no copy on the parent, and arrives
+/// there in a buffer of its own that becomes the function's `Bytes`. As an
+/// output it leaves the runner without a copy when it is the only handle
+/// of a buffer made from a `Vec` (`Bytes::from(vec)`), and is copied once
+/// there otherwise. (On the local backend, where the runner is in the
+/// caller's process, a `Bytes` argument is copied once, into the value the
+/// function gets.)
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame::{Bytes, FnError, RemoteFn};
+///
+/// struct Upper;
+/// impl RemoteFn for Upper {
+///     const NAME: &'static str = "upper";
+///     type Args = Bytes;
+///     type Output = Bytes;
+///     async fn run(body: Bytes) -> Result<Bytes, FnError> {
+///         Ok(Bytes::from(body.to_ascii_uppercase()))
+///     }
+/// }
+/// # let _ = Bytes::from_static(b"x");
+/// ```
+pub use ractor_flame_actors::Bytes;
+
 /// The level type [`PoolConfig::log`] takes (re-exported from `tracing`).
 pub use tracing::Level;
 

@@ -44,9 +44,10 @@ async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u1
     (status, response[split + 4..].to_vec())
 }
 
-/// A stand-in image of `len` pixels.
-fn image(len: usize) -> Vec<u8> {
+/// A stand-in image of `len` pixels that asks for `passes` blur passes.
+fn image(len: usize, passes: u16) -> Vec<u8> {
     let mut bytes = b"IMG1".to_vec();
+    bytes.extend(passes.to_be_bytes());
     bytes.extend((0..len).map(|i| (i % 251) as u8));
     bytes
 }
@@ -86,7 +87,7 @@ async fn the_service_maps_errors_to_statuses_and_drains_on_sigterm() {
         .unwrap();
 
     // A good image: its thumbnail, a quarter of its pixels.
-    let (status, body) = request(addr, "POST", "/thumbnail?passes=2", &image(4_000)).await;
+    let (status, body) = request(addr, "POST", "/thumbnail", &image(4_000, 2)).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body.len(), 4 + 1_000);
     assert_eq!(&body[..4], b"IMG1");
@@ -99,15 +100,11 @@ async fn the_service_maps_errors_to_statuses_and_drains_on_sigterm() {
     // Overload: more work than 8 slots and a queue of 16 take, each with
     // a budget of 300 ms. Every answer is 503 (no slot) or 504 (the
     // deadline), and both happen.
-    let heavy = image(64 * 1024);
+    let heavy = image(64 * 1024, u16::MAX);
     let calls: Vec<_> = (0..40)
         .map(|_| {
             let heavy = heavy.clone();
-            tokio::spawn(async move {
-                request(addr, "POST", "/thumbnail?passes=1000000&timeout_ms=300", &heavy)
-                    .await
-                    .0
-            })
+            tokio::spawn(async move { request(addr, "POST", "/thumbnail?timeout_ms=300", &heavy).await.0 })
         })
         .collect();
     let mut statuses = Vec::new();
@@ -130,8 +127,8 @@ async fn the_service_maps_errors_to_statuses_and_drains_on_sigterm() {
     // stops its pool and exits.
     let working: Vec<_> = (0..4)
         .map(|_| {
-            let work = image(64 * 1024);
-            tokio::spawn(async move { request(addr, "POST", "/thumbnail?passes=40&timeout_ms=20000", &work).await })
+            let work = image(64 * 1024, 40);
+            tokio::spawn(async move { request(addr, "POST", "/thumbnail?timeout_ms=20000", &work).await })
         })
         .collect();
     eventually("four requests at work", WAIT, || async { busy(addr).await == 4 }).await;

@@ -222,7 +222,7 @@ async fn the_runner_itself_keeps_the_deadline(lib: &str, shift: &str) {
             want_result: true,
             linked: true,
             trace: None,
-            args: Args::encode(sleep(&key(), ms)).unwrap().as_bytes().to_vec(),
+            args: Args::encode(sleep(&key(), ms)).unwrap().as_bytes().to_vec().into(),
             bare: false,
         })
     };

@@ -97,7 +97,7 @@
 //!   (`settle` on the parent, `Finish` on the runner), whatever ended it.
 //! - **straight write**: a frame written from the sender's own thread
 //!   because nothing was queued ahead of it, without waking the link thread.
-//! - **bare**: a `ByteBuf` argument or output that travels as its own bytes,
+//! - **bare**: a `ByteBuf` or `Bytes` argument or output that travels as its own bytes,
 //!   neither encoded nor copied; a **split frame** carries such a payload
 //!   after its head, into a buffer of its own.
 //! - **link thread**: the one OS thread per process that runs every
@@ -133,6 +133,11 @@ pub use on_parent::link::outcome_into_result;
 pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats};
 pub use on_parent::{Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier};
 pub use wire::Fingerprint;
+
+/// The shared byte buffer of the `bytes` crate (what axum and hyper hand
+/// over as a body): an argument or output of this type travels as its
+/// bytes, like a `ByteBuf`.
+pub use bytes::Bytes;
 
 /// Re-exported so backends and tests name the same ractor as this crate.
 pub use ractor;

@@ -19,6 +19,7 @@ pub(crate) mod codec;
 pub(crate) mod connection;
 pub(crate) mod frame;
 pub(crate) mod outbox;
+pub(crate) mod payload;
 pub(crate) mod thread;
 pub(crate) mod tls;
 
@@ -29,6 +30,7 @@ pub use frame::{
     TraceContext, Welcome,
 };
 pub use outbox::Outbox;
+pub use payload::Payload;
 pub use tls::Fingerprint;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.

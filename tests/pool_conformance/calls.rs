@@ -21,6 +21,14 @@ pub(super) async fn b01_call_runs_on_a_runner_and_returns_its_value(kind: Kind) 
         assert_eq!(pool.call::<Echo>(text.clone()).await.unwrap(), text, "{len} characters");
         let bytes = serde_bytes::ByteBuf::from(vec![1u8; len]);
         assert_eq!(pool.call::<functions::Len>(bytes).await.unwrap(), len, "{len} bytes");
+        // A shared `Bytes` (a slice of a larger buffer, as an HTTP body
+        // often is) goes and comes back as its bytes.
+        let whole = ractor_flame::Bytes::from((0..len + 8).map(|i| i as u8).collect::<Vec<u8>>());
+        let body = whole.slice(8..);
+        let mut reversed = body.to_vec();
+        reversed.reverse();
+        let back = pool.call::<functions::ReverseBytes>(body).await.unwrap();
+        assert_eq!(back, reversed, "{len} shared bytes");
     }
     let place = pool.call::<WhereAmI>(()).await.unwrap();
     assert!(!place.runner.is_empty(), "ran inside a runner");

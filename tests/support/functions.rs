@@ -128,6 +128,20 @@ impl RemoteFn for Fail {
     }
 }
 
+/// Returns its `Bytes` argument reversed, as `Bytes`.
+pub struct ReverseBytes;
+
+impl RemoteFn for ReverseBytes {
+    const NAME: &'static str = "test.reverse_bytes";
+    type Args = ractor_flame::Bytes;
+    type Output = ractor_flame::Bytes;
+    async fn run(bytes: ractor_flame::Bytes) -> Result<ractor_flame::Bytes, FnError> {
+        let mut out = bytes.to_vec();
+        out.reverse();
+        Ok(out.into())
+    }
+}
+
 /// Fails with an error of kind `InvalidArgument` and the given message.
 pub struct Reject;
 
@@ -538,6 +552,7 @@ pub fn registry() -> Registry {
         .register::<Fail>()
         .register::<Panic>()
         .register::<Reject>()
+        .register::<ReverseBytes>()
         .register::<StopWhenCancelled>()
         .register::<Chatty>()
         .register::<Len>()

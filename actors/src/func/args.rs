@@ -3,19 +3,25 @@
 //!
 //! Values travel rmp-serde encoded, but for one case that matters to heavy
 //! work: an argument or output that is one byte string
-//! ([`serde_bytes::ByteBuf`]: an image, a model's input, an archive) travels
-//! as its bytes, *bare*. The sender hands the buffer to the socket as it is,
-//! the receiver reads it into a buffer of its own, and that buffer becomes
-//! the `ByteBuf` on the other side: neither side copies the bytes.
+//! ([`serde_bytes::ByteBuf`] or [`bytes::Bytes`]: an image, a model's
+//! input, an archive, an HTTP body) travels as its bytes, *bare*. The
+//! sender hands the buffer to the socket as it is, the receiver reads it
+//! into a buffer of its own, and that buffer becomes the `ByteBuf` or
+//! `Bytes` on the other side: neither side copies the bytes. (A `Bytes`
+//! output leaves its runner without a copy when it is the only handle of a
+//! buffer made from a `Vec`, `Bytes::from(vec)`; one that shares its
+//! buffer is copied once there.)
 
 use std::any::Any;
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde_bytes::ByteBuf;
 
 use crate::error::CodecError;
+use crate::wire::Payload;
 
 /// A call's arguments (or output), ready to send: encoded, or a value that
 /// is one byte string as its bytes.
@@ -32,16 +38,20 @@ use crate::error::CodecError;
 /// let blob = Args::encode(ByteBuf::from(vec![7u8; 1 << 20])).unwrap();
 /// assert!(blob.is_bare());
 /// assert_eq!(blob.len(), 1 << 20);
+///
+/// // An HTTP body as a web framework hands it over: not copied.
+/// let body = bytes::Bytes::from(vec![1u8; 4096]);
+/// assert!(Args::encode(body).unwrap().is_bare());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Args {
-    bytes: Vec<u8>,
+    bytes: Payload,
     bare: bool,
 }
 
 impl Args {
     /// Encodes `value` the way every call does (rmp-serde, named fields); a
-    /// [`ByteBuf`] is taken as it is, without a copy.
+    /// [`ByteBuf`] or a [`Bytes`] is taken as it is, without a copy.
     ///
     /// # Errors
     ///
@@ -49,21 +59,34 @@ impl Args {
     /// format that needs them, a failing `Serialize` impl).
     pub fn encode<T: Serialize + 'static>(value: T) -> Result<Args, CodecError> {
         let mut value = value;
-        if let Some(buf) = (&mut value as &mut dyn Any).downcast_mut::<ByteBuf>() {
+        let any = &mut value as &mut dyn Any;
+        if let Some(buf) = any.downcast_mut::<ByteBuf>() {
             return Ok(Args::bare(std::mem::take(buf).into_vec()));
+        }
+        if let Some(bytes) = any.downcast_mut::<Bytes>() {
+            return Ok(Args {
+                bytes: Payload::Shared(std::mem::take(bytes)),
+                bare: true,
+            });
         }
         Ok(Args::encoded(encode(&value).map_err(CodecError::new)?))
     }
 
     /// Arguments already encoded with rmp-serde.
     pub fn encoded(bytes: Vec<u8>) -> Args {
-        Args { bytes, bare: false }
+        Args {
+            bytes: Payload::Owned(bytes),
+            bare: false,
+        }
     }
 
     /// A byte string's own bytes (what a `ByteBuf` argument or output
     /// travels as).
     pub(crate) fn bare(bytes: Vec<u8>) -> Args {
-        Args { bytes, bare: true }
+        Args {
+            bytes: Payload::Owned(bytes),
+            bare: true,
+        }
     }
 
     /// Decodes the value these bytes carry: a call's output, on the parent.
@@ -85,7 +108,12 @@ impl Args {
     /// assert_eq!(buf.into_vec(), vec![1, 2]);
     /// ```
     pub fn decode<T: DeserializeOwned>(self) -> Result<T, CodecError> {
-        ArgBytes::new(self.bytes, self.bare).decode().map_err(CodecError::new)
+        let bytes: Cow<'_, [u8]> = match self.bytes {
+            Payload::Owned(bytes) => Cow::Owned(bytes),
+            // Decoded where they lie (a shared buffer is not taken apart).
+            Payload::Shared(ref bytes) => Cow::Borrowed(bytes),
+        };
+        ArgBytes::new(bytes, self.bare).decode().map_err(CodecError::new)
     }
 
     /// Their size in bytes, as they travel.
@@ -109,7 +137,7 @@ impl Args {
     }
 
     /// The bytes and whether they are bare.
-    pub(crate) fn into_parts(self) -> (Vec<u8>, bool) {
+    pub(crate) fn into_parts(self) -> (Payload, bool) {
         (self.bytes, self.bare)
     }
 }
@@ -190,6 +218,31 @@ mod tests {
         assert!(args.is_bare());
         assert_eq!(args.as_bytes().as_ptr(), at, "the bytes were not copied");
         assert_eq!(args.len(), 100_000);
+    }
+
+    #[test]
+    fn a_shared_bytes_is_sent_as_it_lies_and_arrives_as_its_buffer() {
+        let body = Bytes::from(vec![5u8; 100_000]);
+        let at = body.as_ptr();
+        let args = Args::encode(body.clone()).unwrap();
+        assert!(args.is_bare());
+        assert_eq!(args.as_bytes().as_ptr(), at, "the shared bytes were not copied");
+        let (payload, bare) = args.into_parts();
+        assert!(bare && matches!(payload, Payload::Shared(_)));
+        // On the runner: the buffer the payload was read into becomes the
+        // `Bytes` the function gets.
+        let received = vec![5u8; 100_000];
+        let at = received.as_ptr();
+        let arg: Bytes = ArgBytes::new(received, true).decode().unwrap();
+        assert_eq!(arg.as_ptr(), at, "the buffer was not copied");
+        assert_eq!(arg, body);
+        // A `Bytes` output made from a `Vec` leaves its runner as that
+        // `Vec`.
+        let output = Bytes::from(vec![6u8; 50_000]);
+        let at = output.as_ptr();
+        let (payload, _) = Args::encode(output).unwrap().into_parts();
+        let out = payload.into_vec();
+        assert_eq!(out.as_ptr(), at, "the output was not copied");
     }
 
     #[test]

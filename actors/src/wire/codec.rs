@@ -212,7 +212,7 @@ mod tests {
         ToRunner::Call(CallFrame {
             id: 7,
             function: "f".into(),
-            args,
+            args: args.into(),
             budget_us: Some(1),
             want_result: true,
             linked: true,

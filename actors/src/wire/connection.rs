@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::codec::{Body, FrameError, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
 use super::outbox::{Queue, Sink, Splice};
+use super::payload::Payload;
 use super::tls::TlsLink;
 use crate::error::DownReason;
 use serde::Serialize;
@@ -54,7 +55,7 @@ pub(crate) trait OutFrame: Heartbeat + Serialize + Send + 'static {
     /// result), when it is `at_least` bytes long: it is then written from
     /// where it lies rather than copied into the frame, and read into a
     /// buffer of its own (see [`encode_frame_split`](super::codec::encode_frame_split)).
-    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>>;
+    fn take_payload(&mut self, at_least: usize) -> Option<Payload>;
 
     /// An empty frame of call ends, if this side sends such (see
     /// [`Outbox::send_ended`](super::outbox::Outbox::send_ended)).
@@ -84,10 +85,10 @@ impl OutFrame for ToParent {
         }
     }
 
-    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
+    fn take_payload(&mut self, at_least: usize) -> Option<Payload> {
         self.result_bytes()
             .filter(|bytes| bytes.len() >= at_least)
-            .map(std::mem::take)
+            .map(|bytes| Payload::Owned(std::mem::take(bytes)))
     }
 
     fn oversized(self, err: &FrameError) -> Option<Self> {
@@ -106,7 +107,7 @@ impl OutFrame for ToParent {
 }
 
 impl OutFrame for ToRunner {
-    fn take_payload(&mut self, at_least: usize) -> Option<Vec<u8>> {
+    fn take_payload(&mut self, at_least: usize) -> Option<Payload> {
         match self {
             ToRunner::Call(call) if call.args.len() >= at_least => Some(std::mem::take(&mut call.args)),
             _ => None,

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::FrameError;
+use super::payload::Payload;
 use crate::error::FnErrorKind;
 
 use crate::ids::BuildId;
@@ -88,8 +89,7 @@ pub struct CallFrame {
     pub trace: Option<TraceContext>,
     /// rmp-serde encoded arguments (large ones travel after the frame's
     /// other fields, read into a buffer of their own).
-    #[serde(with = "serde_bytes")]
-    pub args: Vec<u8>,
+    pub args: Payload,
     /// `true` when `args` holds the argument's bytes themselves, not their
     /// encoding: an argument that is one byte string
     /// ([`serde_bytes::ByteBuf`]) is sent and received without a copy.
@@ -143,7 +143,7 @@ pub struct LogRecord {
 impl CallFrame {
     /// A call nobody awaits: no deadline, not linked, no result sent back
     /// (only its end), no trace.
-    pub(crate) fn one_way(id: u64, function: &str, args: Vec<u8>) -> Self {
+    pub(crate) fn one_way(id: u64, function: &str, args: impl Into<Payload>) -> Self {
         CallFrame {
             id,
             function: function.to_owned(),
@@ -151,7 +151,7 @@ impl CallFrame {
             want_result: false,
             linked: false,
             trace: None,
-            args,
+            args: args.into(),
             bare: false,
         }
     }

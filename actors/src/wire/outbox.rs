@@ -225,7 +225,7 @@ impl<Out: OutFrame> Outbox<Out> {
                 // The rest goes first in the writer's next write; a large
                 // payload is handed over as it is, not copied.
                 if written < head {
-                    let bytes = state.scratch[written..].to_vec();
+                    let bytes = state.scratch[written..].to_vec().into();
                     state.leftover.push(Chunk { bytes, from: 0 });
                 }
                 if let Some(bytes) = payload {

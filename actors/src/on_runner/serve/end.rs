@@ -71,8 +71,8 @@ pub(super) fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
         None => Outcome::Deadline,
         Some(Ok(Ok(_))) if !want_result => Outcome::Done,
         Some(Ok(Ok(output))) => match output.into_parts() {
-            (bytes, true) => Outcome::OkBare(bytes),
-            (bytes, false) => Outcome::Ok(bytes),
+            (bytes, true) => Outcome::OkBare(bytes.into_vec()),
+            (bytes, false) => Outcome::Ok(bytes.into_vec()),
         },
         Some(Ok(Err(RunFailure::Returned(kind, message)))) => Outcome::Returned { kind, message },
         Some(Ok(Err(RunFailure::Panicked(m)))) => Outcome::Panicked(m),

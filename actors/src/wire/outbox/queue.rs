@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::sink::{Chunk, Sink};
 use crate::wire::codec::{SPLIT_AT, encode_frame, encode_frame_split};
 use crate::wire::connection::OutFrame;
+use crate::wire::payload::Payload;
 
 /// The receiving end: the writer task's (or the in-process loop's).
 pub(crate) struct Queue<Out> {
@@ -80,7 +81,7 @@ pub(crate) struct State<Out> {
 /// Something queued between encoded frames.
 pub(crate) enum Splice {
     /// A large payload, after the head of its frame.
-    Payload(Vec<u8>),
+    Payload(Payload),
     /// A frame of ends, filled as the writer takes it.
     Ended,
 }
@@ -241,7 +242,7 @@ impl<Out: OutFrame> Queue<Out> {
 /// Encodes `msg` into `buf`, but for a large payload that ends it: that is
 /// returned, to be written right after `buf`. A frame over the limit is
 /// replaced by its substitute (an error reply), if it has one.
-pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
+pub(super) fn push<Out: OutFrame>(mut msg: Out, buf: &mut Vec<u8>, limit: usize) -> Option<Payload> {
     let payload = msg.take_payload(SPLIT_AT);
     let encoded = match &payload {
         Some(payload) => encode_frame_split(&msg, payload.len(), limit, buf),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::tcp::OwnedWriteHalf;
 
+use crate::wire::payload::Payload;
 use crate::wire::tls::TlsLink;
 
 /// Where a connection's bytes go: a plain socket's write half, or a TLS
@@ -117,7 +118,7 @@ pub(super) enum Straight {
 
 /// Bytes still to write: `bytes[from..]`.
 pub(crate) struct Chunk {
-    pub(super) bytes: Vec<u8>,
+    pub(super) bytes: Payload,
     pub(super) from: usize,
 }
 
