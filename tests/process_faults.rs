@@ -169,6 +169,57 @@ async fn a_runner_busy_when_its_parent_is_sigkilled_exits_at_the_end_of_its_conn
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
+/// A parent SIGKILLed while its placed children work: the child that
+/// outlives its handles (`link(false)`) gets the shutdown budget to finish
+/// its work, then its runner stops; the linked one is stopped at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b63_an_unlinked_child_finishes_its_work_after_its_parent_dies() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("flame-b63-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut parent = tokio::process::Command::new(support::runner_exe())
+        .args(["parent", "children", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    let (unlinked, linked) = (dir.join("unlinked"), dir.join("linked"));
+    let started = |p: &std::path::Path| p.with_extension("started").exists();
+    eventually("both children at work", WAIT, || async {
+        started(&unlinked) && started(&linked)
+    })
+    .await;
+    let killed = Instant::now();
+    kill(parent.id().unwrap(), "KILL");
+    let _ = parent.wait().await;
+    eventually(
+        "the unlinked child finishes its work",
+        Duration::from_secs(5),
+        || async { unlinked.exists() },
+    )
+    .await;
+    assert!(
+        alive(runner) || killed.elapsed() >= Duration::from_millis(1_400),
+        "the runner waited for it"
+    );
+    eventually("the runner stops after its grace", Duration::from_secs(5), || async {
+        !alive(runner)
+    })
+    .await;
+    let took = killed.elapsed();
+    // The grace is the pool's shutdown budget, 1.5 s.
+    assert!(took < Duration::from_millis(1_500) + Duration::from_secs(1), "{took:?}");
+    assert!(!linked.exists(), "the linked child was stopped mid-work");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b31_sigterm_on_a_runner_drains_its_calls() {
     let events = Events::default();

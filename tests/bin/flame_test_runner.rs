@@ -129,6 +129,38 @@ async fn main() {
         pool.stop().await;
         return;
     }
+    if std::env::args().nth(2).as_deref() == Some("children") {
+        // An unlinked and a linked placed child, each mid-work when the
+        // parent dies: the work writes `<dir>/<which>` when done.
+        let dir = std::env::args().nth(3).expect("a directory for the markers");
+        let config = PoolConfig::new(1)
+            .max_concurrency(4)
+            .shutdown_timeout(std::time::Duration::from_millis(1_500));
+        let pool = Pool::start(config, backend.clone(), &registry).await.expect("pool");
+        let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
+        let args = |key: &str| functions::KeeperArgs {
+            key: key.into(),
+            start: 0,
+        };
+        let unlinked = pool
+            .place_child_with::<functions::Keeper>(args("unlinked"), ractor_flame::CallOptions::new().link(false))
+            .await
+            .expect("an unlinked child");
+        let linked = pool
+            .place_child::<functions::Keeper>(args("linked"))
+            .await
+            .expect("a linked child");
+        for (child, name) in [(&unlinked, "unlinked"), (&linked, "linked")] {
+            child
+                .cast(functions::KeeperCast::Work {
+                    ms: 500,
+                    marker: format!("{dir}/{name}"),
+                })
+                .expect("cast");
+        }
+        println!("runner-pid {}", place.pid);
+        std::future::pending::<()>().await;
+    }
     let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
     let place = pool.call::<functions::WhereAmI>(()).await.expect("call");
     if std::env::args().nth(2).as_deref() == Some("busy") {

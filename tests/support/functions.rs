@@ -369,6 +369,12 @@ pub enum KeeperCast {
     Add(u64),
     Crash,
     StopAfter(u64),
+    /// Writes `<marker>.started`, works `ms` (awaiting), then writes
+    /// `marker` (file paths).
+    Work {
+        ms: u64,
+        marker: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -402,6 +408,11 @@ impl ractor::Actor for Keeper {
             KeeperMsg::Cast(KeeperCast::Crash) => return Err("asked to crash".into()),
             KeeperMsg::Cast(KeeperCast::StopAfter(ms)) => {
                 myself.exit_after(Duration::from_millis(ms));
+            }
+            KeeperMsg::Cast(KeeperCast::Work { ms, marker }) => {
+                std::fs::write(format!("{marker}.started"), b"started")?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                std::fs::write(&marker, b"done")?;
             }
             KeeperMsg::Get(reply) => {
                 let _ = reply.send((state.1, std::process::id()));

@@ -91,6 +91,17 @@ impl Children {
         }
     }
 
+    /// Kills the linked children at once, their message in progress
+    /// included: their parent is gone, and nothing they do has a reader.
+    /// (Unlinked ones keep the drain's grace to finish.)
+    pub(crate) fn kill_linked(&self) {
+        for (placed, linked) in self.by_id.lock().expect("poisoned").values() {
+            if *linked {
+                placed.cell.kill();
+            }
+        }
+    }
+
     /// Stops the linked children (the parent is gone), or all of them.
     pub(crate) fn stop_all(&self, linked_only: bool, reason: &str) {
         for (placed, linked) in self.by_id.lock().expect("poisoned").values() {

@@ -17,9 +17,11 @@ impl Serve {
         }
     }
 
-    /// Stops every linked call and every linked child: their parent is gone.
+    /// Stops every linked call and kills every linked child: their parent
+    /// is gone. Unlinked calls and children are left to finish within the
+    /// drain's budget.
     pub(crate) fn abort_linked(&self) {
-        self.children.stop_all(true, "parent lost");
+        self.children.kill_linked();
         for running in self.calls.tasks.lock().expect("poisoned").values() {
             if running.linked {
                 running.stop();
