@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use ractor_flame::actors::observe::{
     BOOT_DURATION_SECONDS, BOOTS_TOTAL, BUSY_SLOTS, CALL_DURATION_SECONDS, CALLS_TOTAL, CHECKOUT_WAIT_SECONDS,
-    IDLE_SHUTDOWNS_TOTAL, RUNNERS, RUNNERS_LOST_TOTAL, WAITING_CALLERS,
+    IDLE_SHUTDOWNS_TOTAL, RUNNER_MILLISECONDS_TOTAL, RUNNERS, RUNNERS_LOST_TOTAL, WAITING_CALLERS,
 };
 use ractor_flame::{CallOptions, Error, PoolEvent};
 use support::functions::{Echo, Fail, Panic, Sleep, WhereAmI};
@@ -90,6 +90,7 @@ async fn a_scripted_run_records_exactly_the_expected_metrics() {
     let mut recorded = Recorded::install();
 
     // Local backend: a boot, six calls of four outcomes, an idle shutdown.
+    let began = std::time::Instant::now();
     let cfg = config(1).idle_shutdown_after(Duration::from_secs(2));
     let pool = pool_with(Kind::Local, cfg).await;
     let name = pool.name().to_owned();
@@ -180,6 +181,20 @@ async fn a_scripted_run_records_exactly_the_expected_metrics() {
     }
     assert_eq!(recorded.counter(IDLE_SHUTDOWNS_TOTAL, &[("pool", p)]), 1);
     assert_eq!(recorded.counters_of(RUNNERS_LOST_TOTAL, p), vec![]);
+    // What the runner cost: it served for at least its idle time of 2 s,
+    // and no longer than the pool has existed.
+    let serving = [("pool", p), ("backend", "local"), ("phase", "serving")];
+    eventually("the runner's time is counted", Duration::from_secs(5), || {
+        std::future::ready(recorded.counter(RUNNER_MILLISECONDS_TOTAL, &serving) >= 2_000)
+    })
+    .await;
+    let lived = began.elapsed().as_millis() as u64;
+    let billed: u64 = recorded
+        .counters_of(RUNNER_MILLISECONDS_TOTAL, p)
+        .iter()
+        .map(|(_, ms)| ms)
+        .sum();
+    assert!(billed <= lived, "billed {billed} ms of a pool {lived} ms old");
     pool.stop().await;
     assert_eq!(recorded.counter(BOOTS_TOTAL, &local), 1, "no boot more");
 
@@ -195,6 +210,12 @@ async fn a_scripted_run_records_exactly_the_expected_metrics() {
         }
     }
     let lost = recorded.counters_of(RUNNERS_LOST_TOTAL, &q);
+    // A process runner's boot takes milliseconds, and they are counted.
+    let booting = [("pool", q.as_str()), ("backend", "process"), ("phase", "booting")];
+    eventually("the boot's time is counted", Duration::from_secs(5), || {
+        std::future::ready(recorded.counter(RUNNER_MILLISECONDS_TOTAL, &booting) >= 1)
+    })
+    .await;
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert_eq!(lost[0].1, 1);
     assert!(

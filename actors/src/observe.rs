@@ -24,6 +24,7 @@
 //! | `flame_boots_total` | counter | `pool`, `backend`, `outcome` (`ok`, `failed`) | boots |
 //! | `flame_idle_shutdowns_total` | counter | `pool` | runners that stopped idle |
 //! | `flame_runners_lost_total` | counter | `pool`, `reason` | runners gone other than idle or stopped |
+//! | `flame_runner_milliseconds_total` | counter | `pool`, `backend`, `phase` (`booting`, `serving`) | what runners cost: milliseconds they existed, added every 10 s and when each phase ends |
 //! | `flame_log_records_dropped_total` | counter | `pool`, `side` (`runner`, `parent`) | runner log records dropped: by the runner's rate limit or full queue, or by the parent when its log subscriber was behind |
 //!
 //! Call outcomes: `ok`, `remote_error`, `panic`, `deadline`, `runner_down`,
@@ -43,8 +44,8 @@ use crate::wire::frame::TraceContext;
 pub use logs::{dropped_log_records, forward_event};
 pub use metrics::{
     BOOT_DURATION_SECONDS, BOOTS_TOTAL, BUSY_SLOTS, CALL_DURATION_SECONDS, CALLS_TOTAL, CHECKOUT_WAIT_SECONDS,
-    IDLE_SHUTDOWNS_TOTAL, LOG_RECORDS_DROPPED_TOTAL, RUNNERS, RUNNERS_BOOTING, RUNNERS_LOST_TOTAL, WAITING_CALLERS,
-    recorder_installed,
+    IDLE_SHUTDOWNS_TOTAL, LOG_RECORDS_DROPPED_TOTAL, RUNNER_MILLISECONDS_TOTAL, RUNNERS, RUNNERS_BOOTING,
+    RUNNERS_LOST_TOTAL, WAITING_CALLERS, recorder_installed,
 };
 
 /// The trace context of the current span, and the span; `None` (at the cost

@@ -34,6 +34,21 @@ pub const RUNNERS_LOST_TOTAL: &str = "flame_runners_lost_total";
 /// log subscriber was behind and that runner's queue of records was full).
 pub const LOG_RECORDS_DROPPED_TOTAL: &str = "flame_log_records_dropped_total";
 
+/// Counter: milliseconds runners existed, by pool, backend and `phase`:
+/// `booting` (from the boot's start until the runner serves, or its boot
+/// fails) and `serving` (from then until it is gone). Added every 10 s
+/// while a runner lives, and when each phase ends. (Counters of the
+/// `metrics` facade count whole numbers: milliseconds, not seconds.)
+pub const RUNNER_MILLISECONDS_TOTAL: &str = "flame_runner_milliseconds_total";
+
+/// Adds `ms` milliseconds of one runner's `phase` to its pool's count.
+pub(crate) fn runner_time(pool: &str, backend: &'static str, phase: &'static str, ms: u64) {
+    if ms > 0 {
+        metrics::counter!(RUNNER_MILLISECONDS_TOTAL, "pool" => pool.to_owned(), "backend" => backend, "phase" => phase)
+            .increment(ms);
+    }
+}
+
 /// Whether a `metrics` recorder is installed (globally, or for this
 /// thread). The no-op recorder `metrics` falls back to has no size; every
 /// real recorder holds its storage.

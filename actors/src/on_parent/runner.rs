@@ -27,6 +27,8 @@ use crate::wire::frame::ToRunner;
 /// Extra time, beyond the drain budget, a stopping Runner waits for its
 /// runner to close the connection.
 const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How often a live runner's time is added to the runner-time metric.
+const BILL_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a runner wants to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,9 @@ pub enum RunnerMessage {
     /// The backend's grace after a connection loss ended without a better
     /// explanation.
     LostConfirmed(DownReason),
+    /// Adds the runner's time so far to the runner-time metric (every 10 s,
+    /// while a metrics recorder is installed).
+    Bill,
     /// A backend-specific message, passed to `Backend::handle_info`.
     Info(Box<dyn Any + Send>),
 }
@@ -77,6 +82,7 @@ impl fmt::Debug for RunnerMessage {
             RunnerMessage::BootTimeout => f.write_str("BootTimeout"),
             RunnerMessage::LostConfirmed(r) => f.debug_tuple("LostConfirmed").field(r).finish(),
             RunnerMessage::Info(_) => f.write_str("Info(..)"),
+            RunnerMessage::Bill => f.write_str("Bill"),
         }
     }
 }
@@ -133,6 +139,12 @@ pub struct RunnerState<S> {
     /// The `flame.boot` span, from `Boot` until the runner serves or the
     /// boot fails, and when the boot started.
     boot_span: Option<(tracing::Span, std::time::Instant)>,
+    /// The runner time counted so far ends here; what follows is the
+    /// current phase's (booting until `conn` is set, then serving).
+    billed_to: std::time::Instant,
+    backend_name: &'static str,
+    /// The timer that bills every 10 s, when metrics are recorded.
+    biller: Option<tokio::task::JoinHandle<()>>,
     _marker: PhantomData<S>,
 }
 
@@ -148,6 +160,16 @@ impl<S> fmt::Debug for RunnerState<S> {
 impl<S> RunnerState<S> {
     fn id(&self) -> RunnerId {
         self.ctx.runner_id
+    }
+
+    /// Adds the time since the last bill to the current phase's count
+    /// (whole milliseconds; the rest waits for the next bill).
+    fn bill(&mut self) {
+        let elapsed = self.billed_to.elapsed();
+        let ms = elapsed.as_millis() as u64;
+        self.billed_to += Duration::from_millis(ms);
+        let phase = if self.conn.is_some() { "serving" } else { "booting" };
+        crate::observe::metrics::runner_time(&self.ctx.pool, self.backend_name, phase, ms);
     }
 
     /// Closes the `flame.boot` span with its outcome and duration.
@@ -181,6 +203,11 @@ impl<S> RunnerState<S> {
 /// stop here, so it never serves a parent that forgot it.
 impl<S> Drop for RunnerState<S> {
     fn drop(&mut self) {
+        // The last of its time, however it ended.
+        self.bill();
+        if let Some(biller) = self.biller.take() {
+            biller.abort();
+        }
         if let Some(conn) = &self.conn
             && conn.down_reason().is_none()
         {
@@ -200,6 +227,10 @@ impl<B: Backend> Actor for Runner<B> {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Runner time is billed every 10 s, by a timer only where a
+        // metrics recorder keeps it.
+        let biller =
+            crate::observe::recorder_installed().then(|| myself.send_interval(BILL_EVERY, || RunnerMessage::Bill));
         let ctx = (args.context)(myself);
         let boot_timeout = self
             .backend
@@ -215,6 +246,9 @@ impl<B: Backend> Actor for Runner<B> {
             conn: None,
             lost_pending: None,
             boot_span: None,
+            billed_to: std::time::Instant::now(),
+            backend_name: self.backend.name(),
+            biller,
             _marker: PhantomData,
         })
     }
@@ -277,6 +311,8 @@ impl<B: Backend> Actor for Runner<B> {
                 tracing::debug!(target: "ractor_flame::runner", runner = %state.id(), "remote up");
                 conn.set_observer(&state.ctx.pool);
                 state.end_boot_span("ok");
+                // The boot's time ends here; serving begins.
+                state.bill();
                 state.conn = Some(conn.clone());
                 let _ = state.pool.cast(
                     InternalMsg::RunnerUp {
@@ -307,6 +343,7 @@ impl<B: Backend> Actor for Runner<B> {
                 }
             }
             RunnerMessage::LostConfirmed(reason) => self.lost(&myself, state, reason),
+            RunnerMessage::Bill => state.bill(),
             RunnerMessage::Info(info) => {
                 if let Some(Ok(backend_state)) = state.backend.as_mut()
                     && let Some(reason) = self.backend.handle_info(backend_state, info).await
