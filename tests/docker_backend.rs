@@ -10,10 +10,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::KillContainerOptionsBuilder;
-use ractor_flame::docker::{DockerBackend, Engine, Image};
+use ractor_flame::docker::{DockerBackend, Engine, Image, Mount};
 use ractor_flame::{DownReason, Error, Pool};
 use support::docker::{backend, containers, engine, running};
-use support::functions::{Alloc, Echo, Env, Threads, WhereAmI};
+use support::functions::{Alloc, Echo, Env, ReadFile, Threads, WhereAmI, WriteFile};
 use support::{config, eventually, key};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -367,4 +367,86 @@ async fn b37_docker_flame_parent_is_not_overridable_by_user_env() {
     assert_eq!(flame_parents, vec![&format!("FLAME_PARENT={seen}")]);
     pool.stop().await;
     gone(&docker, &pool).await;
+}
+
+/// Runners mount what their work needs: a host path (read-only), a named
+/// volume whose contents outlive them, and tmpfs scratch space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b61_runners_mount_a_host_path_a_named_volume_and_tmpfs() {
+    let Some(docker) = engine("b61_runners_mount_a_host_path_a_named_volume_and_tmpfs").await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("flame-b61-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("input.txt"), "model weights").unwrap();
+    let volume = format!("flame-test-b61-{id}");
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(volume.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let backend = backend()
+        .mount(Mount::bind(dir.to_str().unwrap(), "/input").read_only())
+        .mount(Mount::volume(&volume, "/exports"))
+        .mount(Mount::tmpfs("/scratch", 8 * 1024 * 1024));
+    let pool = start(config(1), backend).await;
+    assert_eq!(
+        pool.call::<ReadFile>("/input/input.txt".into()).await.unwrap(),
+        "model weights"
+    );
+    pool.call::<WriteFile>(("/exports/out.txt".into(), "exported".into()))
+        .await
+        .unwrap();
+    pool.call::<WriteFile>(("/scratch/part.bin".into(), "scratch".into()))
+        .await
+        .unwrap();
+    let refused = pool.call::<WriteFile>(("/input/new.txt".into(), "no".into())).await;
+    assert!(
+        matches!(refused, Err(Error::Remote { .. })),
+        "a read-only bind: {refused:?}"
+    );
+    pool.stop().await;
+    gone(&docker, &pool).await;
+    // The volume keeps what the runner wrote: read where the engine keeps it.
+    let kept = docker.inspect_volume(&volume).await.unwrap();
+    let written = std::fs::read_to_string(std::path::Path::new(&kept.mountpoint).join("out.txt")).unwrap();
+    assert_eq!(written, "exported");
+    docker
+        .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A volume that does not exist, or a host path that does not, fails the
+/// boot with an error that names it (the engine would make the volume,
+/// empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b61_a_missing_volume_or_host_path_fails_the_boot_naming_it() {
+    let Some(docker) = engine("b61_a_missing_volume_or_host_path_fails_the_boot_naming_it").await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let volume = format!("flame-test-missing-{id}");
+    let path = format!("/nonexistent/flame-{id}");
+    for (mount, named) in [
+        (Mount::volume(&volume, "/data"), &volume),
+        (Mount::bind(&path, "/data"), &path),
+    ] {
+        let pool = start(config(1), backend().mount(mount)).await;
+        let err = pool.call::<Echo>("x".into()).await.unwrap_err();
+        let Error::BootFailed { reason } = &err else {
+            panic!("expected a boot failure, got {err:?}")
+        };
+        assert!(reason.contains(named.as_str()), "{reason}");
+        pool.stop().await;
+        gone(&docker, &pool).await;
+    }
+    assert!(
+        docker.inspect_volume(&volume).await.is_err(),
+        "no volume was made for the missing one"
+    );
 }

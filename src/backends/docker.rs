@@ -5,6 +5,7 @@ mod engine;
 mod events;
 mod image;
 mod liveness;
+mod mount;
 mod placement;
 mod pull;
 mod sweep;
@@ -22,6 +23,7 @@ use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PAR
 pub use container::DockerState;
 pub use engine::EngineCerts;
 pub use events::ContainerEvent;
+pub use mount::Mount;
 pub use placement::EngineConfig;
 pub use pull::RegistryCredentials;
 
@@ -202,6 +204,7 @@ pub struct DockerBackend {
     memory: Option<i64>,
     nano_cpus: Option<i64>,
     pids: Option<i64>,
+    mounts: Vec<Mount>,
     stop_timeout: Duration,
     parent_addr: Option<IpAddr>,
     shared: Arc<Shared>,
@@ -230,6 +233,7 @@ impl fmt::Debug for DockerBackend {
             .field("memory", &self.memory)
             .field("nano_cpus", &self.nano_cpus)
             .field("pids", &self.pids)
+            .field("mounts", &self.mounts)
             .field("instance", &self.shared.instance)
             .finish_non_exhaustive()
     }
@@ -256,6 +260,7 @@ impl DockerBackend {
             memory: None,
             nano_cpus: None,
             pids: None,
+            mounts: Vec::new(),
             stop_timeout: Duration::from_secs(5),
             parent_addr: None,
             shared: Arc::new(Shared {
@@ -404,6 +409,13 @@ impl DockerBackend {
         S: Into<String>,
     {
         self.cmd = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A mount of every runner: a host path, a named volume, or tmpfs
+    /// scratch space (see [`Mount`]). Called once per mount.
+    pub fn mount(mut self, mount: Mount) -> Self {
+        self.mounts.push(mount);
         self
     }
 
@@ -710,6 +722,7 @@ impl DockerBackend {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.push(format!("{FLAME_PARENT}={}", parent.encode()));
+        mount::check(&self.mounts, docker, &slot.name).await?;
         let mut created = container::create(self, docker, ctx, &slot.name, image.clone(), env.clone()).await;
         // The image of an executable can vanish under a cached tag (removed
         // by hand, or by an older version's pruning): make it again, once.

@@ -128,6 +128,30 @@ impl RemoteFn for Fail {
     }
 }
 
+/// Reads a file on the runner.
+pub struct ReadFile;
+
+impl RemoteFn for ReadFile {
+    const NAME: &'static str = "test.read_file";
+    type Args = String;
+    type Output = String;
+    async fn run(path: String) -> Result<String, FnError> {
+        Ok(std::fs::read_to_string(path)?)
+    }
+}
+
+/// Writes `(path, text)` on the runner.
+pub struct WriteFile;
+
+impl RemoteFn for WriteFile {
+    const NAME: &'static str = "test.write_file";
+    type Args = (String, String);
+    type Output = ();
+    async fn run((path, text): (String, String)) -> Result<(), FnError> {
+        Ok(std::fs::write(path, text)?)
+    }
+}
+
 /// Returns its `Bytes` argument reversed, as `Bytes`.
 pub struct ReverseBytes;
 
@@ -564,6 +588,8 @@ pub fn registry() -> Registry {
         .register::<Panic>()
         .register::<Reject>()
         .register::<ReverseBytes>()
+        .register::<ReadFile>()
+        .register::<WriteFile>()
         .register::<StopWhenCancelled>()
         .register::<Chatty>()
         .register::<Len>()

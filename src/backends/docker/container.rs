@@ -230,6 +230,7 @@ fn host_config(backend: &DockerBackend) -> HostConfig {
         memory_swap: backend.memory,
         nano_cpus: backend.nano_cpus,
         pids_limit: backend.pids,
+        mounts: (!backend.mounts.is_empty()).then(|| backend.mounts.iter().map(|m| m.to_engine()).collect()),
         ..HostConfig::default()
     }
 }
