@@ -214,6 +214,7 @@ impl Drop for Lease {
         // `has_waiters` before it re-checks the counts, and we read it after
         // the decrement (both SeqCst): one of the two always sees the other.
         self.slot.load.fetch_sub(1, Ordering::SeqCst);
+        Gate::checked_in(&self.slot);
         if self.slot.always_tell || self.slot.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
             let _ = self.slot.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
