@@ -260,7 +260,9 @@ impl<B> PoolArguments<B> {
     /// Arguments with a fresh fast-path gate (read it from `gate` to give
     /// handles the fast path).
     pub fn new(config: PoolConfig, backend: B, registry: Registry, on_runner: bool) -> Self {
-        let gate = Gate::new(config.max_concurrency, !config.single_use);
+        // A single-use runner takes one checkout, whatever `max_concurrency` says.
+        let slots = if config.single_use { 1 } else { config.max_concurrency };
+        let gate = Gate::new(slots, !config.single_use);
         PoolArguments {
             config,
             backend: Arc::new(backend),
