@@ -71,8 +71,9 @@ impl<B: Backend> PoolState<B> {
             }
         }
         self.waiting.push_back(waiter);
-        // Announce the waiter before looking again: a lease dropped since
-        // the look above either sees the flag or left its slot for this one.
+        // Announce the waiter before looking: a lease dropped from now on
+        // tells the pool, and one dropped before left its slot for the scan
+        // that a raised flag calls for.
         if !self.gate.has_waiters.swap(true, Ordering::SeqCst) {
             self.rescan = true;
         }
