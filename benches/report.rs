@@ -7,7 +7,7 @@
 //! cargo bench --bench report -- --quick --only remote,tls   # some parts
 //! ```
 //!
-//! Parts: local, remote, tls, throughput, boot, cpu, docker, engines.
+//! Parts: local, remote, tls, throughput, scale, boot, cpu, docker, engines.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -22,6 +22,8 @@ mod engines;
 mod floors;
 #[path = "report_parts/mux.rs"]
 mod mux;
+#[path = "report_parts/scale.rs"]
+mod scale;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,6 +193,7 @@ fn registry() -> Registry {
         .register::<Spin>()
         .register::<CastCount>()
         .register::<CastsReach>()
+        .register::<scale::Hold>()
 }
 
 // ---- output -----------------------------------------------------------------
@@ -1050,6 +1053,9 @@ async fn main() {
     }
     if run("throughput") {
         throughput_floors(&plan, &registry).await;
+    }
+    if run("scale") {
+        scale::run(&plan, &registry).await;
     }
     if run("boot") {
         cold_boot(&plan, &registry).await;

@@ -184,6 +184,16 @@ impl LinkTls {
 /// | `on_grow_start`, `on_grow_end`, `on_shrink` | hooks | none |
 /// | `log` | level of the pool's lifecycle events | `info` |
 ///
+/// **Which runner a call gets.** In a pool of up to 16 booted runners, the
+/// least loaded one with room (the fewest calls in flight). In a larger
+/// pool a call compares two runners instead of reading every runner's load,
+/// so that its cost does not grow with the pool: the one its thread last
+/// returned a slot to (still in that core's caches) and one drawn at random,
+/// and it takes the less loaded; when neither has room it tries the next 64
+/// in turn, then asks the Pool, which finds a runner with room if one has
+/// any. Loads stay even (the "power of two choices"), and callers that wait
+/// for a slot are served first in first out at any size.
+///
 /// # Examples
 ///
 /// ```

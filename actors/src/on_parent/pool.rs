@@ -214,6 +214,7 @@ impl Drop for Lease {
         // `has_waiters` before it re-checks the counts, and we read it after
         // the decrement (both SeqCst): one of the two always sees the other.
         self.slot.load.fetch_sub(1, Ordering::SeqCst);
+        Gate::checked_in(&self.slot);
         if self.slot.always_tell || self.slot.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
             let _ = self.slot.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
@@ -259,7 +260,9 @@ impl<B> PoolArguments<B> {
     /// Arguments with a fresh fast-path gate (read it from `gate` to give
     /// handles the fast path).
     pub fn new(config: PoolConfig, backend: B, registry: Registry, on_runner: bool) -> Self {
-        let gate = Gate::new(config.max_concurrency, !config.single_use);
+        // A single-use runner takes one checkout, whatever `max_concurrency` says.
+        let slots = if config.single_use { 1 } else { config.max_concurrency };
+        let gate = Gate::new(slots, !config.single_use);
         PoolArguments {
             config,
             backend: Arc::new(backend),

@@ -4,12 +4,21 @@
 //! idle verdicts) stays with the Pool, which also keeps the list of runners
 //! the fast path may use.
 //!
+//! The choice costs the same at any pool size. Up to [`EXACT_UP_TO`] serving
+//! runners it is exact: the least loaded one. Beyond, a caller takes the
+//! less loaded of two runners drawn at random, else the first with room
+//! among the next [`PROBES`]; one that finds none asks the Pool, which knows
+//! where room is (see `state/checkout.rs`). The list itself changes in O(1):
+//! each runner knows its place in it, and leaves by a swap with the last.
+//!
 //! The Pool and the callers agree through two Dekker-style handshakes, all
 //! SeqCst: a caller increments a runner's load, then reads its `draining`
 //! flag; the Pool sets `draining`, then reads the load (idle verdicts). And
 //! a caller reads `has_waiters` after decrementing a load, while the Pool
 //! sets it before it looks at the loads again.
 
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -18,6 +27,17 @@ use ractor::ActorRef;
 use super::{Lease, PoolMessage};
 use crate::ids::RunnerId;
 use crate::on_parent::link::RunnerConn;
+
+/// Up to this many serving runners, a checkout takes the least loaded one
+/// (every runner's load is read); beyond, it samples.
+pub(crate) const EXACT_UP_TO: usize = 16;
+
+/// Runners a checkout in a larger pool tries, after its two random draws,
+/// before it asks the Pool.
+const PROBES: usize = 64;
+
+/// `SlotShared::pos` of a runner the fast path does not list.
+const UNLISTED: usize = usize::MAX;
 
 /// What the Pool and callers share about one booted runner: all a
 /// [`Lease`] needs, so that a checkout clones one `Arc` (every atomic a call
@@ -36,6 +56,9 @@ pub(crate) struct SlotShared {
     pub(crate) has_waiters: Arc<AtomicBool>,
     /// Tell the pool of every check-in (single-use runners).
     pub(crate) always_tell: bool,
+    /// Its index in the gate's list, or `UNLISTED`; written only under the
+    /// list's write lock.
+    pos: AtomicUsize,
 }
 
 impl SlotShared {
@@ -54,6 +77,7 @@ impl SlotShared {
             pool,
             has_waiters: Arc::clone(&gate.has_waiters),
             always_tell,
+            pos: AtomicUsize::new(UNLISTED),
         })
     }
 
@@ -95,23 +119,27 @@ impl SlotShared {
 /// handle of it.
 #[derive(Debug)]
 pub struct Gate {
-    /// Runners the fast path may use (booted, not draining).
-    serving: RwLock<Arc<Vec<Arc<SlotShared>>>>,
+    /// Runners the fast path may use (booted, not draining), in no order;
+    /// each knows its index (`SlotShared::pos`). Only the Pool writes it.
+    serving: RwLock<Vec<Arc<SlotShared>>>,
     /// `true` while callers may be waiting in the Pool's queue.
     pub(crate) has_waiters: Arc<AtomicBool>,
     /// Slots per runner.
     limit: usize,
     /// Off for single-use pools (every checkout must pass the Pool).
     enabled: AtomicBool,
+    /// Where the Pool's next full scan starts (only the Pool uses it).
+    cursor: AtomicUsize,
 }
 
 impl Gate {
     pub(crate) fn new(limit: usize, enabled: bool) -> Arc<Self> {
         Arc::new(Gate {
-            serving: RwLock::new(Arc::default()),
+            serving: RwLock::default(),
             has_waiters: Arc::default(),
             limit,
             enabled: AtomicBool::new(enabled),
+            cursor: AtomicUsize::new(0),
         })
     }
 
@@ -131,24 +159,148 @@ impl Gate {
         }
         // Claimed under the read lock: no clone of the list.
         let serving = self.serving.read().expect("poisoned");
-        // Least loaded first (B13); a lost race falls back to any with room.
-        let least = serving.iter().min_by_key(|s| s.active())?;
-        let slot = if least.claim(self.limit) {
-            least
+        let slot = if serving.len() <= EXACT_UP_TO {
+            // Least loaded first; a lost race falls back to any with room.
+            let least = serving.iter().min_by_key(|s| s.active())?;
+            if least.claim(self.limit) {
+                least
+            } else {
+                serving.iter().find(|s| s.claim(self.limit))?
+            }
         } else {
-            serving.iter().find(|s| s.claim(self.limit))?
+            self.sample(&serving)?
         };
         Some(Lease::new(Arc::clone(slot)))
     }
 
-    /// Replaces the fast path's runner list.
-    pub(crate) fn publish(&self, serving: Vec<Arc<SlotShared>>) {
-        *self.serving.write().expect("poisoned") = Arc::new(serving);
+    /// The less loaded of two runners, the one this thread checked in last
+    /// (ties go to it) and one drawn at random, else the first with room
+    /// among the `PROBES` after the draw: a bounded number of loads whatever
+    /// the pool's size. Preferring the runner just checked in keeps a caller
+    /// that calls in a loop on the same runner, whose memory is still in
+    /// this core's caches, instead of touching a cold one on every call.
+    fn sample<'a>(&self, serving: &'a [Arc<SlotShared>]) -> Option<&'a Arc<SlotShared>> {
+        let n = serving.len();
+        let draw = random();
+        let b = (draw >> 32) as usize % n;
+        let a = LAST_IN
+            .with(Cell::get)
+            .filter(|&(gate, pos)| gate == self.key() && pos < n)
+            .map_or((draw as u32) as usize % n, |(_, pos)| pos);
+        let (first, second) = if serving[a].active() > 0 && serving[b].active() < serving[a].active() {
+            (&serving[b], &serving[a])
+        } else {
+            (&serving[a], &serving[b])
+        };
+        if first.claim(self.limit) {
+            return Some(first);
+        }
+        if second.claim(self.limit) {
+            return Some(second);
+        }
+        (1..=PROBES.min(n - 1))
+            .map(|i| &serving[(a + i) % n])
+            .find(|s| s.claim(self.limit))
+    }
+
+    /// Tells the gate of `slot`'s pool that this thread just checked in on
+    /// `slot` (the first candidate of this thread's next checkout).
+    pub(crate) fn checked_in(slot: &SlotShared) {
+        let pos = slot.pos.load(Ordering::Relaxed);
+        if pos != UNLISTED {
+            LAST_IN.with(|last| last.set(Some((Arc::as_ptr(&slot.has_waiters) as usize, pos))));
+        }
+    }
+
+    /// This gate, as `checked_in` names it.
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.has_waiters) as usize
+    }
+
+    /// The Pool's choice. In a pool of up to `EXACT_UP_TO` runners: the
+    /// least loaded with room. In a larger one: `hint` (a runner the Pool
+    /// knows to have room: one that just checked in or came up) if it still
+    /// has room, else, when `scan`, the first runner with room from where
+    /// the last scan stopped (a full turn at most); else nothing.
+    pub(crate) fn pick(&self, hint: Option<&Arc<SlotShared>>, scan: bool) -> Option<Arc<SlotShared>> {
+        let serving = self.serving.read().expect("poisoned");
+        let n = serving.len();
+        if n <= EXACT_UP_TO {
+            let mut candidates: Vec<&Arc<SlotShared>> = serving.iter().collect();
+            // Loads move under us (the fast path claims too): sorted once,
+            // then the next is tried when one filled up meanwhile.
+            candidates.sort_by_key(|s| s.active());
+            return candidates.into_iter().find(|s| s.claim(self.limit)).cloned();
+        }
+        if let Some(hint) = hint
+            && hint.pos.load(Ordering::Relaxed) != UNLISTED
+            && hint.claim(self.limit)
+        {
+            return Some(Arc::clone(hint));
+        }
+        if !scan {
+            return None;
+        }
+        let start = self.cursor.load(Ordering::Relaxed) % n;
+        let found = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| serving[i].claim(self.limit))?;
+        self.cursor.store(found + 1, Ordering::Relaxed);
+        Some(Arc::clone(&serving[found]))
+    }
+
+    /// Lists a runner for the fast path (no-op when listed).
+    pub(crate) fn insert(&self, slot: &Arc<SlotShared>) {
+        let mut serving = self.serving.write().expect("poisoned");
+        if slot.pos.load(Ordering::Relaxed) == UNLISTED {
+            slot.pos.store(serving.len(), Ordering::Relaxed);
+            serving.push(Arc::clone(slot));
+        }
+    }
+
+    /// Takes a runner off the fast path's list (no-op when not listed): the
+    /// last one takes its place.
+    pub(crate) fn remove(&self, slot: &SlotShared) {
+        let mut serving = self.serving.write().expect("poisoned");
+        let pos = slot.pos.swap(UNLISTED, Ordering::Relaxed);
+        if pos == UNLISTED {
+            return;
+        }
+        serving.swap_remove(pos);
+        if let Some(moved) = serving.get(pos) {
+            moved.pos.store(pos, Ordering::Relaxed);
+        }
     }
 
     /// The pool is stopping: every checkout goes to the Pool (which refuses).
     pub(crate) fn close(&self) {
         self.enabled.store(false, Ordering::Release);
-        self.publish(Vec::new());
+        let mut serving = self.serving.write().expect("poisoned");
+        for slot in serving.drain(..) {
+            slot.pos.store(UNLISTED, Ordering::Relaxed);
+        }
     }
+}
+
+thread_local! {
+    /// The gate (by address) and list index of the runner this thread
+    /// checked in on last.
+    static LAST_IN: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// A cheap per-thread random number (xorshift64), to spread checkouts over
+/// a large pool without a counter every caller would write.
+fn random() -> u64 {
+    thread_local! {
+        // Seeded by the standard library's random hash keys; never 0.
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
 }

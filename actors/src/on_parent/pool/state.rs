@@ -99,6 +99,14 @@ pub struct PoolState<B: Backend> {
     waiting: VecDeque<Waiter>,
     /// The fast path, shared with the pool's handles.
     gate: Arc<Gate>,
+    /// Runners booting (the slots without `shared`).
+    booting: usize,
+    /// Runners booted or booting to satisfy `min`.
+    min_runners: usize,
+    /// Whether the next checkout choice may scan the runners: the pool has
+    /// not yet looked everywhere since callers started waiting (see
+    /// `checkout.rs`).
+    rescan: bool,
     /// Failed boots in a row.
     failures: u32,
     retry_armed: bool,
@@ -139,6 +147,9 @@ impl<B: Backend> PoolState<B> {
             by_actor: HashMap::new(),
             waiting: VecDeque::new(),
             gate: args.gate,
+            booting: 0,
+            min_runners: 0,
+            rescan: true,
             failures: 0,
             retry_armed: false,
             stopping: false,
@@ -168,7 +179,7 @@ impl<B: Backend> PoolState<B> {
     }
 
     pub(super) fn stats(&self) -> PoolStats {
-        let booting = self.runners.values().filter(|s| !s.booted()).count();
+        let booting = self.booting;
         PoolStats {
             runners: self.runners.len() - booting,
             booting,

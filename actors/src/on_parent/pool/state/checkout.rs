@@ -1,5 +1,14 @@
 //! Checkout: which runner a caller gets, and the FIFO queue of callers
 //! waiting for a slot.
+//!
+//! The Pool serves its waiters without looking at every runner each time.
+//! While callers wait, every dropped lease tells the Pool which runner has
+//! room again (`has_waiters`), and a runner that comes up has room: those
+//! runners are the only ones to try. The one moment room can be anywhere is
+//! when the queue starts (the fast path freed slots unseen): then one scan
+//! (`rescan`) looks for it, from where the previous scan stopped, and ends at
+//! the first runner with room or after a full turn. Pools of up to
+//! `EXACT_UP_TO` runners always take the least loaded runner instead.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,19 +25,16 @@ use crate::on_parent::pool::{Lease, PoolMessage};
 use crate::wire::frame::ToRunner;
 
 impl<B: Backend> PoolState<B> {
-    /// Claims a slot on the booted runner with the fewest checkouts below
-    /// its limit. Callers on the fast path claim too, so a runner that
-    /// looked free may be full by now: then the next one is tried.
-    fn pick(&self) -> Option<Arc<SlotShared>> {
-        let limit = self.per_runner();
-        let mut candidates: Vec<&Arc<SlotShared>> = self
-            .runners
-            .values()
-            .filter_map(|s| s.shared.as_ref())
-            .filter(|s| !s.draining.load(Ordering::SeqCst) && s.active() < limit)
-            .collect();
-        candidates.sort_by_key(|s| s.active());
-        candidates.into_iter().find(|s| s.claim(limit)).cloned()
+    /// Claims a slot: on the least loaded runner in a small pool; in a
+    /// larger one on `hint` (a runner known to have room), else, while a
+    /// scan is due, on the first runner found with room. A scan that finds
+    /// none is not repeated: from then on, the check-ins say where room is.
+    fn pick(&mut self, hint: Option<&Arc<SlotShared>>) -> Option<Arc<SlotShared>> {
+        let slot = self.gate.pick(hint, self.rescan);
+        if slot.is_none() {
+            self.rescan = false;
+        }
+        slot
     }
 
     /// Hands a claimed slot to `waiter`. A waiter that already gave up gets
@@ -50,10 +56,11 @@ impl<B: Backend> PoolState<B> {
         }
         // FIFO: a new caller only jumps in when nobody waits (B15).
         if self.waiting.iter().all(|w| w.is_closed()) {
+            // This caller is the queue's front: served below if a runner
+            // has room.
             self.waiting.clear();
-            if let Some(slot) = self.pick() {
-                return self.grant(slot, waiter);
-            }
+            // Leases dropped while nobody waited did not tell the pool.
+            self.rescan = true;
         }
         if let Some(capacity) = self.config.queue_capacity {
             self.waiting.retain(|w| !w.is_closed());
@@ -64,10 +71,13 @@ impl<B: Backend> PoolState<B> {
             }
         }
         self.waiting.push_back(waiter);
-        // Announce the waiter before looking again: a lease dropped since
-        // the look above either sees the flag or left its slot for this one.
-        self.gate.has_waiters.store(true, Ordering::SeqCst);
-        self.serve_waiters();
+        // Announce the waiter before looking: a lease dropped from now on
+        // tells the pool, and one dropped before left its slot for the scan
+        // that a raised flag calls for.
+        if !self.gate.has_waiters.swap(true, Ordering::SeqCst) {
+            self.rescan = true;
+        }
+        self.serve_waiters(None);
         self.maybe_grow(myself).await;
     }
 
@@ -82,18 +92,21 @@ impl<B: Backend> PoolState<B> {
         {
             conn.control(ToRunner::Shutdown);
         }
-        self.serve_waiters();
+        // The runner that checked in has room: the first to try.
+        let hint = slot.shared.clone();
+        self.serve_waiters(hint.as_ref());
         self.maybe_grow(myself).await;
     }
 
-    /// Serves waiters in order while runners have free slots.
-    pub(super) fn serve_waiters(&mut self) {
+    /// Serves waiters in order while runners have free slots; `hint` is a
+    /// runner that has room (it checked in, or came up).
+    pub(super) fn serve_waiters(&mut self, hint: Option<&Arc<SlotShared>>) {
         while let Some(front) = self.waiting.front() {
             if front.is_closed() {
                 self.waiting.pop_front();
                 continue;
             }
-            let Some(slot) = self.pick() else { break };
+            let Some(slot) = self.pick(hint) else { break };
             let waiter = self.waiting.pop_front().expect("front exists");
             self.grant(slot, waiter);
         }

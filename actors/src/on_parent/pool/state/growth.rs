@@ -23,8 +23,7 @@ impl<B: Backend> PoolState<B> {
         }
         self.waiting.retain(|w| !w.is_closed());
         let per_runner = self.per_runner();
-        let booting = self.runners.values().filter(|s| !s.booted()).count();
-        let mut absorbed = booting * per_runner;
+        let mut absorbed = self.booting * per_runner;
         while self.waiting.len() > absorbed && self.runners.len() < self.config.max {
             self.boot(myself, false).await;
             absorbed += per_runner;
@@ -36,8 +35,7 @@ impl<B: Backend> PoolState<B> {
         if self.stopping {
             return;
         }
-        let have = self.runners.values().filter(|s| s.is_min).count();
-        for _ in have..self.min {
+        for _ in self.min_runners..self.min {
             if self.runners.len() >= self.config.max {
                 break;
             }
@@ -78,6 +76,10 @@ impl<B: Backend> PoolState<B> {
         match spawned {
             Ok((actor, _)) => {
                 self.by_actor.insert(actor.get_id(), runner_id);
+                self.booting += 1;
+                if is_min {
+                    self.min_runners += 1;
+                }
                 let _ = actor.cast(RunnerMessage::Boot);
                 self.runners.insert(
                     runner_id,

@@ -1,6 +1,7 @@
 //! The runner set's bookkeeping: a runner up or lost, draining, idle
 //! verdicts, and what the fast path may use.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::ActorRef;
@@ -33,19 +34,8 @@ impl<B: Backend> PoolState<B> {
     pub(super) fn set_draining(&mut self, runner: RunnerId) {
         if let Some(shared) = self.runners.get(&runner).and_then(|s| s.shared.as_ref()) {
             shared.draining.store(true, Ordering::SeqCst);
+            self.gate.remove(shared);
         }
-        self.publish();
-    }
-
-    /// Tells the fast path which runners serve.
-    fn publish(&self) {
-        let serving = self
-            .runners
-            .values()
-            .filter_map(|s| s.shared.clone())
-            .filter(|s| !s.draining.load(Ordering::SeqCst))
-            .collect();
-        self.gate.publish(serving);
     }
 
     pub(crate) async fn runner_up(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId, conn: RunnerConn) {
@@ -53,9 +43,14 @@ impl<B: Backend> PoolState<B> {
             return;
         };
         let always_tell = self.config.single_use;
-        slot.shared = Some(SlotShared::new(runner, conn, myself.clone(), &self.gate, always_tell));
+        if slot.shared.is_some() {
+            return;
+        }
+        let shared = SlotShared::new(runner, conn, myself.clone(), &self.gate, always_tell);
+        slot.shared = Some(Arc::clone(&shared));
         let boot_time = slot.boot_started.elapsed();
-        self.publish();
+        self.booting -= 1;
+        self.gate.insert(&shared);
         self.failures = 0;
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner up");
@@ -69,7 +64,8 @@ impl<B: Backend> PoolState<B> {
         if self.stopping {
             return;
         }
-        self.serve_waiters();
+        // The new runner has room: waiters take it first.
+        self.serve_waiters(Some(&shared));
         self.maybe_grow(myself).await;
     }
 
@@ -107,14 +103,20 @@ impl<B: Backend> PoolState<B> {
         if !slot.idle_exit && !self.retry_armed {
             self.refill_min(myself).await;
         }
-        self.serve_waiters();
+        self.serve_waiters(None);
         self.maybe_grow(myself).await;
     }
 
     fn remove(&mut self, runner: RunnerId) -> Option<Slot> {
         let slot = self.runners.remove(&runner)?;
         self.by_actor.remove(&slot.actor.get_id());
-        self.publish();
+        match &slot.shared {
+            Some(shared) => self.gate.remove(shared),
+            None => self.booting -= 1,
+        }
+        if slot.is_min {
+            self.min_runners -= 1;
+        }
         Some(slot)
     }
 
@@ -138,7 +140,13 @@ impl<B: Backend> PoolState<B> {
             shared.draining.store(false, Ordering::SeqCst);
         }
         shared.conn.control(ToRunner::IdleVerdict { granted });
-        self.publish();
+        if shared.draining.load(Ordering::SeqCst) {
+            self.gate.remove(&shared);
+        } else {
+            // Back in service: room it gained meanwhile went untold.
+            self.gate.insert(&shared);
+            self.serve_waiters(Some(&shared));
+        }
     }
 
     pub(crate) fn runner_stopping(&mut self, runner: RunnerId) {
