@@ -169,6 +169,7 @@ impl LinkTls {
 /// | `max` | most runners at once (required, at least 1) | - |
 /// | `max_concurrency` | concurrent calls per runner | 100 |
 /// | `single_use` | stop each runner after its first call | false |
+/// | `single_use_beyond_min` | with `single_use`: the `min` runners serve call after call, only the runners beyond them are single-use | false |
 /// | `timeout` | execution budget of a call without explicit timeout | 30 s |
 /// | `boot_timeout` | boot budget; also the checkout budget of a call without explicit timeout | 30 s |
 /// | `shutdown_timeout` | drain budget on shutdown | 30 s |
@@ -215,6 +216,7 @@ pub struct PoolConfig {
     pub(crate) max: usize,
     pub(crate) max_concurrency: usize,
     pub(crate) single_use: bool,
+    pub(crate) single_use_beyond_min: bool,
     pub(crate) timeout: Duration,
     pub(crate) boot_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
@@ -241,6 +243,7 @@ impl fmt::Debug for PoolConfig {
             .field("max", &self.max)
             .field("max_concurrency", &self.max_concurrency)
             .field("single_use", &self.single_use)
+            .field("single_use_beyond_min", &self.single_use_beyond_min)
             .field("timeout", &self.timeout)
             .field("boot_timeout", &self.boot_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -272,6 +275,7 @@ impl PoolConfig {
             max,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             single_use: false,
+            single_use_beyond_min: false,
             timeout: DEFAULT_TIMEOUT,
             boot_timeout: DEFAULT_TIMEOUT,
             shutdown_timeout: DEFAULT_TIMEOUT,
@@ -311,7 +315,29 @@ impl PoolConfig {
     );
     setter!(
         /// Stop each runner after its first call completes (default false).
+        /// Every runner takes one call at a time then. With `min` runners,
+        /// each of them stops too after its call and is booted again, so
+        /// the pool dips below `min` for a boot's time; see
+        /// [`PoolConfig::single_use_beyond_min`] to keep them.
         single_use: bool
+    );
+    setter!(
+        /// With [`PoolConfig::single_use`]: whether only the runners beyond
+        /// `min` are single-use (default false: every runner is). When
+        /// true, the `min` runners stay up and serve call after call, one
+        /// at a time like every runner of the pool, and only the runners
+        /// booted beyond them stop after their call: a warm floor for
+        /// steady work, fresh runners for bursts.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ractor_flame_actors::PoolConfig;
+        ///
+        /// let config = PoolConfig::new(8).min(2).single_use(true).single_use_beyond_min(true);
+        /// assert!(config.validate().is_ok());
+        /// ```
+        single_use_beyond_min: bool
     );
     setter!(
         /// Execution budget of a call without an explicit timeout (default 30 s).
@@ -522,6 +548,7 @@ mod tests {
         assert_eq!(c.min, 0);
         assert_eq!(c.max_concurrency, 100);
         assert!(!c.single_use);
+        assert!(!c.single_use_beyond_min);
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.boot_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));

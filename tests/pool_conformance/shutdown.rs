@@ -100,6 +100,52 @@ pub(super) async fn b23_single_use_runners_stop_after_their_first_call(kind: Kin
     pool.stop().await;
 }
 
+/// With `single_use`, the user chooses what `min` means: by default every
+/// runner is single-use, `min` ones too (each is replaced after its call);
+/// `single_use_beyond_min` keeps the `min` runners serving call after call
+/// and makes only the runners beyond them single-use.
+pub(super) async fn b62_single_use_runners_count_against_min_as_chosen(kind: Kind) {
+    // Every runner single-use: the min runner stops after its call and a
+    // new one takes its place.
+    let events = Events::default();
+    let pool = pool_with(kind, events.hooks(config(2).min(1).single_use(true))).await;
+    support::runners(&pool, 1).await;
+    let first = pool.call::<WhereAmI>(()).await.unwrap();
+    eventually("the used min runner stops", WAIT, || async { events.shrinks() == 1 }).await;
+    support::runners(&pool, 1).await;
+    let second = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_ne!(first.runner, second.runner, "the min runner was single-use");
+    pool.stop().await;
+
+    // Only the runners beyond min: the min runner serves every call made
+    // one after another, and a runner booted for a second call at once
+    // stops after it.
+    let events = Events::default();
+    let cfg = config(2).min(1).single_use(true).single_use_beyond_min(true);
+    let pool = pool_with(kind, events.hooks(cfg)).await;
+    support::runners(&pool, 1).await;
+    let floor = pool.call::<WhereAmI>(()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, floor.runner);
+    }
+    let k = key();
+    let held = {
+        let (pool, args) = (pool.pool.clone(), sleep(&k, 300));
+        tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
+    };
+    support::busy(&pool, 1).await;
+    let burst = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_ne!(burst.runner, floor.runner, "the min runner was busy");
+    assert_eq!(held.await.unwrap().unwrap().runner, floor.runner);
+    eventually("the runner beyond min stops after its call", WAIT, || async {
+        events.shrinks() == 1
+    })
+    .await;
+    assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, floor.runner);
+    assert_eq!(pool.stats().await.unwrap().runners, 1);
+    pool.stop().await;
+}
+
 pub(super) async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kind) {
     let pool = pool_with(kind, config(2).min(2)).await;
     support::runners(&pool, 2).await;

@@ -40,8 +40,7 @@ impl<B: Backend> PoolState<B> {
     /// Hands a claimed slot to `waiter`. A waiter that already gave up gets
     /// nothing and the slot stays free (its lease is dropped, which checks in).
     fn grant(&mut self, slot: Arc<SlotShared>, waiter: Waiter) {
-        let single_use = self.config.single_use;
-        if single_use {
+        if self.single_use(slot.runner) {
             // One checkout per runner (B23).
             self.set_draining(slot.runner);
         }
@@ -83,10 +82,11 @@ impl<B: Backend> PoolState<B> {
 
     pub(crate) async fn checkin(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {
         // A late or duplicate checkin is harmless (B20).
+        let single_use = self.single_use(runner);
         let Some(slot) = self.runners.get_mut(&runner) else {
             return;
         };
-        if self.config.single_use
+        if single_use
             && slot.active() == 0
             && let Some(conn) = slot.conn()
         {
@@ -96,6 +96,13 @@ impl<B: Backend> PoolState<B> {
         let hint = slot.shared.clone();
         self.serve_waiters(hint.as_ref());
         self.maybe_grow(myself).await;
+    }
+
+    /// Whether `runner` stops after its call: every runner of a single-use
+    /// pool, or only those beyond `min` when the pool says so.
+    fn single_use(&self, runner: RunnerId) -> bool {
+        self.config.single_use
+            && !(self.config.single_use_beyond_min && self.runners.get(&runner).is_some_and(|slot| slot.is_min))
     }
 
     /// Serves waiters in order while runners have free slots; `hint` is a
