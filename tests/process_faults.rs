@@ -13,6 +13,26 @@ use support::{Events, Kind, alive, config, eventually, key, kill, pool_with, sle
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Starts the test binary as a parent (`args`, `parent` first) and reads
+/// the pid of its runner from its first line.
+async fn parent_with_runner(args: &[&str]) -> (tokio::process::Child, u32) {
+    use tokio::io::AsyncBufReadExt;
+    let mut parent = tokio::process::Command::new(support::runner_exe())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    (parent, runner)
+}
+
 fn in_flight(pool: &Pool, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<Result<u64, Error>>> {
     (0..n)
         .map(|_| {
@@ -112,20 +132,7 @@ async fn b24_a_second_stop_also_waits_for_the_drain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
-    use tokio::io::AsyncBufReadExt;
-    let mut parent = tokio::process::Command::new(support::runner_exe())
-        .arg("parent")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    let (mut parent, runner) = parent_with_runner(&["parent"]).await;
     assert!(alive(runner));
     kill(parent.id().unwrap(), "KILL");
     let _ = parent.wait().await;
@@ -140,20 +147,7 @@ async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
 /// is waited out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_busy_when_its_parent_is_sigkilled_exits_at_the_end_of_its_connection() {
-    use tokio::io::AsyncBufReadExt;
-    let mut parent = tokio::process::Command::new(support::runner_exe())
-        .args(["parent", "busy"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    let (mut parent, runner) = parent_with_runner(&["parent", "busy"]).await;
     assert!(alive(runner));
     let killed = Instant::now();
     kill(parent.id().unwrap(), "KILL");
@@ -174,22 +168,9 @@ async fn a_runner_busy_when_its_parent_is_sigkilled_exits_at_the_end_of_its_conn
 /// its work, then its runner stops; the linked one is stopped at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b63_an_unlinked_child_finishes_its_work_after_its_parent_dies() {
-    use tokio::io::AsyncBufReadExt;
     let dir = std::env::temp_dir().join(format!("flame-b63-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut parent = tokio::process::Command::new(support::runner_exe())
-        .args(["parent", "children", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let runner: u32 = line.strip_prefix("runner-pid ").unwrap().parse().unwrap();
+    let (mut parent, runner) = parent_with_runner(&["parent", "children", dir.to_str().unwrap()]).await;
     let (unlinked, linked) = (dir.join("unlinked"), dir.join("linked"));
     let started = |p: &std::path::Path| p.with_extension("started").exists();
     eventually("both children at work", WAIT, || async {
