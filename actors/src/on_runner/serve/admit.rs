@@ -175,7 +175,7 @@ impl Serve {
         };
         let abort = Arc::new(Notify::new());
         let running = Running {
-            call: current.clone(),
+            call: current,
             inline: Some(Arc::clone(&abort)),
             linked: call.linked,
             blocking: false,
@@ -188,7 +188,12 @@ impl Serve {
             _ = abort.notified() => return None,
             result = run_until(deadline, run) => result,
         };
-        Some(settle(outcome(result, call.want_result), &current))
+        // Asked only of a failure: whether the call was stopped.
+        let stopped = || {
+            let tasks = self.calls.tasks.lock().expect("poisoned");
+            tasks.get(&call.id).is_some_and(|running| running.call.is_stopped())
+        };
+        Some(settle(outcome(result, call.want_result), deadline, stopped))
     }
 
     /// Creates the work of `call` now and returns a future that runs it to

@@ -26,7 +26,7 @@ pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool
         // no subscriber still prints it.
         tracing::warn!(target: "ractor_flame::terminator", call = finish.id, panic = %message, "function panicked");
     }
-    finish.reply(settle(outcome, call));
+    finish.reply(settle(outcome, call.deadline(), || call.is_stopped()));
 }
 
 /// A failed call's final word, which says what stopped it rather than how
@@ -39,8 +39,8 @@ pub(super) fn end(finish: &mut Finish, result: Option<Caught>, want_result: bool
 /// stopped (the runner is going away) ends [`Outcome::Aborted`]. A success
 /// is kept even when it came in the instant the deadline passed: the result
 /// exists (and a placed child it started must not be orphaned). Only
-/// failures read the clock.
-pub(super) fn settle(outcome: Outcome, call: &CurrentCall) -> Outcome {
+/// failures read the clock, or ask (`stopped`) whether the call was stopped.
+pub(super) fn settle(outcome: Outcome, deadline: Option<Instant>, stopped: impl FnOnce() -> bool) -> Outcome {
     let failed = matches!(
         outcome,
         Outcome::Returned { .. } | Outcome::Panicked(_) | Outcome::Codec(_)
@@ -48,17 +48,16 @@ pub(super) fn settle(outcome: Outcome, call: &CurrentCall) -> Outcome {
     if !failed {
         return outcome;
     }
-    if call.deadline().is_some_and(|at| Instant::now() >= at) {
+    if deadline.is_some_and(|at| Instant::now() >= at) {
         return Outcome::Deadline;
     }
-    if call.is_stopped()
-        && matches!(
-            outcome,
-            Outcome::Returned {
-                kind: FnErrorKind::Cancelled,
-                ..
-            }
-        )
+    if matches!(
+        outcome,
+        Outcome::Returned {
+            kind: FnErrorKind::Cancelled,
+            ..
+        }
+    ) && stopped()
     {
         return Outcome::Aborted;
     }
@@ -167,11 +166,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::settle;
+    use super::settle as settle_with;
     use crate::error::FnErrorKind;
     use crate::func::context::CurrentCall;
     use crate::ids::RunnerId;
     use crate::wire::frame::Outcome;
+
+    fn settle(outcome: Outcome, call: &CurrentCall) -> Outcome {
+        settle_with(outcome, call.deadline(), || call.is_stopped())
+    }
 
     fn call(deadline: Option<Instant>) -> CurrentCall {
         CurrentCall::new(RunnerId::new(), Arc::default(), 1, deadline)
