@@ -657,7 +657,14 @@ impl FlyBackend {
 
     async fn boot(&self, state: &mut FlyState, ctx: &RunnerContext) -> Result<(), FlyError> {
         let started = Instant::now();
-        let deadline = started + self.boot_timeout;
+        // The Runner's own deadline (its start plus this backend's
+        // `boot_timeout`, or the pool's when shorter), a moment early: the
+        // create's last answer is reported before the Runner cuts the boot
+        // off.
+        let deadline = Instant::from_std(ctx.boot_deadline())
+            .checked_sub(Duration::from_millis(5))
+            .unwrap_or(started)
+            .min(started + self.boot_timeout);
         self.validate()?;
         let api = self.api().await?;
         let endpoint = self.endpoint().await?;

@@ -47,6 +47,8 @@ pub struct RunnerContext {
     ///
     /// [`Endpoint::expect`]: crate::Endpoint::expect
     pub link_tls: LinkTls,
+    /// When the boot must be over (see [`RunnerContext::boot_deadline`]).
+    pub(crate) boot_deadline: std::time::Instant,
 }
 
 impl fmt::Debug for RunnerContext {
@@ -80,7 +82,18 @@ impl RunnerContext {
             boot_timeout: crate::config::DEFAULT_TIMEOUT,
             runner,
             link_tls: LinkTls::Auto,
+            boot_deadline: std::time::Instant::now() + crate::config::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// When this runner's boot must be over: the Runner's start plus its
+    /// boot budget (the pool's `boot_timeout`, or the backend's own
+    /// [`Backend::boot_limit`] when shorter). The Runner cuts off a boot
+    /// still running then; a backend that bounds steps of its own (retries,
+    /// waits for a machine) ends them by this instant, so that its own
+    /// account of what it was doing becomes the boot's error.
+    pub fn boot_deadline(&self) -> std::time::Instant {
+        self.boot_deadline
     }
 
     /// Tells this runner's Runner actor something backend-specific (an

@@ -231,14 +231,18 @@ impl<B: Backend> Actor for Runner<B> {
         // metrics recorder keeps it.
         let biller =
             crate::observe::recorder_installed().then(|| myself.send_interval(BILL_EVERY, || RunnerMessage::Bill));
-        let ctx = (args.context)(myself);
+        let mut ctx = (args.context)(myself);
         let boot_timeout = self
             .backend
             .boot_limit()
             .map_or(ctx.boot_timeout, |own| own.min(ctx.boot_timeout));
+        // One instant for the Runner and the backend: a backend that ends
+        // its own steps by it reports why, before the Runner cuts it off.
+        let boot_deadline = std::time::Instant::now() + boot_timeout;
+        ctx.boot_deadline = boot_deadline;
         Ok(RunnerState {
             boot_timeout,
-            boot_deadline: tokio::time::Instant::now() + boot_timeout,
+            boot_deadline: tokio::time::Instant::from_std(boot_deadline),
             ctx,
             pool: args.pool,
             backend: None,

@@ -67,6 +67,8 @@ impl<B: Backend> PoolState<B> {
             boot_timeout,
             runner,
             link_tls,
+            // Set by the Runner as it starts.
+            boot_deadline: std::time::Instant::now() + boot_timeout,
         });
         let args = RunnerArguments {
             pool: myself.clone(),
