@@ -9,14 +9,17 @@
 //!
 //! Output of a run (times, ids and ports vary). The runner's own event
 //! (`resizing`) is printed by the parent, inside the caller's `request` and
-//! `flame.call` spans, tagged with the runner and the pool; then the pool's
-//! series as Prometheus scrapes them:
+//! `flame.call` spans, tagged with the runner and the pool (the span shows
+//! `runner_us`, the time the call ran on the runner, once the reply is in);
+//! then the pool's series as Prometheus scrapes them, what the runner cost
+//! so far among them:
 //!
 //! ```text
 //! INFO request{id=0}:flame.call{function="resize" pool="images" runner=6f1c…}: ractor_flame::remote: resizing runner=6f1c… pool="images" remote_target=observability fields=width=640 call=1
 //! INFO request{id=0}: observability: resized width=640 bytes=160
 //! ...
 //! metrics at http://127.0.0.1:9464/metrics
+//! flame_runner_milliseconds_total{pool="images",backend="process",phase="booting"} 4
 //! flame_calls_total{pool="images",function="resize",outcome="ok"} 3
 //! flame_runners{pool="images"} 1
 //! flame_boot_duration_seconds_count{pool="images",backend="process"} 1

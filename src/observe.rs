@@ -6,7 +6,7 @@
 //!
 //! | span | level | target | fields |
 //! |---|---|---|---|
-//! | `flame.call` | debug | `ractor_flame::pool` | `function`, `pool`, `runner`, `outcome`, `queue_wait_us`, `remote_us` |
+//! | `flame.call` | debug | `ractor_flame::pool` | `function`, `pool`, `runner`, `outcome`, `queue_wait_us`, `remote_us`, `runner_us` |
 //! | `flame.checkout` | trace | `ractor_flame::pool` | `pool` (inside `flame.call`) |
 //! | `flame.boot` | info | `ractor_flame::runner` | `runner`, `pool`, `backend`, `outcome`, `duration_ms` |
 //! | `flame.call` (runner side) | debug | `ractor_flame::terminator` | `function`, `call`, `runner`, `pool` |

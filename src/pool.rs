@@ -214,7 +214,7 @@ impl Pool {
     pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
         let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.call",
             function = F::NAME, pool = %self.settings.name,
-            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty);
+            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty, runner_us = Empty);
         let metered = crate::observe::metered();
         if span.is_disabled() && !metered {
             // Nobody looks: the call as it would be without observability,

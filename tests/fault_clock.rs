@@ -176,7 +176,7 @@ async fn send(stream: &mut TcpStream, frame: &ToRunner) {
 async fn outcome_of(stream: &mut TcpStream, id: u64) -> Outcome {
     loop {
         match decode_body::<ToParent>(&read_body(stream).await).unwrap() {
-            ToParent::Reply { id: got, outcome } | ToParent::Early { id: got, outcome } if got == id => {
+            ToParent::Reply { id: got, outcome, .. } | ToParent::Early { id: got, outcome } if got == id => {
                 return outcome;
             }
             _ => {}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor_flame::{LocalBackend, Parent, Pool, RunnerId};
-use support::functions::Echo;
+use support::functions::{Echo, Spin};
 use support::{config, eventually};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -398,4 +398,49 @@ async fn a_burst_of_casts_gives_back_every_slot_and_logs_its_failure() {
         "the failed cast among the burst is logged"
     );
     pool.stop().await;
+}
+
+/// B64: a call's `flame.call` span carries the time its work ran on the
+/// runner (`runner_us`, measured there), next to the time the caller waited
+/// for it (`remote_us`), on an in-process runner and over a real link. A
+/// body that spins for 30 ms is at least 30 ms on the runner, and never
+/// longer there than the caller waited for it.
+#[tokio::test]
+async fn b64_a_calls_span_carries_the_time_it_ran_on_the_runner() {
+    const SPIN_MS: u64 = 30;
+    for kind in [support::Kind::Local, support::Kind::Process] {
+        let pool = support::pool_with(kind, config(1)).await;
+        // Booted before the subscriber looks: only the call's spans count.
+        pool.call::<Echo>("warm".into()).await.unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
+        {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            pool.call::<Spin>(SPIN_MS).await.unwrap();
+        }
+        pool.stop().await;
+
+        let events = events.lock().unwrap().clone();
+        let field = |name: &str| -> Vec<u64> {
+            events
+                .iter()
+                .flat_map(|e| e.text.split(' '))
+                .filter_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}")))
+                .collect()
+        };
+        let (runner, remote) = (field("runner_us"), field("remote_us"));
+        assert_eq!((runner.len(), remote.len()), (1, 1), "{kind:?}: {events:#?}");
+        assert!(
+            runner[0] >= SPIN_MS * 1_000,
+            "{kind:?}: {} us on the runner for a {SPIN_MS} ms body",
+            runner[0]
+        );
+        assert!(
+            runner[0] <= remote[0],
+            "{kind:?}: {} us on the runner, {} us for the caller",
+            runner[0],
+            remote[0]
+        );
+    }
 }

@@ -86,7 +86,7 @@ impl Recorded {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scripted_run_records_exactly_the_expected_metrics() {
+async fn b64_a_scripted_run_records_the_expected_metrics_and_bills_runner_time() {
     let mut recorded = Recorded::install();
 
     // Local backend: a boot, six calls of four outcomes, an idle shutdown.

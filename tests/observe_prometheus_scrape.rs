@@ -1,5 +1,6 @@
 //! The observability example's Prometheus exporter, scraped over plain TCP:
-//! the pool's series are there, with their labels.
+//! the pool's series are there, with their labels, what its runners cost
+//! among them.
 
 #[path = "../examples/observability.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
@@ -50,5 +51,18 @@ async fn a_scrape_of_metrics_shows_the_pools_series() {
         },
     )
     .await;
+    // What the runner cost: its boot is billed once it serves, its serving
+    // time once it is gone.
+    let booting = line(&body, "flame_runner_milliseconds_total", &["phase=\"booting\""]);
+    assert!(booting.is_some(), "{body}");
     pool.stop().await;
+    eventually(
+        "the runner's serving time is billed",
+        std::time::Duration::from_secs(5),
+        || async {
+            let body = example::scrape(addr).await.expect("scrape");
+            line(&body, "flame_runner_milliseconds_total", &["phase=\"serving\""]).is_some()
+        },
+    )
+    .await;
 }

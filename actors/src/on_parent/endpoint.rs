@@ -403,7 +403,7 @@ fn up(stream: Stream, (runner_id, expected): (RunnerId, Expected)) {
 
 fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerMessage>) {
     let reason = match frame {
-        ToParent::Reply { id, outcome } => return conn.deliver(id, outcome),
+        ToParent::Reply { id, outcome, runner_us } => return conn.deliver(id, outcome, runner_us),
         ToParent::Early { id, outcome } => return conn.deliver_early(id, outcome),
         ToParent::Ended { ids } => return conn.deliver_ended(&ids),
         ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),

@@ -327,6 +327,7 @@ mod tests {
         let empty_reply = ToParent::Reply {
             id: 3,
             outcome: Outcome::Ok(Vec::new()),
+            runner_us: 0,
         };
         let mut wire = Vec::new();
         for head in [call(Vec::new()), traced(Vec::new())] {
@@ -371,13 +372,15 @@ mod tests {
         let mut reply = ToParent::Reply {
             id: 1,
             outcome: Outcome::Ok(Vec::new()),
+            runner_us: 0,
         };
         reply.put_payload(vec![1, 2]).unwrap();
         assert_eq!(
             reply,
             ToParent::Reply {
                 id: 1,
-                outcome: Outcome::Ok(vec![1, 2])
+                outcome: Outcome::Ok(vec![1, 2]),
+                runner_us: 0,
             }
         );
         for mut other in [
@@ -389,6 +392,7 @@ mod tests {
                     kind: crate::error::FnErrorKind::InvalidArgument,
                     message: "no".into(),
                 },
+                runner_us: 0,
             },
             ToParent::Stopping { reason: "x".into() },
         ] {

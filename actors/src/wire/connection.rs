@@ -93,9 +93,10 @@ impl OutFrame for ToParent {
 
     fn oversized(self, err: &FrameError) -> Option<Self> {
         match self {
-            ToParent::Reply { id, .. } => Some(ToParent::Reply {
+            ToParent::Reply { id, runner_us, .. } => Some(ToParent::Reply {
                 id,
                 outcome: Outcome::Codec(format!("result: {err}")),
+                runner_us,
             }),
             ToParent::Early { id, .. } => Some(ToParent::Early {
                 id,
@@ -393,11 +394,13 @@ mod tests {
         assert!(outbox.send(ToParent::Reply {
             id: 1,
             outcome: Outcome::Ok(vec![1; 10]),
+            runner_us: 0,
         }));
         assert!(outbox.send_ended(2));
         assert!(outbox.send(ToParent::Reply {
             id: 3,
             outcome: Outcome::Ok(large.clone()),
+            runner_us: 0,
         }));
         assert!(outbox.send_ended(4));
         assert!(outbox.send(ToParent::IdleRequest));
@@ -424,12 +427,14 @@ mod tests {
             vec![
                 ToParent::Reply {
                     id: 1,
-                    outcome: Outcome::Ok(vec![1; 10])
+                    outcome: Outcome::Ok(vec![1; 10]),
+                    runner_us: 0,
                 },
                 ToParent::Ended { ids: vec![2, 4] },
                 ToParent::Reply {
                     id: 3,
-                    outcome: Outcome::Ok(large)
+                    outcome: Outcome::Ok(large),
+                    runner_us: 0,
                 },
                 ToParent::IdleRequest,
             ]

@@ -287,6 +287,10 @@ pub enum ToParent {
         id: u64,
         /// What happened.
         outcome: Outcome,
+        /// How long the call's work ran on the runner, in microseconds, from
+        /// its admission to its end (protocol 9); 0 where not measured.
+        #[serde(default)]
+        runner_us: u64,
     },
     /// A call's outcome while its work still runs (a blocking body past its
     /// deadline): the caller gets it now, and a [`ToParent::Reply`] follows

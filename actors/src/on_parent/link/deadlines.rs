@@ -188,7 +188,7 @@ mod tests {
             "the work is cancelled"
         );
         assert_eq!(conn.cancelling(), 1, "the work still runs");
-        conn.deliver(call.id, Outcome::Aborted);
+        conn.deliver(call.id, Outcome::Aborted, 0);
         assert_eq!((conn.pending(), conn.cancelling()), (0, 0));
     }
 

@@ -89,13 +89,19 @@ impl Pending {
 
 /// Gives a caller its outcome before the work behind it has ended.
 pub(super) fn answer_early(waiter: oneshot::Sender<Delivered>, outcome: Outcome) {
-    let _ = waiter.send(Delivered { outcome, ended: false });
+    let _ = waiter.send(Delivered {
+        outcome,
+        ended: false,
+        runner_us: 0,
+    });
 }
 
-/// An outcome, and whether the work behind it has ended.
+/// An outcome, whether the work behind it has ended, and how long that
+/// work ran on the runner (microseconds; 0 where not measured).
 pub(super) struct Delivered {
     pub(super) outcome: Outcome,
     pub(super) ended: bool,
+    pub(super) runner_us: u64,
 }
 
 impl RunnerConn {
@@ -138,13 +144,14 @@ impl RunnerConn {
         }
     }
 
-    /// Routes a runner's final reply: the call's work has ended. Its caller
-    /// gets the outcome, or its parked slot is released. Unknown ids (casts
-    /// to placed children) are ignored.
-    pub(crate) fn deliver(&self, id: u64, outcome: Outcome) {
+    /// Routes a runner's final reply: the call's work has ended, after
+    /// `runner_us` microseconds on the runner. Its caller gets the outcome,
+    /// or its parked slot is released. Unknown ids (casts to placed
+    /// children) are ignored.
+    pub(crate) fn deliver(&self, id: u64, outcome: Outcome, runner_us: u64) {
         let entry = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
         if let Some(entry) = entry {
-            self.settle(entry, outcome);
+            self.settle(entry, outcome, runner_us);
         }
     }
 
@@ -164,17 +171,21 @@ impl RunnerConn {
             ids.iter().filter_map(|id| pending.entries.remove(id)).collect()
         };
         for entry in entries {
-            self.settle(entry, Outcome::Done);
+            self.settle(entry, Outcome::Done, 0);
         }
     }
 
     /// Ends a call taken out of `pending` (outside its lock: a lease's drop
     /// may message the pool): its caller gets the outcome, or its slot is
     /// checked in.
-    pub(super) fn settle(&self, entry: Pending, outcome: Outcome) {
+    pub(super) fn settle(&self, entry: Pending, outcome: Outcome, runner_us: u64) {
         match entry {
             Pending::Waiting { waiter, .. } => {
-                let _ = waiter.send(Delivered { outcome, ended: true });
+                let _ = waiter.send(Delivered {
+                    outcome,
+                    ended: true,
+                    runner_us,
+                });
             }
             Pending::Parked(hold) => drop(hold),
             Pending::Cast(hold, function) => {

@@ -98,7 +98,11 @@ impl RunnerConn {
                     return self.send_and_wait(id, linked, deadline, hold, sent).await;
                 }
                 // The body runs in this task: dropping the future ends it.
+                let timed = tracing::dispatcher::has_been_set().then(Instant::now);
                 let outcome = serve.run_inline(call, req.deadline).await;
+                if let Some(at) = timed {
+                    tracing::Span::current().record("runner_us", at.elapsed().as_micros() as u64);
+                }
                 outcome.ok_or_else(|| self.down_error())
             }
             Transport::Remote { tx } => {
@@ -179,8 +183,20 @@ impl RunnerConn {
         let received = rx.await;
         guard.armed = false;
         match received {
-            Ok(Delivered { outcome, ended: true }) => Ok(outcome),
-            Ok(Delivered { outcome, ended: false }) => {
+            Ok(Delivered {
+                outcome,
+                ended: true,
+                runner_us,
+            }) => {
+                if runner_us > 0 && tracing::dispatcher::has_been_set() {
+                    // The caller's `flame.call` span, where it has one.
+                    tracing::Span::current().record("runner_us", runner_us);
+                }
+                Ok(outcome)
+            }
+            Ok(Delivered {
+                outcome, ended: false, ..
+            }) => {
                 self.park(id, guard.hold.take().map(Lease::hand_on));
                 Ok(outcome)
             }

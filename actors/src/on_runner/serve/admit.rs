@@ -214,5 +214,9 @@ impl Serve {
 
 /// Sends a call's outcome to the parent.
 fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
-    let _ = reply.send(ToParent::Reply { id, outcome });
+    let _ = reply.send(ToParent::Reply {
+        id,
+        outcome,
+        runner_us: 0,
+    });
 }

@@ -89,6 +89,9 @@ pub(super) struct Finish {
     /// The parent connection; `None` for calls whose caller awaits them in
     /// its own task.
     reply: Option<Outbox<ToParent>>,
+    /// When the call was admitted (read only for calls that reply to the
+    /// parent, whose reply carries the time the work took).
+    admitted: Option<Instant>,
     /// Counted out and replied to already.
     ended: bool,
 }
@@ -98,6 +101,7 @@ impl Finish {
         Finish {
             serve,
             id,
+            admitted: reply.as_ref().map(|_| Instant::now()),
             reply,
             ended: false,
         }
@@ -118,7 +122,15 @@ impl Finish {
             // of casts among them share one frame.
             let _ = match outcome {
                 Outcome::Done if !alone => reply.send_ended(self.id),
-                outcome => reply.send_alone(ToParent::Reply { id: self.id, outcome }, alone),
+                outcome => {
+                    let runner_us = self.admitted.map_or(0, |at| at.elapsed().as_micros() as u64);
+                    let frame = ToParent::Reply {
+                        id: self.id,
+                        outcome,
+                        runner_us,
+                    };
+                    reply.send_alone(frame, alone)
+                }
             };
         }
     }
