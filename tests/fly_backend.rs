@@ -425,3 +425,104 @@ async fn machines_reach_the_parent_over_the_pinned_tls_link() {
     ledger_empty(&standin).await;
     no_rejected_requests(&standin);
 }
+
+/// B61 on Fly: each runner mounts its own free volume of the name (one
+/// machine per volume, as Fly requires), in the volume's region; a volume
+/// attached to someone else's machine is never taken; a runner that finds
+/// every volume attached fails its boot saying so; the volumes come free
+/// when the runners' machines are destroyed; a name the app has no volume
+/// of fails the boot naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b61_each_fly_runner_mounts_a_free_volume_of_the_name() {
+    let setup = setup();
+    let standin = StandIn::start(setup.clone()).await;
+    let foreign = standin.add_volume("scratch", "ord", Some("148e2d0b3a6189"));
+    let free: BTreeSet<String> = (0..2).map(|_| standin.add_volume("scratch", "ord", None)).collect();
+    standin.add_volume("models", "ord", None);
+    let fly = backend(&standin, &setup).volume("scratch", "/scratch");
+    let cfg = config(3).max_concurrency(1).boot_retry(BootRetry {
+        max_attempts: 1,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+    });
+    let pool = Pool::start(cfg, fly, &registry()).await.unwrap();
+    let calls: Vec<_> = (0..2).map(|_| sleeping(&pool, "fly-volume", 500)).collect();
+    busy(&pool, 2).await;
+    let machines = standin.live();
+    let mounted: BTreeSet<(String, String)> = machines.iter().map(|m| m.mount.clone().expect("a mount")).collect();
+    let expected: BTreeSet<(String, String)> = free.iter().map(|v| (v.clone(), "/scratch".to_owned())).collect();
+    assert_eq!(mounted, expected, "each runner on its own free volume");
+    for m in &machines {
+        assert_eq!(m.body["region"], "ord", "a machine goes where its volume is");
+    }
+
+    // A third runner: every volume of the name is attached.
+    let reason = boot_error(&pool).await;
+    assert!(
+        reason.contains("every Fly volume named `scratch` is attached (3 of 3)"),
+        "{reason}"
+    );
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    pool.stop().await;
+    ledger_empty(&standin).await;
+    for volume in standin.volumes() {
+        let attached = volume.attached.is_some();
+        assert_eq!(attached, volume.id == foreign, "{volume:?}");
+    }
+
+    let pool = Pool::start(
+        failing_config(),
+        backend(&standin, &setup).volume("data", "/data"),
+        &registry(),
+    )
+    .await
+    .unwrap();
+    let reason = boot_error(&pool).await;
+    assert!(reason.contains("has no volume named `data`"), "{reason}");
+    pool.stop().await;
+    assert_eq!(standin.live().len(), 0, "no machine for a runner with no volume");
+    no_rejected_requests(&standin);
+}
+
+/// A machine whose host fails leaves its connection open and silent; the
+/// Machines API reports it stopped or failed. The parent reads that within
+/// the machine check interval, far sooner than its heartbeat timeout: the
+/// call in flight fails with `RunnerDown` naming the machine's state, the
+/// machine is destroyed, and the next call gets a fresh machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_lost_with_its_host_is_noticed_through_the_api_before_heartbeats() {
+    const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
+    let setup = setup();
+    let standin = StandIn::start(setup.clone()).await;
+    for state in ["stopped", "failed"] {
+        let fly = backend(&standin, &setup).machine_check_interval(Some(Duration::from_millis(100)));
+        let cfg = config(1)
+            .heartbeat_interval(Duration::from_secs(5))
+            .heartbeat_timeout(HEARTBEAT_TIMEOUT);
+        let pool = Pool::start(cfg, fly, &registry()).await.unwrap();
+        let call = sleeping(&pool, "fly-host", 30_000);
+        busy(&pool, 1).await;
+        let machine = standin.live().pop().expect("one machine");
+        let started = Instant::now();
+        standin.lose_host(&machine.id, state);
+        let err = call.await.unwrap().unwrap_err();
+        let seen = started.elapsed();
+        assert!(
+            matches!(&err, Error::RunnerDown { reason } if reason.to_string().contains(&format!("is {state}"))),
+            "{state}: {err:?}"
+        );
+        assert!(seen < Duration::from_secs(3), "{state}: seen in {seen:?}");
+        ledger_empty(&standin).await;
+        let pid = machine.pid.unwrap();
+        eventually("the frozen process is gone", Duration::from_secs(5), || {
+            std::future::ready(!alive(pid))
+        })
+        .await;
+        pool.call::<WhereAmI>(()).await.unwrap();
+        pool.stop().await;
+        ledger_empty(&standin).await;
+    }
+    no_rejected_requests(&standin);
+}

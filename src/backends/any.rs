@@ -161,9 +161,9 @@ pub enum AnyState {
     /// Of a container runner.
     #[cfg(feature = "docker")]
     Docker(crate::backends::docker::DockerState),
-    /// Of a Fly machine runner.
+    /// Of a Fly machine runner (boxed: it is the largest by far).
     #[cfg(feature = "fly")]
-    Fly(crate::backends::fly::FlyState),
+    Fly(Box<crate::backends::fly::FlyState>),
 }
 
 /// The state does not belong to the backend (cannot happen: the pool keeps
@@ -187,7 +187,7 @@ impl Backend for AnyBackend {
             AnyBackend::Docker(b) => AnyState::Docker(b.init(ctx).await?),
             #[cfg(feature = "fly")]
             // Fully qualified: `FlyBackend::init` is also its `init` option.
-            AnyBackend::Fly(b) => AnyState::Fly(Backend::init(&**b, ctx).await?),
+            AnyBackend::Fly(b) => AnyState::Fly(Box::new(Backend::init(&**b, ctx).await?)),
         })
     }
 

@@ -4,6 +4,8 @@ mod api;
 mod error;
 mod init;
 mod state;
+mod volume;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,15 +13,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor_flame_actors::{Backend, BackendError, Endpoint, FLAME_PARENT, RunnerContext, RunnerId};
+use ractor_flame_actors::{Backend, BackendError, DownReason, Endpoint, FLAME_PARENT, RunnerContext, RunnerId};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use api::{Api, ApiToken, CreateMachine, Guest, MachineConfig, Restart};
+use api::{Api, ApiToken, CreateMachine, Guest, MachineConfig, MountRef, Restart};
 pub use error::FlyError;
 pub use init::MachineInit;
 pub use state::FlyState;
+use volume::{Claims, VolumeClaim, VolumeMount};
 
 /// The Machines API's address (FLAME's default `host`).
 pub const DEFAULT_HOST: &str = "https://api.machines.dev";
@@ -33,6 +36,9 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Default budget to stop and destroy a runner's machine.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between looks at a serving runner's machine through the
+/// API (see [`FlyBackend::machine_check_interval`]).
+pub const DEFAULT_MACHINE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Metadata key: the pool's name.
 pub const META_POOL: &str = "ractor_flame_pool";
@@ -73,6 +79,8 @@ pub const META_PARENT_IP: &str = "flame_parent_ip";
 /// | [`services`](Self::services), [`metadata`](Self::metadata), [`init`](Self::init) | extra machine config | none |
 /// | [`parent_addr`](Self::parent_addr) | where the parent listens for runners | `[FLY_PRIVATE_IP]:0` |
 /// | [`stop_timeout`](Self::stop_timeout) | budget to stop and destroy a machine | 10 s |
+/// | [`volume`](Self::volume) | a volume of this name on each runner, at a path | none |
+/// | [`machine_check_interval`](Self::machine_check_interval) | how often the API is asked whether a serving machine still runs | 5 s |
 ///
 /// The required options are checked in FLAME's order (token, image, host,
 /// app), then the parent address; [`validate`](Self::validate) reports the
@@ -128,6 +136,8 @@ pub struct FlyBackend {
     metadata: BTreeMap<String, String>,
     init: MachineInit,
     parent_addr: Option<SocketAddr>,
+    volume: Option<VolumeMount>,
+    machine_check: Option<Duration>,
     /// A setter's value that cannot be sent (reported by `validate`).
     invalid: Option<String>,
     shared: Arc<Shared>,
@@ -139,6 +149,8 @@ struct Shared {
     instance: String,
     endpoint: OnceCell<Endpoint>,
     client: OnceCell<reqwest::Client>,
+    /// Volumes held by runners of this backend.
+    volumes: Claims,
 }
 
 impl fmt::Debug for FlyBackend {
@@ -159,6 +171,8 @@ impl fmt::Debug for FlyBackend {
             .field("env", &env)
             .field("boot_timeout", &self.boot_timeout)
             .field("parent_addr", &self.parent_addr)
+            .field("volume", &self.volume)
+            .field("machine_check", &self.machine_check)
             .field("instance", &self.shared.instance)
             .finish_non_exhaustive()
     }
@@ -228,11 +242,14 @@ impl FlyBackend {
             parent_addr: get("FLY_PRIVATE_IP")
                 .and_then(|ip| ip.parse::<IpAddr>().ok())
                 .map(|ip| SocketAddr::new(ip, 0)),
+            volume: None,
+            machine_check: Some(DEFAULT_MACHINE_CHECK_INTERVAL),
             invalid: None,
             shared: Arc::new(Shared {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 endpoint: OnceCell::new(),
                 client: OnceCell::new(),
+                volumes: Claims::default(),
             }),
         }
     }
@@ -435,6 +452,53 @@ impl FlyBackend {
         self
     }
 
+    /// Mounts a volume named `name` at `path` on every runner (default
+    /// none). A Fly volume serves one machine at a time: each runner claims
+    /// one of the app's volumes of that name that no machine has attached
+    /// (in the backend's [`region`](Self::region) when one is set; else the
+    /// machine goes where its volume is). Size the pool with them: create as
+    /// many volumes of the name as the pool's `max`, in the region runners
+    /// run in (`fly volumes create scratch --count 4 --region ord`). A boot
+    /// with no volume of the name fails naming it
+    /// ([`FlyError::VolumeMissing`]); one that finds them all attached fails
+    /// with [`FlyError::VolumesAttached`] and is retried by the pool's boot
+    /// policy (a destroyed runner's volume comes free again).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let backend = ractor_flame::fly::FlyBackend::new().volume("scratch", "/scratch");
+    /// # let _ = backend;
+    /// ```
+    pub fn volume(mut self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        let (name, path) = (name.into(), path.into());
+        if name.is_empty() {
+            self.invalid = Some("a volume needs a name".into());
+        } else if !path.starts_with('/') {
+            self.invalid = Some(format!("volume `{name}`: the mount path `{path}` is not absolute"));
+        }
+        self.volume = Some(VolumeMount { name, path });
+        self
+    }
+
+    /// How often the parent asks the Machines API whether a serving
+    /// runner's machine still runs (default 5 s; `None`: never, heartbeats
+    /// alone notice a lost machine). A machine whose host fails may leave
+    /// its connection open with nothing more sent on it; the API reports it
+    /// stopped or failed first. One `GET` per runner per interval.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let backend = ractor_flame::fly::FlyBackend::new().machine_check_interval(Some(Duration::from_secs(2)));
+    /// # let _ = backend;
+    /// ```
+    pub fn machine_check_interval(mut self, every: Option<Duration>) -> Self {
+        self.machine_check = every.filter(|d| !d.is_zero());
+        self
+    }
+
     /// The machine's `services`, as the Machines API documents them
     /// (default none). Runners serve nothing publicly: give them no
     /// services and no health checks (a TCP check on a runner's port fails
@@ -619,6 +683,7 @@ impl FlyBackend {
         runner: RunnerId,
         flame_parent: &'a str,
         labels: &'a Labels,
+        volume: Option<&'a VolumeClaim>,
     ) -> Result<CreateMachine<'a>, FlyError> {
         let (_, image, _, app) = self.required()?;
         let mut env: BTreeMap<&str, &str> = self
@@ -633,9 +698,20 @@ impl FlyBackend {
         metadata.insert(META_PARENT, &self.shared.instance);
         metadata.insert(META_RUNNER, &labels.runner);
         metadata.insert(META_PARENT_IP, &labels.parent_ip);
+        let mounts = match (&self.volume, volume) {
+            (Some(mount), Some(claim)) => vec![MountRef {
+                volume: &claim.id,
+                path: &mount.path,
+            }],
+            _ => Vec::new(),
+        };
         Ok(CreateMachine {
             name: machine_name(app, runner),
-            region: self.region.as_deref(),
+            // A volume decides where its machine runs.
+            region: self
+                .region
+                .as_deref()
+                .or(volume.and_then(|claim| claim.region.as_deref())),
             config: MachineConfig {
                 image,
                 init: &self.init,
@@ -651,6 +727,7 @@ impl FlyBackend {
                 env,
                 services: &self.services,
                 metadata,
+                mounts,
             },
         })
     }
@@ -675,7 +752,12 @@ impl FlyBackend {
             runner: ctx.runner_id.simple(),
             parent_ip: endpoint.addr().ip().to_string(),
         };
-        let request = self.create_request(ctx.runner_id, &flame_parent, &labels)?;
+        if let Some(mount) = &self.volume {
+            let volumes = api.volumes(deadline).await?;
+            let claim = volume::claim(&volumes, mount, self.region.as_deref(), &api.app, &self.shared.volumes)?;
+            state.volume = Some(claim);
+        }
+        let request = self.create_request(ctx.runner_id, &flame_parent, &labels, state.volume.as_ref())?;
         let (machine, attempts) = api.create(&request, deadline).await?;
         tracing::info!(target: "ractor_flame::fly", runner = %ctx.runner_id, machine = %machine.id, attempts, elapsed = ?started.elapsed(), "machine created");
         state.api = Some(api.clone());
@@ -685,6 +767,9 @@ impl FlyBackend {
                 machine: machine.id,
                 timeout: self.boot_timeout,
             });
+        }
+        if let Some(every) = self.machine_check {
+            state.watch = Some(watch::watch(api, machine.id, every, ctx.notifier()));
         }
         // The runner connects back in what is left of the boot timeout: the
         // Runner counts the pool's boot timeout from the start of the boot.
@@ -718,6 +803,8 @@ impl Backend for FlyBackend {
             api: None,
             machine: None,
             stop_timeout: self.stop_timeout,
+            volume: None,
+            watch: None,
         })
     }
 
@@ -738,7 +825,14 @@ impl Backend for FlyBackend {
         })
     }
 
+    async fn handle_info(&self, _state: &mut Self::State, info: Box<dyn std::any::Any + Send>) -> Option<DownReason> {
+        let down = info.downcast::<watch::MachineDown>().ok()?;
+        tracing::warn!(target: "ractor_flame::fly", machine = %down.machine, state = %down.state, "runner machine down");
+        Some(down.reason())
+    }
+
     async fn terminate(&self, state: &mut Self::State) {
+        state.watch = None;
         if let Some(endpoint) = self.shared.endpoint.get() {
             endpoint.forget(state.runner);
         }
@@ -746,6 +840,8 @@ impl Backend for FlyBackend {
             api.stop_and_destroy(machine, self.stop_timeout).await;
             tracing::debug!(target: "ractor_flame::fly", runner = %state.runner, machine = %machine.id, "machine destroyed");
         }
+        // Free for another runner once its machine is gone.
+        state.volume = None;
     }
 
     /// Runner side: the machine stops when the runner's process exits

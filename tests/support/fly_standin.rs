@@ -17,6 +17,13 @@
 //!   answers 412 otherwise.
 //! - The next N creates can be answered with a given status (422, 429,
 //!   500...), after their shape was checked.
+//! - `GET .../machines/{id}` answers the machine with its state, which a
+//!   test can set as the platform would see a lost host ([`StandIn::lose_host`]:
+//!   the process is frozen, its connection stays open).
+//! - Volumes ([`StandIn::add_volume`]) are listed by `GET .../volumes`; a
+//!   create that mounts one attaches it to the machine (one machine per
+//!   volume: an attached or unknown volume fails the create) until the
+//!   machine is destroyed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -64,6 +71,18 @@ pub struct MachineRecord {
     pub pid: Option<u32>,
     /// How it was destroyed: `auto`, `delete` or `force`.
     pub destroyed_by: Option<&'static str>,
+    /// The volume it mounts, and where.
+    pub mount: Option<(String, String)>,
+}
+
+/// A volume as the stand-in keeps it.
+#[derive(Clone, Debug)]
+pub struct VolumeRecord {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    /// The machine it is attached to.
+    pub attached: Option<String>,
 }
 
 #[derive(Default)]
@@ -81,6 +100,7 @@ struct Ledger {
     rejected: Vec<String>,
     requests: Vec<String>,
     next_id: u64,
+    volumes: BTreeMap<String, VolumeRecord>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +150,8 @@ impl StandIn {
             .route("/v1/apps/{app}/machines", post(create))
             .route("/v1/apps/{app}/machines/{id}/wait", get(wait))
             .route("/v1/apps/{app}/machines/{id}/stop", post(stop))
-            .route("/v1/apps/{app}/machines/{id}", delete(destroy))
+            .route("/v1/apps/{app}/machines/{id}", delete(destroy).get(show))
+            .route("/v1/apps/{app}/volumes", get(volumes))
             .fallback(unknown)
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,6 +234,40 @@ impl StandIn {
             .collect()
     }
 
+    /// Adds a volume named `name` in `region`, attached to `attached` (a
+    /// machine of someone else's) or free; returns its id.
+    pub fn add_volume(&self, name: &str, region: &str, attached: Option<&str>) -> String {
+        let mut ledger = self.inner.ledger.lock().unwrap();
+        ledger.next_id += 1;
+        let id = format!("vol_{:016x}", ledger.next_id);
+        ledger.volumes.insert(
+            id.clone(),
+            VolumeRecord {
+                id: id.clone(),
+                name: name.to_owned(),
+                region: region.to_owned(),
+                attached: attached.map(str::to_owned),
+            },
+        );
+        id
+    }
+
+    /// Every volume.
+    pub fn volumes(&self) -> Vec<VolumeRecord> {
+        self.inner.ledger.lock().unwrap().volumes.values().cloned().collect()
+    }
+
+    /// The machine's host is lost as the platform sees it: its process is
+    /// frozen (SIGSTOP: its connection stays open, nothing more is sent on
+    /// it) and the API reports the machine in `state`.
+    pub fn lose_host(&self, id: &str, state: &str) {
+        let pid = self.inner.machine(id).and_then(|m| m.pid).expect("a running machine");
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        self.inner.set_state(id, state);
+    }
+
     /// Kills a machine's process (SIGKILL), as a crash would.
     pub fn crash(&self, id: &str) {
         let ledger = self.inner.ledger.lock().unwrap();
@@ -267,6 +322,11 @@ impl Inner {
         {
             m.state = "destroyed".into();
             m.destroyed_by = Some(by);
+        }
+        for volume in ledger.volumes.values_mut() {
+            if volume.attached.as_deref() == Some(id) {
+                volume.attached = None;
+            }
         }
         ledger.signals.remove(id);
         drop(ledger);
@@ -360,10 +420,35 @@ async fn create(
     };
     let (env, metadata) = (strings(&config["env"]), strings(&config["metadata"]));
     let auto_destroy = config["auto_destroy"].as_bool().unwrap_or(false);
+    let mount = config["mounts"].as_array().and_then(|m| m.first()).map(|m| {
+        (
+            m["volume"].as_str().unwrap().to_owned(),
+            m["path"].as_str().unwrap().to_owned(),
+        )
+    });
     let (id, instance_id, rx) = {
         let mut ledger = inner.ledger.lock().unwrap();
         ledger.next_id += 1;
         let id = format!("e7843{:09x}", ledger.next_id);
+        if let Some((volume, _)) = &mount {
+            let region = body["region"].as_str();
+            match ledger.volumes.get_mut(volume) {
+                None => return error(StatusCode::NOT_FOUND, &format!("volume {volume} not found")),
+                Some(v) if v.attached.is_some() => {
+                    return error(
+                        StatusCode::PRECONDITION_FAILED,
+                        &format!("volume {volume} is already attached to a machine"),
+                    );
+                }
+                Some(v) if region.is_some_and(|r| r != v.region) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &format!("volume {volume} is in region {}, not {region:?}", v.region),
+                    );
+                }
+                Some(v) => v.attached = Some(id.clone()),
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         ledger.signals.insert(id.clone(), tx);
         ledger.machines.insert(
@@ -377,6 +462,7 @@ async fn create(
                 body: body.clone(),
                 pid: None,
                 destroyed_by: None,
+                mount,
             },
         );
         (id.clone(), format!("01J{:020}", ledger.next_id), rx)
@@ -537,6 +623,72 @@ async fn wait(
             );
         }
     }
+}
+
+/// `GET .../machines/{id}`: the machine and its state.
+async fn show(
+    State(inner): Shared,
+    Path((app, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    if let Err(e) = query_params(query.as_deref(), &[]) {
+        return inner.reject(format!("get machine: {e}"));
+    }
+    let Some(machine) = inner.machine(&id).filter(|m| m.destroyed_by.is_none()) else {
+        return error(StatusCode::NOT_FOUND, "machine not found");
+    };
+    axum::Json(json!({
+        "id": machine.id,
+        "name": machine.name,
+        "state": machine.state,
+        "region": machine.body.get("region").cloned().unwrap_or(json!("ord")),
+        "private_ip": "fdaa:0:1:a7b:1::2",
+        "config": machine.body["config"],
+    }))
+    .into_response()
+}
+
+/// `GET .../volumes`: every volume of the app.
+async fn volumes(
+    State(inner): Shared,
+    Path(app): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    if let Err(e) = query_params(query.as_deref(), &["summary"]) {
+        return inner.reject(format!("list volumes: {e}"));
+    }
+    let ledger = inner.ledger.lock().unwrap();
+    let list: Vec<Value> = ledger
+        .volumes
+        .values()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "name": v.name,
+                "state": "created",
+                "size_gb": 1,
+                "region": v.region,
+                "zone": "b2e4",
+                "encrypted": true,
+                "attached_machine_id": v.attached,
+                "attached_alloc_id": null,
+                "created_at": "2026-11-29T00:00:00Z",
+            })
+        })
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
 }
 
 async fn stop(
@@ -705,6 +857,37 @@ fn check_create(body: &Value) -> Result<(), String> {
             let map = map.as_object().ok_or(format!("`config.{key}` must be an object"))?;
             if let Some((k, _)) = map.iter().find(|(_, v)| !v.is_string()) {
                 return Err(format!("`config.{key}.{k}` must be a string"));
+            }
+        }
+    }
+    if let Some(mounts) = config.get("mounts") {
+        let mounts = mounts.as_array().ok_or("`config.mounts` must be an array")?;
+        if mounts.len() > 1 {
+            return Err("`config.mounts`: a machine mounts at most one volume".into());
+        }
+        for mount in mounts {
+            let mount = object(
+                mount,
+                "config.mounts[]",
+                &[
+                    "volume",
+                    "path",
+                    "name",
+                    "size_gb",
+                    "encrypted",
+                    "extend_threshold_percent",
+                    "add_size_gb",
+                    "size_gb_limit",
+                ],
+            )?;
+            for key in ["volume", "path"] {
+                match mount.get(key) {
+                    Some(Value::String(s)) if !s.is_empty() => {}
+                    _ => return Err(format!("`config.mounts[].{key}` must be a non-empty string")),
+                }
+            }
+            if !mount["path"].as_str().unwrap_or_default().starts_with('/') {
+                return Err("`config.mounts[].path` must be absolute".into());
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The part of the Fly Machines REST API the backend uses: create a machine,
-//! wait for a state, stop, destroy. Request and answer types follow the API's
+//! wait for a state, read its state, stop, destroy, list volumes. Request and answer types follow the API's
 //! documented JSON; retries follow FLAME's FlyBackend.
 
 use std::collections::BTreeMap;
@@ -56,6 +56,37 @@ pub(super) struct MachineConfig<'a> {
     pub(super) env: BTreeMap<&'a str, &'a str>,
     pub(super) services: &'a [serde_json::Value],
     pub(super) metadata: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) mounts: Vec<MountRef<'a>>,
+}
+
+/// One entry of the machine's `mounts`: a volume by id, at a path.
+#[derive(Debug, Serialize)]
+pub(super) struct MountRef<'a> {
+    pub(super) volume: &'a str,
+    pub(super) path: &'a str,
+}
+
+/// The fields of a Volume answer the backend reads.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Volume {
+    pub(super) id: String,
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) region: Option<String>,
+    #[serde(default)]
+    pub(super) state: Option<String>,
+    #[serde(default)]
+    pub(super) attached_machine_id: Option<String>,
+}
+
+/// What a look at a machine found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// The machine is in this state.
+    State(String),
+    /// The API no longer knows it (404).
+    Gone,
 }
 
 impl fmt::Debug for MachineConfig<'_> {
@@ -67,6 +98,7 @@ impl fmt::Debug for MachineConfig<'_> {
             .field("guest", &self.guest)
             .field("env", &env)
             .field("metadata", &self.metadata)
+            .field("mounts", &self.mounts)
             .finish_non_exhaustive()
     }
 }
@@ -317,6 +349,73 @@ impl Api {
                     });
                 }
             }
+        }
+    }
+
+    /// The app's volumes (`GET /v1/apps/{app}/volumes`), tried until
+    /// `deadline` on 429, 5xx and transport errors.
+    pub(super) async fn volumes(&self, deadline: Instant) -> Result<Vec<Volume>, FlyError> {
+        let url = format!("{}/v1/apps/{}/volumes", self.host.trim_end_matches('/'), self.app);
+        let started = Instant::now();
+        let mut backoff = self.retry_delay;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let last = match self.send::<()>(Method::GET, &url, None, left).await {
+                Ok(answer) if answer.status == StatusCode::OK => {
+                    return serde_json::from_str(&answer.body).map_err(|e| FlyError::Decode {
+                        action: "list volumes",
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(answer) => match answer.status.as_u16() {
+                    status @ (401 | 403) => {
+                        return Err(FlyError::TokenRejected {
+                            status,
+                            app: self.app.clone(),
+                        });
+                    }
+                    429 | 500..=599 => answer.describe(),
+                    status => {
+                        return Err(FlyError::Api {
+                            action: "list volumes",
+                            status,
+                            body: cut(&answer.body),
+                        });
+                    }
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(FlyError::Unavailable {
+                    attempts,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry_delay * MAX_BACKOFF_FACTOR);
+        }
+    }
+
+    /// One look at the machine (`GET .../machines/{id}`), bounded by
+    /// `timeout`; `Err` with what went wrong when the API gave no usable
+    /// answer (the next look may).
+    pub(super) async fn look(&self, id: &str, timeout: Duration) -> Result<Seen, String> {
+        let url = format!("{}/{id}", self.machines_url());
+        let answer = self
+            .send::<()>(Method::GET, &url, None, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(Seen::Gone),
+            StatusCode::OK => serde_json::from_str::<Machine>(&answer.body)
+                .map_err(|e| e.to_string())?
+                .state
+                .map(Seen::State)
+                .ok_or_else(|| "an answer with no state".to_owned()),
+            _ => Err(answer.describe()),
         }
     }
 

@@ -108,6 +108,30 @@ pub enum FlyError {
         /// The backend's boot timeout.
         timeout: Duration,
     },
+    /// The app has no volume of the name the backend mounts (in its region,
+    /// when one is set).
+    #[error(
+        "the Fly app `{app}` has no volume named `{name}`{in_region}: create one per runner (`fly volumes create {name}`)"
+    )]
+    VolumeMissing {
+        /// The app.
+        app: String,
+        /// The volume name asked for.
+        name: String,
+        /// `" in region <r>"`, or empty when no region is set.
+        in_region: String,
+    },
+    /// Every volume of that name is attached to a machine: a Fly volume
+    /// serves one machine at a time.
+    #[error(
+        "every Fly volume named `{name}` is attached ({count} of {count}): a runner needs a free one; create one per runner the pool may run (its `max`)"
+    )]
+    VolumesAttached {
+        /// The volume name.
+        name: String,
+        /// How many volumes of that name exist.
+        count: usize,
+    },
     /// The parent cannot listen for runners, or the HTTP client cannot be
     /// built.
     #[error("{0}")]

@@ -5,6 +5,8 @@ use std::time::Duration;
 use ractor_flame_actors::RunnerId;
 
 use super::api::{Api, Machine};
+use super::volume::VolumeClaim;
+use super::watch::Watch;
 
 /// The parent's handle on one runner machine: the [`Backend::State`](crate::Backend::State) of
 /// [`FlyBackend`](super::FlyBackend). Dropped without the Runner's `terminate` (a killed
@@ -26,6 +28,10 @@ pub struct FlyState {
     pub(super) api: Option<Api>,
     pub(super) machine: Option<Machine>,
     pub(super) stop_timeout: Duration,
+    /// The volume the machine mounts, held until the machine is destroyed.
+    pub(super) volume: Option<VolumeClaim>,
+    /// The look at the machine's state through the API, while it serves.
+    pub(super) watch: Option<Watch>,
 }
 
 impl FlyState {
@@ -67,6 +73,20 @@ impl FlyState {
     pub fn runner(&self) -> RunnerId {
         self.runner
     }
+
+    /// The id of the volume the machine mounts, when the backend mounts one
+    /// (see [`FlyBackend::volume`](super::FlyBackend::volume)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(state: &ractor_flame::fly::FlyState) {
+    /// if let Some(volume) = state.volume_id() { println!("runner on volume {volume}"); }
+    /// # }
+    /// ```
+    pub fn volume_id(&self) -> Option<&str> {
+        self.volume.as_ref().map(|v| v.id.as_str())
+    }
 }
 
 impl Drop for FlyState {
@@ -75,9 +95,14 @@ impl Drop for FlyState {
             return;
         };
         let budget = self.stop_timeout;
+        // Released once the machine is gone: the volume is free only then.
+        let volume = self.volume.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { api.stop_and_destroy(&machine, budget).await });
+                runtime.spawn(async move {
+                    api.stop_and_destroy(&machine, budget).await;
+                    drop(volume);
+                });
             }
             Err(_) => {
                 tracing::warn!(target: "ractor_flame::fly", machine = %machine.id, "runner machine dropped outside a runtime; it auto-destroys when its runner exits")

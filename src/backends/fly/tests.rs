@@ -24,7 +24,9 @@ fn labels() -> Labels {
 
 fn request_json(backend: &FlyBackend, flame_parent: &str) -> serde_json::Value {
     let labels = labels();
-    let request = backend.create_request(RunnerId::new(), flame_parent, &labels).unwrap();
+    let request = backend
+        .create_request(RunnerId::new(), flame_parent, &labels, None)
+        .unwrap();
     serde_json::to_value(&request).unwrap()
 }
 
