@@ -75,6 +75,47 @@ async fn docker_image_pruning_keeps_a_live_parents_image_and_takes_a_dead_ones()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// B54, claims: a parent that dies leaves its claim tag on the image it
+/// used; the next parent to start on that image drops it, and keeps the
+/// image, its plain tag and its own claim. Claim tags of dead parents do not
+/// pile up on the image in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b54_claim_tags_of_dead_parents_go_when_the_next_parent_starts() {
+    let Some(docker) = engine("b54_claim_tags_of_dead_parents_go_when_the_next_parent_starts").await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("flame-claims-{}", key()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("app");
+    small_build(&exe, &key());
+    let claims = |tags: Vec<String>| -> Vec<String> { tags.into_iter().filter(|t| t.contains("-claim-")).collect() };
+    // Two parents in turn use the image, each dying before the next starts.
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let mut parent = ParentProcess::spawn(Path::new(support::runner_exe()), &["prepare", exe.to_str().unwrap()]);
+        parent.until("image", WAIT).await;
+        let tag = parent.image.clone().unwrap();
+        parent.close_stdin();
+        let _ = parent.child.wait().await;
+        dead.push(tag);
+    }
+    assert_eq!(dead[0], dead[1], "one build, one image");
+    let tag = dead[0].clone();
+    // The second dropped the first's claim as it started; its own is left.
+    let before = claims(docker.inspect_image(&tag).await.unwrap().repo_tags.unwrap_or_default());
+    assert_eq!(before.len(), 1, "one dead parent's claim is left, not two: {before:?}");
+
+    // This process starts on the same image.
+    assert_eq!(prepare(&exe).await, tag);
+    let tags = docker.inspect_image(&tag).await.unwrap().repo_tags.unwrap_or_default();
+    assert!(tags.contains(&tag), "the plain tag stays: {tags:?}");
+    let after = claims(tags);
+    assert_eq!(after.len(), 1, "only this live parent's claim is left: {after:?}");
+    assert!(!before.contains(&after[0]), "{after:?} is a dead parent's");
+    remove_image(&docker, &tag).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn prepare(exe: &Path) -> String {
     DockerBackend::new()
         .image(Image::Executable(exe.to_owned()))

@@ -18,11 +18,12 @@
 //! # Claims and pruning
 //!
 //! Each parent process that uses an image tags it with a *claim*
-//! (`ractor-flame-runner:<hash>-claim-<process key>`). Importing a new
-//! build of an executable path removes the images of its earlier builds
-//! whose every claim belongs to a provably dead process (see
-//! [`liveness`](super::liveness)); an image a live parent (or one that
-//! cannot be checked from here) may still boot is kept. A parent whose
+//! (`ractor-flame-runner:<hash>-claim-<process key>`). A parent's first
+//! use of an image removes the images of other builds of the same
+//! executable path whose every claim belongs to a provably dead process
+//! (see [`liveness`](super::liveness)), and the claims of dead processes on
+//! every image of that path, its own included; an image a live parent (or
+//! one that cannot be checked from here) may still boot is kept. A parent whose
 //! image was removed anyway (by hand, say) imports it again on its next
 //! boot.
 
@@ -106,8 +107,13 @@ pub(crate) async fn ensure(docker: &Docker, source: Source) -> Result<String, Ba
         return Ok(tag);
     }
     let exe = read(source).await?;
+    let label = exe_label(&exe.path);
     let tag = make(docker, exe).await?;
     claim(docker, &tag).await;
+    // Once per image in this process (later boots take the cached path):
+    // what dead parents left of this executable goes, their claims on this
+    // very image included.
+    prune(docker, &label, &tag).await;
     known().lock().expect("poisoned").insert(key, tag.clone());
     Ok(tag)
 }
@@ -194,7 +200,6 @@ async fn make(docker: &Docker, exe: Exe) -> Result<String, BackendError> {
         step.map_err(|e| BackendError::new(format!("image import failed: {e}")))?;
     }
     tracing::info!(target: "ractor_flame::docker", image = %tag, exe = %path.display(), "runner image imported");
-    prune_older(docker, &label, &tag).await;
     Ok(tag)
 }
 
@@ -215,11 +220,12 @@ async fn claim(docker: &Docker, tag: &str) {
     }
 }
 
-/// Removes the images of earlier builds of the executable labelled
-/// `label`, except `current` and those a live or unverifiable parent
-/// claims; drops the claims of dead parents. Engine errors (an image a
-/// container still uses) are only logged.
-async fn prune_older(docker: &Docker, label: &str, current: &str) {
+/// Removes the images of other builds of the executable labelled `label`,
+/// except those a live or unverifiable parent claims, and drops the claims
+/// of dead parents on every image of it, `current` included (whose image
+/// and plain tag stay). Engine errors (an image a container still uses) are
+/// only logged.
+async fn prune(docker: &Docker, label: &str, current: &str) {
     let filters = HashMap::from([("label", vec![format!("{LABEL_EXE}={label}")])]);
     let options = ListImagesOptionsBuilder::new().filters(&filters).build();
     let images = match docker.list_images(Some(options)).await {
@@ -230,10 +236,8 @@ async fn prune_older(docker: &Docker, label: &str, current: &str) {
         }
     };
     for image in images {
-        if image.repo_tags.iter().any(|t| t == current) {
-            continue;
-        }
-        let mut kept = false;
+        // The current image is kept whoever claims it.
+        let mut kept = image.repo_tags.iter().any(|t| t == current);
         let mut untag = Vec::new();
         let mut plain = Vec::new();
         for tag in &image.repo_tags {
