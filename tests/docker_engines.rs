@@ -186,6 +186,94 @@ async fn an_engine_killed_takes_down_only_its_runners_and_the_pool_boots_on_the_
     gone(&[&main, &a], &pool).await;
 }
 
+/// Continues a stopped process however the test ends.
+struct Frozen(u32);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Frozen {
+        support::kill(pid, "STOP");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        support::kill(self.0, "CONT");
+    }
+}
+
+/// B54: an engine whose API stops answering (its daemon frozen: the event
+/// stream stays open and silent, the containers keep running) is lost at
+/// the next check, and only its runners with it: their calls fail with
+/// `RunnerDown` naming the engine (heartbeats alone would take 30 s here),
+/// the other engine's call completes, and the pool boots on the engine that
+/// answers. Given up, the lost runners stop themselves, and once the engine
+/// answers again it removes their containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b54_an_engine_whose_api_hangs_loses_only_its_runners_whose_containers_go_once_it_answers() {
+    const TEST: &str = "b54_an_engine_whose_api_hangs_loses_only_its_runners_whose_containers_go_once_it_answers";
+    let _turn = TURNS.lock().await;
+    let Some(main) = engine(TEST).await else { return };
+    let Some((_certs, daemons)) = daemons::start(TEST, &["c"]).await else {
+        return;
+    };
+    let c = daemons[0].client().unwrap();
+    let backend = support::docker::backend()
+        .engines([main_engine(), extra(&daemons[0])])
+        .engine_check_interval(Duration::from_millis(200));
+    backend.prepare_image().await.unwrap();
+    let cfg = pool_config(3).heartbeat_timeout(Duration::from_secs(30));
+    let pool = start(cfg, backend.clone()).await;
+    let calls: Vec<_> = (0..2).map(|_| hold(&pool, 6_000)).collect();
+    support::busy(&pool, 2).await;
+    eventually("one runner on each engine", WAIT, || async {
+        spread(&[&main, &c], &pool).await == [1, 1]
+    })
+    .await;
+    let on_c = running(&c, pool.name()).await;
+
+    let frozen = Frozen::freeze(daemons[0].pid().expect("the daemon's pid"));
+    let frozen_at = Instant::now();
+    let (mut down, mut served) = (Vec::new(), Vec::new());
+    for call in calls {
+        match call.await.unwrap() {
+            (Err(Error::RunnerDown { reason }), at) => down.push((reason, at.duration_since(frozen_at))),
+            (Ok(engine), _) => served.push(engine.unwrap()),
+            (other, _) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(served, ["main"], "the answering engine's call completes");
+    assert_eq!(down.len(), 1, "{down:?}");
+    let (reason, after) = &down[0];
+    assert!(reason.to_string().contains("engine c"), "{reason}");
+    assert!(
+        *after < Duration::from_secs(4),
+        "runner-down {after:?} after the freeze"
+    );
+    // The pool carries on, on the engine that answers.
+    assert_eq!(
+        pool.call::<EnvAfter>(EnvAfterArgs {
+            name: ENGINE_VAR.to_owned(),
+            ms: 0,
+        })
+        .await
+        .unwrap()
+        .as_deref(),
+        Some("main")
+    );
+
+    drop(frozen);
+    eventually(
+        "the lost runners' containers are gone from the engine",
+        WAIT,
+        || async { containers(&c, pool.name()).await == 0 },
+    )
+    .await;
+    assert!(!on_c.is_empty());
+    pool.stop().await;
+    gone(&[&main, &c], &pool).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_engines_require_the_client_certificate_the_backend_presents() {
     const TEST: &str = "tls_engines_require_the_client_certificate_the_backend_presents";

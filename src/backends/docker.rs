@@ -55,6 +55,8 @@ pub const LABEL_ENGINE: &str = "ractor-flame.engine";
 /// clock ticks after boot>`. A sweep on the same boot and in the same PID
 /// namespace reads from `/proc` whether that process still runs.
 pub const LABEL_PARENT_PROCESS: &str = "ractor-flame.parent-process";
+/// Default for [`DockerBackend::engine_check_interval`].
+pub const DEFAULT_ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Docker's smallest memory limit.
 const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 
@@ -163,8 +165,9 @@ pub enum Engine {
 /// engines at their [`EngineConfig::max_runners`] and engines backing off.
 /// An engine backs off for [`engine_backoff`](Self::engine_backoff) after a
 /// boot failed there, or after it was lost (its event stream ended and it
-/// did not answer a ping): its runners are then down at once, and the others
-/// carry on. When no engine can take a runner the boot fails, saying why for
+/// did not answer a ping, or it left a ping of the
+/// [`engine_check_interval`](Self::engine_check_interval) unanswered): its
+/// runners are then down at once, and the others carry on. When no engine can take a runner the boot fails, saying why for
 /// each. Labels, the orphan sweep (on a pool's first boot on each engine),
 /// image imports and claims, and the event watch all work per engine.
 ///
@@ -198,6 +201,7 @@ pub struct DockerBackend {
     network: Network,
     engines: Vec<EngineConfig>,
     engine_backoff: Duration,
+    engine_check: Duration,
     credentials: Option<RegistryCredentials>,
     env: Vec<(String, String)>,
     cmd: Vec<String>,
@@ -254,6 +258,7 @@ impl DockerBackend {
             network: Network::Host,
             engines: vec![EngineConfig::new(Engine::Defaults)],
             engine_backoff: Duration::from_secs(10),
+            engine_check: DEFAULT_ENGINE_CHECK_INTERVAL,
             credentials: None,
             env: Vec::new(),
             cmd: Vec::new(),
@@ -339,6 +344,28 @@ impl DockerBackend {
     /// ```
     pub fn engine_backoff(mut self, period: Duration) -> Self {
         self.engine_backoff = period;
+        self
+    }
+
+    /// How often each engine is pinged while it has this backend's runners
+    /// (default 5 s). An engine whose API stops answering (a hung daemon, a
+    /// partition between this process and a remote engine) keeps its event
+    /// stream open and silent; a ping left unanswered for 2 s loses the
+    /// engine, and its runners with it (only those: they are told to stop
+    /// and their links closed, and the engine removes their containers once
+    /// it answers again). The interval is clamped to at least 100 ms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ractor_flame::docker::DockerBackend;
+    ///
+    /// let backend = DockerBackend::new().engine_check_interval(Duration::from_secs(2));
+    /// # let _ = backend;
+    /// ```
+    pub fn engine_check_interval(mut self, every: Duration) -> Self {
+        self.engine_check = every.max(Duration::from_millis(100));
         self
     }
 
@@ -709,7 +736,8 @@ impl DockerBackend {
         let docker = self.connect(slot).await?;
         self.sweep_orphans(slot, docker, &ctx.pool);
         let lost = self.placement().back_off_handle(slot);
-        slot.events.watch(docker, &self.shared.instance, &slot.name, lost);
+        slot.events
+            .watch(docker, &self.shared.instance, &slot.name, lost, self.engine_check);
         let mut image = self.image_tag(slot, docker).await?;
         let endpoint = self.endpoint(slot, docker).await?;
         let parent = endpoint.expect(ctx, vec![endpoint.addr()], self.name());

@@ -1,7 +1,10 @@
 //! The engine's event stream, routed to Runner actors: a container that
 //! dies or is OOM-killed fails its calls at once, without waiting for a
 //! heartbeat. One stream per engine: when it ends and the engine no longer
-//! answers, the engine is lost and so are its runners (only those).
+//! answers, the engine is lost and so are its runners (only those). An
+//! engine whose API hangs keeps its stream open and silent, so the engine is
+//! also pinged every check interval while its stream runs: no answer within
+//! [`PING_TIMEOUT`] loses it the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +63,7 @@ impl Router {
     /// after the engine was lost). When the stream ends and the engine does
     /// not answer a ping, every routed runner gets
     /// [`ContainerEvent::EngineLost`] and `lost` puts the engine in back-off.
-    pub(super) fn watch(&self, docker: &Docker, instance: &str, engine: &str, lost: BackOff) {
+    pub(super) fn watch(&self, docker: &Docker, instance: &str, engine: &str, lost: BackOff, check_every: Duration) {
         let mut watcher = self.watcher.lock().expect("poisoned");
         if watcher.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
@@ -70,7 +73,10 @@ impl Router {
         *watcher = Some(tokio::spawn(async move {
             let mut since: Option<i64> = None;
             let why = loop {
-                let ended = follow(&docker, &instance, since, &routes).await;
+                let ended = match follow(&docker, &instance, since, &routes, check_every).await {
+                    Ended::Stream(how) => how,
+                    Ended::Unanswered(why) => break why,
+                };
                 // Resume a stream that ended while the engine still answers,
                 // replaying from a second before it ended.
                 since = Some(unix_now() - 1);
@@ -116,8 +122,17 @@ fn unix_now() -> i64 {
 
 type Routes = Arc<Mutex<HashMap<String, RunnerNotifier>>>;
 
-/// Routes one event stream until it ends; returns how it ended.
-async fn follow(docker: &Docker, instance: &str, since: Option<i64>, routes: &Routes) -> String {
+/// How one event stream ended.
+enum Ended {
+    /// The stream itself ended, or failed; how.
+    Stream(String),
+    /// A ping while it ran went unanswered: the engine is lost.
+    Unanswered(String),
+}
+
+/// Routes one event stream until it ends, pinging the engine every
+/// `check_every` meanwhile; returns how it ended.
+async fn follow(docker: &Docker, instance: &str, since: Option<i64>, routes: &Routes, check_every: Duration) -> Ended {
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
         ("event", vec!["die".to_owned(), "oom".to_owned()]),
@@ -128,10 +143,23 @@ async fn follow(docker: &Docker, instance: &str, since: Option<i64>, routes: &Ro
         options = options.since(&since.to_string());
     }
     let mut stream = docker.events(Some(options.build()));
-    while let Some(event) = stream.next().await {
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            _ = checks.tick() => {
+                match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => return Ended::Unanswered(format!("ping failed: {e}")),
+                    Err(_) => return Ended::Unanswered(format!("no answer to a ping within {PING_TIMEOUT:?}")),
+                }
+            }
+        };
+        let Some(event) = event else { break };
         let event = match event {
             Ok(event) => event,
-            Err(e) => return format!("event stream failed: {e}"),
+            Err(e) => return Ended::Stream(format!("event stream failed: {e}")),
         };
         let Some(actor) = event.actor else { continue };
         let Some(id) = actor.id else { continue };
@@ -153,5 +181,5 @@ async fn follow(docker: &Docker, instance: &str, since: Option<i64>, routes: &Ro
             runner.notify(translated);
         }
     }
-    "event stream ended".to_owned()
+    Ended::Stream("event stream ended".to_owned())
 }
