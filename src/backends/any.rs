@@ -49,10 +49,11 @@ pub enum AnyBackend {
     Local(LocalBackend),
     /// Runners as child processes of an executable.
     Process(ProcessBackend),
-    /// Runners as containers.
+    /// Runners as containers (boxed, as the Fly variant: its options are
+    /// many).
     #[cfg(feature = "docker")]
     #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-    Docker(crate::backends::docker::DockerBackend),
+    Docker(Box<crate::backends::docker::DockerBackend>),
     /// Runners as Fly.io Machines (boxed: its options are many).
     #[cfg(feature = "fly")]
     #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
@@ -113,7 +114,7 @@ impl FromStr for AnyBackend {
                 .map(AnyBackend::Process)
                 .map_err(|e| UnknownBackend(format!("process backend: the current executable: {e}"))),
             #[cfg(feature = "docker")]
-            "docker" => Ok(AnyBackend::Docker(crate::backends::docker::DockerBackend::new())),
+            "docker" => Ok(AnyBackend::Docker(Box::default())),
             #[cfg(feature = "fly")]
             "fly" => Ok(AnyBackend::Fly(Box::default())),
             other => Err(UnknownBackend(format!(
@@ -139,7 +140,7 @@ impl From<ProcessBackend> for AnyBackend {
 #[cfg(feature = "docker")]
 impl From<crate::backends::docker::DockerBackend> for AnyBackend {
     fn from(b: crate::backends::docker::DockerBackend) -> Self {
-        AnyBackend::Docker(b)
+        AnyBackend::Docker(Box::new(b))
     }
 }
 
