@@ -526,3 +526,24 @@ async fn a_machine_lost_with_its_host_is_noticed_through_the_api_before_heartbea
     }
     no_rejected_requests(&standin);
 }
+
+/// A create whose machine was made but whose answer was lost (a 502 from a
+/// proxy) is not sent again blindly: the retry finds the machine by its
+/// name and adopts it. One machine, one create, and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_adopts_the_machine_it_made() {
+    let setup = setup();
+    let standin = StandIn::start(setup.clone()).await;
+    standin.lose_next_create_answers(1);
+    let pool = Pool::start(config(1), backend(&standin, &setup), &registry())
+        .await
+        .unwrap();
+    let place = pool.call::<WhereAmI>(()).await.unwrap();
+    assert_eq!(standin.create_attempts(), 1, "{:#?}", standin.requests());
+    let machines = standin.live();
+    assert_eq!(machines.len(), 1, "{machines:#?}");
+    assert_eq!(machines[0].pid, Some(place.pid), "the call runs on the adopted machine");
+    pool.stop().await;
+    ledger_empty(&standin).await;
+    no_rejected_requests(&standin);
+}

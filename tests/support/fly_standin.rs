@@ -101,6 +101,8 @@ struct Ledger {
     requests: Vec<String>,
     next_id: u64,
     volumes: BTreeMap<String, VolumeRecord>,
+    /// Creates whose machine is made but whose answer is lost (a 502).
+    lose_answers: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +149,7 @@ impl StandIn {
             changed: Notify::new(),
         });
         let app = Router::new()
-            .route("/v1/apps/{app}/machines", post(create))
+            .route("/v1/apps/{app}/machines", post(create).get(list))
             .route("/v1/apps/{app}/machines/{id}/wait", get(wait))
             .route("/v1/apps/{app}/machines/{id}/stop", post(stop))
             .route("/v1/apps/{app}/machines/{id}", delete(destroy).get(show))
@@ -180,6 +182,12 @@ impl StandIn {
     /// Answers every create with `status` (or normally again with `None`).
     pub fn fail_all_creates(&self, status: Option<u16>) {
         self.inner.ledger.lock().unwrap().fail_always = status;
+    }
+
+    /// Makes the machine of each of the next `n` creates, but answers 502
+    /// (the answer lost on its way, as a proxy reports it).
+    pub fn lose_next_create_answers(&self, n: usize) {
+        self.inner.ledger.lock().unwrap().lose_answers += n;
     }
 
     /// Never answers a create after the first `n` (an API that stops
@@ -468,6 +476,15 @@ async fn create(
         (id.clone(), format!("01J{:020}", ledger.next_id), rx)
     };
     tokio::spawn(run_machine(Arc::clone(&inner), id.clone(), env, auto_destroy, rx));
+    let lost = {
+        let mut ledger = inner.ledger.lock().unwrap();
+        let lost = ledger.lose_answers > 0;
+        ledger.lose_answers = ledger.lose_answers.saturating_sub(1);
+        lost
+    };
+    if lost {
+        return error(StatusCode::BAD_GATEWAY, "upstream connection closed before the answer");
+    }
     axum::Json(json!({
         "id": id,
         "name": body["name"],
@@ -652,6 +669,42 @@ async fn show(
         "config": machine.body["config"],
     }))
     .into_response()
+}
+
+/// `GET .../machines`: the app's machines that are not destroyed.
+async fn list(
+    State(inner): Shared,
+    Path(app): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
+        return answer;
+    }
+    if let Err(e) = query_params(query.as_deref(), &["include_deleted", "region", "state", "summary"]) {
+        return inner.reject(format!("list machines: {e}"));
+    }
+    let ledger = inner.ledger.lock().unwrap();
+    let list: Vec<Value> = ledger
+        .machines
+        .values()
+        .filter(|m| m.destroyed_by.is_none())
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "name": m.name,
+                "state": m.state,
+                "region": m.body.get("region").cloned().unwrap_or(json!("ord")),
+                // As `create` made it, from the same serial number.
+                "instance_id": format!("01J{:020}", u64::from_str_radix(&m.id[5..], 16).unwrap_or(0)),
+                "private_ip": "fdaa:0:1:a7b:1::2",
+                "config": m.body["config"],
+            })
+        })
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
 }
 
 /// `GET .../volumes`: every volume of the app.

@@ -126,6 +126,8 @@ pub(super) struct Restart {
 pub(super) struct Machine {
     pub(super) id: String,
     #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
     pub(super) instance_id: Option<String>,
     #[serde(default)]
     pub(super) private_ip: Option<String>,
@@ -214,8 +216,16 @@ impl Api {
         // The last answer the API gave, kept for the error when a final
         // attempt is cut off by the deadline: that says more than a timeout.
         let mut answered: Option<String> = None;
+        // Whether an earlier request may have created the machine although
+        // its answer was lost (a 5xx, a transport error): before sending
+        // again, look for it by its name, and adopt it if it is there.
+        let mut maybe_created = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            if maybe_created && let Some(machine) = self.named(&body.name, left).await {
+                tracing::info!(target: "ractor_flame::fly", machine = %machine.id, attempts, "a create whose answer was lost made the machine; adopting it");
+                return Ok((machine, attempts));
+            }
             attempts += 1;
             let sent = self.send(Method::POST, &url, Some(body), left).await;
             // What went wrong, how long to wait, and whether the back-off grows.
@@ -255,7 +265,12 @@ impl Api {
                         tracing::warn!(target: "ractor_flame::fly", status, attempts, "no capacity, retrying");
                         (answer.describe(), self.retry_delay, false)
                     }
-                    429 | 500..=599 => {
+                    429 => {
+                        tracing::warn!(target: "ractor_flame::fly", status = 429, attempts, ?backoff, "fly api busy, retrying");
+                        (answer.describe(), backoff, true)
+                    }
+                    500..=599 => {
+                        maybe_created = true;
                         tracing::warn!(target: "ractor_flame::fly", status = answer.status.as_u16(), attempts, ?backoff, "fly api busy, retrying");
                         (answer.describe(), backoff, true)
                     }
@@ -279,6 +294,7 @@ impl Api {
                     });
                 }
                 Err(e) => {
+                    maybe_created = true;
                     tracing::warn!(target: "ractor_flame::fly", error = %e, attempts, "fly api unreachable, retrying");
                     (format!("no answer from {}: {e}", self.host), backoff, true)
                 }
@@ -350,6 +366,18 @@ impl Api {
                 }
             }
         }
+    }
+
+    /// The app's machine named `name`, if the API lists one (a lookup that
+    /// fails counts as none: the create is then sent again).
+    async fn named(&self, name: &str, timeout: Duration) -> Option<Machine> {
+        let answer = self
+            .send::<()>(Method::GET, &self.machines_url(), None, timeout)
+            .await
+            .ok()
+            .filter(|a| a.status == StatusCode::OK)?;
+        let machines: Vec<Machine> = serde_json::from_str(&answer.body).ok()?;
+        machines.into_iter().find(|m| m.name.as_deref() == Some(name))
     }
 
     /// The app's volumes (`GET /v1/apps/{app}/volumes`), tried until
