@@ -1,6 +1,9 @@
-//! A chaos soak: the workload of the chaos test (mixed calls, casts and
-//! placed-child calls, 64 in flight) for as many minutes as you ask, while
-//! runners are killed, frozen and thawed at random every 100 to 400 ms.
+//! A chaos soak: the workload of the chaos test (mixed calls, casts,
+//! placed-child calls, calls that log on the runner and 1-4 MiB arguments,
+//! 64 in flight, over a TLS link) for as many minutes as you ask, while
+//! runners are killed, frozen and thawed at random every 100 to 400 ms, the
+//! listener is flooded with connections that never authenticate (process
+//! backend) and this process's log sink is blocked now and then.
 //!
 //! ```text
 //! cargo run --release --example chaos_soak -- --soak 2                    # runners as child processes
@@ -12,9 +15,10 @@
 //! operation mix and the chaos task's choices; timing does not repeat).
 //!
 //! Expected output: one line of figures per minute (operations made, Ok,
-//! each error kind, runners killed and frozen), then the totals, the first
-//! error of each kind in full, the peak resident set of the parent and of
-//! any runner, and the checks: every operation resolved by its deadline
+//! each error kind, runners killed and frozen, floods, sink blocks, this
+//! process's resident set at the start and end of the minute), then the
+//! totals, the first error of each kind in full, the peak resident set of
+//! the parent and of any runner, and the checks: every operation resolved by its deadline
 //! plus a second, no wrong answer, no panic, a lost runner fails only the
 //! calls it held (at most 2 x 16 per fault), no busy slot or waiting caller
 //! once the load stops, no runner left after `stop()`. It exits 1 when a
@@ -40,6 +44,11 @@ const SLOTS: usize = 16;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = functions::registry();
     ractor_flame::run_if_runner(&registry).await?;
+    // This process's subscriber: a sink the chaos task blocks now and then.
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(chaos::BlockingSink))?;
+    }
 
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {
@@ -64,7 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shutdown_timeout(Duration::from_secs(2))
         .heartbeat_interval(Duration::from_millis(100))
         .heartbeat_timeout(Duration::from_millis(1000))
-        .failsafe_timeout(Duration::from_secs(5));
+        .failsafe_timeout(Duration::from_secs(5))
+        .link_tls(ractor_flame::LinkTls::Always);
     let (pool, target) = match backend.as_str() {
         "process" => {
             let runner = ProcessBackend::current_exe()?.args(Vec::<String>::new());

@@ -1,6 +1,9 @@
-//! Chaos: 2,000 mixed calls, casts and placed-child calls, 64 in flight, while
-//! a chaos task kills, freezes and thaws random runners (signals on the
-//! process backend; the engine's kill, pause and unpause on Docker). Every
+//! Chaos: 2,000 mixed calls, casts, placed-child calls, calls that log on
+//! the runner and calls with 1-4 MiB arguments, 64 in flight, over a TLS
+//! link, while a chaos task kills, freezes and thaws random runners (signals
+//! on the process backend; the engine's kill, pause and unpause on Docker),
+//! floods the parent's listener with connections that never authenticate
+//! (process backend) and blocks the parent's log sink. Every
 //! operation resolves, Ok or a typed error, by its deadline plus a second;
 //! nothing panics; the pool returns to no busy slot and no waiting caller;
 //! no runner process or container outlives `stop()`. Each run is bounded to
@@ -12,7 +15,7 @@ mod support;
 
 use std::time::Duration;
 
-use ractor_flame::{Pool, PoolConfig};
+use ractor_flame::{LinkTls, Pool, PoolConfig};
 use support::chaos::{self, Plan, Target};
 use support::{Kind, config, eventually, pool_with};
 
@@ -22,14 +25,25 @@ const BOUND: Duration = Duration::from_secs(60);
 const SLOTS: usize = 16;
 
 /// Up to 4 runners of 16 slots (64, the operations in flight), one kept
-/// booted; heartbeats every 100 ms, lost after 1 s (`support::config`).
+/// booted, over TLS; heartbeats every 100 ms, lost after 1 s
+/// (`support::config`).
 fn chaos_config() -> PoolConfig {
-    config(4).min(1).max_concurrency(SLOTS)
+    config(4).min(1).max_concurrency(SLOTS).link_tls(LinkTls::Always)
+}
+
+/// The global subscriber of this binary: the chaos task's blocking sink.
+fn blocking_sink() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let subscriber = tracing_subscriber::registry().with(chaos::BlockingSink);
+    // Both tests install it; the second finds it there.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Runs the workload on `pool` under chaos on `target` and checks what
 /// must hold while the pool runs; returns once the pool is quiet.
 async fn under_chaos(test: &str, pool: &Pool, target: Target) {
+    blocking_sink();
+    let process = matches!(target, Target::Process { .. });
     let seed = chaos::seed();
     eprintln!("{test}: seed {seed}; mix: {}", chaos::MIX);
     let plan = Plan {
@@ -54,11 +68,15 @@ async fn under_chaos(test: &str, pool: &Pool, target: Target) {
     assert_eq!(report.made, OPS);
     assert_eq!(report.ok + report.errors.values().sum::<usize>(), OPS);
     assert!(
-        report.killed > 0 && report.stopped > 0,
-        "the chaos task killed {} and froze {} runners",
+        report.killed > 0 && report.stopped > 0 && report.sink_blocks > 0,
+        "the chaos task killed {} and froze {} runners and blocked the log sink {} times",
         report.killed,
-        report.stopped
+        report.stopped,
+        report.sink_blocks
     );
+    if process {
+        assert!(report.floods > 0, "the chaos task never flooded the listener");
+    }
     // A lost runner fails the calls it held; once its loss is known it takes
     // no more.
     assert!(

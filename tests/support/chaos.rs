@@ -1,7 +1,10 @@
 //! A chaos workload shared by `tests/fault_chaos.rs` and `examples/chaos_soak.rs`:
-//! mixed calls, casts and placed-child calls on a pool while a chaos task
-//! kills, freezes and thaws its runners (signals on the process backend,
-//! the engine's kill / pause / unpause on Docker).
+//! mixed calls, casts, placed-child calls, runner logs and large arguments
+//! on a pool while a chaos task kills, freezes and thaws its runners
+//! (signals on the process backend, the engine's kill / pause / unpause on
+//! Docker), floods the parent's listener with idle connections that never
+//! authenticate (process backend), and blocks the parent's log sink (with
+//! [`BlockingSink`] installed).
 //!
 //! Every operation has a deadline (the sum of its timeouts); the report says
 //! how each one resolved, which ones resolved late (more than a second past
@@ -15,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,12 +26,34 @@ use ractor_flame::{CallOptions, DownReason, Error, Pool};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::functions::{Echo, Fail, Keeper, KeeperArgs, KeeperCast, Panic, Sleep, SleepArgs};
+use super::functions::{Chatty, Digest, Echo, Fail, Keeper, KeeperArgs, KeeperCast, Panic, Sleep, SleepArgs, digest};
 
 /// The timeout of each call and of each step of a placed-child operation.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How far past its deadline an operation may resolve.
 pub const GRACE: Duration = Duration::from_secs(1);
+
+/// While set, [`BlockingSink`] holds every event it is given: a log sink
+/// stuck on a full pipe.
+pub static SINK_BLOCKED: AtomicBool = AtomicBool::new(false);
+
+/// A `tracing` layer that blocks the thread emitting an event at `info` or
+/// above for as long as [`SINK_BLOCKED`] is set, as an application's
+/// subscriber writing to a stuck pipe would. Install it (as part of the
+/// global subscriber) for the chaos task's sink blocks to bite.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockingSink;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BlockingSink {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() > tracing::Level::INFO {
+            return;
+        }
+        while SINK_BLOCKED.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
 
 /// How much work to make.
 #[derive(Debug, Clone)]
@@ -84,8 +109,15 @@ pub struct Report {
     pub panics: Vec<String>,
     pub killed: usize,
     pub stopped: usize,
+    /// Floods of idle unauthenticated connections on the parent's listener.
+    pub floods: usize,
+    /// Times the parent's log sink was blocked.
+    pub sink_blocks: usize,
     /// Largest resident set seen of one runner (process backend), KiB.
     pub runner_max_rss_kib: u64,
+    /// This process's resident set when the run started and when it ended, KiB.
+    pub parent_rss_start_kib: u64,
+    pub parent_rss_end_kib: u64,
     pub elapsed: Duration,
 }
 
@@ -125,7 +157,13 @@ impl Report {
         self.panics.extend(other.panics);
         self.killed += other.killed;
         self.stopped += other.stopped;
+        self.floods += other.floods;
+        self.sink_blocks += other.sink_blocks;
         self.runner_max_rss_kib = self.runner_max_rss_kib.max(other.runner_max_rss_kib);
+        if self.parent_rss_start_kib == 0 {
+            self.parent_rss_start_kib = other.parent_rss_start_kib;
+        }
+        self.parent_rss_end_kib = other.parent_rss_end_kib;
         self.elapsed += other.elapsed;
     }
 
@@ -134,7 +172,7 @@ impl Report {
         let errors: Vec<String> = self.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let ops: Vec<String> = self.by_op.iter().map(|(k, n)| format!("{k}={n}")).collect();
         format!(
-            "made={} ok={} errors=[{}] ops=[{}] late={} wrong={} panics={} killed={} stopped={} runner_max_rss_kib={} elapsed={:.1}s",
+            "made={} ok={} errors=[{}] ops=[{}] late={} wrong={} panics={} killed={} stopped={} floods={} sink_blocks={} runner_max_rss_kib={} parent_rss_kib={}->{} elapsed={:.1}s",
             self.made,
             self.ok,
             errors.join(" "),
@@ -144,7 +182,11 @@ impl Report {
             self.panics.len(),
             self.killed,
             self.stopped,
+            self.floods,
+            self.sink_blocks,
             self.runner_max_rss_kib,
+            self.parent_rss_start_kib,
+            self.parent_rss_end_kib,
             self.elapsed.as_secs_f64(),
         )
     }
@@ -167,6 +209,7 @@ pub fn seed() -> u64 {
 /// has thawed every runner it froze.
 pub async fn run(pool: &Pool, target: Target, plan: Plan) -> Report {
     let panics_before = panic_count();
+    let parent_rss_start_kib = own_rss_kib();
     let started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let chaos = tokio::spawn(chaos(target, plan.seed ^ 0x9e37_79b9_7f4a_7c15, stop_rx));
@@ -200,7 +243,11 @@ pub async fn run(pool: &Pool, target: Target, plan: Plan) -> Report {
     let faults = chaos.await.expect("chaos task");
     report.killed = faults.killed;
     report.stopped = faults.stopped;
+    report.floods = faults.floods;
+    report.sink_blocks = faults.sink_blocks;
     report.runner_max_rss_kib = faults.max_rss_kib;
+    report.parent_rss_start_kib = parent_rss_start_kib;
+    report.parent_rss_end_kib = own_rss_kib();
     report.panics.extend(panics_since(panics_before));
     report.elapsed = started.elapsed();
     report
@@ -283,7 +330,9 @@ pub fn kind(e: &Error) -> String {
 async fn op(pool: &Pool, mut rng: Rng, i: u64) -> Outcome {
     let roll = rng.below(100);
     let (name, deadline) = match roll {
-        0..35 => ("echo", OP_TIMEOUT),
+        0..30 => ("echo", OP_TIMEOUT),
+        30..33 => ("chatty", OP_TIMEOUT),
+        33..35 => ("big", OP_TIMEOUT),
         35..57 => ("sleep", OP_TIMEOUT),
         57..62 => ("overrun", OP_TIMEOUT),
         62..67 => ("fail", OP_TIMEOUT),
@@ -312,6 +361,21 @@ async fn op(pool: &Pool, mut rng: Rng, i: u64) -> Outcome {
                     let wrong = name == "overrun" || got != ms;
                     wrong.then(|| format!("{name} {i}: got Ok({got}), want {ms} or a deadline"))
                 })
+            }
+            "chatty" => {
+                let n = i as u32;
+                pool.call_with::<Chatty>(n, opts)
+                    .await
+                    .map(|got| (got != n).then(|| format!("chatty {i}: got {got}, want {n}")))
+            }
+            "big" => {
+                // 1 to 4 MiB, over the link (TLS where the pool uses it).
+                let len = (1 + rng.below(4) as usize) << 20;
+                let bytes: Vec<u8> = (0..len).map(|b| (b as u64 ^ i) as u8).collect();
+                let want = digest(&bytes);
+                pool.call_with::<Digest>(serde_bytes::ByteBuf::from(bytes), opts)
+                    .await
+                    .map(|got| (got != want).then(|| format!("big {i}: digest {got:x}, want {want:x}")))
             }
             "fail" => pool
                 .call_with::<Fail>(format!("fail-{i}"), opts)
@@ -379,17 +443,24 @@ fn possible(name: &str, e: &Error) -> bool {
 struct Faults {
     killed: usize,
     stopped: usize,
+    floods: usize,
+    sink_blocks: usize,
     max_rss_kib: u64,
 }
 
 /// Every 100-400 ms, picks a live runner of `target`: kills it, or freezes
 /// it for 200-1,500 ms (past the test heartbeat timeout of 1 s about half of
-/// the time). On `stop`, thaws every runner still frozen and returns.
+/// the time); one time in ten it floods the parent's listener instead with
+/// 128 connections that never authenticate, held 500-1,500 ms (process
+/// target), and one in ten blocks the parent's log sink for 200-1,500 ms.
+/// On `stop`, thaws every runner still frozen, ends every flood and block,
+/// and returns.
 async fn chaos(target: Target, seed: u64, mut stop: watch::Receiver<bool>) -> Faults {
     let mut rng = Rng::new(seed);
     let mut faults = Faults::default();
     let frozen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut thaws = JoinSet::new();
+    let mut picks = 0u32;
     loop {
         let pause = Duration::from_millis(100 + rng.below(300));
         // The chaos pace, not a wait for an event: stop ends it at once.
@@ -409,6 +480,42 @@ async fn chaos(target: Target, seed: u64, mut stop: watch::Receiver<bool>) -> Fa
             continue;
         }
         let victim = victims[rng.below(victims.len() as u64) as usize].clone();
+        let hold = Duration::from_millis(200 + rng.below(1_300));
+        // The first two faults are a sink block and a flood: a short run
+        // has each at least once.
+        picks += 1;
+        let pick = match picks {
+            1 => 9,
+            2 => 8,
+            _ => rng.below(10),
+        };
+        match pick {
+            8 => {
+                if let Some(conns) = flood(&target, &victim).await {
+                    faults.floods += 1;
+                    let mut stop = stop.clone();
+                    thaws.spawn(async move {
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => {}
+                            () = tokio::time::sleep(hold.max(Duration::from_millis(500))) => {}
+                        }
+                        drop(conns);
+                    });
+                    continue;
+                }
+            }
+            9 if !SINK_BLOCKED.swap(true, Ordering::AcqRel) => {
+                faults.sink_blocks += 1;
+                // Unblocked from a thread of its own: every runtime worker
+                // may be stuck in the sink meanwhile.
+                std::thread::spawn(move || {
+                    std::thread::sleep(hold);
+                    SINK_BLOCKED.store(false, Ordering::Release);
+                });
+                continue;
+            }
+            _ => {}
+        }
         if rng.below(2) == 0 {
             if signal(&target, &victim, Fault::Kill).await {
                 faults.killed += 1;
@@ -417,7 +524,6 @@ async fn chaos(target: Target, seed: u64, mut stop: watch::Receiver<bool>) -> Fa
             faults.stopped += 1;
             frozen.lock().unwrap().insert(victim.clone());
             let (target, frozen, mut stop) = (target.clone(), Arc::clone(&frozen), stop.clone());
-            let hold = Duration::from_millis(200 + rng.below(1_300));
             thaws.spawn(async move {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => {}
@@ -428,8 +534,32 @@ async fn chaos(target: Target, seed: u64, mut stop: watch::Receiver<bool>) -> Fa
             });
         }
     }
+    SINK_BLOCKED.store(false, Ordering::Release);
     while thaws.join_next().await.is_some() {}
     faults
+}
+
+/// Idle connections to the listener runner `victim` reaches its parent at
+/// (read from its `FLAME_PARENT`), opened and held by the caller; `None`
+/// where that cannot be read (containers).
+async fn flood(target: &Target, victim: &str) -> Option<Vec<tokio::net::TcpStream>> {
+    let Target::Process { .. } = target else {
+        return None;
+    };
+    let environ = std::fs::read(format!("/proc/{victim}/environ")).ok()?;
+    let encoded = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"FLAME_PARENT="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())?;
+    let addr = *ractor_flame::Parent::decode(&encoded).ok()?.parent_addrs.first()?;
+    let mut conns = Vec::new();
+    for _ in 0..128 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(conn) => conns.push(conn),
+            Err(_) => break,
+        }
+    }
+    Some(conns)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -501,6 +631,11 @@ fn rss_kib(pid: u32) -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// This process's resident set now, KiB (0 when unknown).
+pub fn own_rss_kib() -> u64 {
+    rss_kib(std::process::id())
 }
 
 /// This process's peak resident set, KiB (0 when unknown).
@@ -616,5 +751,6 @@ fn panics_since(before: usize) -> Vec<String> {
 }
 
 /// The op mix in words, for the docs of the test and the soak.
-pub const MIX: &str = "35% echo, 22% sleep 10-300 ms, 5% sleep past the 2 s timeout, 5% failing, \
-3% panicking, 12% cast sleep 10-200 ms, 18% placed child (place, cast, call, drop)";
+pub const MIX: &str = "30% echo, 3% a call that logs on the runner, 2% a 1-4 MiB argument, \
+22% sleep 10-300 ms, 5% sleep past the 2 s timeout, 5% failing, 3% panicking, \
+12% cast sleep 10-200 ms, 18% placed child (place, cast, call, drop)";
