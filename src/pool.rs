@@ -8,7 +8,7 @@ use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
     Args, Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry,
-    RemoteActor, RemoteFn, outcome_into_result,
+    RemoteActor, RemoteFn, Resize, outcome_into_result,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -460,6 +460,84 @@ impl Pool {
     pub async fn stats(&self) -> Result<PoolStats, Error> {
         match self.actor.call(PoolMessage::Stats, None).await {
             Ok(CallResult::Success(stats)) => Ok(stats),
+            _ => Err(Error::PoolNotRunning),
+        }
+    }
+
+    /// Changes how many runners the pool keeps (`min`) and allows (`max`)
+    /// while it serves. A higher `min` boots the missing runners at once; a
+    /// higher `max` lets waiting callers' runners boot at once. With a
+    /// lower `max`, the runners beyond it take no new work and stop once
+    /// their calls, casts and placed children are over: idle ones first,
+    /// so the pool shrinks at once where it can; nothing in flight is cut
+    /// short, and no runner boots while the pool is above `max`. A lower
+    /// `min` stops nothing: runners booted for it leave by their own idle
+    /// setting. Subscribers of [`Pool::events`] get a
+    /// [`PoolEvent::Resized`](crate::PoolEvent::Resized), then a `Shrink`
+    /// as each retired runner leaves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `max` is 0 or `min > max` (nothing changes);
+    /// [`Error::PoolNotRunning`] for a stopped pool.
+    ///
+    /// # Cancel safety
+    ///
+    /// The change is one message to the pool: dropping the future after it
+    /// was sent does not undo it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let pool = Pool::start(PoolConfig::new(2), LocalBackend::new(), &Registry::new()).await?;
+    /// pool.resize(1, 4).await?; // one runner boots now; up to four later
+    /// assert!(pool.resize(5, 4).await.is_err());
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resize(&self, min: usize, max: usize) -> Result<(), Error> {
+        self.send_resize(Resize::Bounds { min, max }).await
+    }
+
+    /// Changes how many calls each runner takes at once while the pool
+    /// serves. Waiting callers take new room at once; a runner above a
+    /// lower limit keeps its work and takes no more until it is below it.
+    /// Ignored by a `single_use` pool (one call per runner). Subscribers of
+    /// [`Pool::events`] get a [`PoolEvent::Resized`](crate::PoolEvent::Resized).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `max_concurrency` is 0 (nothing changes);
+    /// [`Error::PoolNotRunning`] for a stopped pool.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::resize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let pool = Pool::start(PoolConfig::new(2).max_concurrency(4), LocalBackend::new(), &Registry::new()).await?;
+    /// pool.set_max_concurrency(16).await?;
+    /// assert!(pool.set_max_concurrency(0).await.is_err());
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_max_concurrency(&self, max_concurrency: usize) -> Result<(), Error> {
+        self.send_resize(Resize::MaxConcurrency(max_concurrency)).await
+    }
+
+    async fn send_resize(&self, change: Resize) -> Result<(), Error> {
+        // Refused here too, so a stopped pool still says what was wrong.
+        change.check()?;
+        match self.actor.call(|reply| PoolMessage::Resize(change, reply), None).await {
+            Ok(CallResult::Success(result)) => result,
             _ => Err(Error::PoolNotRunning),
         }
     }

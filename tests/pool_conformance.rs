@@ -11,6 +11,8 @@ mod calls;
 mod placed;
 #[path = "pool_conformance/pool.rs"]
 mod pool;
+#[path = "pool_conformance/resize.rs"]
+mod resize;
 #[path = "pool_conformance/shutdown.rs"]
 mod shutdown;
 
@@ -19,6 +21,7 @@ use std::time::Duration;
 use calls::*;
 use placed::*;
 use pool::*;
+use resize::*;
 use shutdown::*;
 use support::Kind;
 
@@ -93,6 +96,11 @@ conformance!(
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
     b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+    b59_a_lower_max_drains_surplus_runners_after_their_work,
+    b59_a_higher_min_boots_at_once,
+    b59_waiting_callers_take_new_room_at_once,
+    b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
+    b59_invalid_resizes_are_refused_and_change_nothing,
 );
 
 // Where it applies on containers: everything but what kills runners by
@@ -125,4 +133,9 @@ conformance!(docker:
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
     b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+    b59_a_lower_max_drains_surplus_runners_after_their_work,
+    b59_a_higher_min_boots_at_once,
+    b59_waiting_callers_take_new_room_at_once,
+    b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
+    b59_invalid_resizes_are_refused_and_change_nothing,
 );

@@ -130,7 +130,7 @@ pub use func::{Args, CurrentCall, Registry, RemoteActor, RemoteFn, StatefulFn, c
 pub use ids::{BuildId, Fnv, RunnerId, Token};
 pub use on_parent::endpoint::boot_in_process;
 pub use on_parent::link::outcome_into_result;
-pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats};
+pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats, Resize};
 pub use on_parent::{Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier};
 pub use wire::Fingerprint;
 
