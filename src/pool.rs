@@ -250,11 +250,14 @@ impl Pool {
         let args = encode(args)?;
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = match watch {
-            None => self.checkout(checkout_budget).await?,
+            None => self.checkout_keyed(checkout_budget, opts.key).await?,
             Some(watch) => {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
-                let lease = self.checkout(checkout_budget).instrument(checkout).await?;
+                let lease = self
+                    .checkout_keyed(checkout_budget, opts.key)
+                    .instrument(checkout)
+                    .await?;
                 let waited = since_started();
                 watch.span.record("runner", tracing::field::display(lease.runner()));
                 watch.span.record("queue_wait_us", waited.as_micros() as u64);
@@ -429,7 +432,7 @@ impl Pool {
         let args = encode(args)?;
         let started = Instant::now();
         let lease = self
-            .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))
+            .checkout_keyed(opts.timeout.unwrap_or(self.settings.boot_timeout), opts.key)
             .await?;
         let budget = match opts.timeout {
             Some(total) => execution_budget(total, started.elapsed())?,
@@ -569,6 +572,24 @@ impl Pool {
     /// The Pool actor, to monitor it or send it [`PoolMessage`]s.
     pub fn actor(&self) -> &ActorRef<PoolMessage> {
         &self.actor
+    }
+
+    /// Checks out a slot within `budget`, on the home of `key` when it has
+    /// room (see [`CallOptions::key`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::checkout`].
+    async fn checkout_keyed(&self, budget: Duration, key: Option<u64>) -> Result<Lease, Error> {
+        let Some(key) = key else {
+            return self.checkout(budget).await;
+        };
+        if let Some(lease) = self.gate.try_checkout_keyed(&self.actor, key) {
+            return Ok(lease);
+        }
+        let lease = self.checkout(budget).await?;
+        self.gate.remember(key, &lease);
+        Ok(lease)
     }
 
     /// Checks out a slot within `budget`.

@@ -7,6 +7,8 @@ mod support;
 
 #[path = "pool_conformance/calls.rs"]
 mod calls;
+#[path = "pool_conformance/keys.rs"]
+mod keys;
 #[path = "pool_conformance/placed.rs"]
 mod placed;
 #[path = "pool_conformance/pool.rs"]
@@ -19,6 +21,7 @@ mod shutdown;
 use std::time::Duration;
 
 use calls::*;
+use keys::*;
 use placed::*;
 use pool::*;
 use resize::*;
@@ -101,6 +104,10 @@ conformance!(
     b59_waiting_callers_take_new_room_at_once,
     b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
     b59_invalid_resizes_are_refused_and_change_nothing,
+    b58_calls_with_a_key_return_to_its_runner_even_when_busier,
+    b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
+    b58_a_key_moves_when_its_runner_drains,
+    b58_a_key_moves_when_its_runner_dies,
 );
 
 // Where it applies on containers: everything but what kills runners by
@@ -138,4 +145,7 @@ conformance!(docker:
     b59_waiting_callers_take_new_room_at_once,
     b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
     b59_invalid_resizes_are_refused_and_change_nothing,
+    b58_calls_with_a_key_return_to_its_runner_even_when_busier,
+    b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
+    b58_a_key_moves_when_its_runner_drains,
 );

@@ -121,7 +121,7 @@ pub mod wire;
 
 pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
+    DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
 };
 pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};

@@ -10,6 +10,7 @@
 //! message plumbing.
 
 mod gate;
+mod keys;
 mod state;
 
 use std::fmt;
@@ -267,7 +268,7 @@ impl<B> PoolArguments<B> {
     pub fn new(config: PoolConfig, backend: B, registry: Registry, on_runner: bool) -> Self {
         // A single-use runner takes one checkout, whatever `max_concurrency` says.
         let slots = if config.single_use { 1 } else { config.max_concurrency };
-        let gate = Gate::new(slots, !config.single_use);
+        let gate = Gate::new(slots, !config.single_use, config.key_capacity);
         PoolArguments {
             config,
             backend: Arc::new(backend),

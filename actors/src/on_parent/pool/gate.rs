@@ -20,10 +20,11 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::ActorRef;
 
+use super::keys::KeyTable;
 use super::{Lease, PoolMessage};
 use crate::ids::RunnerId;
 use crate::on_parent::link::RunnerConn;
@@ -88,6 +89,11 @@ impl SlotShared {
         self.load.load(Ordering::SeqCst)
     }
 
+    /// Whether the fast path lists it (booted, not draining).
+    pub(crate) fn listed(&self) -> bool {
+        self.pos.load(Ordering::Relaxed) != UNLISTED
+    }
+
     /// Takes one slot if the runner serves and has room below `limit`. A
     /// runner whose connection is gone is skipped even before the Pool has
     /// heard of its loss.
@@ -135,16 +141,19 @@ pub struct Gate {
     enabled: AtomicBool,
     /// Where the Pool's next full scan starts (only the Pool uses it).
     cursor: AtomicUsize,
+    /// The homes of call keys (keyed calls only).
+    keys: Mutex<KeyTable>,
 }
 
 impl Gate {
-    pub(crate) fn new(limit: usize, enabled: bool) -> Arc<Self> {
+    pub(crate) fn new(limit: usize, enabled: bool, key_capacity: usize) -> Arc<Self> {
         Arc::new(Gate {
             serving: RwLock::default(),
             has_waiters: Arc::default(),
             limit: AtomicUsize::new(limit),
             enabled: AtomicBool::new(enabled),
             cursor: AtomicUsize::new(0),
+            keys: Mutex::new(KeyTable::new(key_capacity)),
         })
     }
 
@@ -177,6 +186,47 @@ impl Gate {
             self.sample(&serving, limit)?
         };
         Some(Lease::new(Arc::clone(slot)))
+    }
+
+    /// Claims a slot for a call with `key` (its hash) without asking the
+    /// Pool, on the same terms as [`Gate::try_checkout`]: the key's home
+    /// when it serves and has room, else the least loaded runner (among
+    /// equals, the one home to the fewest keys), which becomes the key's
+    /// home. `None` sends the caller to the Pool; remember the runner it
+    /// gets there with [`Gate::remember`].
+    pub fn try_checkout_keyed(&self, pool: &ActorRef<PoolMessage>, key: u64) -> Option<Lease> {
+        if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
+            return None;
+        }
+        if !matches!(
+            pool.get_status(),
+            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
+        ) {
+            return None;
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut keys = self.keys.lock().expect("poisoned");
+        if let Some(home) = keys.home(key)
+            && home.claim(limit)
+        {
+            return Some(Lease::new(home));
+        }
+        let serving = self.serving.read().expect("poisoned");
+        let slot = if serving.len() <= EXACT_UP_TO {
+            let mut candidates: Vec<&Arc<SlotShared>> = serving.iter().collect();
+            candidates.sort_by_key(|s| (s.active(), keys.homes_on(s.runner)));
+            candidates.into_iter().find(|s| s.claim(limit))?
+        } else {
+            self.sample(&serving, limit)?
+        };
+        keys.set(key, slot);
+        Some(Lease::new(Arc::clone(slot)))
+    }
+
+    /// The runner of `lease` is now the home of `key` (a keyed call the
+    /// Pool served).
+    pub fn remember(&self, key: u64, lease: &Lease) {
+        self.keys.lock().expect("poisoned").set(key, &lease.slot);
     }
 
     /// The less loaded of two runners, the one this thread checked in last
@@ -287,6 +337,7 @@ impl Gate {
     /// The pool is stopping: every checkout goes to the Pool (which refuses).
     pub(crate) fn close(&self) {
         self.enabled.store(false, Ordering::Release);
+        self.keys.lock().expect("poisoned").clear();
         let mut serving = self.serving.write().expect("poisoned");
         for slot in serving.drain(..) {
             slot.pos.store(UNLISTED, Ordering::Relaxed);
