@@ -3,6 +3,8 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+use crate::retry::RetryPolicy;
+
 /// Options of one call.
 ///
 /// | option | meaning | default |
@@ -10,6 +12,7 @@ use std::time::Duration;
 /// | `timeout` | total budget: checkout plus execution | none: the pool's `boot_timeout` for checkout, then its `timeout` for execution |
 /// | `link` | cancel the remote task when the caller's future is dropped | `true` |
 /// | `key` | send calls with the same key to the same runner while it serves and has room | none |
+/// | `retry` | try again after `RunnerDown` or a failed boot, by a [`RetryPolicy`] | never |
 ///
 /// # Examples
 ///
@@ -27,6 +30,7 @@ pub struct CallOptions {
     pub(crate) link: bool,
     /// The 64-bit hash of the call's key, if any.
     pub(crate) key: Option<u64>,
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl Default for CallOptions {
@@ -35,6 +39,7 @@ impl Default for CallOptions {
             timeout: None,
             link: true,
             key: None,
+            retry: None,
         }
     }
 }
@@ -129,6 +134,42 @@ impl CallOptions {
     /// ```
     pub fn has_key(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// Opts the call into retries by `policy`: after
+    /// [`Error::RunnerDown`](crate::Error::RunnerDown) or
+    /// [`Error::BootFailed`](crate::Error::BootFailed) only, within the
+    /// policy's attempts and time (and the call's `timeout`, when set), with
+    /// a jittered backoff between attempts. Every attempt carries one
+    /// idempotency key, read by the body with
+    /// [`CurrentCall::idempotency_key`](crate::CurrentCall::idempotency_key).
+    /// Without it a call is tried once. Applies to
+    /// [`Pool::call_with`](crate::Pool::call_with). Each retry is counted in
+    /// `flame_call_retries_total` and logged at `warn`, and the call's span
+    /// records its `attempts`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{CallOptions, RetryPolicy};
+    ///
+    /// let opts = CallOptions::new().retry(RetryPolicy::new(3));
+    /// assert_eq!(opts.get_retry().map(|p| p.get_max_attempts()), Some(3));
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// The retry policy, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(ractor_flame::CallOptions::new().get_retry(), None);
+    /// ```
+    pub fn get_retry(&self) -> Option<RetryPolicy> {
+        self.retry
     }
 
     /// The total budget, if set.

@@ -16,6 +16,7 @@ use tracing::field::Empty;
 use crate::call::CallOptions;
 use crate::child::Child;
 use crate::observe::{CallMetrics, PoolEvents};
+use crate::retry::RetryPolicy;
 
 /// A handle to a running pool. Cheap to clone; every clone talks to the same
 /// Pool actor.
@@ -214,7 +215,7 @@ impl Pool {
     pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
         let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.call",
             function = F::NAME, pool = %self.settings.name,
-            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty);
+            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty, attempts = Empty);
         let metered = crate::observe::metered();
         if span.is_disabled() && !metered {
             // Nobody looks: the call as it would be without observability,
@@ -246,8 +247,74 @@ impl Pool {
         started: Option<Instant>,
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
-        let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
         let args = encode(args)?;
+        match opts.retry {
+            None => self.attempt::<F>(args, opts, started, watch, None).await,
+            Some(policy) => self.call_retried::<F>(args, opts, policy, started, watch).await,
+        }
+    }
+
+    /// A call opted into retries: attempts while they fail with
+    /// `RunnerDown` or `BootFailed` and the policy (and the call's own
+    /// timeout) leaves attempts and time, all under one idempotency key.
+    async fn call_retried<F: RemoteFn>(
+        &self,
+        args: Args,
+        opts: CallOptions,
+        policy: RetryPolicy,
+        started: Option<Instant>,
+        watch: Option<&Watch<'_>>,
+    ) -> Result<F::Output, Error> {
+        let first = started.unwrap_or_else(Instant::now);
+        let budget_ends = first + policy.budget;
+        let timeout_ends = opts.timeout.map(|total| first + total);
+        let key: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let mut attempt = 1;
+        loop {
+            // Each attempt gets what the call's own timeout leaves.
+            let mut this = opts;
+            this.timeout = timeout_ends.map(|end| end.saturating_duration_since(Instant::now()));
+            let result = self
+                .attempt::<F>(args.clone(), this, Some(Instant::now()), watch, Some(Arc::clone(&key)))
+                .await;
+            if let Some(watch) = watch {
+                watch.span.record("attempts", attempt);
+            }
+            // Only a lost runner or a failed boot is worth another attempt.
+            let cause = match &result {
+                Err(Error::RunnerDown { .. }) => "runner_down",
+                Err(Error::BootFailed { .. }) => "boot_failed",
+                _ => return result,
+            };
+            if attempt >= policy.max_attempts {
+                return result;
+            }
+            let wait = RetryPolicy::jittered(policy.backoff_after(attempt));
+            let resume = Instant::now() + wait;
+            if resume >= budget_ends || timeout_ends.is_some_and(|end| resume >= end) {
+                return result;
+            }
+            if let Err(error) = &result {
+                tracing::warn!(target: "ractor_flame::pool", pool = %self.settings.name, function = F::NAME,
+                    attempt, cause, %error, ?wait, "call failed, retrying");
+            }
+            self.settings.metrics.retry(F::NAME, cause);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of a call with encoded `args`; `key` is its idempotency
+    /// key when it may be retried.
+    async fn attempt<F: RemoteFn>(
+        &self,
+        args: Args,
+        opts: CallOptions,
+        started: Option<Instant>,
+        watch: Option<&Watch<'_>>,
+        key: Option<Arc<str>>,
+    ) -> Result<F::Output, Error> {
+        let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
         let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
         let lease = match watch {
             None => self.checkout_keyed(checkout_budget, opts.key).await?,
@@ -273,11 +340,11 @@ impl Pool {
         };
         let sent = watch.map(|_| Instant::now());
         let bytes = if opts.link {
-            run(lease, F::NAME, args, exec_budget, true).await
+            run(lease, F::NAME, args, exec_budget, true, key).await
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
             // dropping this future neither cancels it nor frees its slot early.
-            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).in_current_span());
+            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false, key).in_current_span());
             task.await.map_err(|e| Error::Cancelled(e.to_string()))?
         };
         if let (Some(watch), Some(sent)) = (watch, sent) {
@@ -383,6 +450,7 @@ impl Pool {
                     deadline: None,
                     linked: false,
                     want_result: false,
+                    idempotency_key: None,
                 };
                 let outcome = lease.call(req).await?;
                 outcome_into_result(outcome, F::NAME, Duration::MAX).map(drop)
@@ -445,6 +513,7 @@ impl Pool {
             deadline: Some(Instant::now() + budget),
             linked: opts.link,
             want_result: true,
+            idempotency_key: None,
         };
         let outcome = lease.conn().call(req).await?;
         let bytes = outcome_into_result(outcome, A::NAME, budget).map_err(|e| match e {
@@ -631,7 +700,15 @@ fn execution_budget(total: Duration, waited: Duration) -> Result<Duration, Error
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.
-async fn run(lease: Lease, function: &'static str, args: Args, budget: Duration, linked: bool) -> Result<Args, Error> {
+/// `key` is the call's idempotency key (a call that may be retried).
+async fn run(
+    lease: Lease,
+    function: &'static str,
+    args: Args,
+    budget: Duration,
+    linked: bool,
+    key: Option<Arc<str>>,
+) -> Result<Args, Error> {
     if budget.is_zero() {
         return Err(Error::Deadline {
             function: function.to_owned(),
@@ -644,6 +721,7 @@ async fn run(lease: Lease, function: &'static str, args: Args, budget: Duration,
         deadline: Some(Instant::now() + budget),
         linked,
         want_result: true,
+        idempotency_key: key.as_deref(),
     };
     // The lease goes with the call: its slot returns when the work has
     // ended on the runner, which may be after a deadline or cancel.

@@ -15,6 +15,8 @@ mod placed;
 mod pool;
 #[path = "pool_conformance/resize.rs"]
 mod resize;
+#[path = "pool_conformance/retry.rs"]
+mod retry;
 #[path = "pool_conformance/shutdown.rs"]
 mod shutdown;
 
@@ -25,6 +27,7 @@ use keys::*;
 use placed::*;
 use pool::*;
 use resize::*;
+use retry::*;
 use shutdown::*;
 use support::Kind;
 
@@ -108,6 +111,9 @@ conformance!(
     b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
     b58_a_key_moves_when_its_runner_drains,
     b58_a_key_moves_when_its_runner_dies,
+    b60_a_retried_call_survives_its_runner_dying_under_one_key,
+    b60_calls_are_never_retried_by_default,
+    b60_no_retry_after_an_error_a_panic_or_a_deadline,
 );
 
 // Where it applies on containers: everything but what kills runners by

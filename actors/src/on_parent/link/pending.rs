@@ -230,6 +230,7 @@ mod tests {
             deadline: None,
             linked: false,
             want_result: true,
+            idempotency_key: None,
         }
     }
 
