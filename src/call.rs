@@ -1,6 +1,7 @@
 //! Per-call options.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use crate::retry::RetryPolicy;
@@ -29,7 +30,7 @@ pub struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) link: bool,
     /// The 64-bit hash of the call's key, if any.
-    pub(crate) key: Option<u64>,
+    pub(crate) key: Option<NonZeroU64>,
     pub(crate) retry: Option<RetryPolicy>,
 }
 
@@ -118,7 +119,7 @@ impl CallOptions {
         // and every handle of the process.
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
-        self.key = Some(hasher.finish());
+        self.key = Some(NonZeroU64::new(hasher.finish()).unwrap_or(NonZeroU64::MIN));
         self
     }
 

@@ -220,8 +220,13 @@ impl Pool {
         if span.is_disabled() && !metered {
             // Nobody looks: the call as it would be without observability,
             // the clock read only for the caller's own timeout.
+            // One future less to nest: the attempt is awaited right here.
             let started = opts.timeout.map(|_| Instant::now());
-            return self.call_observed::<F>(args, opts, started, None).await;
+            let args = encode(args)?;
+            return match opts.retry {
+                None => self.attempt::<F>(args, opts, started, None, None).await,
+                Some(policy) => Box::pin(self.call_retried::<F>(args, opts, policy, started, None)).await,
+            };
         }
         let started = Instant::now();
         let watch = Watch { span: &span, metered };
@@ -250,7 +255,9 @@ impl Pool {
         let args = encode(args)?;
         match opts.retry {
             None => self.attempt::<F>(args, opts, started, watch, None).await,
-            Some(policy) => self.call_retried::<F>(args, opts, policy, started, watch).await,
+            // Boxed: the retry loop's state stays out of every other call's
+            // future, which is moved and polled on the hot path.
+            Some(policy) => Box::pin(self.call_retried::<F>(args, opts, policy, started, watch)).await,
         }
     }
 
@@ -266,7 +273,7 @@ impl Pool {
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
         let first = started.unwrap_or_else(Instant::now);
-        let budget_ends = first + policy.budget;
+        let budget_ends = first + policy.get_budget();
         let timeout_ends = opts.timeout.map(|total| first + total);
         let key: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let mut attempt = 1;
@@ -286,7 +293,7 @@ impl Pool {
                 Err(Error::BootFailed { .. }) => "boot_failed",
                 _ => return result,
             };
-            if attempt >= policy.max_attempts {
+            if attempt >= policy.get_max_attempts() {
                 return result;
             }
             let wait = RetryPolicy::jittered(policy.backoff_after(attempt));
@@ -314,17 +321,30 @@ impl Pool {
         watch: Option<&Watch<'_>>,
         key: Option<Arc<str>>,
     ) -> Result<F::Output, Error> {
+        // Only what the attempt uses stays in its future.
+        let CallOptions {
+            timeout,
+            link,
+            key: route,
+            ..
+        } = opts;
         let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
-        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
-        let lease = match watch {
-            None => self.checkout_keyed(checkout_budget, opts.key).await?,
-            Some(watch) => {
+        let checkout_budget = timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = match (watch, route) {
+            // Unkeyed calls checkout as they always did, with no layer between.
+            (None, None) => self.checkout(checkout_budget).await?,
+            (None, Some(route)) => self.checkout_keyed(checkout_budget, route.get()).await?,
+            (Some(watch), route) => {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
-                let lease = self
-                    .checkout_keyed(checkout_budget, opts.key)
-                    .instrument(checkout)
-                    .await?;
+                let lease = match route {
+                    None => self.checkout(checkout_budget).instrument(checkout).await?,
+                    Some(route) => {
+                        self.checkout_keyed(checkout_budget, route.get())
+                            .instrument(checkout)
+                            .await?
+                    }
+                };
                 let waited = since_started();
                 watch.span.record("runner", tracing::field::display(lease.runner()));
                 watch.span.record("queue_wait_us", waited.as_micros() as u64);
@@ -334,12 +354,12 @@ impl Pool {
                 lease
             }
         };
-        let exec_budget = match opts.timeout {
+        let exec_budget = match timeout {
             Some(total) => execution_budget(total, since_started())?,
             None => self.settings.timeout,
         };
         let sent = watch.map(|_| Instant::now());
-        let bytes = if opts.link {
+        let bytes = if link {
             run(lease, F::NAME, args, exec_budget, true, key).await
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
@@ -499,9 +519,11 @@ impl Pool {
     ) -> Result<Child<A>, Error> {
         let args = encode(args)?;
         let started = Instant::now();
-        let lease = self
-            .checkout_keyed(opts.timeout.unwrap_or(self.settings.boot_timeout), opts.key)
-            .await?;
+        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = match opts.key {
+            None => self.checkout(checkout_budget).await?,
+            Some(key) => self.checkout_keyed(checkout_budget, key.get()).await?,
+        };
         let budget = match opts.timeout {
             Some(total) => execution_budget(total, started.elapsed())?,
             None => self.settings.timeout,
@@ -649,10 +671,7 @@ impl Pool {
     /// # Cancel safety
     ///
     /// As [`Pool::checkout`].
-    async fn checkout_keyed(&self, budget: Duration, key: Option<u64>) -> Result<Lease, Error> {
-        let Some(key) = key else {
-            return self.checkout(budget).await;
-        };
+    async fn checkout_keyed(&self, budget: Duration, key: u64) -> Result<Lease, Error> {
         if let Some(lease) = self.gate.try_checkout_keyed(&self.actor, key) {
             return Ok(lease);
         }

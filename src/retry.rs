@@ -1,5 +1,6 @@
 //! Opt-in retries of a call whose runner went down or whose boot failed.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// When and how often a call is tried again; set it with
@@ -35,15 +36,22 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    pub(crate) max_attempts: u32,
-    pub(crate) budget: Duration,
-    pub(crate) initial_backoff: Duration,
-    pub(crate) max_backoff: Duration,
+    // Kept small (16 bytes, milliseconds): it travels inside `CallOptions`,
+    // which every call's future holds, retried or not.
+    max_attempts: NonZeroU32,
+    budget_ms: u32,
+    initial_backoff_ms: u32,
+    max_backoff_ms: u32,
+}
+
+/// `d` in whole milliseconds, saturated (about 49 days).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl RetryPolicy {
     /// At most `max_attempts` attempts in all (the first included; 0 and 1
-    /// both mean no retry), within 30 s, waiting 50 ms before the second
+    /// both mean no retry; times are kept to the millisecond), within 30 s, waiting 50 ms before the second
     /// and doubling up to 2 s.
     ///
     /// # Examples
@@ -55,10 +63,10 @@ impl RetryPolicy {
     /// ```
     pub fn new(max_attempts: u32) -> Self {
         RetryPolicy {
-            max_attempts,
-            budget: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
+            max_attempts: NonZeroU32::new(max_attempts).unwrap_or(NonZeroU32::MIN),
+            budget_ms: 30_000,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 2_000,
         }
     }
 
@@ -76,7 +84,7 @@ impl RetryPolicy {
     /// assert_eq!(policy.get_budget(), Duration::from_secs(2));
     /// ```
     pub fn budget(mut self, budget: Duration) -> Self {
-        self.budget = budget;
+        self.budget_ms = millis(budget);
         self
     }
 
@@ -95,8 +103,8 @@ impl RetryPolicy {
     /// # let _ = policy;
     /// ```
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.initial_backoff_ms = millis(initial);
+        self.max_backoff_ms = millis(max.max(initial));
         self
     }
 
@@ -108,7 +116,7 @@ impl RetryPolicy {
     /// assert_eq!(ractor_flame::RetryPolicy::new(2).get_max_attempts(), 2);
     /// ```
     pub fn get_max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.max_attempts.get()
     }
 
     /// Time for all attempts.
@@ -121,16 +129,17 @@ impl RetryPolicy {
     /// assert_eq!(ractor_flame::RetryPolicy::new(2).get_budget(), Duration::from_secs(30));
     /// ```
     pub fn get_budget(&self) -> Duration {
-        self.budget
+        Duration::from_millis(self.budget_ms.into())
     }
 
     /// The wait after failed attempt `attempt` (1 for the first), before
     /// jitter: the initial backoff doubled per attempt, capped.
     pub(crate) fn backoff_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(31);
-        self.initial_backoff
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_backoff)
+        let ms = u64::from(self.initial_backoff_ms)
+            .saturating_mul(1 << doublings)
+            .min(u64::from(self.max_backoff_ms));
+        Duration::from_millis(ms)
     }
 
     /// `delay` with jitter: uniform between half of it and all of it.
