@@ -7,7 +7,7 @@
 //! cargo bench --bench report -- --quick --only remote,tls   # some parts
 //! ```
 //!
-//! Parts: local, remote, tls, throughput, scale, boot, cpu, docker, engines.
+//! Parts: local, remote, tls, throughput, keyed, scale, boot, cpu, docker, engines.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -20,6 +20,8 @@
 mod engines;
 #[path = "report_parts/floors.rs"]
 mod floors;
+#[path = "report_parts/keyed.rs"]
+mod keyed;
 #[path = "report_parts/mux.rs"]
 mod mux;
 #[path = "report_parts/scale.rs"]
@@ -1053,6 +1055,9 @@ async fn main() {
     }
     if run("throughput") {
         throughput_floors(&plan, &registry).await;
+    }
+    if run("keyed") {
+        keyed::run(&plan, &registry).await;
     }
     if run("scale") {
         scale::run(&plan, &registry).await;

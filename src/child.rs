@@ -195,6 +195,7 @@ impl<A: RemoteActor> Child<A> {
             deadline: Some(Instant::now() + timeout),
             linked: true,
             want_result: true,
+            idempotency_key: None,
         };
         let outcome = self.inner.conn.call(req).await?;
         let bytes = outcome_into_result(outcome, A::NAME, timeout)?;

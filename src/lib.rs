@@ -6,6 +6,7 @@ mod child;
 mod entry;
 pub mod observe;
 mod pool;
+mod retry;
 
 pub use backends::any::{AnyBackend, AnyState, UnknownBackend};
 pub use backends::local::LocalBackend;
@@ -15,6 +16,7 @@ pub use child::Child;
 pub use entry::{run_if_runner, serve_as_runner, serve_as_runner_with};
 pub use observe::{EventsError, PoolEvents};
 pub use pool::Pool;
+pub use retry::RetryPolicy;
 
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]

@@ -6,7 +6,7 @@
 //!
 //! | span | level | target | fields |
 //! |---|---|---|---|
-//! | `flame.call` | debug | `ractor_flame::pool` | `function`, `pool`, `runner`, `outcome`, `queue_wait_us`, `remote_us`, `runner_us` |
+//! | `flame.call` | debug | `ractor_flame::pool` | `function`, `pool`, `runner`, `outcome`, `queue_wait_us`, `remote_us`, `runner_us`, `attempts` |
 //! | `flame.checkout` | trace | `ractor_flame::pool` | `pool` (inside `flame.call`) |
 //! | `flame.boot` | info | `ractor_flame::runner` | `runner`, `pool`, `backend`, `outcome`, `duration_ms` |
 //! | `flame.call` (runner side) | debug | `ractor_flame::terminator` | `function`, `call`, `runner`, `pool` |
@@ -50,7 +50,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
-use ractor_flame_actors::observe::{CALL_DURATION_SECONDS, CALLS_TOTAL, CHECKOUT_WAIT_SECONDS};
+use ractor_flame_actors::observe::{CALL_DURATION_SECONDS, CALL_RETRIES_TOTAL, CALLS_TOTAL, CHECKOUT_WAIT_SECONDS};
 use tokio::sync::broadcast;
 
 use crate::PoolEvent;
@@ -219,6 +219,12 @@ impl CallMetrics {
             metrics::counter!(CALLS_TOTAL, "pool" => self.pool.to_string(), "function" => function, "outcome" => outcome)
                 .increment(1);
         }
+    }
+
+    /// Counts one more attempt of a call opted into retries, and why.
+    pub(crate) fn retry(&self, function: &'static str, cause: &'static str) {
+        metrics::counter!(CALL_RETRIES_TOTAL, "pool" => self.pool.to_string(), "function" => function, "cause" => cause)
+            .increment(1);
     }
 
     fn function(&self, name: &'static str) -> &FnMetrics {

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
     Args, Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry,
-    RemoteActor, RemoteFn, outcome_into_result,
+    RemoteActor, RemoteFn, Resize, outcome_into_result,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -16,6 +16,7 @@ use tracing::field::Empty;
 use crate::call::CallOptions;
 use crate::child::Child;
 use crate::observe::{CallMetrics, PoolEvents};
+use crate::retry::RetryPolicy;
 
 /// A handle to a running pool. Cheap to clone; every clone talks to the same
 /// Pool actor.
@@ -214,13 +215,19 @@ impl Pool {
     pub async fn call_with<F: RemoteFn>(&self, args: F::Args, opts: CallOptions) -> Result<F::Output, Error> {
         let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.call",
             function = F::NAME, pool = %self.settings.name,
-            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty, runner_us = Empty);
+            runner = Empty, outcome = Empty, queue_wait_us = Empty, remote_us = Empty, runner_us = Empty,
+            attempts = Empty);
         let metered = crate::observe::metered();
         if span.is_disabled() && !metered {
             // Nobody looks: the call as it would be without observability,
             // the clock read only for the caller's own timeout.
+            // One future less to nest: the attempt is awaited right here.
             let started = opts.timeout.map(|_| Instant::now());
-            return self.call_observed::<F>(args, opts, started, None).await;
+            let args = encode(args)?;
+            return match opts.retry {
+                None => self.attempt::<F>(args, opts, started, None, None).await,
+                Some(policy) => Box::pin(self.call_retried::<F>(args, opts, policy, started, None)).await,
+            };
         }
         let started = Instant::now();
         let watch = Watch { span: &span, metered };
@@ -246,15 +253,99 @@ impl Pool {
         started: Option<Instant>,
         watch: Option<&Watch<'_>>,
     ) -> Result<F::Output, Error> {
-        let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
         let args = encode(args)?;
-        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
-        let lease = match watch {
-            None => self.checkout(checkout_budget).await?,
-            Some(watch) => {
+        match opts.retry {
+            None => self.attempt::<F>(args, opts, started, watch, None).await,
+            // Boxed: the retry loop's state stays out of every other call's
+            // future, which is moved and polled on the hot path.
+            Some(policy) => Box::pin(self.call_retried::<F>(args, opts, policy, started, watch)).await,
+        }
+    }
+
+    /// A call opted into retries: attempts while they fail with
+    /// `RunnerDown` or `BootFailed` and the policy (and the call's own
+    /// timeout) leaves attempts and time, all under one idempotency key.
+    async fn call_retried<F: RemoteFn>(
+        &self,
+        args: Args,
+        opts: CallOptions,
+        policy: RetryPolicy,
+        started: Option<Instant>,
+        watch: Option<&Watch<'_>>,
+    ) -> Result<F::Output, Error> {
+        let first = started.unwrap_or_else(Instant::now);
+        let budget_ends = first + policy.get_budget();
+        let timeout_ends = opts.timeout.map(|total| first + total);
+        let key: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let mut attempt = 1;
+        loop {
+            // Each attempt gets what the call's own timeout leaves.
+            let mut this = opts;
+            this.timeout = timeout_ends.map(|end| end.saturating_duration_since(Instant::now()));
+            let result = self
+                .attempt::<F>(args.clone(), this, Some(Instant::now()), watch, Some(Arc::clone(&key)))
+                .await;
+            if let Some(watch) = watch {
+                watch.span.record("attempts", attempt);
+            }
+            // Only a lost runner or a failed boot is worth another attempt.
+            let cause = match &result {
+                Err(Error::RunnerDown { .. }) => "runner_down",
+                Err(Error::BootFailed { .. }) => "boot_failed",
+                _ => return result,
+            };
+            if attempt >= policy.get_max_attempts() {
+                return result;
+            }
+            let wait = RetryPolicy::jittered(policy.backoff_after(attempt));
+            let resume = Instant::now() + wait;
+            if resume >= budget_ends || timeout_ends.is_some_and(|end| resume >= end) {
+                return result;
+            }
+            if let Err(error) = &result {
+                tracing::warn!(target: "ractor_flame::pool", pool = %self.settings.name, function = F::NAME,
+                    attempt, cause, %error, ?wait, "call failed, retrying");
+            }
+            self.settings.metrics.retry(F::NAME, cause);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of a call with encoded `args`; `key` is its idempotency
+    /// key when it may be retried.
+    async fn attempt<F: RemoteFn>(
+        &self,
+        args: Args,
+        opts: CallOptions,
+        started: Option<Instant>,
+        watch: Option<&Watch<'_>>,
+        key: Option<Arc<str>>,
+    ) -> Result<F::Output, Error> {
+        // Only what the attempt uses stays in its future.
+        let CallOptions {
+            timeout,
+            link,
+            key: route,
+            ..
+        } = opts;
+        let since_started = || started.map_or(Duration::ZERO, |at| at.elapsed());
+        let checkout_budget = timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = match (watch, route) {
+            // Unkeyed calls checkout as they always did, with no layer between.
+            (None, None) => self.checkout(checkout_budget).await?,
+            (None, Some(route)) => self.checkout_keyed(checkout_budget, route.get()).await?,
+            (Some(watch), route) => {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
-                let lease = self.checkout(checkout_budget).instrument(checkout).await?;
+                let lease = match route {
+                    None => self.checkout(checkout_budget).instrument(checkout).await?,
+                    Some(route) => {
+                        self.checkout_keyed(checkout_budget, route.get())
+                            .instrument(checkout)
+                            .await?
+                    }
+                };
                 let waited = since_started();
                 watch.span.record("runner", tracing::field::display(lease.runner()));
                 watch.span.record("queue_wait_us", waited.as_micros() as u64);
@@ -264,17 +355,17 @@ impl Pool {
                 lease
             }
         };
-        let exec_budget = match opts.timeout {
+        let exec_budget = match timeout {
             Some(total) => execution_budget(total, since_started())?,
             None => self.settings.timeout,
         };
         let sent = watch.map(|_| Instant::now());
-        let bytes = if opts.link {
-            run(lease, F::NAME, args, exec_budget, true).await
+        let bytes = if link {
+            run(lease, F::NAME, args, exec_budget, true, key).await
         } else {
             // Unlinked: the call lives in its own task holding the lease, so
             // dropping this future neither cancels it nor frees its slot early.
-            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false).in_current_span());
+            let task = tokio::spawn(run(lease, F::NAME, args, exec_budget, false, key).in_current_span());
             task.await.map_err(|e| Error::Cancelled(e.to_string()))?
         };
         if let (Some(watch), Some(sent)) = (watch, sent) {
@@ -380,6 +471,7 @@ impl Pool {
                     deadline: None,
                     linked: false,
                     want_result: false,
+                    idempotency_key: None,
                 };
                 let outcome = lease.call(req).await?;
                 outcome_into_result(outcome, F::NAME, Duration::MAX).map(drop)
@@ -428,9 +520,11 @@ impl Pool {
     ) -> Result<Child<A>, Error> {
         let args = encode(args)?;
         let started = Instant::now();
-        let lease = self
-            .checkout(opts.timeout.unwrap_or(self.settings.boot_timeout))
-            .await?;
+        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = match opts.key {
+            None => self.checkout(checkout_budget).await?,
+            Some(key) => self.checkout_keyed(checkout_budget, key.get()).await?,
+        };
         let budget = match opts.timeout {
             Some(total) => execution_budget(total, started.elapsed())?,
             None => self.settings.timeout,
@@ -442,6 +536,7 @@ impl Pool {
             deadline: Some(Instant::now() + budget),
             linked: opts.link,
             want_result: true,
+            idempotency_key: None,
         };
         let outcome = lease.conn().call(req).await?;
         let bytes = outcome_into_result(outcome, A::NAME, budget).map_err(|e| match e {
@@ -460,6 +555,84 @@ impl Pool {
     pub async fn stats(&self) -> Result<PoolStats, Error> {
         match self.actor.call(PoolMessage::Stats, None).await {
             Ok(CallResult::Success(stats)) => Ok(stats),
+            _ => Err(Error::PoolNotRunning),
+        }
+    }
+
+    /// Changes how many runners the pool keeps (`min`) and allows (`max`)
+    /// while it serves. A higher `min` boots the missing runners at once; a
+    /// higher `max` lets waiting callers' runners boot at once. With a
+    /// lower `max`, the runners beyond it take no new work and stop once
+    /// their calls, casts and placed children are over: idle ones first,
+    /// so the pool shrinks at once where it can; nothing in flight is cut
+    /// short, and no runner boots while the pool is above `max`. A lower
+    /// `min` stops nothing: runners booted for it leave by their own idle
+    /// setting. Subscribers of [`Pool::events`] get a
+    /// [`PoolEvent::Resized`](crate::PoolEvent::Resized), then a `Shrink`
+    /// as each retired runner leaves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `max` is 0 or `min > max` (nothing changes);
+    /// [`Error::PoolNotRunning`] for a stopped pool.
+    ///
+    /// # Cancel safety
+    ///
+    /// The change is one message to the pool: dropping the future after it
+    /// was sent does not undo it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let pool = Pool::start(PoolConfig::new(2), LocalBackend::new(), &Registry::new()).await?;
+    /// pool.resize(1, 4).await?; // one runner boots now; up to four later
+    /// assert!(pool.resize(5, 4).await.is_err());
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resize(&self, min: usize, max: usize) -> Result<(), Error> {
+        self.send_resize(Resize::Bounds { min, max }).await
+    }
+
+    /// Changes how many calls each runner takes at once while the pool
+    /// serves. Waiting callers take new room at once; a runner above a
+    /// lower limit keeps its work and takes no more until it is below it.
+    /// Ignored by a `single_use` pool (one call per runner). Subscribers of
+    /// [`Pool::events`] get a [`PoolEvent::Resized`](crate::PoolEvent::Resized).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `max_concurrency` is 0 (nothing changes);
+    /// [`Error::PoolNotRunning`] for a stopped pool.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::resize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{LocalBackend, Pool, PoolConfig, Registry};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let pool = Pool::start(PoolConfig::new(2).max_concurrency(4), LocalBackend::new(), &Registry::new()).await?;
+    /// pool.set_max_concurrency(16).await?;
+    /// assert!(pool.set_max_concurrency(0).await.is_err());
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_max_concurrency(&self, max_concurrency: usize) -> Result<(), Error> {
+        self.send_resize(Resize::MaxConcurrency(max_concurrency)).await
+    }
+
+    async fn send_resize(&self, change: Resize) -> Result<(), Error> {
+        // Refused here too, so a stopped pool still says what was wrong.
+        change.check()?;
+        match self.actor.call(|reply| PoolMessage::Resize(change, reply), None).await {
+            Ok(CallResult::Success(result)) => result,
             _ => Err(Error::PoolNotRunning),
         }
     }
@@ -491,6 +664,21 @@ impl Pool {
     /// The Pool actor, to monitor it or send it [`PoolMessage`]s.
     pub fn actor(&self) -> &ActorRef<PoolMessage> {
         &self.actor
+    }
+
+    /// Checks out a slot within `budget`, on the home of `key` when it has
+    /// room (see [`CallOptions::key`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::checkout`].
+    async fn checkout_keyed(&self, budget: Duration, key: u64) -> Result<Lease, Error> {
+        if let Some(lease) = self.gate.try_checkout_keyed(&self.actor, key) {
+            return Ok(lease);
+        }
+        let lease = self.checkout(budget).await?;
+        self.gate.remember(key, &lease);
+        Ok(lease)
     }
 
     /// Checks out a slot within `budget`.
@@ -532,7 +720,15 @@ fn execution_budget(total: Duration, waited: Duration) -> Result<Duration, Error
 }
 
 /// Sends one call on a checked-out runner; the lease is held to the end.
-async fn run(lease: Lease, function: &'static str, args: Args, budget: Duration, linked: bool) -> Result<Args, Error> {
+/// `key` is the call's idempotency key (a call that may be retried).
+async fn run(
+    lease: Lease,
+    function: &'static str,
+    args: Args,
+    budget: Duration,
+    linked: bool,
+    key: Option<Arc<str>>,
+) -> Result<Args, Error> {
     if budget.is_zero() {
         return Err(Error::Deadline {
             function: function.to_owned(),
@@ -545,6 +741,7 @@ async fn run(lease: Lease, function: &'static str, args: Args, budget: Duration,
         deadline: Some(Instant::now() + budget),
         linked,
         want_result: true,
+        idempotency_key: key.as_deref(),
     };
     // The lease goes with the call: its slot returns when the work has
     // ended on the runner, which may be after a deadline or cancel.

@@ -224,6 +224,7 @@ async fn the_runner_itself_keeps_the_deadline(lib: &str, shift: &str) {
             trace: None,
             args: Args::encode(sleep(&key(), ms)).unwrap().as_bytes().to_vec().into(),
             bare: false,
+            idempotency_key: None,
         })
     };
     // Time to spare: the body's value.

@@ -7,18 +7,27 @@ mod support;
 
 #[path = "pool_conformance/calls.rs"]
 mod calls;
+#[path = "pool_conformance/keys.rs"]
+mod keys;
 #[path = "pool_conformance/placed.rs"]
 mod placed;
 #[path = "pool_conformance/pool.rs"]
 mod pool;
+#[path = "pool_conformance/resize.rs"]
+mod resize;
+#[path = "pool_conformance/retry.rs"]
+mod retry;
 #[path = "pool_conformance/shutdown.rs"]
 mod shutdown;
 
 use std::time::Duration;
 
 use calls::*;
+use keys::*;
 use placed::*;
 use pool::*;
+use resize::*;
+use retry::*;
 use shutdown::*;
 use support::Kind;
 
@@ -93,6 +102,18 @@ conformance!(
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
     b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+    b59_a_lower_max_drains_surplus_runners_after_their_work,
+    b59_a_higher_min_boots_at_once,
+    b59_waiting_callers_take_new_room_at_once,
+    b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
+    b59_invalid_resizes_are_refused_and_change_nothing,
+    b58_calls_with_a_key_return_to_its_runner_even_when_busier,
+    b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
+    b58_a_key_moves_when_its_runner_drains,
+    b58_a_key_moves_when_its_runner_dies,
+    b60_a_retried_call_survives_its_runner_dying_under_one_key,
+    b60_calls_are_never_retried_by_default,
+    b60_no_retry_after_an_error_a_panic_or_a_deadline,
 );
 
 // Where it applies on containers: everything but what kills runners by
@@ -125,4 +146,12 @@ conformance!(docker:
     b33_a_placed_child_holds_a_slot_and_keeps_its_runner_up,
     b33_a_crashed_child_frees_its_slot_while_its_handle_is_held,
     b34_linked_children_stop_with_their_handle_and_exits_are_reported,
+    b59_a_lower_max_drains_surplus_runners_after_their_work,
+    b59_a_higher_min_boots_at_once,
+    b59_waiting_callers_take_new_room_at_once,
+    b59_a_lower_max_concurrency_keeps_work_and_takes_no_more,
+    b59_invalid_resizes_are_refused_and_change_nothing,
+    b58_calls_with_a_key_return_to_its_runner_even_when_busier,
+    b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
+    b58_a_key_moves_when_its_runner_drains,
 );

@@ -9,6 +9,17 @@ use crate::events::{Hook, PoolEvent};
 
 /// Default for [`PoolConfig::max_concurrency`].
 pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
+/// Default for [`PoolConfig::key_capacity`]: call keys whose runner a pool
+/// remembers.
+///
+/// # Examples
+///
+/// ```
+/// use ractor_flame_actors::{DEFAULT_KEY_CAPACITY, PoolConfig};
+///
+/// assert_eq!(PoolConfig::new(4).get_key_capacity(), DEFAULT_KEY_CAPACITY);
+/// ```
+pub const DEFAULT_KEY_CAPACITY: usize = 4096;
 /// Default for [`PoolConfig::timeout`], [`PoolConfig::boot_timeout`] and
 /// [`PoolConfig::shutdown_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,6 +187,7 @@ impl LinkTls {
 /// | `idle_shutdown_after` | when a runner with no work stops | after 30 s |
 /// | `min_idle_shutdown_after` | the same for the `min` runners | never |
 /// | `queue_capacity` | bound of the waiting queue (`None`: unbounded) | unbounded |
+/// | `key_capacity` | call keys whose runner the pool remembers (keyed calls) | 4096 |
 /// | `boot_retry` | retry and backoff of failed boots | 3 attempts, 100 ms to 5 s |
 /// | `failsafe_timeout` | a runner with no parent connection by then stops | 20 s |
 /// | `heartbeat_interval` | heartbeat period, both ways | 500 ms |
@@ -223,6 +235,7 @@ pub struct PoolConfig {
     pub(crate) idle_shutdown_after: IdleShutdown,
     pub(crate) min_idle_shutdown_after: IdleShutdown,
     pub(crate) queue_capacity: Option<usize>,
+    pub(crate) key_capacity: usize,
     pub(crate) boot_retry: BootRetry,
     pub(crate) failsafe_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
@@ -250,6 +263,7 @@ impl fmt::Debug for PoolConfig {
             .field("idle_shutdown_after", &self.idle_shutdown_after)
             .field("min_idle_shutdown_after", &self.min_idle_shutdown_after)
             .field("queue_capacity", &self.queue_capacity)
+            .field("key_capacity", &self.key_capacity)
             .field("boot_retry", &self.boot_retry)
             .finish_non_exhaustive()
     }
@@ -282,6 +296,7 @@ impl PoolConfig {
             idle_shutdown_after: IdleShutdown::After(DEFAULT_IDLE_SHUTDOWN),
             min_idle_shutdown_after: IdleShutdown::Never,
             queue_capacity: None,
+            key_capacity: DEFAULT_KEY_CAPACITY,
             boot_retry: BootRetry::default(),
             failsafe_timeout: DEFAULT_FAILSAFE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -404,6 +419,40 @@ impl PoolConfig {
         self
     }
 
+    /// How many call keys (`CallOptions::key` in the facade) the pool
+    /// remembers the runner of (default [`DEFAULT_KEY_CAPACITY`], 4096).
+    /// When a new key finds the table full, the keys of runners that are
+    /// gone are forgotten first, then the least recently used half; a
+    /// forgotten key's next call goes to the least loaded runner, which
+    /// becomes its home again. Validation refuses 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolConfig;
+    ///
+    /// let config = PoolConfig::new(4).key_capacity(100_000);
+    /// assert_eq!(config.get_key_capacity(), 100_000);
+    /// assert!(PoolConfig::new(4).key_capacity(0).validate().is_err());
+    /// ```
+    pub fn key_capacity(mut self, capacity: usize) -> Self {
+        self.key_capacity = capacity;
+        self
+    }
+
+    /// The configured bound of the call-key table.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolConfig;
+    ///
+    /// assert_eq!(PoolConfig::new(4).key_capacity(8).get_key_capacity(), 8);
+    /// ```
+    pub fn get_key_capacity(&self) -> usize {
+        self.key_capacity
+    }
+
     /// Called before each growth boot with the target count.
     pub fn on_grow_start(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
         self.on_grow_start = Some(Arc::new(hook));
@@ -494,7 +543,7 @@ impl PoolConfig {
     /// # Errors
     ///
     /// [`Error::Config`] when `max` is 0, `min > max`, `max_concurrency` is 0,
-    /// a queue bound is 0, the heartbeat interval or timeout is zero, the
+    /// a queue bound or the key capacity is 0, the heartbeat interval or timeout is zero, the
     /// timeout is not above the interval, the frame limit is below
     /// [`MIN_FRAME_LIMIT`](crate::wire::MIN_FRAME_LIMIT) (4 KiB), the failsafe
     /// timeout is zero, or the name is empty.
@@ -511,6 +560,9 @@ impl PoolConfig {
         }
         if self.queue_capacity == Some(0) {
             return fail("queue_capacity must be at least 1".into());
+        }
+        if self.key_capacity == 0 {
+            return fail("key_capacity must be at least 1".into());
         }
         // What runners get of the options: the rules a runner holds its
         // `FLAME_PARENT` to, so a valid pool never boots a runner that
@@ -564,6 +616,7 @@ mod tests {
             (PoolConfig::new(1).min(2), "min (2) exceeds max (1)"),
             (PoolConfig::new(1).max_concurrency(0), "max_concurrency"),
             (PoolConfig::new(1).queue_capacity(0), "queue_capacity"),
+            (PoolConfig::new(1).key_capacity(0), "key_capacity"),
             (
                 PoolConfig::new(1).heartbeat_interval(Duration::ZERO),
                 "heartbeat_interval must be above zero",

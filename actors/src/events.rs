@@ -64,6 +64,22 @@ pub enum PoolEvent {
         /// Why, as the backend or the connection tells it.
         reason: String,
     },
+    /// The pool's bounds or slots per runner changed while it runs
+    /// (`Pool::resize`, `Pool::set_max_concurrency`); the values are the
+    /// ones now in force. Runners beyond a lower `max` leave later, each
+    /// with a [`PoolEvent::Shrink`], once their work is over.
+    #[non_exhaustive]
+    Resized {
+        /// Runners kept booted.
+        min: usize,
+        /// Runners at most (booted and booting).
+        max: usize,
+        /// Concurrent calls per runner.
+        max_concurrency: usize,
+        /// Runners told to leave once their work is over (booted runners
+        /// beyond the new `max`, idle ones first).
+        retiring: usize,
+    },
     /// A caller was turned away: the waiting queue was full.
     #[non_exhaustive]
     QueueFull {
@@ -91,7 +107,7 @@ impl PoolEvent {
             | PoolEvent::Shrink { runner, .. }
             | PoolEvent::BootFailed { runner, .. }
             | PoolEvent::RunnerLost { runner, .. } => Some(*runner),
-            PoolEvent::QueueFull { .. } => None,
+            PoolEvent::QueueFull { .. } | PoolEvent::Resized { .. } => None,
         }
     }
 }

@@ -121,7 +121,7 @@ pub mod wire;
 
 pub use config::{
     BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
+    DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
 };
 pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};
@@ -130,7 +130,7 @@ pub use func::{Args, CurrentCall, Registry, RemoteActor, RemoteFn, StatefulFn, c
 pub use ids::{BuildId, Fnv, RunnerId, Token};
 pub use on_parent::endpoint::boot_in_process;
 pub use on_parent::link::outcome_into_result;
-pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats};
+pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats, Resize};
 pub use on_parent::{Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier};
 pub use wire::Fingerprint;
 

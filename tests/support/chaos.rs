@@ -37,16 +37,20 @@ pub const GRACE: Duration = Duration::from_secs(1);
 /// stuck on a full pipe.
 pub static SINK_BLOCKED: AtomicBool = AtomicBool::new(false);
 
-/// A `tracing` layer that blocks the thread emitting an event at `info` or
-/// above for as long as [`SINK_BLOCKED`] is set, as an application's
-/// subscriber writing to a stuck pipe would. Install it (as part of the
-/// global subscriber) for the chaos task's sink blocks to bite.
+/// A `tracing` layer that blocks the thread emitting a runner's log record
+/// (target `ractor_flame::remote`) for as long as [`SINK_BLOCKED`] is set,
+/// as an application's subscriber writing them to a stuck pipe would.
+/// Install it (as part of the global subscriber) for the chaos task's sink
+/// blocks to bite. (A sink that blocks every event blocks the application's
+/// own threads too, the runtime's workers among them, whatever emits on
+/// them: that is the application's runtime, not the link, and no library
+/// can keep its deadlines then.)
 #[derive(Debug, Clone, Copy)]
 pub struct BlockingSink;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BlockingSink {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() > tracing::Level::INFO {
+        if event.metadata().target() != "ractor_flame::remote" {
             return;
         }
         while SINK_BLOCKED.load(Ordering::Acquire) {

@@ -116,6 +116,48 @@ impl RemoteFn for WhereAmI {
     }
 }
 
+/// One attempt of a call, recorded as a file in `dir` named
+/// `<pid>-<uuid>` that holds the call's idempotency key (empty without
+/// one). The first attempt under a key sleeps `ms` (or fails as `fail`
+/// says: `"error"`, `"panic"`); a later one under the same key returns at
+/// once. Returns the key.
+pub struct Attempt;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptArgs {
+    pub dir: String,
+    pub ms: u64,
+    pub fail: Option<String>,
+}
+
+impl RemoteFn for Attempt {
+    const NAME: &'static str = "test.attempt";
+    type Args = AttemptArgs;
+    type Output = String;
+    async fn run(args: AttemptArgs) -> Result<String, FnError> {
+        let key = ractor_flame::current_call()
+            .and_then(|c| c.idempotency_key().map(str::to_owned))
+            .unwrap_or_default();
+        let dir = std::path::Path::new(&args.dir);
+        let seen = !key.is_empty()
+            && std::fs::read_dir(dir)?
+                .flatten()
+                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k == key));
+        let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        std::fs::write(dir.join(name), &key)?;
+        if seen {
+            return Ok(key);
+        }
+        match args.fail.as_deref() {
+            Some("error") => return Err(FnError::msg("failed on purpose")),
+            Some("panic") => panic!("panicked on purpose"),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(args.ms)).await;
+        Ok(key)
+    }
+}
+
 /// Returns an error with the given message.
 pub struct Fail;
 
@@ -584,6 +626,7 @@ pub fn registry() -> Registry {
         .register::<Probe>()
         .register::<Echo>()
         .register::<WhereAmI>()
+        .register::<Attempt>()
         .register::<Fail>()
         .register::<Panic>()
         .register::<Reject>()

@@ -59,6 +59,8 @@ struct Inner {
     states: Arc<States>,
     id: u64,
     deadline: Option<Instant>,
+    /// Set by the caller for a call that may be retried.
+    idempotency_key: Option<Box<str>>,
     cancelled: AtomicBool,
     notify: Notify,
     /// The task running the call, once it is spawned (calls a runner runs
@@ -79,12 +81,24 @@ impl fmt::Debug for CurrentCall {
 
 impl CurrentCall {
     pub(crate) fn new(runner: RunnerId, states: Arc<States>, id: u64, deadline: Option<Instant>) -> Self {
+        Self::with_key(runner, states, id, deadline, None)
+    }
+
+    /// A call's context with its idempotency key, if its caller sent one.
+    pub(crate) fn with_key(
+        runner: RunnerId,
+        states: Arc<States>,
+        id: u64,
+        deadline: Option<Instant>,
+        idempotency_key: Option<&str>,
+    ) -> Self {
         CurrentCall {
             inner: Arc::new(Inner {
                 runner,
                 states,
                 id,
                 deadline,
+                idempotency_key: idempotency_key.map(Into::into),
                 cancelled: AtomicBool::new(false),
                 notify: Notify::new(),
                 task: std::sync::OnceLock::new(),
@@ -107,6 +121,33 @@ impl CurrentCall {
     /// such state is registered.
     pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
         self.inner.states.get::<S>()
+    }
+
+    /// The key that names this call across its attempts, when its caller
+    /// opted into retries (`CallOptions::retry` in the facade): every
+    /// attempt of one call sees the same key, and a body with side effects
+    /// (a payment, a write) uses it to do them once. `None` for a call that
+    /// is never retried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::{FnError, RemoteFn, current_call};
+    ///
+    /// struct Charge;
+    /// impl RemoteFn for Charge {
+    ///     const NAME: &'static str = "charge";
+    ///     type Args = u64;
+    ///     type Output = String;
+    ///     async fn run(cents: u64) -> Result<String, FnError> {
+    ///         let key = current_call().and_then(|c| c.idempotency_key().map(str::to_owned));
+    ///         // Hand `key` to the payment API, which charges once per key.
+    ///         Ok(format!("{cents} charged under {key:?}"))
+    ///     }
+    /// }
+    /// ```
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.inner.idempotency_key.as_deref()
     }
 
     /// When the call's execution budget ends; `None` for none (casts).

@@ -22,6 +22,15 @@ pub const CHECKOUT_WAIT_SECONDS: &str = "flame_checkout_wait_seconds";
 pub const CALL_DURATION_SECONDS: &str = "flame_call_duration_seconds";
 /// Counter: calls by pool, function and outcome.
 pub const CALLS_TOTAL: &str = "flame_calls_total";
+/// Counter: attempts of calls that opted into retries, beyond their first,
+/// by pool, function and `cause` (`runner_down`, `boot_failed`).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(ractor_flame_actors::observe::CALL_RETRIES_TOTAL, "flame_call_retries_total");
+/// ```
+pub const CALL_RETRIES_TOTAL: &str = "flame_call_retries_total";
 /// Counter: boots by pool, backend and outcome (`ok`, `failed`).
 pub const BOOTS_TOTAL: &str = "flame_boots_total";
 /// Counter: runners that stopped because they were idle, per pool.

@@ -90,6 +90,9 @@ pub struct CallRequest<'a> {
     pub linked: bool,
     /// `false` for a cast: only completion is reported.
     pub want_result: bool,
+    /// The key naming the call across its attempts (a call that may be
+    /// retried); the body reads it from `current_call()`.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// A connection to one runner. Cheap to clone.

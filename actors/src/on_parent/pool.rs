@@ -10,6 +10,7 @@
 //! message plumbing.
 
 mod gate;
+mod keys;
 mod state;
 
 use std::fmt;
@@ -31,7 +32,7 @@ use crate::on_parent::link::RunnerConn;
 pub use gate::Gate;
 use gate::SlotShared;
 use state::PoolState;
-pub use state::PoolStats;
+pub use state::{PoolStats, Resize};
 
 /// How often the gauges are refreshed while a metrics recorder is installed
 /// (busy slots change on the call path, which the pool does not see).
@@ -49,6 +50,10 @@ pub enum PoolMessage {
     Checkout(RpcReplyPort<Result<Lease, Error>>),
     /// A snapshot of the pool.
     Stats(RpcReplyPort<PoolStats>),
+    /// Change the pool's bounds or slots per runner while it serves; the
+    /// reply comes once the change is in force (an invalid one is refused
+    /// with [`Error::Config`] and changes nothing).
+    Resize(Resize, RpcReplyPort<Result<(), Error>>),
     /// From the pool's runners and leases.
     Internal(Internal),
 }
@@ -119,6 +124,7 @@ impl fmt::Debug for PoolMessage {
         match self {
             PoolMessage::Checkout(_) => f.write_str("Checkout"),
             PoolMessage::Stats(_) => f.write_str("Stats"),
+            PoolMessage::Resize(r, _) => write!(f, "Resize({r:?})"),
             PoolMessage::Internal(i) => i.fmt(f),
         }
     }
@@ -215,7 +221,7 @@ impl Drop for Lease {
         // the decrement (both SeqCst): one of the two always sees the other.
         self.slot.load.fetch_sub(1, Ordering::SeqCst);
         Gate::checked_in(&self.slot);
-        if self.slot.always_tell || self.slot.has_waiters.load(Ordering::SeqCst) {
+        if self.slot.always_tell.load(Ordering::SeqCst) || self.slot.has_waiters.load(Ordering::SeqCst) {
             // A cast never blocks; if the pool is gone nobody needs the news.
             let _ = self.slot.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
         }
@@ -262,7 +268,7 @@ impl<B> PoolArguments<B> {
     pub fn new(config: PoolConfig, backend: B, registry: Registry, on_runner: bool) -> Self {
         // A single-use runner takes one checkout, whatever `max_concurrency` says.
         let slots = if config.single_use { 1 } else { config.max_concurrency };
-        let gate = Gate::new(slots, !config.single_use);
+        let gate = Gate::new(slots, !config.single_use, config.key_capacity);
         PoolArguments {
             config,
             backend: Arc::new(backend),
@@ -317,6 +323,10 @@ impl<B: Backend> Actor for Pool<B> {
             PoolMessage::Checkout(reply) => state.checkout(&myself, reply).await,
             PoolMessage::Stats(reply) => {
                 let _ = reply.send(state.stats());
+            }
+            PoolMessage::Resize(resize, reply) => {
+                let result = state.resize(&myself, resize).await;
+                let _ = reply.send(result);
             }
             PoolMessage::Internal(Internal(msg)) => match msg {
                 InternalMsg::Checkin(runner) => state.checkin(&myself, runner).await,

@@ -218,7 +218,16 @@ mod tests {
             linked: true,
             trace: None,
             bare: false,
+            idempotency_key: None,
         })
+    }
+
+    fn keyed(args: Vec<u8>) -> ToRunner {
+        let ToRunner::Call(mut frame) = traced(args) else {
+            unreachable!()
+        };
+        frame.idempotency_key = Some("9f2c".into());
+        ToRunner::Call(frame)
     }
 
     fn traced(args: Vec<u8>) -> ToRunner {
@@ -284,6 +293,7 @@ mod tests {
             ToRunner::Welcome(Welcome::Refused("no".into())),
             call(vec![1, 2, 3]),
             traced(vec![4, 5]),
+            keyed(vec![6]),
             ToRunner::Cancel { id: 9 },
             ToRunner::Ping,
             ToRunner::IdleVerdict { granted: true },
@@ -316,6 +326,23 @@ mod tests {
             panic!()
         };
         assert_eq!(frame.trace.map(|t| t.span), Some(42));
+    }
+
+    #[test]
+    fn a_call_without_an_idempotency_key_is_written_as_before() {
+        let (mut plain, mut with) = (Vec::new(), Vec::new());
+        encode_frame(&traced(vec![1]), 1024, &mut plain).unwrap();
+        encode_frame(&keyed(vec![1]), 1024, &mut with).unwrap();
+        // The key is one trailing field, written only when there is one.
+        assert_eq!(with.len(), plain.len() + 1 + 4);
+        let ToRunner::Call(frame) = decode_body::<ToRunner>(&with[4..]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(frame.idempotency_key.as_deref(), Some("9f2c"));
+        let ToRunner::Call(frame) = decode_body::<ToRunner>(&plain[4..]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(frame.idempotency_key, None);
     }
 
     /// A large payload is left out of its frame and written after it; the

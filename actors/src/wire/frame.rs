@@ -95,6 +95,12 @@ pub struct CallFrame {
     /// ([`serde_bytes::ByteBuf`]) is sent and received without a copy.
     #[serde(default)]
     pub bare: bool,
+    /// The key that names the call across its attempts, for a call that
+    /// may be retried (`CallOptions::retry` in the facade); the body reads
+    /// it from `current_call()`. Not written at all when `None`, so other
+    /// calls' frames are as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Where a call sits in its caller's trace.
@@ -153,6 +159,7 @@ impl CallFrame {
             trace: None,
             args: args.into(),
             bare: false,
+            idempotency_key: None,
         }
     }
 
@@ -170,6 +177,7 @@ impl CallFrame {
                 traceparent: t.traceparent.as_deref(),
             }),
             bare: self.bare,
+            idempotency_key: self.idempotency_key.as_deref(),
         }
     }
 }
@@ -190,6 +198,8 @@ pub(crate) struct CallRef<'a> {
     pub(crate) args: &'a [u8],
     #[serde(default)]
     pub(crate) bare: bool,
+    #[serde(default, borrow)]
+    pub(crate) idempotency_key: Option<&'a str>,
 }
 
 impl CallRef<'_> {

@@ -170,6 +170,7 @@ mod tests {
             deadline: Some(started + Duration::from_millis(50)),
             linked: false,
             want_result: true,
+            idempotency_key: None,
         };
         let outcome = conn.call(req).await.unwrap();
         assert_eq!(outcome, Outcome::Deadline);

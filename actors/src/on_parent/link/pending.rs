@@ -241,6 +241,7 @@ mod tests {
             deadline: None,
             linked: false,
             want_result: true,
+            idempotency_key: None,
         }
     }
 

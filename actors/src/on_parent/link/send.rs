@@ -83,6 +83,7 @@ impl RunnerConn {
                     linked: req.linked,
                     trace: None,
                     bare: req.args.is_bare(),
+                    idempotency_key: req.idempotency_key,
                 };
                 if serve.is_blocking(req.function) {
                     // A blocking body outlives a caller that gives up: it
@@ -134,6 +135,7 @@ impl RunnerConn {
                     linked,
                     trace,
                     bare,
+                    idempotency_key: req.idempotency_key.map(str::to_owned),
                 };
                 // A lone call goes straight out from this thread; calls
                 // made together are batched by the link thread.

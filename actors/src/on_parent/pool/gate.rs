@@ -20,10 +20,11 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::ActorRef;
 
+use super::keys::KeyTable;
 use super::{Lease, PoolMessage};
 use crate::ids::RunnerId;
 use crate::on_parent::link::RunnerConn;
@@ -54,8 +55,11 @@ pub(crate) struct SlotShared {
     pub(crate) pool: ActorRef<PoolMessage>,
     /// Whether callers wait for a slot (the gate's flag).
     pub(crate) has_waiters: Arc<AtomicBool>,
-    /// Tell the pool of every check-in (single-use runners).
-    pub(crate) always_tell: bool,
+    /// Tell the pool of every check-in (single-use runners, and runners
+    /// retired by a lower `max`, which stop once their work is over). The
+    /// pool sets it, then reads the load; a lease decrements the load, then
+    /// reads it (both SeqCst): one of the two sees the other.
+    pub(crate) always_tell: AtomicBool,
     /// Its index in the gate's list, or `UNLISTED`; written only under the
     /// list's write lock.
     pos: AtomicUsize,
@@ -76,13 +80,18 @@ impl SlotShared {
             draining: AtomicBool::new(false),
             pool,
             has_waiters: Arc::clone(&gate.has_waiters),
-            always_tell,
+            always_tell: AtomicBool::new(always_tell),
             pos: AtomicUsize::new(UNLISTED),
         })
     }
 
     pub(crate) fn active(&self) -> usize {
         self.load.load(Ordering::SeqCst)
+    }
+
+    /// Whether the fast path lists it (booted, not draining).
+    pub(crate) fn listed(&self) -> bool {
+        self.pos.load(Ordering::Relaxed) != UNLISTED
     }
 
     /// Takes one slot if the runner serves and has room below `limit`. A
@@ -124,22 +133,27 @@ pub struct Gate {
     serving: RwLock<Vec<Arc<SlotShared>>>,
     /// `true` while callers may be waiting in the Pool's queue.
     pub(crate) has_waiters: Arc<AtomicBool>,
-    /// Slots per runner.
-    limit: usize,
+    /// Slots per runner. The Pool changes it when `max_concurrency` does
+    /// (a live resize); a caller reads it once per checkout (Relaxed: a
+    /// checkout that read the old value is one the change had not reached).
+    limit: AtomicUsize,
     /// Off for single-use pools (every checkout must pass the Pool).
     enabled: AtomicBool,
     /// Where the Pool's next full scan starts (only the Pool uses it).
     cursor: AtomicUsize,
+    /// The homes of call keys (keyed calls only).
+    keys: Mutex<KeyTable>,
 }
 
 impl Gate {
-    pub(crate) fn new(limit: usize, enabled: bool) -> Arc<Self> {
+    pub(crate) fn new(limit: usize, enabled: bool, key_capacity: usize) -> Arc<Self> {
         Arc::new(Gate {
             serving: RwLock::default(),
             has_waiters: Arc::default(),
-            limit,
+            limit: AtomicUsize::new(limit),
             enabled: AtomicBool::new(enabled),
             cursor: AtomicUsize::new(0),
+            keys: Mutex::new(KeyTable::new(key_capacity)),
         })
     }
 
@@ -157,20 +171,62 @@ impl Gate {
         ) {
             return None;
         }
+        let limit = self.limit.load(Ordering::Relaxed);
         // Claimed under the read lock: no clone of the list.
         let serving = self.serving.read().expect("poisoned");
         let slot = if serving.len() <= EXACT_UP_TO {
             // Least loaded first; a lost race falls back to any with room.
             let least = serving.iter().min_by_key(|s| s.active())?;
-            if least.claim(self.limit) {
+            if least.claim(limit) {
                 least
             } else {
-                serving.iter().find(|s| s.claim(self.limit))?
+                serving.iter().find(|s| s.claim(limit))?
             }
         } else {
-            self.sample(&serving)?
+            self.sample(&serving, limit)?
         };
         Some(Lease::new(Arc::clone(slot)))
+    }
+
+    /// Claims a slot for a call with `key` (its hash) without asking the
+    /// Pool, on the same terms as [`Gate::try_checkout`]: the key's home
+    /// when it serves and has room, else the least loaded runner (among
+    /// equals, the one home to the fewest keys), which becomes the key's
+    /// home. `None` sends the caller to the Pool; remember the runner it
+    /// gets there with [`Gate::remember`].
+    pub fn try_checkout_keyed(&self, pool: &ActorRef<PoolMessage>, key: u64) -> Option<Lease> {
+        if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
+            return None;
+        }
+        if !matches!(
+            pool.get_status(),
+            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
+        ) {
+            return None;
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut keys = self.keys.lock().expect("poisoned");
+        if let Some(home) = keys.home(key)
+            && home.claim(limit)
+        {
+            return Some(Lease::new(home));
+        }
+        let serving = self.serving.read().expect("poisoned");
+        let slot = if serving.len() <= EXACT_UP_TO {
+            let mut candidates: Vec<&Arc<SlotShared>> = serving.iter().collect();
+            candidates.sort_by_key(|s| (s.active(), keys.homes_on(s.runner)));
+            candidates.into_iter().find(|s| s.claim(limit))?
+        } else {
+            self.sample(&serving, limit)?
+        };
+        keys.set(key, slot);
+        Some(Lease::new(Arc::clone(slot)))
+    }
+
+    /// The runner of `lease` is now the home of `key` (a keyed call the
+    /// Pool served).
+    pub fn remember(&self, key: u64, lease: &Lease) {
+        self.keys.lock().expect("poisoned").set(key, &lease.slot);
     }
 
     /// The less loaded of two runners, the one this thread checked in last
@@ -179,7 +235,7 @@ impl Gate {
     /// the pool's size. Preferring the runner just checked in keeps a caller
     /// that calls in a loop on the same runner, whose memory is still in
     /// this core's caches, instead of touching a cold one on every call.
-    fn sample<'a>(&self, serving: &'a [Arc<SlotShared>]) -> Option<&'a Arc<SlotShared>> {
+    fn sample<'a>(&self, serving: &'a [Arc<SlotShared>], limit: usize) -> Option<&'a Arc<SlotShared>> {
         let n = serving.len();
         let draw = random();
         let b = (draw >> 32) as usize % n;
@@ -192,15 +248,15 @@ impl Gate {
         } else {
             (&serving[a], &serving[b])
         };
-        if first.claim(self.limit) {
+        if first.claim(limit) {
             return Some(first);
         }
-        if second.claim(self.limit) {
+        if second.claim(limit) {
             return Some(second);
         }
         (1..=PROBES.min(n - 1))
             .map(|i| &serving[(a + i) % n])
-            .find(|s| s.claim(self.limit))
+            .find(|s| s.claim(limit))
     }
 
     /// Tells the gate of `slot`'s pool that this thread just checked in on
@@ -223,6 +279,7 @@ impl Gate {
     /// has room, else, when `scan`, the first runner with room from where
     /// the last scan stopped (a full turn at most); else nothing.
     pub(crate) fn pick(&self, hint: Option<&Arc<SlotShared>>, scan: bool) -> Option<Arc<SlotShared>> {
+        let limit = self.limit.load(Ordering::Relaxed);
         let serving = self.serving.read().expect("poisoned");
         let n = serving.len();
         if n <= EXACT_UP_TO {
@@ -230,11 +287,11 @@ impl Gate {
             // Loads move under us (the fast path claims too): sorted once,
             // then the next is tried when one filled up meanwhile.
             candidates.sort_by_key(|s| s.active());
-            return candidates.into_iter().find(|s| s.claim(self.limit)).cloned();
+            return candidates.into_iter().find(|s| s.claim(limit)).cloned();
         }
         if let Some(hint) = hint
             && hint.pos.load(Ordering::Relaxed) != UNLISTED
-            && hint.claim(self.limit)
+            && hint.claim(limit)
         {
             return Some(Arc::clone(hint));
         }
@@ -242,11 +299,16 @@ impl Gate {
             return None;
         }
         let start = self.cursor.load(Ordering::Relaxed) % n;
-        let found = (0..n)
-            .map(|i| (start + i) % n)
-            .find(|&i| serving[i].claim(self.limit))?;
+        let found = (0..n).map(|i| (start + i) % n).find(|&i| serving[i].claim(limit))?;
         self.cursor.store(found + 1, Ordering::Relaxed);
         Some(Arc::clone(&serving[found]))
+    }
+
+    /// Slots per runner from now on (a live change of `max_concurrency`).
+    /// Runners above the new limit keep their work and take no more until
+    /// they are below it.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Lists a runner for the fast path (no-op when listed).
@@ -275,6 +337,7 @@ impl Gate {
     /// The pool is stopping: every checkout goes to the Pool (which refuses).
     pub(crate) fn close(&self) {
         self.enabled.store(false, Ordering::Release);
+        self.keys.lock().expect("poisoned").clear();
         let mut serving = self.serving.write().expect("poisoned");
         for slot in serving.drain(..) {
             slot.pos.store(UNLISTED, Ordering::Relaxed);

@@ -9,7 +9,10 @@
 
 mod checkout;
 mod growth;
+mod resize;
 mod runners;
+
+pub use resize::Resize;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -70,6 +73,11 @@ struct Slot {
     is_min: bool,
     /// Left because it was idle: not refilled.
     idle_exit: bool,
+    /// Beyond a lower `max`: takes no new work, stops once its work is
+    /// over, and is not refilled.
+    retiring: bool,
+    /// The pool told it to stop (once is enough).
+    shutdown_sent: bool,
     /// When its boot started.
     boot_started: std::time::Instant,
 }
@@ -94,6 +102,8 @@ pub struct PoolState<B: Backend> {
     backend: Arc<B>,
     registry: Registry,
     min: usize,
+    /// This process is itself a runner: `min` stays 0 whatever a resize says.
+    on_runner: bool,
     runners: HashMap<RunnerId, Slot>,
     by_actor: HashMap<ActorId, RunnerId>,
     waiting: VecDeque<Waiter>,
@@ -143,6 +153,7 @@ impl<B: Backend> PoolState<B> {
             backend: args.backend,
             registry: args.registry,
             min,
+            on_runner: args.on_runner,
             runners: HashMap::new(),
             by_actor: HashMap::new(),
             waiting: VecDeque::new(),

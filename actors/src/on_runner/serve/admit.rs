@@ -144,11 +144,12 @@ impl Serve {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Outcome::Refused);
         }
-        Ok(CurrentCall::new(
+        Ok(CurrentCall::with_key(
             self.runner,
             Arc::clone(&self.states),
             call.id,
             deadline,
+            call.idempotency_key,
         ))
     }
 

@@ -22,7 +22,6 @@ use crate::ids::RunnerId;
 use crate::on_parent::backend::Backend;
 use crate::on_parent::pool::gate::SlotShared;
 use crate::on_parent::pool::{Lease, PoolMessage};
-use crate::wire::frame::ToRunner;
 
 impl<B: Backend> PoolState<B> {
     /// Claims a slot: on the least loaded runner in a small pool; in a
@@ -83,17 +82,16 @@ impl<B: Backend> PoolState<B> {
     pub(crate) async fn checkin(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {
         // A late or duplicate checkin is harmless (B20).
         let single_use = self.single_use(runner);
-        let Some(slot) = self.runners.get_mut(&runner) else {
+        let Some(slot) = self.runners.get(&runner) else {
             return;
         };
-        if single_use
-            && slot.active() == 0
-            && let Some(conn) = slot.conn()
-        {
-            conn.control(ToRunner::Shutdown);
+        // A used-up single-use runner, or one retired by a lower `max`,
+        // stops once its last slot is back.
+        if single_use || slot.retiring {
+            self.stop_if_done(runner);
         }
         // The runner that checked in has room: the first to try.
-        let hint = slot.shared.clone();
+        let hint = self.runners.get(&runner).and_then(|slot| slot.shared.clone());
         self.serve_waiters(hint.as_ref());
         self.maybe_grow(myself).await;
     }

@@ -90,6 +90,8 @@ impl<B: Backend> PoolState<B> {
                         shared: None,
                         is_min,
                         idle_exit: false,
+                        retiring: false,
+                        shutdown_sent: false,
                         boot_started: std::time::Instant::now(),
                     },
                 );

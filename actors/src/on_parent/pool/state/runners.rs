@@ -64,6 +64,11 @@ impl<B: Backend> PoolState<B> {
         if self.stopping {
             return;
         }
+        // Beyond a `max` lowered while it booted: it leaves at once.
+        if self.shed_surplus() > 0 && self.runners.get(&runner).is_some_and(|s| s.retiring) {
+            self.serve_waiters(None);
+            return self.maybe_grow(myself).await;
+        }
         // The new runner has room: waiters take it first.
         self.serve_waiters(Some(&shared));
         self.maybe_grow(myself).await;
@@ -89,7 +94,9 @@ impl<B: Backend> PoolState<B> {
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner left");
         // Idle exits and stops the pool asked for are no loss.
-        if slot.idle_exit {
+        if slot.retiring {
+            // Retired by a lower `max`: neither a loss nor refilled.
+        } else if slot.idle_exit {
             self.metrics.idle_shutdown();
         } else if !self.stopping && !matches!(kind, Some("stopped" | "shutting_down")) {
             self.metrics.runner_lost(kind.unwrap_or("backend"));
@@ -100,7 +107,7 @@ impl<B: Backend> PoolState<B> {
         if self.stopping {
             return;
         }
-        if !slot.idle_exit && !self.retry_armed {
+        if !slot.idle_exit && !slot.retiring && !self.retry_armed {
             self.refill_min(myself).await;
         }
         self.serve_waiters(None);
