@@ -547,9 +547,9 @@ async fn chaos(target: Target, seed: u64, mut stop: watch::Receiver<bool>) -> Fa
 /// (read from its `FLAME_PARENT`), opened and held by the caller; `None`
 /// where that cannot be read (containers).
 async fn flood(target: &Target, victim: &str) -> Option<Vec<tokio::net::TcpStream>> {
-    let Target::Process { .. } = target else {
+    if !matches!(target, Target::Process { .. }) {
         return None;
-    };
+    }
     let environ = std::fs::read(format!("/proc/{victim}/environ")).ok()?;
     let encoded = environ
         .split(|b| *b == 0)
