@@ -289,9 +289,9 @@ impl Pool {
                 watch.span.record("attempts", attempt);
             }
             // Only a lost runner or a failed boot is worth another attempt.
-            let cause = match &result {
-                Err(Error::RunnerDown { .. }) => "runner_down",
-                Err(Error::BootFailed { .. }) => "boot_failed",
+            let (cause, error) = match &result {
+                Err(error @ Error::RunnerDown { .. }) => ("runner_down", error),
+                Err(error @ Error::BootFailed { .. }) => ("boot_failed", error),
                 _ => return result,
             };
             if attempt >= policy.get_max_attempts() {
@@ -302,10 +302,8 @@ impl Pool {
             if resume >= budget_ends || timeout_ends.is_some_and(|end| resume >= end) {
                 return result;
             }
-            if let Err(error) = &result {
-                tracing::warn!(target: "ractor_flame::pool", pool = %self.settings.name, function = F::NAME,
-                    attempt, cause, %error, ?wait, "call failed, retrying");
-            }
+            tracing::warn!(target: "ractor_flame::pool", pool = %self.settings.name, function = F::NAME,
+                attempt, cause, %error, ?wait, "call failed, retrying");
             self.settings.metrics.retry(F::NAME, cause);
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -676,7 +674,10 @@ impl Pool {
         if let Some(lease) = self.gate.try_checkout_keyed(&self.actor, key) {
             return Ok(lease);
         }
-        let lease = self.checkout(budget).await?;
+        // The gate has just tried the runners as `checkout` would (every
+        // one, or a sample in a large pool): asking it again only repeats
+        // that. The Pool decides.
+        let lease = self.checkout_from_pool(budget).await?;
         self.gate.remember(key, &lease);
         Ok(lease)
     }
@@ -693,6 +694,15 @@ impl Pool {
         if let Some(lease) = self.gate.try_checkout(&self.actor) {
             return Ok(lease);
         }
+        self.checkout_from_pool(budget).await
+    }
+
+    /// Asks the Pool for a slot, waiting up to `budget` in its queue.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::checkout`].
+    async fn checkout_from_pool(&self, budget: Duration) -> Result<Lease, Error> {
         match self.actor.call(PoolMessage::Checkout, Some(budget)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(Error::CheckoutTimeout { waited: budget }),

@@ -79,18 +79,33 @@ pub(super) async fn b59_a_higher_min_boots_at_once(kind: Kind) {
     pool.stop().await;
 }
 
-pub(super) async fn b59_waiting_callers_take_new_room_at_once(kind: Kind) {
-    // A higher max: the waiter gets a runner of its own now, not when the
-    // holder's slot returns.
+/// A pool of one runner with one slot: a call holds it for 10 s, and a
+/// caller of `Echo(text)` waits behind it.
+async fn one_held_one_waiting(
+    kind: Kind,
+    text: &str,
+) -> (
+    Events,
+    support::TestPool,
+    tokio::task::JoinHandle<Result<u64, Error>>,
+    tokio::task::JoinHandle<Result<String, Error>>,
+) {
     let events = Events::default();
     let pool = pool_with(kind, events.hooks(config(1).max_concurrency(1))).await;
     let holder = support::sleeping(&pool, &key(), 10_000);
     support::busy(&pool, 1).await;
     let waiter = {
-        let pool = pool.pool.clone();
-        tokio::spawn(async move { pool.call::<Echo>("waited".into()).await })
+        let (pool, text) = (pool.pool.clone(), text.to_owned());
+        tokio::spawn(async move { pool.call::<Echo>(text).await })
     };
     eventually("a waiter", WAIT, || async { pool.stats().await.unwrap().waiting == 1 }).await;
+    (events, pool, holder, waiter)
+}
+
+pub(super) async fn b59_waiting_callers_take_new_room_at_once(kind: Kind) {
+    // A higher max: the waiter gets a runner of its own now, not when the
+    // holder's slot returns.
+    let (events, pool, holder, waiter) = one_held_one_waiting(kind, "waited").await;
     pool.resize(0, 2).await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap(), "waited");
     assert!(!holder.is_finished());
@@ -100,15 +115,7 @@ pub(super) async fn b59_waiting_callers_take_new_room_at_once(kind: Kind) {
 
     // A higher max_concurrency: the waiter joins the busy runner now, and
     // no runner boots for it.
-    let events = Events::default();
-    let pool = pool_with(kind, events.hooks(config(1).max_concurrency(1))).await;
-    let holder = support::sleeping(&pool, &key(), 10_000);
-    support::busy(&pool, 1).await;
-    let waiter = {
-        let pool = pool.pool.clone();
-        tokio::spawn(async move { pool.call::<Echo>("joined".into()).await })
-    };
-    eventually("a waiter", WAIT, || async { pool.stats().await.unwrap().waiting == 1 }).await;
+    let (events, pool, holder, waiter) = one_held_one_waiting(kind, "joined").await;
     pool.set_max_concurrency(2).await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap(), "joined");
     assert!(!holder.is_finished());

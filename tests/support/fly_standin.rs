@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -290,22 +290,34 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 impl Inner {
-    /// Records the request; checks the token and the app. `Some` is the
-    /// refusal to send.
-    fn admit(&self, method: &Method, uri: &Uri, headers: &HeaderMap, app: &str) -> Option<Response> {
+    /// Records the request; checks the token, the app, and that the query
+    /// holds only the route's documented parameters (`allowed`; `what`
+    /// names the route in a refusal). The parameters, or the refusal to
+    /// send.
+    // The refusal is the answer itself, built once and sent as it is.
+    #[allow(clippy::result_large_err)]
+    fn admit(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        app: &str,
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<BTreeMap<String, String>, Response> {
         self.ledger.lock().unwrap().requests.push(format!("{method} {uri}"));
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
-            return Some(self.reject(format!("{method} {uri}: no `Authorization: Bearer <token>` header")));
+            return Err(self.reject(format!("{method} {uri}: no `Authorization: Bearer <token>` header")));
         };
         if token != self.setup.token {
             self.ledger.lock().unwrap().unauthorized += 1;
-            return Some(error(StatusCode::UNAUTHORIZED, "unauthorized"));
+            return Err(error(StatusCode::UNAUTHORIZED, "unauthorized"));
         }
         if app != self.setup.app {
-            return Some(error(StatusCode::NOT_FOUND, "app not found"));
+            return Err(error(StatusCode::NOT_FOUND, "app not found"));
         }
-        None
+        query_params(uri.query(), allowed).map_err(|e| self.reject(format!("{what}: {e}")))
     }
 
     fn reject(&self, reason: String) -> Response {
@@ -369,7 +381,6 @@ async fn create(
     Path(app): Path<String>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -381,11 +392,8 @@ async fn create(
     if hang {
         return std::future::pending().await;
     }
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    if let Err(e) = query_params(query.as_deref(), &[]) {
-        return inner.reject(format!("create: {e}"));
+    if let Err(refusal) = inner.admit(&method, &uri, &headers, &app, &[], "create") {
+        return refusal;
     }
     let json_type = headers
         .get("content-type")
@@ -581,15 +589,18 @@ async fn wait(
     Path((app, id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    let params = match query_params(query.as_deref(), &["state", "timeout", "instance_id", "from_event_id"]) {
+    let params = match inner.admit(
+        &method,
+        &uri,
+        &headers,
+        &app,
+        &["state", "timeout", "instance_id", "from_event_id"],
+        "wait",
+    ) {
         Ok(params) => params,
-        Err(e) => return inner.reject(format!("wait: {e}")),
+        Err(refusal) => return refusal,
     };
     let Some(state) = params.get("state").cloned() else {
         return inner.reject("wait: no `state`".into());
@@ -648,14 +659,10 @@ async fn show(
     Path((app, id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    if let Err(e) = query_params(query.as_deref(), &[]) {
-        return inner.reject(format!("get machine: {e}"));
+    if let Err(refusal) = inner.admit(&method, &uri, &headers, &app, &[], "get machine") {
+        return refusal;
     }
     let Some(machine) = inner.machine(&id).filter(|m| m.destroyed_by.is_none()) else {
         return error(StatusCode::NOT_FOUND, "machine not found");
@@ -672,19 +679,16 @@ async fn show(
 }
 
 /// `GET .../machines`: the app's machines that are not destroyed.
-async fn list(
-    State(inner): Shared,
-    Path(app): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    if let Err(e) = query_params(query.as_deref(), &["include_deleted", "region", "state", "summary"]) {
-        return inner.reject(format!("list machines: {e}"));
+async fn list(State(inner): Shared, Path(app): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(refusal) = inner.admit(
+        &method,
+        &uri,
+        &headers,
+        &app,
+        &["include_deleted", "region", "state", "summary"],
+        "list machines",
+    ) {
+        return refusal;
     }
     let ledger = inner.ledger.lock().unwrap();
     let list: Vec<Value> = ledger
@@ -713,14 +717,10 @@ async fn volumes(
     Path(app): Path<String>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    if let Err(e) = query_params(query.as_deref(), &["summary"]) {
-        return inner.reject(format!("list volumes: {e}"));
+    if let Err(refusal) = inner.admit(&method, &uri, &headers, &app, &["summary"], "list volumes") {
+        return refusal;
     }
     let ledger = inner.ledger.lock().unwrap();
     let list: Vec<Value> = ledger
@@ -749,15 +749,11 @@ async fn stop(
     Path((app, id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    if let Err(e) = query_params(query.as_deref(), &[]) {
-        return inner.reject(format!("stop: {e}"));
+    if let Err(refusal) = inner.admit(&method, &uri, &headers, &app, &[], "stop") {
+        return refusal;
     }
     if !body.is_empty() {
         match serde_json::from_slice::<Value>(&body) {
@@ -782,15 +778,11 @@ async fn destroy(
     Path((app, id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(answer) = inner.admit(&method, &uri, &headers, &app) {
-        return answer;
-    }
-    let params = match query_params(query.as_deref(), &["force"]) {
+    let params = match inner.admit(&method, &uri, &headers, &app, &["force"], "destroy") {
         Ok(params) => params,
-        Err(e) => return inner.reject(format!("destroy: {e}")),
+        Err(refusal) => return refusal,
     };
     let force = match params.get("force").map(String::as_str) {
         None | Some("false") => false,

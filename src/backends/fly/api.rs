@@ -175,6 +175,14 @@ pub(super) enum Gone {
 }
 
 impl Api {
+    /// The error for a 401 or 403 answer.
+    fn token_rejected(&self, status: u16) -> FlyError {
+        FlyError::TokenRejected {
+            status,
+            app: self.app.clone(),
+        }
+    }
+
     fn machines_url(&self) -> String {
         format!("{}/v1/apps/{}/machines", self.host.trim_end_matches('/'), self.app)
     }
@@ -239,10 +247,7 @@ impl Api {
                         return Ok((machine, attempts));
                     }
                     status @ (401 | 403) => {
-                        return Err(FlyError::TokenRejected {
-                            status,
-                            app: self.app.clone(),
-                        });
+                        return Err(self.token_rejected(status));
                     }
                     404 => {
                         return Err(FlyError::NotFound {
@@ -348,10 +353,7 @@ impl Api {
                 // The wait's own timeout: ask again while time is left.
                 408 => {}
                 status @ (401 | 403) => {
-                    return Err(FlyError::TokenRejected {
-                        status,
-                        app: self.app.clone(),
-                    });
+                    return Err(self.token_rejected(status));
                 }
                 429 | 500..=599 => {
                     tokio::time::sleep(backoff.min(left)).await;
@@ -399,10 +401,7 @@ impl Api {
                 }
                 Ok(answer) => match answer.status.as_u16() {
                     status @ (401 | 403) => {
-                        return Err(FlyError::TokenRejected {
-                            status,
-                            app: self.app.clone(),
-                        });
+                        return Err(self.token_rejected(status));
                     }
                     429 | 500..=599 => answer.describe(),
                     status => {

@@ -157,18 +157,24 @@ impl Gate {
         })
     }
 
+    /// Whether a caller may claim a slot here rather than ask the Pool: the
+    /// gate is open, nobody waits, and the pool actor runs (one that died
+    /// without its `post_stop`, killed, takes no work: the caller goes to
+    /// the actor, which is not there).
+    #[inline]
+    fn open(&self, pool: &ActorRef<PoolMessage>) -> bool {
+        self.enabled.load(Ordering::Acquire)
+            && !self.has_waiters.load(Ordering::SeqCst)
+            && matches!(
+                pool.get_status(),
+                ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
+            )
+    }
+
     /// Claims a slot without asking the Pool, when that is fair: nobody
     /// waits, and a runner has room. `None` sends the caller to the Pool.
     pub fn try_checkout(&self, pool: &ActorRef<PoolMessage>) -> Option<Lease> {
-        if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
-            return None;
-        }
-        // A pool actor that died without its `post_stop` (killed) takes no
-        // work: the caller goes to the actor, which is not there.
-        if !matches!(
-            pool.get_status(),
-            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
-        ) {
+        if !self.open(pool) {
             return None;
         }
         let limit = self.limit.load(Ordering::Relaxed);
@@ -195,13 +201,7 @@ impl Gate {
     /// home. `None` sends the caller to the Pool; remember the runner it
     /// gets there with [`Gate::remember`].
     pub fn try_checkout_keyed(&self, pool: &ActorRef<PoolMessage>, key: u64) -> Option<Lease> {
-        if !self.enabled.load(Ordering::Acquire) || self.has_waiters.load(Ordering::SeqCst) {
-            return None;
-        }
-        if !matches!(
-            pool.get_status(),
-            ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading
-        ) {
+        if !self.open(pool) {
             return None;
         }
         let limit = self.limit.load(Ordering::Relaxed);
