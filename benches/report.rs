@@ -7,7 +7,7 @@
 //! cargo bench --bench report -- --quick --only remote,tls   # some parts
 //! ```
 //!
-//! Parts: local, remote, tls, throughput, keyed, scale, boot, cpu, docker, engines.
+//! Parts: local, remote, tls, throughput, keyed, streams, scale, boot, cpu, docker, engines.
 //!
 //! Floors are measured in the same run as the figures they bound (a bare
 //! ractor call, a plain TCP request/response), so ratios stay meaningful on a
@@ -26,6 +26,8 @@ mod keyed;
 mod mux;
 #[path = "report_parts/scale.rs"]
 mod scale;
+#[path = "report_parts/streams.rs"]
+mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,6 +198,8 @@ fn registry() -> Registry {
         .register::<CastCount>()
         .register::<CastsReach>()
         .register::<scale::Hold>()
+        .register_stream::<streams::Ticks>()
+        .register_stream::<streams::Chunks>()
 }
 
 // ---- output -----------------------------------------------------------------
@@ -1058,6 +1062,9 @@ async fn main() {
     }
     if run("keyed") {
         keyed::run(&plan, &registry).await;
+    }
+    if run("streams") {
+        streams::run(&plan, &registry).await;
     }
     if run("scale") {
         scale::run(&plan, &registry).await;

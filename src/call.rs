@@ -115,11 +115,7 @@ impl CallOptions {
     /// # Ok(()) }
     /// ```
     pub fn key(mut self, key: impl Hash) -> Self {
-        // SipHash with fixed keys: the same key hashes alike in every call
-        // and every handle of the process.
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        self.key = Some(NonZeroU64::new(hasher.finish()).unwrap_or(NonZeroU64::MIN));
+        self.key = Some(key_hash(key));
         self
     }
 
@@ -182,4 +178,12 @@ impl CallOptions {
     pub fn is_linked(&self) -> bool {
         self.link
     }
+}
+
+/// A routing key's hash: SipHash with fixed keys, so the same key hashes
+/// alike in every call and every handle of the process.
+pub(crate) fn key_hash(key: impl Hash) -> NonZeroU64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    NonZeroU64::new(hasher.finish()).unwrap_or(NonZeroU64::MIN)
 }

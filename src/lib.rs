@@ -7,6 +7,7 @@ mod entry;
 pub mod observe;
 mod pool;
 mod retry;
+mod stream;
 
 pub use backends::any::{AnyBackend, AnyState, UnknownBackend};
 pub use backends::local::LocalBackend;
@@ -17,6 +18,7 @@ pub use entry::{run_if_runner, serve_as_runner, serve_as_runner_with};
 pub use observe::{EventsError, PoolEvents};
 pub use pool::Pool;
 pub use retry::RetryPolicy;
+pub use stream::{ItemStream, StreamOptions};
 
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
@@ -35,7 +37,7 @@ pub use fly::FlyBackend;
 pub use ractor_flame_actors::{
     Backend, BackendError, BootRetry, BuildId, CurrentCall, DownReason, Error, FnError, FnErrorKind, IdleShutdown,
     LinkTls, Parent, ParentError, PoolConfig, PoolEvent, PoolMessage, PoolStats, Registry, RemoteActor, RemoteFn,
-    RunnerContext, RunnerId, RunnerNotifier, StatefulFn, current_call, current_runner,
+    RemoteStream, RunnerContext, RunnerId, RunnerNotifier, StatefulFn, StreamSender, current_call, current_runner,
 };
 
 /// The Pool actor, for embedding in a supervision tree by hand.

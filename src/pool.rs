@@ -8,7 +8,7 @@ use ractor::{Actor, ActorCell, ActorRef, ActorStatus, rpc::CallResult};
 use ractor_flame_actors::wire::PLACE;
 use ractor_flame_actors::{
     Args, Backend, CallRequest, Error, Gate, Lease, PoolArguments, PoolConfig, PoolMessage, PoolStats, Registry,
-    RemoteActor, RemoteFn, Resize, outcome_into_result,
+    RemoteActor, RemoteFn, RemoteStream, Resize, StreamRequest, outcome_into_result,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -17,6 +17,7 @@ use crate::call::CallOptions;
 use crate::child::Child;
 use crate::observe::{CallMetrics, PoolEvents};
 use crate::retry::RetryPolicy;
+use crate::stream::{ItemStream, StreamOptions};
 
 /// A handle to a running pool. Cheap to clone; every clone talks to the same
 /// Pool actor.
@@ -480,6 +481,99 @@ impl Pool {
             }
         });
         Ok(())
+    }
+
+    /// Runs the streaming function `S` on a runner: its items come as they
+    /// are sent, as a [`Stream`](futures_util::Stream) of `Result<S::Item,
+    /// Error>`, within the pool's `timeout` for the whole stream and a
+    /// window of [`StreamOptions::DEFAULT_WINDOW`] items. Nothing happens
+    /// until the stream is first polled.
+    ///
+    /// The body pauses while the consumer is a window behind, so a slow
+    /// consumer holds neither side's memory. Streams are never retried:
+    /// their items may already have been used.
+    ///
+    /// # Errors
+    ///
+    /// As items of the stream, after the items sent before them: the errors
+    /// of [`Pool::call`]; [`Error::Deadline`] when the whole stream (or the
+    /// wait for one item, see [`StreamOptions::item_timeout`]) took too long.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream cancels the work on the runner; its slot returns
+    /// when the body has stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame::{FnError, LocalBackend, Pool, PoolConfig, Registry, RemoteStream, StreamSender};
+    ///
+    /// struct Lines;
+    /// impl RemoteStream for Lines {
+    ///     const NAME: &'static str = "lines";
+    ///     type Args = String;
+    ///     type Item = String;
+    ///     async fn run(text: String, items: StreamSender<String>) -> Result<(), FnError> {
+    ///         for line in text.lines() {
+    ///             items.send(line.to_uppercase()).await?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), ractor_flame::Error> {
+    /// let registry = Registry::new().register_stream::<Lines>();
+    /// let pool = Pool::start(PoolConfig::new(1), LocalBackend::new(), &registry).await?;
+    /// let mut lines = pool.stream::<Lines>("a\nb".to_owned());
+    /// assert_eq!(lines.next().await.transpose()?, Some("A".to_owned()));
+    /// assert_eq!(lines.next().await.transpose()?, Some("B".to_owned()));
+    /// assert_eq!(lines.next().await.transpose()?, None);
+    /// # pool.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn stream<S: RemoteStream>(&self, args: S::Args) -> ItemStream<S::Item> {
+        self.stream_with::<S>(args, StreamOptions::default())
+    }
+
+    /// [`Pool::stream`] with options: a total budget, the window, a bound on
+    /// the wait for each item, a routing key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::stream`].
+    pub fn stream_with<S: RemoteStream>(&self, args: S::Args, opts: StreamOptions) -> ItemStream<S::Item> {
+        let args = match encode(args) {
+            Ok(args) => args,
+            Err(error) => return ItemStream::failed(S::NAME, error),
+        };
+        let pool = self.clone();
+        ItemStream::new(
+            S::NAME,
+            Box::pin(async move {
+                let started = Instant::now();
+                let checkout_budget = opts.timeout.unwrap_or(pool.settings.boot_timeout);
+                let lease = match opts.key {
+                    None => pool.checkout(checkout_budget).await?,
+                    Some(key) => pool.checkout_keyed(checkout_budget, key.get()).await?,
+                };
+                let budget = match opts.timeout {
+                    Some(total) => execution_budget(total, started.elapsed())?,
+                    None => pool.settings.timeout,
+                };
+                Ok(lease.stream(StreamRequest {
+                    function: S::NAME,
+                    args,
+                    deadline: Some(Instant::now() + budget),
+                    window: opts.window,
+                    item_timeout: opts.item_timeout,
+                }))
+            }),
+        )
     }
 
     /// Starts the registered actor `A` on a runner, linked to the returned

@@ -298,6 +298,43 @@ async fn b45_a_tls_pool_serves_concurrent_and_large_calls() {
     pool.stop().await;
 }
 
+/// Streams cross the TLS link as they cross a plain one (B57): small items
+/// in order, 1 MiB items intact within a window of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b57_streams_cross_the_tls_link() {
+    use futures_util::StreamExt as _;
+    use support::functions::{Chunks, Ticks, TicksArgs};
+
+    let registry = support::functions::registry();
+    let pool = Pool::start(
+        config(1).link_tls(LinkTls::Always),
+        ProcessBackend::new(support::runner_exe()),
+        &registry,
+    )
+    .await
+    .unwrap();
+    let ticks: Vec<u32> = pool
+        .stream::<Ticks>(TicksArgs::new(&support::key(), 2_000))
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(ticks, (0..2_000).collect::<Vec<_>>());
+    let opts = ractor_flame::StreamOptions::new().window(2);
+    let chunks: Vec<_> = pool
+        .stream_with::<Chunks>((8, 1 << 20), opts)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(chunks.len(), 8);
+    for (i, chunk) in chunks.iter().enumerate() {
+        assert!(
+            chunk.len() == 1 << 20 && chunk.iter().all(|b| *b == i as u8),
+            "chunk {i}"
+        );
+    }
+    pool.stop().await;
+}
+
 /// The best of `samples` round trips of a `size`-byte argument, then of a
 /// `size`-byte result, on `pool`.
 async fn best_large_round_trips(pool: &Pool, size: usize, samples: usize) -> Duration {

@@ -19,6 +19,8 @@ mod resize;
 mod retry;
 #[path = "pool_conformance/shutdown.rs"]
 mod shutdown;
+#[path = "pool_conformance/streams.rs"]
+mod streams;
 
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use pool::*;
 use resize::*;
 use retry::*;
 use shutdown::*;
+use streams::*;
 use support::Kind;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -114,6 +117,12 @@ conformance!(
     b60_a_retried_call_survives_its_runner_dying_under_one_key,
     b60_calls_are_never_retried_by_default,
     b60_no_retry_after_an_error_a_panic_or_a_deadline,
+    b57_a_stream_yields_every_item_in_order_then_ends,
+    b57_a_slow_consumer_pauses_the_body_within_its_window,
+    b57_dropping_the_stream_cancels_the_work_and_its_slot_returns,
+    b57_an_error_or_a_panic_mid_stream_ends_it_after_the_items_before,
+    b57_the_deadline_covers_the_whole_stream_and_each_item_may_be_bounded,
+    b57_large_items_stream_intact,
 );
 
 // Where it applies on containers: everything but what kills runners by
@@ -154,4 +163,9 @@ conformance!(docker:
     b58_calls_with_a_key_return_to_its_runner_even_when_busier,
     b58_a_full_home_sends_the_key_elsewhere_and_it_moves,
     b58_a_key_moves_when_its_runner_drains,
+    b57_a_stream_yields_every_item_in_order_then_ends,
+    b57_a_slow_consumer_pauses_the_body_within_its_window,
+    b57_dropping_the_stream_cancels_the_work_and_its_slot_returns,
+    b57_an_error_or_a_panic_mid_stream_ends_it_after_the_items_before,
+    b57_large_items_stream_intact,
 );

@@ -126,12 +126,17 @@ pub use config::{
 pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};
 pub use flame_parent::{FLAME_PARENT, Parent, ParentError, RunnerSettings};
-pub use func::{Args, CurrentCall, Registry, RemoteActor, RemoteFn, StatefulFn, current_call, current_runner};
+pub use func::{
+    Args, CurrentCall, Registry, RemoteActor, RemoteFn, RemoteStream, StatefulFn, StreamSender, current_call,
+    current_runner,
+};
 pub use ids::{BuildId, Fnv, RunnerId, Token};
 pub use on_parent::endpoint::boot_in_process;
 pub use on_parent::link::outcome_into_result;
 pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats, Resize};
-pub use on_parent::{Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier};
+pub use on_parent::{
+    Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier, StreamCall, StreamRequest,
+};
 pub use wire::Fingerprint;
 
 /// The shared byte buffer of the `bytes` crate (what axum and hyper hand

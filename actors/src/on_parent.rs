@@ -9,7 +9,7 @@
 //! | `runner.rs` | the Runner actor: one per runner, holds the backend state, runs the backend callbacks |
 //! | `backend.rs` | the [`Backend`] trait and the [`RunnerContext`] a backend boots from |
 //! | `endpoint.rs` | the listener, the handshake, and the in-process boot of the local backend |
-//! | `link.rs` (+ `link/`) | a caller's call to one runner and its reply: `send.rs`, `pending.rs` (the calls in flight), `deadlines.rs` (the parent's own deadline watch), `records.rs` (runner log records), `children.rs` (placed children's exits), `close.rs`, `outcome.rs` |
+//! | `link.rs` (+ `link/`) | a caller's call to one runner and its reply: `send.rs`, `pending.rs` (the calls in flight), `deadlines.rs` (the parent's own deadline watch), `records.rs` (runner log records), `children.rs` (placed children's exits), `stream.rs` (streaming calls' items and credit), `close.rs`, `outcome.rs` |
 
 pub(crate) mod backend;
 pub(crate) mod endpoint;
@@ -19,6 +19,6 @@ pub(crate) mod runner;
 
 pub use backend::{Backend, RunnerContext, RunnerNotifier};
 pub use endpoint::Endpoint;
-pub use link::{CallRequest, RunnerConn};
+pub use link::{CallRequest, RunnerConn, StreamCall, StreamRequest};
 pub use pool::{Lease, Pool};
 pub use runner::{RemoteShutdownReason, Runner, RunnerArguments, RunnerMessage, RunnerState};

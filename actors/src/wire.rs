@@ -34,7 +34,7 @@ pub use payload::Payload;
 pub use tls::Fingerprint;
 
 /// The protocol version carried in `FLAME_PARENT` and the handshake.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 /// Default largest frame after authentication: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest frame a peer may send before it has authenticated.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use ractor_flame::{FnError, Registry, RemoteFn};
+use ractor_flame::{ByteBuf, FnError, Registry, RemoteFn, RemoteStream, StreamSender};
 use serde::{Deserialize, Serialize};
 
 /// Counts of one probe key.
@@ -22,6 +22,8 @@ pub struct Counts {
     pub dropped: u32,
     /// Sleeps that finished.
     pub completed: u32,
+    /// Stream items sent.
+    pub sent: u32,
 }
 
 fn probes() -> &'static Mutex<HashMap<String, Counts>> {
@@ -601,6 +603,104 @@ impl RemoteFn for AwaitedPanic {
     }
 }
 
+/// A streamed count, for the streaming tests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TicksArgs {
+    /// Probe key: `running`, `completed`/`dropped` as [`Sleep`] counts
+    /// them, and `sent` for every item sent.
+    pub key: String,
+    /// Items to send: 0, 1, 2, ...
+    pub n: u32,
+    /// Pause before each item (an async sleep, or a CPU spin for
+    /// [`BlockingTicks`]).
+    pub ms: u64,
+    /// Return an error instead of sending this item.
+    pub fail_at: Option<u32>,
+    /// Panic instead of sending this item.
+    pub panic_at: Option<u32>,
+}
+
+impl TicksArgs {
+    pub fn new(key: &str, n: u32) -> Self {
+        TicksArgs {
+            key: key.to_owned(),
+            n,
+            ..TicksArgs::default()
+        }
+    }
+}
+
+/// Streams `0..n`, as [`TicksArgs`] says.
+pub struct Ticks;
+
+impl RemoteStream for Ticks {
+    const NAME: &'static str = "test.ticks";
+    type Args = TicksArgs;
+    type Item = u32;
+    async fn run(args: TicksArgs, items: StreamSender<u32>) -> Result<(), FnError> {
+        update(&args.key, |c| c.running += 1);
+        let mut running = Running(args.key.clone(), false);
+        for i in 0..args.n {
+            if args.ms > 0 {
+                tokio::time::sleep(Duration::from_millis(args.ms)).await;
+            }
+            tick(&args, i)?;
+            items.send(i).await?;
+            update(&args.key, |c| c.sent += 1);
+        }
+        running.1 = true;
+        Ok(())
+    }
+}
+
+/// The checks of one tick: the configured error or panic.
+fn tick(args: &TicksArgs, i: u32) -> Result<(), FnError> {
+    if args.fail_at == Some(i) {
+        return Err(FnError::invalid_argument(format!("failed at item {i}")));
+    }
+    assert!(args.panic_at != Some(i), "panicked at item {i}");
+    Ok(())
+}
+
+/// [`Ticks`] as a blocking body: spins `ms` on its thread before each item
+/// (never yielding between items).
+pub struct BlockingTicks;
+
+impl RemoteStream for BlockingTicks {
+    const NAME: &'static str = "test.blocking_ticks";
+    const BLOCKING: bool = true;
+    type Args = TicksArgs;
+    type Item = u32;
+    async fn run(args: TicksArgs, items: StreamSender<u32>) -> Result<(), FnError> {
+        update(&args.key, |c| c.running += 1);
+        let mut running = Running(args.key.clone(), false);
+        for i in 0..args.n {
+            spin_for(args.ms);
+            tick(&args, i)?;
+            items.send(i).await?;
+            update(&args.key, |c| c.sent += 1);
+        }
+        running.1 = true;
+        Ok(())
+    }
+}
+
+/// Streams `n` byte strings of `size` bytes, the `i`th filled with `i as
+/// u8`.
+pub struct Chunks;
+
+impl RemoteStream for Chunks {
+    const NAME: &'static str = "test.chunks";
+    type Args = (u32, usize);
+    type Item = ByteBuf;
+    async fn run((n, size): (u32, usize), items: StreamSender<ByteBuf>) -> Result<(), FnError> {
+        for i in 0..n {
+            items.send(ByteBuf::from(vec![i as u8; size])).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A registry that differs from [`registry`] by one function: another build
 /// of the same program.
 pub fn other_registry() -> Registry {
@@ -652,6 +752,9 @@ pub fn registry() -> Registry {
         .register::<Threads>()
         .register::<AllowIdle>()
         .register::<IdleAsks>()
+        .register_stream::<Ticks>()
+        .register_stream::<BlockingTicks>()
+        .register_stream::<Chunks>()
         .idle_predicate(IDLE_PREDICATE, idle_allowed)
         .register_actor::<Keeper>()
         .with_state(build_runner_state)

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::func::states::States;
+use crate::func::stream::StreamSink;
 use crate::ids::RunnerId;
 
 tokio::task_local! {
@@ -66,6 +67,8 @@ struct Inner {
     /// The task running the call, once it is spawned (calls a runner runs
     /// as tasks of their own).
     task: std::sync::OnceLock<AbortHandle>,
+    /// A streaming call's items and credit.
+    stream: Option<Arc<StreamSink>>,
 }
 
 impl fmt::Debug for CurrentCall {
@@ -81,16 +84,18 @@ impl fmt::Debug for CurrentCall {
 
 impl CurrentCall {
     pub(crate) fn new(runner: RunnerId, states: Arc<States>, id: u64, deadline: Option<Instant>) -> Self {
-        Self::with_key(runner, states, id, deadline, None)
+        Self::with_key(runner, states, id, deadline, None, None)
     }
 
-    /// A call's context with its idempotency key, if its caller sent one.
+    /// A call's context with its idempotency key, if its caller sent one,
+    /// and a streaming call's sink.
     pub(crate) fn with_key(
         runner: RunnerId,
         states: Arc<States>,
         id: u64,
         deadline: Option<Instant>,
         idempotency_key: Option<&str>,
+        stream: Option<Arc<StreamSink>>,
     ) -> Self {
         CurrentCall {
             inner: Arc::new(Inner {
@@ -102,8 +107,14 @@ impl CurrentCall {
                 cancelled: AtomicBool::new(false),
                 notify: Notify::new(),
                 task: std::sync::OnceLock::new(),
+                stream,
             }),
         }
+    }
+
+    /// A streaming call's sink; `None` for any other call.
+    pub(crate) fn stream(&self) -> Option<&Arc<StreamSink>> {
+        self.inner.stream.as_ref()
     }
 
     /// The call's id on its runner's connection.

@@ -15,6 +15,7 @@ use crate::func::context::CurrentCall;
 use crate::func::erased::{BoxFuture, Handler, PlaceFuture, Placer, Predicate, RunFailure, placed};
 use crate::func::remote_fn::{RemoteActor, RemoteFn};
 use crate::func::states::{StateBuilder, States};
+use crate::func::stream::{RemoteStream, StreamSender};
 use crate::ids::{BuildId, Fnv};
 
 /// The functions a binary can run as a runner.
@@ -55,6 +56,8 @@ struct Entry {
     signature: String,
     handler: Handler,
     blocking: bool,
+    /// A [`RemoteStream`]: its calls get a sink for their items.
+    stream: bool,
 }
 
 impl fmt::Debug for Registry {
@@ -156,9 +159,78 @@ impl Registry {
             signature,
             handler,
             blocking,
+            stream: false,
         };
         let previous = self.functions.insert(F::NAME, entry);
         assert!(previous.is_none(), "remote function `{}` registered twice", F::NAME);
+    }
+
+    /// Adds the streaming function `S` (see [`RemoteStream`]).
+    ///
+    /// # Panics
+    ///
+    /// When a function or stream of the same name is already registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::{FnError, Registry, RemoteStream, StreamSender};
+    ///
+    /// struct Ticks;
+    /// impl RemoteStream for Ticks {
+    ///     const NAME: &'static str = "ticks";
+    ///     type Args = u32;
+    ///     type Item = u32;
+    ///     async fn run(n: u32, items: StreamSender<u32>) -> Result<(), FnError> {
+    ///         for i in 0..n {
+    ///             items.send(i).await?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new().register_stream::<Ticks>();
+    /// assert!(registry.contains("ticks"));
+    /// ```
+    #[track_caller]
+    pub fn register_stream<S: RemoteStream>(mut self) -> Self {
+        let signature = format!(
+            "stream {}({})->{}",
+            S::NAME,
+            type_sig::<S::Args>(),
+            type_sig::<S::Item>()
+        );
+        let handler: Handler = Arc::new(|bytes: ArgBytes<'_>, call: CurrentCall| {
+            let args = bytes.decode::<S::Args>();
+            let items = StreamSender::<S::Item>::new(call.clone());
+            let body = async move {
+                let args = args.map_err(|e| RunFailure::Codec(format!("arguments: {e}")))?;
+                let items = items.ok_or_else(|| RunFailure::returned("a stream called as a function"))?;
+                S::run(args, items).await.map_err(RunFailure::from)?;
+                Ok(Args::default())
+            };
+            if !S::BLOCKING {
+                return Box::pin(call.scope(body));
+            }
+            Box::pin(async move {
+                let runtime = tokio::runtime::Handle::current();
+                let joined = tokio::task::spawn_blocking(move || runtime.block_on(call.scope(body))).await;
+                match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(RunFailure::Panicked(panic_message(&*e.into_panic()))),
+                    Err(e) => Err(RunFailure::returned(e.to_string())),
+                }
+            })
+        });
+        let entry = Entry {
+            signature,
+            handler,
+            blocking: S::BLOCKING,
+            stream: true,
+        };
+        let previous = self.functions.insert(S::NAME, entry);
+        assert!(previous.is_none(), "remote function `{}` registered twice", S::NAME);
+        self
     }
 
     /// Adds the placeable actor type `A` (see
@@ -316,10 +388,12 @@ impl Registry {
         BuildId(h.finish())
     }
 
-    /// The registry's own copy of a function's name, and whether it runs on
-    /// the blocking pool; `None` if unknown.
-    pub(crate) fn key(&self, name: &str) -> Option<(&'static str, bool)> {
-        self.functions.get_key_value(name).map(|(key, e)| (*key, e.blocking))
+    /// The registry's own copy of a function's name, whether it runs on the
+    /// blocking pool, and whether it is a stream; `None` if unknown.
+    pub(crate) fn key(&self, name: &str) -> Option<(&'static str, bool, bool)> {
+        self.functions
+            .get_key_value(name)
+            .map(|(key, e)| (*key, e.blocking, e.stream))
     }
 
     /// Starts the named function on encoded arguments, and tells whether it

@@ -408,6 +408,7 @@ fn on_runner_frame(frame: ToParent, conn: &RunnerConn, runner: &ActorRef<RunnerM
         ToParent::Ended { ids } => return conn.deliver_ended(&ids),
         ToParent::ChildExited { child, reason } => return conn.child_exited(child, reason),
         ToParent::Log(record) => return conn.log(&record),
+        ToParent::Item { id, bytes, bare } => return conn.deliver_item(id, bytes, bare),
         ToParent::IdleRequest => RemoteShutdownReason::Idle,
         ToParent::Stopping { reason } => RemoteShutdownReason::Stopping(reason),
         ToParent::Hello(_) | ToParent::Ping => return,

@@ -42,6 +42,9 @@
 //! (steps 2 to 5 do not happen), unless the function is blocking: then the
 //! call goes through the table as a remote one does.
 //!
+//! A streaming call (`link/stream.rs`) goes the same way, and its items
+//! come back ahead of its reply, on a channel of its own.
+//!
 //! Beside the path: `link/children.rs` keeps the exit notices of children
 //! placed on the runner; `link/close.rs` says whether and why the runner is
 //! gone, and its `close` fails every call still in the table and tells
@@ -71,11 +74,13 @@ mod outcome;
 mod pending;
 mod records;
 mod send;
+mod stream;
 
 use deadlines::Deadlines;
 use pending::Calls;
 
 pub use outcome::outcome_into_result;
+pub use stream::{StreamCall, StreamRequest};
 
 /// What a caller asks a runner to do.
 #[derive(Debug)]
@@ -127,6 +132,8 @@ struct ConnInner {
     /// The pool's name and the subscriber of the pool's Runner actor, for
     /// the runner's re-emitted events (set when the runner is up).
     observer: std::sync::OnceLock<(String, tracing::Dispatch)>,
+    /// Where the items of streaming calls in flight go, by call id.
+    streams: Mutex<IdMap<stream::StreamTx>>,
 }
 
 enum Transport {
@@ -195,6 +202,7 @@ impl RunnerConn {
                 max_frame,
                 spans: Mutex::new(IdMap::default()),
                 observer: std::sync::OnceLock::new(),
+                streams: Mutex::new(IdMap::default()),
             }),
         };
         // On the link thread, beside the connection: it answers a deadline

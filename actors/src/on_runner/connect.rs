@@ -216,6 +216,7 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
                 }
             }
             ToRunnerRef::Cancel { id } => serve.cancel(id),
+            ToRunnerRef::Credit { id, items } => serve.credit(id, items),
             ToRunnerRef::Ping | ToRunnerRef::Welcome(_) => {}
             ToRunnerRef::IdleVerdict { granted } => {
                 let _ = control.cast(TerminatorMessage::FromParent(ToRunner::IdleVerdict { granted }));

@@ -298,6 +298,7 @@ mod tests {
             ToRunner::Ping,
             ToRunner::IdleVerdict { granted: true },
             ToRunner::Shutdown,
+            ToRunner::Credit { id: 7, items: 16 },
         ];
         for frame in frames {
             let mut out = Vec::new();
@@ -307,6 +308,9 @@ mod tests {
                 (ToRunner::Call(owned), ToRunnerRef::Call(view)) => assert_eq!(view, owned.view()),
                 (ToRunner::Cancel { id }, ToRunnerRef::Cancel { id: v }) => assert_eq!(*id, v),
                 (ToRunner::IdleVerdict { granted }, ToRunnerRef::IdleVerdict { granted: v }) => assert_eq!(*granted, v),
+                (ToRunner::Credit { id, items }, ToRunnerRef::Credit { id: i, items: n }) => {
+                    assert_eq!((*id, *items), (i, n));
+                }
                 (ToRunner::Welcome(_), ToRunnerRef::Welcome(_))
                 | (ToRunner::Ping, ToRunnerRef::Ping)
                 | (ToRunner::Shutdown, ToRunnerRef::Shutdown) => {}

@@ -226,6 +226,10 @@ pub(crate) enum ToRunnerRef<'a> {
         granted: bool,
     },
     Shutdown,
+    Credit {
+        id: u64,
+        items: u32,
+    },
 }
 
 /// How a call ended on the runner.
@@ -283,6 +287,15 @@ pub enum ToRunner {
     },
     /// Drain and stop.
     Shutdown,
+    /// The caller of streaming call `id` has room for `items` more of its
+    /// items (protocol 10): the runner's body sends no item beyond the
+    /// credit it was given.
+    Credit {
+        /// The call's id.
+        id: u64,
+        /// Items granted.
+        items: u32,
+    },
 }
 
 /// Frames from runner to parent.
@@ -336,11 +349,24 @@ pub enum ToParent {
     },
     /// A `tracing` event of the runner (protocol 3).
     Log(LogRecord),
+    /// One item of streaming call `id`, sent within the credit its caller
+    /// gave (protocol 10). The call's [`ToParent::Reply`] follows its last
+    /// item.
+    Item {
+        /// The call's id.
+        id: u64,
+        /// The encoded item (a large one travels after the frame).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// `true` when `bytes` are the item's bytes themselves (an item that
+        /// is one [`serde_bytes::ByteBuf`]), not their encoding.
+        bare: bool,
+    },
 }
 
 impl ToParent {
-    /// A result's bytes, the one byte string a frame to the parent carries
-    /// after its head when it is large.
+    /// A result's or an item's bytes, the one byte string a frame to the
+    /// parent carries after its head when it is large.
     pub(crate) fn result_bytes(&mut self) -> Option<&mut Vec<u8>> {
         match self {
             ToParent::Reply {
@@ -350,7 +376,8 @@ impl ToParent {
             | ToParent::Early {
                 outcome: Outcome::Ok(bytes) | Outcome::OkBare(bytes),
                 ..
-            } => Some(bytes),
+            }
+            | ToParent::Item { bytes, .. } => Some(bytes),
             _ => None,
         }
     }

@@ -68,6 +68,7 @@ impl RunnerConn {
         // never waits for ever in a table nobody empties again.
         let pending = self.inner.calls.pending.lock().expect("poisoned").close();
         drop(pending);
+        self.close_streams();
         if let Transport::Local { serve, .. } = &self.inner.transport {
             serve.fail_all();
         }

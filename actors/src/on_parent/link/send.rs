@@ -67,10 +67,27 @@ impl RunnerConn {
     /// caller stops waiting before the work has ended, the checkout is
     /// handed on to a lease of the connection's (see [`Lease::hand_on`]).
     pub(crate) async fn call_lent(&self, req: CallRequest<'_>, hold: Option<&Lease>) -> Result<Outcome, Error> {
+        let id = self.next_call_id();
+        self.call_as(id, req, hold, None).await
+    }
+
+    /// The next call id of this connection.
+    pub(super) fn next_call_id(&self) -> u64 {
+        self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// [`RunnerConn::call_lent`] as call `id`; a streaming call (`window`
+    /// set) also grants the runner credit for `window` items as it is sent.
+    pub(super) async fn call_as(
+        &self,
+        id: u64,
+        req: CallRequest<'_>,
+        hold: Option<&Lease>,
+        window: Option<u32>,
+    ) -> Result<Outcome, Error> {
         if self.is_down() {
             return Err(self.down_error());
         }
-        let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
         match &self.inner.transport {
             Transport::Local { serve, replies, .. } => {
                 // In-process: a borrowed view, no frame to build.
@@ -85,15 +102,19 @@ impl RunnerConn {
                     bare: req.args.is_bare(),
                     idempotency_key: req.idempotency_key,
                 };
-                if serve.is_blocking(req.function) {
+                if window.is_some() || serve.is_blocking(req.function) {
                     // A blocking body outlives a caller that gives up: it
                     // runs as a task and reports its end like a remote one.
+                    // So does a stream, whose items come as frames.
                     let Some(replies) = replies.upgrade() else {
                         return Err(self.down_error());
                     };
                     let (linked, deadline) = (req.linked, req.deadline);
                     let sent = |_alone| {
                         serve.dispatch(call, None, deadline, replies);
+                        if let Some(items) = window {
+                            serve.credit(id, items);
+                        }
                         true
                     };
                     return self.send_and_wait(id, linked, deadline, hold, sent).await;
@@ -139,7 +160,11 @@ impl RunnerConn {
                 };
                 // A lone call goes straight out from this thread; calls
                 // made together are batched by the link thread.
-                let sent = |alone| tx.send_alone(ToRunner::Call(frame), alone);
+                let sent = |alone| match window {
+                    None => tx.send_alone(ToRunner::Call(frame), alone),
+                    // The first credit follows the call's frame.
+                    Some(items) => tx.send(ToRunner::Call(frame)) && tx.send(ToRunner::Credit { id, items }),
+                };
                 self.send_and_wait(id, linked, deadline, hold, sent).await
             }
         }
@@ -296,6 +321,16 @@ impl RunnerConn {
             }
             Transport::Remote { tx } => {
                 let _ = tx.send(frame);
+            }
+        }
+    }
+
+    /// Grants streaming call `id` credit for `items` more items.
+    pub(super) fn credit(&self, id: u64, items: u32) {
+        match &self.inner.transport {
+            Transport::Local { serve, .. } => serve.credit(id, items),
+            Transport::Remote { tx } => {
+                let _ = tx.send(ToRunner::Credit { id, items });
             }
         }
     }

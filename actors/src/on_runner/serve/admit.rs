@@ -29,6 +29,7 @@ use super::{Running, Serve};
 use crate::func::args::ArgBytes;
 use crate::func::context::CurrentCall;
 use crate::func::erased::BoxFuture;
+use crate::func::stream::StreamSink;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, PLACE, ToParent, is_child_operation};
 use crate::wire::outbox::Outbox;
 
@@ -49,10 +50,20 @@ impl Serve {
         // arguments decoded, a child's message decoded and enqueued, a
         // traced call's span made) by the helper that starts it, off the
         // thread that reads the connection.
-        let held = self
-            .admit(&call, deadline)
-            .and_then(|current| Ok((current, self.held(&call, payload)?)));
-        let (current, (work, blocking, ordered)) = match held {
+        let held = self.held(&call, payload).and_then(|held| {
+            // A streaming call's items go where its reply goes.
+            let sink = held.stream.then(|| StreamSink::new(call.id, reply.clone()));
+            Ok((self.admit(&call, deadline, sink)?, held))
+        });
+        let (
+            current,
+            Held {
+                work,
+                blocking,
+                ordered,
+                ..
+            },
+        ) = match held {
             Ok(held) => held,
             Err(outcome) => return send(&reply, call.id, outcome),
         };
@@ -94,20 +105,23 @@ impl Serve {
         }
     }
 
-    /// A call's work as admission holds it for its helper, whether it runs
-    /// on the blocking pool, and whether it starts in order with the others
-    /// of its kind (operations on placed children); `UnknownFunction` for
-    /// a name nothing serves.
-    fn held(self: &Arc<Self>, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<(Work, bool, bool), Outcome> {
+    /// A call's work as admission holds it for its helper; `UnknownFunction`
+    /// for a name nothing serves.
+    fn held(self: &Arc<Self>, call: &CallRef<'_>, payload: Option<Vec<u8>>) -> Result<Held, Outcome> {
         let name = call.function;
         if !is_child_operation(name) {
-            let (function, blocking) = self.registry.key(name).ok_or(Outcome::UnknownFunction)?;
+            let (function, blocking, stream) = self.registry.key(name).ok_or(Outcome::UnknownFunction)?;
             let work = Work::Deferred {
                 function,
                 args: HeldArgs::hold(call.args, payload),
                 bare: call.bare,
             };
-            return Ok((work, blocking, false));
+            return Ok(Held {
+                work,
+                blocking,
+                ordered: false,
+                stream,
+            });
         }
         if let Some(actor) = name.strip_prefix(PLACE) {
             // Only the bytes are taken here: the child is made (its
@@ -117,11 +131,21 @@ impl Serve {
                 None => ArgBytes::new(call.args, call.bare),
             };
             let work = self.place_work(actor, args, call.id, call.linked);
-            return Ok((Work::Built(work), false, false));
+            return Ok(Held {
+                work: Work::Built(work),
+                blocking: false,
+                ordered: false,
+                stream: false,
+            });
         }
         let op = child_op(name).ok_or(Outcome::UnknownFunction)?;
         let args = HeldArgs::hold(call.args, payload);
-        Ok((Work::Child { op, args }, false, true))
+        Ok(Held {
+            work: Work::Child { op, args },
+            blocking: false,
+            ordered: true,
+            stream: false,
+        })
     }
 
     /// Admits a call: its work, counted as running, whether it blocks, and
@@ -133,14 +157,20 @@ impl Serve {
         payload: Option<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<(BoxFuture, bool, CurrentCall), Outcome> {
-        let current = self.admit(call, deadline)?;
+        let current = self.admit(call, deadline, None)?;
         let (work, blocking) = self.build_work(call, payload, &current)?;
         self.count_in();
         Ok((work, blocking, current))
     }
 
-    /// A call's context, unless the runner takes no more calls (drain).
-    fn admit(&self, call: &CallRef<'_>, deadline: Option<Instant>) -> Result<CurrentCall, Outcome> {
+    /// A call's context (with a streaming call's `sink`), unless the runner
+    /// takes no more calls (drain).
+    fn admit(
+        &self,
+        call: &CallRef<'_>,
+        deadline: Option<Instant>,
+        sink: Option<Arc<StreamSink>>,
+    ) -> Result<CurrentCall, Outcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Outcome::Refused);
         }
@@ -150,7 +180,17 @@ impl Serve {
             call.id,
             deadline,
             call.idempotency_key,
+            sink,
         ))
+    }
+
+    /// The caller of streaming call `id` has room for `items` more of its
+    /// items. Unknown ids (a call that has ended) are ignored.
+    pub(crate) fn credit(&self, id: u64, items: u32) {
+        let tasks = self.calls.tasks.lock().expect("poisoned");
+        if let Some(sink) = tasks.get(&id).and_then(|running| running.call.stream()) {
+            sink.grant(items);
+        }
     }
 
     /// Counts an admitted call as running.
@@ -211,6 +251,18 @@ impl Serve {
             }
         }
     }
+}
+
+/// A call's work as admission holds it for its helper.
+struct Held {
+    work: Work,
+    /// It runs on the blocking pool.
+    blocking: bool,
+    /// It starts in order with the others of its kind (operations on
+    /// placed children).
+    ordered: bool,
+    /// A streaming function: its call gets a sink for its items.
+    stream: bool,
 }
 
 /// Sends a call's outcome to the parent.

@@ -147,7 +147,10 @@ impl Finish {
     fn done(&self) -> bool {
         let alone = {
             let mut tasks = self.serve.calls.tasks.lock().expect("poisoned");
-            tasks.remove(&self.id);
+            if let Some(sink) = tasks.remove(&self.id).as_ref().and_then(|r| r.call.stream()) {
+                // A sender the body handed on sends nothing after the end.
+                sink.close();
+            }
             tasks.is_empty()
         };
         // Noted before the count drops when this is likely the last call,
