@@ -190,4 +190,20 @@ pub(super) async fn b57_large_items_stream_intact(kind: Kind) {
     }
     assert_eq!(n, 12);
     pool.stop().await;
+
+    // An item larger than a frame may be is never sent: the body learns of
+    // it, and the stream ends with its error after the items before. (An
+    // in-process runner's items are not framed: they have no such limit.)
+    let pool = pool_with(kind, config(1).max_frame_size(1 << 20)).await;
+    let mut stream = pool.stream::<Chunks>((3, 2 << 20));
+    if kind == Kind::Local {
+        assert_eq!(stream.count().await, 3);
+        return pool.stop().await;
+    }
+    match stream.next().await {
+        Some(Err(Error::Remote { message, .. })) => assert!(message.contains("exceeds max_frame_size"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(stream.next().await.is_none());
+    pool.stop().await;
 }

@@ -122,10 +122,11 @@ impl<T: Serialize + 'static> StreamSender<T> {
     ///
     /// # Errors
     ///
-    /// A [`FnError::cancelled`] error when the call is over for its caller
-    /// (it dropped the stream, the deadline passed, the runner is stopping
-    /// or its parent is gone), and a codec error when the item does not
-    /// encode.
+    /// An error of kind [`Cancelled`](crate::FnErrorKind::Cancelled) when the
+    /// call is over for its caller (it dropped the stream, the deadline
+    /// passed, the runner is stopping or its parent is gone); an error when
+    /// the item does not encode, or is larger than the pool's
+    /// `max_frame_size` allows (it is not sent).
     ///
     /// # Cancel safety
     ///
@@ -152,6 +153,15 @@ impl<T: Serialize + 'static> StreamSender<T> {
         let (bytes, bare) = Args::encode(item)
             .map_err(|e| FnError::msg(format!("stream item: {e}")))?
             .into_parts();
+        if bytes.len() > self.sink.max_item {
+            // Never sent, never lost without a word: the body learns of it
+            // here, and the stream ends with it if the body returns it.
+            return Err(FnError::invalid_argument(format!(
+                "stream item of {} bytes exceeds max_frame_size of {} bytes",
+                bytes.len(),
+                self.sink.max_item
+            )));
+        }
         let frame = ToParent::Item {
             id: self.sink.id,
             bytes: bytes.into_vec(),
@@ -171,6 +181,8 @@ fn over() -> FnError {
 pub(crate) struct StreamSink {
     id: u64,
     out: Outbox<ToParent>,
+    /// The largest item that fits in a frame.
+    max_item: usize,
     credit: Semaphore,
 }
 
@@ -186,6 +198,8 @@ impl StreamSink {
     pub(crate) fn new(id: u64, out: Outbox<ToParent>) -> Arc<Self> {
         Arc::new(StreamSink {
             id,
+            // Room for the frame's envelope.
+            max_item: out.max_frame().saturating_sub(64),
             out,
             credit: Semaphore::new(0),
         })

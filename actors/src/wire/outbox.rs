@@ -133,6 +133,11 @@ impl<Out: OutFrame> Outbox<Out> {
         &self.senders.shared
     }
 
+    /// The largest frame this outbox sends, in bytes.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.shared().state.lock().expect("poisoned").max_frame
+    }
+
     /// Queues `frame` for the writer; `false` when the connection is gone.
     pub(crate) fn send(&self, frame: Out) -> bool {
         self.enqueue(frame)
