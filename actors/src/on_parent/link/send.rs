@@ -66,9 +66,14 @@ impl RunnerConn {
     /// [`RunnerConn::call_held`] with the caller's lease borrowed: when the
     /// caller stops waiting before the work has ended, the checkout is
     /// handed on to a lease of the connection's (see [`Lease::hand_on`]).
-    pub(crate) async fn call_lent(&self, req: CallRequest<'_>, hold: Option<&Lease>) -> Result<Outcome, Error> {
-        let id = self.next_call_id();
-        self.call_as(id, req, hold, None).await
+    pub(crate) fn call_lent<'a>(
+        &'a self,
+        req: CallRequest<'a>,
+        hold: Option<&'a Lease>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send + 'a {
+        // The call's own future, not one that wraps it: a call's future is
+        // moved and polled on the hot path.
+        self.call_as(self.next_call_id(), req, hold, None)
     }
 
     /// The next call id of this connection.
