@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor_flame_actors::wire::{CHILD_CALL, CHILD_STOP, ChildEnvelope};
-use ractor_flame_actors::{Args, CallRequest, Error, Lease, RemoteActor, RunnerConn, RunnerId, outcome_into_result};
+use ractor_flame_actors::{
+    Args, CallRequest, CastBudget, Error, Lease, RemoteActor, RunnerConn, RunnerId, outcome_into_result,
+};
 use tokio::sync::watch;
 
 use crate::call::CallOptions;
@@ -102,10 +104,12 @@ struct ChildInner {
     linked: bool,
     exit: watch::Receiver<Option<String>>,
     timeout: Duration,
+    /// Bytes of casts on their way to the child, bounded.
+    casts: Arc<CastBudget>,
 }
 
 impl<A: RemoteActor> Child<A> {
-    pub(crate) fn new(id: u64, lease: Lease, linked: bool, timeout: Duration) -> Self {
+    pub(crate) fn new(id: u64, lease: Lease, linked: bool, timeout: Duration, cast_bytes: usize) -> Self {
         let conn = lease.conn().clone();
         let exit = conn.watch_child(id);
         let lease = Arc::new(Mutex::new(Some(lease)));
@@ -127,24 +131,71 @@ impl<A: RemoteActor> Child<A> {
                 linked,
                 exit,
                 timeout,
+                casts: CastBudget::new(cast_bytes),
             }),
             _actor: PhantomData,
         }
     }
 
-    /// Sends the child a cast. Casts and calls from one task reach the child
-    /// in the order they were made.
+    /// Sends the child a cast without waiting. Casts and calls from one
+    /// task reach the child in the order they were made.
+    ///
+    /// Casts on their way to the child (sent, not yet handed to it on its
+    /// runner) are bounded by the pool's `child_cast_bytes` (8 MiB by
+    /// default): past it this fails with [`Error::ChildBusy`] and sends
+    /// nothing, so a child that has fallen behind cannot grow this
+    /// process's memory. [`Child::cast_wait`] waits for room instead.
     ///
     /// # Errors
     ///
-    /// [`Error::ChildStopped`] once the child is gone, [`Error::Codec`] when
-    /// the message does not encode.
+    /// [`Error::ChildStopped`] once the child is gone, [`Error::ChildBusy`]
+    /// when its casts fill their bound, [`Error::RunnerDown`],
+    /// [`Error::Codec`] when the message does not encode.
     pub fn cast(&self, msg: A::Cast) -> Result<(), Error> {
         self.alive()?;
         let envelope = self.envelope(&msg)?;
-        self.inner
-            .conn
-            .send_now(ractor_flame_actors::wire::CHILD_CAST, envelope)
+        self.inner.conn.cast_child(envelope, &self.inner.casts)
+    }
+
+    /// Sends the child a cast, waiting while its casts on their way fill
+    /// their bound (see [`Child::cast`]): the sender slows to the child's
+    /// pace.
+    ///
+    /// # Errors
+    ///
+    /// As [`Child::cast`], but for [`Error::ChildBusy`]: [`Error::ChildStopped`]
+    /// when the child goes while this waits.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a wait dropped before it resolved sent nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use ractor_flame::{Child, RemoteActor};
+    /// # async fn feed<A: RemoteActor<Cast = u64>>(child: Child<A>) -> Result<(), ractor_flame::Error> {
+    /// for n in 0..1_000_000 {
+    ///     child.cast_wait(n).await?; // never more than the bound on its way
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cast_wait(&self, msg: A::Cast) -> Result<(), Error> {
+        self.alive()?;
+        let envelope = self.envelope(&msg)?;
+        let mut exit = self.inner.exit.clone();
+        tokio::select! {
+            sent = self.inner.conn.cast_child_wait(envelope, &self.inner.casts) => sent,
+            Ok(reason) = exit.wait_for(Option::is_some) => Err(Error::ChildStopped {
+                reason: reason.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Bytes of casts on their way to the child now (sent, not yet handed
+    /// to it on its runner).
+    pub fn casts_queued(&self) -> usize {
+        self.inner.casts.queued()
     }
 
     /// Calls the child and waits for its reply, at most the pool's `timeout`.

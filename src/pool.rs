@@ -59,6 +59,8 @@ struct Settings {
     name: String,
     timeout: Duration,
     boot_timeout: Duration,
+    /// The bound of casts on their way to one placed child.
+    child_cast_bytes: usize,
     /// Subscriptions to the pool's events are made from this one (it does
     /// not keep the channel open: that is the pool actor's sender).
     events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ractor_flame_actors::PoolEvent>>,
@@ -134,12 +136,14 @@ impl Pool {
         config.validate_for(registry)?;
         let name = config.get_name().to_owned();
         let (timeout, boot_timeout) = (config.get_timeout(), config.get_boot_timeout());
+        let child_cast_bytes = config.get_child_cast_bytes();
         let args = PoolArguments::new(config, backend, registry.clone(), crate::entry::is_runner());
         let settings = Arc::new(Settings {
             metrics: CallMetrics::new(&name),
             name,
             timeout,
             boot_timeout,
+            child_cast_bytes,
             events: std::sync::Mutex::new(args.events.subscribe()),
         });
         let gate = Arc::clone(&args.gate);
@@ -636,7 +640,13 @@ impl Pool {
             other => other,
         })?;
         let id: u64 = bytes.decode().map_err(|e| Error::Codec(e.to_string()))?;
-        Ok(Child::new(id, lease, opts.link, self.settings.timeout))
+        Ok(Child::new(
+            id,
+            lease,
+            opts.link,
+            self.settings.timeout,
+            self.settings.child_cast_bytes,
+        ))
     }
 
     /// A snapshot: runners, booting, busy slots, waiting callers.

@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 100;
 /// assert_eq!(PoolConfig::new(4).get_key_capacity(), DEFAULT_KEY_CAPACITY);
 /// ```
 pub const DEFAULT_KEY_CAPACITY: usize = 4096;
+/// Default for [`PoolConfig::child_cast_bytes`]: bytes of casts to one
+/// placed child that may be on their way to it at once.
+pub const DEFAULT_CHILD_CAST_BYTES: usize = 8 << 20;
 /// Default for [`PoolConfig::timeout`], [`PoolConfig::boot_timeout`] and
 /// [`PoolConfig::shutdown_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -188,6 +191,7 @@ impl LinkTls {
 /// | `min_idle_shutdown_after` | the same for the `min` runners | never |
 /// | `queue_capacity` | bound of the waiting queue (`None`: unbounded) | unbounded |
 /// | `key_capacity` | call keys whose runner the pool remembers (keyed calls) | 4096 |
+/// | `child_cast_bytes` | bytes of casts to one placed child on their way to it at once | 8 MiB |
 /// | `boot_retry` | retry and backoff of failed boots | 3 attempts, 100 ms to 5 s |
 /// | `failsafe_timeout` | a runner with no parent connection by then stops | 20 s |
 /// | `heartbeat_interval` | heartbeat period, both ways | 500 ms |
@@ -236,6 +240,7 @@ pub struct PoolConfig {
     pub(crate) min_idle_shutdown_after: IdleShutdown,
     pub(crate) queue_capacity: Option<usize>,
     pub(crate) key_capacity: usize,
+    pub(crate) child_cast_bytes: usize,
     pub(crate) boot_retry: BootRetry,
     pub(crate) failsafe_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
@@ -264,6 +269,7 @@ impl fmt::Debug for PoolConfig {
             .field("min_idle_shutdown_after", &self.min_idle_shutdown_after)
             .field("queue_capacity", &self.queue_capacity)
             .field("key_capacity", &self.key_capacity)
+            .field("child_cast_bytes", &self.child_cast_bytes)
             .field("boot_retry", &self.boot_retry)
             .finish_non_exhaustive()
     }
@@ -297,6 +303,7 @@ impl PoolConfig {
             min_idle_shutdown_after: IdleShutdown::Never,
             queue_capacity: None,
             key_capacity: DEFAULT_KEY_CAPACITY,
+            child_cast_bytes: DEFAULT_CHILD_CAST_BYTES,
             boot_retry: BootRetry::default(),
             failsafe_timeout: DEFAULT_FAILSAFE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -453,6 +460,44 @@ impl PoolConfig {
         self.key_capacity
     }
 
+    /// How many bytes of casts to one placed child may be on their way to
+    /// it at once (default 8 MiB): sent by its handle and not yet handed to
+    /// the child's actor on its runner. Past it `Child::cast` fails with
+    /// [`Error::ChildBusy`](crate::Error::ChildBusy) and `Child::cast_wait`
+    /// waits, so a child that falls behind (its runner frozen, its link
+    /// slow) cannot grow the parent's memory without bound. One cast larger
+    /// than the bound still goes when nothing else is on its way. The
+    /// actor's own mailbox is ractor's and unbounded: an actor slower than
+    /// its casts should answer calls its senders await. Validation refuses
+    /// 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolConfig;
+    ///
+    /// let config = PoolConfig::new(4).child_cast_bytes(1 << 20);
+    /// assert_eq!(config.get_child_cast_bytes(), 1 << 20);
+    /// assert!(PoolConfig::new(4).child_cast_bytes(0).validate().is_err());
+    /// ```
+    pub fn child_cast_bytes(mut self, bytes: usize) -> Self {
+        self.child_cast_bytes = bytes;
+        self
+    }
+
+    /// The configured bound of casts on their way to one placed child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::{DEFAULT_CHILD_CAST_BYTES, PoolConfig};
+    ///
+    /// assert_eq!(PoolConfig::new(4).get_child_cast_bytes(), DEFAULT_CHILD_CAST_BYTES);
+    /// ```
+    pub fn get_child_cast_bytes(&self) -> usize {
+        self.child_cast_bytes
+    }
+
     /// Called before each growth boot with the target count.
     pub fn on_grow_start(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
         self.on_grow_start = Some(Arc::new(hook));
@@ -561,6 +606,9 @@ impl PoolConfig {
         if self.queue_capacity == Some(0) {
             return fail("queue_capacity must be at least 1".into());
         }
+        if self.child_cast_bytes == 0 {
+            return fail("child_cast_bytes must be at least 1".into());
+        }
         if self.key_capacity == 0 {
             return fail("key_capacity must be at least 1".into());
         }
@@ -645,6 +693,10 @@ mod tests {
             (
                 PoolConfig::new(1).failsafe_timeout(Duration::ZERO),
                 "failsafe_timeout must be above zero",
+            ),
+            (
+                PoolConfig::new(1).child_cast_bytes(0),
+                "child_cast_bytes must be at least 1",
             ),
         ] {
             let err = config.validate().unwrap_err();

@@ -103,6 +103,17 @@ pub enum Error {
     /// The pool configuration is invalid.
     #[error("invalid pool configuration: {0}")]
     Config(String),
+    /// Casts to the placed child already on their way to it fill its bound
+    /// (`PoolConfig::child_cast_bytes`): the child has fallen behind. The
+    /// cast was not sent; send it again later, or wait for room with
+    /// `Child::cast_wait`.
+    #[error("casts to the placed child already hold {queued} of {limit} bytes on their way")]
+    ChildBusy {
+        /// Bytes of casts on their way to the child.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+    },
 }
 
 /// Why a runner went away.

@@ -120,8 +120,9 @@ pub mod on_runner;
 pub mod wire;
 
 pub use config::{
-    BootRetry, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_IDLE_SHUTDOWN,
-    DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
+    BootRetry, DEFAULT_CHILD_CAST_BYTES, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_IDLE_SHUTDOWN, DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls,
+    PoolConfig,
 };
 pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};
@@ -135,7 +136,8 @@ pub use on_parent::endpoint::boot_in_process;
 pub use on_parent::link::outcome_into_result;
 pub use on_parent::pool::{Gate, Internal, PoolArguments, PoolMessage, PoolStats, Resize};
 pub use on_parent::{
-    Backend, CallRequest, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier, StreamCall, StreamRequest,
+    Backend, CallRequest, CastBudget, Endpoint, Lease, Pool, RunnerConn, RunnerContext, RunnerNotifier, StreamCall,
+    StreamRequest,
 };
 pub use wire::Fingerprint;
 

@@ -105,6 +105,7 @@ pub fn outcome_label<T>(result: Result<&T, &Error>) -> &'static str {
         Err(Error::Cancelled(_)) => "cancelled",
         Err(Error::ChildStopped { .. }) => "child_stopped",
         Err(Error::Config(_)) => "config",
+        Err(Error::ChildBusy { .. }) => "child_busy",
     }
 }
 

@@ -19,6 +19,6 @@ pub(crate) mod runner;
 
 pub use backend::{Backend, RunnerContext, RunnerNotifier};
 pub use endpoint::Endpoint;
-pub use link::{CallRequest, RunnerConn, StreamCall, StreamRequest};
+pub use link::{CallRequest, CastBudget, RunnerConn, StreamCall, StreamRequest};
 pub use pool::{Lease, Pool};
 pub use runner::{RemoteShutdownReason, Runner, RunnerArguments, RunnerMessage, RunnerState};

@@ -79,6 +79,7 @@ mod stream;
 use deadlines::Deadlines;
 use pending::Calls;
 
+pub use children::CastBudget;
 pub use outcome::outcome_into_result;
 pub use stream::{StreamCall, StreamRequest};
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::RunnerConn;
+use super::children::Queued;
 use super::outcome::outcome_into_result;
 use crate::ids::IdMap;
 use crate::on_parent::pool::Lease;
@@ -71,6 +72,9 @@ pub(super) enum Pending {
     /// A cast sent without a task of its own: nobody awaits it, and its
     /// slot is checked in when the runner reports its end.
     Cast(Lease, &'static str),
+    /// A cast to a placed child: its bytes count against the child's
+    /// budget until the runner reports it handed to the child.
+    ChildCast(Queued),
 }
 
 impl Pending {
@@ -195,6 +199,8 @@ impl RunnerConn {
                     self.cast_failed(function, &error);
                 }
             }
+            // The child has its cast: its bytes leave the budget.
+            Pending::ChildCast(queued) => drop(queued),
             Pending::Answered => {}
         }
     }
