@@ -450,3 +450,27 @@ async fn b61_a_missing_volume_or_host_path_fails_the_boot_naming_it() {
         "no volume was made for the missing one"
     );
 }
+
+/// B55 on containers: casts to a placed child whose container is paused
+/// (nothing sent to it is taken) are bounded; past the bound `cast` fails
+/// with `ChildBusy` and `cast_wait` waits until the container is unpaused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b55_casts_to_a_child_in_a_paused_container_are_bounded() {
+    let Some(docker) = engine("b55_casts_to_a_child_in_a_paused_container_are_bounded").await else {
+        return;
+    };
+    let pool = start(support::child_cast_config(), backend()).await;
+    let id = std::sync::OnceLock::new();
+    support::child_casts_are_bounded_while_frozen(
+        &pool,
+        |_| async {
+            let container = running(&docker, pool.name()).await.remove(0);
+            docker.pause_container(&container).await.unwrap();
+            id.set(container).unwrap();
+        },
+        || async { docker.unpause_container(id.get().unwrap()).await.unwrap() },
+    )
+    .await;
+    pool.stop().await;
+    gone(&docker, &pool).await;
+}

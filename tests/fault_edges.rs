@@ -183,65 +183,29 @@ async fn b50_calls_racing_their_runners_close_end_with_their_result_or_runner_do
 
 /// B55: casts to a placed child that has fallen behind (its runner frozen
 /// by SIGSTOP: nothing it is sent is taken) are bounded by
-/// `child_cast_bytes`. Past the bound `cast` fails with `ChildBusy` and
-/// sends nothing, and `cast_wait` waits; once the runner thaws the waiter
-/// goes through and the child has every cast that was accepted, none lost.
+/// `child_cast_bytes` (see `support::child_casts_are_bounded_while_frozen`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b55_casts_to_a_child_that_fell_behind_are_bounded_and_a_sender_waits_or_gets_child_busy() {
-    use ractor_flame::Error;
-    use support::functions::{Keeper, KeeperArgs, KeeperCast};
-
-    const BOUND: usize = 64 << 10;
-    // Heartbeats that outlast the freeze: the runner is slow, not lost.
-    let config = config(1)
-        .child_cast_bytes(BOUND)
-        .heartbeat_timeout(Duration::from_secs(10));
     let pool = Pool::start(
-        config,
+        support::child_cast_config(),
         ProcessBackend::new(support::runner_exe()),
         &support::functions::registry(),
     )
     .await
     .unwrap();
-    let args = KeeperArgs {
-        key: support::key(),
-        start: 0,
-    };
-    let child = pool.place_child::<Keeper>(args).await.unwrap();
-    let (_, pid) = child.call(()).await.unwrap();
-    kill(pid, "STOP");
-    let mut accepted = 0u64;
-    let busy = loop {
-        match child.cast(KeeperCast::Add(1)) {
-            Ok(()) => accepted += 1,
-            Err(busy @ Error::ChildBusy { .. }) => break busy,
-            Err(other) => panic!("{other}"),
-        }
-        assert!(accepted < 1_000_000, "casts to a frozen child were never bounded");
-    };
-    let Error::ChildBusy { queued, limit } = busy else {
-        unreachable!()
-    };
-    assert_eq!(limit, BOUND);
-    assert!(queued <= BOUND && queued > BOUND / 2, "{queued} bytes queued");
-    assert_eq!(child.casts_queued(), queued);
-    assert!(accepted > 100, "only {accepted} casts before the bound");
-
-    // A sender that waits for room waits while the child is frozen...
-    let waiter = tokio::spawn({
-        let child = child.clone();
-        async move { child.cast_wait(KeeperCast::Add(1)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "cast_wait went through to a frozen child");
-    // ...and goes through once it thaws; nothing accepted was lost.
-    kill(pid, "CONT");
-    tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap().unwrap();
-    let (total, _) = child.call(()).await.unwrap();
-    assert_eq!(total, accepted + 1);
-    eventually("every cast handed to the child", WAIT, || async {
-        child.casts_queued() == 0
-    })
+    let pid = std::sync::OnceLock::new();
+    support::child_casts_are_bounded_while_frozen(
+        &pool,
+        |runner_pid| {
+            pid.set(runner_pid).unwrap();
+            kill(runner_pid, "STOP");
+            async {}
+        },
+        || {
+            kill(*pid.get().unwrap(), "CONT");
+            async {}
+        },
+    )
     .await;
     pool.stop().await;
 }

@@ -245,3 +245,71 @@ impl ractor::Actor for RunnerRecorder {
         Ok(())
     }
 }
+
+/// The bound of casts on their way to a child in the B55 tests.
+pub const CHILD_CAST_BOUND: usize = 64 << 10;
+
+/// A pool config for the B55 tests: one runner, casts to a child bounded
+/// by [`CHILD_CAST_BOUND`], heartbeats that outlast a freeze (the runner is
+/// slow, not lost).
+pub fn child_cast_config() -> PoolConfig {
+    config(1)
+        .child_cast_bytes(CHILD_CAST_BOUND)
+        .heartbeat_timeout(Duration::from_secs(10))
+}
+
+/// B55 on `pool` (made with [`child_cast_config`]): places a child, then
+/// `freeze`s its runner (given the runner's pid as the child sees it), so
+/// that nothing sent to the child is taken. Casts are accepted up to the
+/// bound, then `cast` fails with `ChildBusy` and sends nothing, and
+/// `cast_wait` waits; once `thaw`ed, the waiter goes through and the
+/// child has every cast that was accepted, none lost.
+pub async fn child_casts_are_bounded_while_frozen<Fr, Th, FrF, ThF>(pool: &Pool, freeze: Fr, thaw: Th)
+where
+    Fr: FnOnce(u32) -> FrF,
+    Th: FnOnce() -> ThF,
+    FrF: Future<Output = ()>,
+    ThF: Future<Output = ()>,
+{
+    use functions::{Keeper, KeeperArgs, KeeperCast};
+    use ractor_flame::Error;
+
+    let args = KeeperArgs { key: key(), start: 0 };
+    let child = pool.place_child::<Keeper>(args).await.unwrap();
+    let (_, pid) = child.call(()).await.unwrap();
+    freeze(pid).await;
+    let mut accepted = 0u64;
+    let busy = loop {
+        match child.cast(KeeperCast::Add(1)) {
+            Ok(()) => accepted += 1,
+            Err(busy @ Error::ChildBusy { .. }) => break busy,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(accepted < 1_000_000, "casts to a frozen child were never bounded");
+    };
+    let Error::ChildBusy { queued, limit } = busy else {
+        unreachable!()
+    };
+    assert_eq!(limit, CHILD_CAST_BOUND);
+    assert!(queued <= limit && queued > limit / 2, "{queued} bytes queued");
+    assert_eq!(child.casts_queued(), queued);
+    assert!(accepted > 100, "only {accepted} casts before the bound");
+
+    // A sender that waits for room waits while the child is frozen...
+    let waiter = tokio::spawn({
+        let child = child.clone();
+        async move { child.cast_wait(KeeperCast::Add(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "cast_wait went through to a frozen child");
+    // ...and goes through once it thaws; nothing accepted was lost.
+    thaw().await;
+    let wait = Duration::from_secs(10);
+    tokio::time::timeout(wait, waiter).await.unwrap().unwrap().unwrap();
+    let (total, _) = child.call(()).await.unwrap();
+    assert_eq!(total, accepted + 1);
+    eventually("every cast handed to the child", wait, || async {
+        child.casts_queued() == 0
+    })
+    .await;
+}
