@@ -711,6 +711,30 @@ async fn cold_boot(plan: &Plan, registry: &Registry) {
     }
     boots.sort();
     emit("process_cold_boot_ms", us(percentile(&boots, 0.5)) / 1000.0, "ms");
+    let mut standby = Vec::new();
+    for n in 0..plan.boots {
+        let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
+        let config = PoolConfig::new(2).standby(1).name(format!("bench-standby-{n}"));
+        standby.push(standby_boot(config, backend, registry).await);
+    }
+    standby.sort();
+    emit("process_standby_boot_ms", us(percentile(&standby, 0.5)) / 1000.0, "ms");
+}
+
+/// A pool with a runner on standby and none in service: the time from a
+/// call that makes the pool grow to its result (the standby is admitted).
+async fn standby_boot<B: ractor_flame::Backend>(config: PoolConfig, backend: B, registry: &Registry) -> Duration {
+    let pool = Pool::start(config, backend, registry).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.stats().await.unwrap().standby < 1 {
+        assert!(Instant::now() < deadline, "standby: no runner came up on standby");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let start = Instant::now();
+    pool.call::<Noop>(1).await.unwrap();
+    let took = start.elapsed();
+    pool.stop().await;
+    took
 }
 
 fn vm_rss_kib(pid: u32) -> Option<u64> {
@@ -973,6 +997,20 @@ mod docker {
         emit("docker_cold_boot_ms", us(cold) / 1000.0, "ms");
         emit("docker_raw_boot_ms", us(floor) / 1000.0, "ms");
         emit("docker_boot_ratio", cold.as_secs_f64() / floor.as_secs_f64(), "ratio");
+        // A runner on standby: growth admits it instead of booting one.
+        let mut standby = Vec::new();
+        for n in 0..runs {
+            let config = PoolConfig::new(2).standby(1).name(format!("bench-docker-standby-{n}"));
+            standby.push(super::standby_boot(config, backend.clone(), registry).await);
+        }
+        standby.sort();
+        let standby = percentile(&standby, 0.5);
+        emit("docker_standby_boot_ms", us(standby) / 1000.0, "ms");
+        emit(
+            "docker_standby_vs_raw_boot_ratio",
+            standby.as_secs_f64() / floor.as_secs_f64(),
+            "ratio",
+        );
 
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
         for n in 0..runs.min(4) {

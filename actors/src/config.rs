@@ -192,6 +192,7 @@ impl LinkTls {
 /// | `queue_capacity` | bound of the waiting queue (`None`: unbounded) | unbounded |
 /// | `key_capacity` | call keys whose runner the pool remembers (keyed calls) | 4096 |
 /// | `child_cast_bytes` | bytes of casts to one placed child on their way to it at once | 8 MiB |
+/// | `standby` | runners booted ahead of demand, admitted when the pool grows | 0 |
 /// | `boot_retry` | retry and backoff of failed boots | 3 attempts, 100 ms to 5 s |
 /// | `failsafe_timeout` | a runner with no parent connection by then stops | 20 s |
 /// | `heartbeat_interval` | heartbeat period, both ways | 500 ms |
@@ -241,6 +242,7 @@ pub struct PoolConfig {
     pub(crate) queue_capacity: Option<usize>,
     pub(crate) key_capacity: usize,
     pub(crate) child_cast_bytes: usize,
+    pub(crate) standby: usize,
     pub(crate) boot_retry: BootRetry,
     pub(crate) failsafe_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
@@ -270,6 +272,7 @@ impl fmt::Debug for PoolConfig {
             .field("queue_capacity", &self.queue_capacity)
             .field("key_capacity", &self.key_capacity)
             .field("child_cast_bytes", &self.child_cast_bytes)
+            .field("standby", &self.standby)
             .field("boot_retry", &self.boot_retry)
             .finish_non_exhaustive()
     }
@@ -304,6 +307,7 @@ impl PoolConfig {
             queue_capacity: None,
             key_capacity: DEFAULT_KEY_CAPACITY,
             child_cast_bytes: DEFAULT_CHILD_CAST_BYTES,
+            standby: 0,
             boot_retry: BootRetry::default(),
             failsafe_timeout: DEFAULT_FAILSAFE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -498,6 +502,41 @@ impl PoolConfig {
         self.child_cast_bytes
     }
 
+    /// Runners the pool boots ahead of demand (default 0): booted and
+    /// connected, but handed no work until the pool needs to grow, when one
+    /// is admitted at once instead of a boot being waited for (and another
+    /// boots to take its place). They count toward `max`. They are booted
+    /// when the pool starts and again when a caller has to ask the pool for
+    /// a slot (no runner in service had room), and leave on idle like any
+    /// runner, so a pool with no work still scales to zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolConfig;
+    ///
+    /// let config = PoolConfig::new(8).standby(2);
+    /// assert_eq!(config.get_standby(), 2);
+    /// assert!(PoolConfig::new(2).standby(3).validate().is_err());
+    /// ```
+    pub fn standby(mut self, runners: usize) -> Self {
+        self.standby = runners;
+        self
+    }
+
+    /// Runners booted ahead of demand.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ractor_flame_actors::PoolConfig;
+    ///
+    /// assert_eq!(PoolConfig::new(4).get_standby(), 0);
+    /// ```
+    pub fn get_standby(&self) -> usize {
+        self.standby
+    }
+
     /// Called before each growth boot with the target count.
     pub fn on_grow_start(mut self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) -> Self {
         self.on_grow_start = Some(Arc::new(hook));
@@ -606,6 +645,9 @@ impl PoolConfig {
         if self.queue_capacity == Some(0) {
             return fail("queue_capacity must be at least 1".into());
         }
+        if self.standby > self.max {
+            return fail(format!("standby ({}) must not exceed max ({})", self.standby, self.max));
+        }
         if self.child_cast_bytes == 0 {
             return fail("child_cast_bytes must be at least 1".into());
         }
@@ -698,6 +740,7 @@ mod tests {
                 PoolConfig::new(1).child_cast_bytes(0),
                 "child_cast_bytes must be at least 1",
             ),
+            (PoolConfig::new(1).standby(2), "standby (2) must not exceed max (1)"),
         ] {
             let err = config.validate().unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");

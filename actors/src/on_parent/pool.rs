@@ -307,6 +307,7 @@ impl<B: Backend> Actor for Pool<B> {
         // Min runners boot in parallel (each Runner boots in its own task);
         // a failure is retried with backoff, never fatal (B12).
         state.refill_min(&myself).await;
+        state.refill_standby(&myself).await;
         if state.metrics_enabled() {
             myself.send_interval(GAUGE_REFRESH, || InternalMsg::MetricsTick.into());
         }

@@ -60,6 +60,9 @@ pub struct PoolStats {
     /// call) while the work still runs on the runner: they return when it
     /// ends.
     pub cancelling: usize,
+    /// Runners booted ahead of demand, handed no work yet
+    /// (`PoolConfig::standby`); not counted in `runners`.
+    pub standby: usize,
 }
 
 /// One runner, as the pool sees it.
@@ -71,6 +74,9 @@ struct Slot {
     shared: Option<Arc<SlotShared>>,
     /// Booted to satisfy `min`.
     is_min: bool,
+    /// Booted ahead of demand: not in the gate, handed no work until the
+    /// pool admits it.
+    standby: bool,
     /// Left because it was idle: not refilled.
     idle_exit: bool,
     /// Beyond a lower `max`: takes no new work, stops once its work is
@@ -191,9 +197,11 @@ impl<B: Backend> PoolState<B> {
 
     pub(super) fn stats(&self) -> PoolStats {
         let booting = self.booting;
+        let standby = self.runners.values().filter(|s| s.standby && s.booted()).count();
         PoolStats {
-            runners: self.runners.len() - booting,
+            runners: self.runners.len() - booting - standby,
             booting,
+            standby,
             busy: self.runners.values().map(Slot::active).sum(),
             waiting: self.waiting.iter().filter(|w| !w.is_closed()).count(),
             cancelling: self

@@ -76,7 +76,10 @@ impl<B: Backend> PoolState<B> {
             self.rescan = true;
         }
         self.serve_waiters(None);
+        // Growth admits runners on standby and boots their successors; work
+        // arriving brings back any that left on idle.
         self.maybe_grow(myself).await;
+        self.refill_standby(myself).await;
     }
 
     pub(crate) async fn checkin(&mut self, myself: &ActorRef<PoolMessage>, runner: RunnerId) {

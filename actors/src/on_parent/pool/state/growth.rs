@@ -22,11 +22,63 @@ impl<B: Backend> PoolState<B> {
             return;
         }
         self.waiting.retain(|w| !w.is_closed());
+        // Runners on standby take the waiters first: no boot to wait for.
+        let mut admitted = false;
+        while self.config.standby > 0 && !self.waiting.is_empty() {
+            let Some(runner) = self.ready_standby() else { break };
+            self.admit(runner);
+            admitted = true;
+        }
         let per_runner = self.per_runner();
         let mut absorbed = self.booting * per_runner;
         while self.waiting.len() > absorbed && self.runners.len() < self.config.max {
-            self.boot(myself, false).await;
+            self.boot(myself, false, false).await;
             absorbed += per_runner;
+        }
+        if admitted {
+            // Others take the admitted runners' place.
+            self.refill_standby(myself).await;
+        }
+    }
+
+    /// Runners on standby, booted or booting.
+    pub(super) fn standby_count(&self) -> usize {
+        self.runners.values().filter(|s| s.standby).count()
+    }
+
+    /// A booted runner on standby, if any.
+    fn ready_standby(&self) -> Option<RunnerId> {
+        self.runners
+            .iter()
+            .find(|(_, slot)| slot.standby && slot.booted() && !slot.retiring)
+            .map(|(id, _)| *id)
+    }
+
+    /// Puts a runner on standby into service: it joins the gate and serves
+    /// the waiters it has room for.
+    pub(super) fn admit(&mut self, runner: RunnerId) {
+        let Some(slot) = self.runners.get_mut(&runner) else {
+            return;
+        };
+        slot.standby = false;
+        let Some(shared) = slot.shared.clone() else {
+            return;
+        };
+        tracing::debug!(target: "ractor_flame::pool", pool = %self.config.name, %runner, "standby runner admitted");
+        self.gate.insert(&shared);
+        self.serve_waiters(Some(&shared));
+    }
+
+    /// Boots runners on standby until `standby` are up or booting, within
+    /// `max`.
+    pub(crate) async fn refill_standby(&mut self, myself: &ActorRef<PoolMessage>) {
+        if self.config.standby == 0 || self.stopping || self.retry_armed {
+            return;
+        }
+        let mut standby = self.standby_count();
+        while standby < self.config.standby && self.runners.len() < self.config.max {
+            self.boot(myself, false, true).await;
+            standby += 1;
         }
     }
 
@@ -39,11 +91,12 @@ impl<B: Backend> PoolState<B> {
             if self.runners.len() >= self.config.max {
                 break;
             }
-            self.boot(myself, true).await;
+            self.boot(myself, true, false).await;
         }
     }
 
-    async fn boot(&mut self, myself: &ActorRef<PoolMessage>, is_min: bool) {
+    /// Boots one runner: for `min`, on `standby`, or for waiting callers.
+    async fn boot(&mut self, myself: &ActorRef<PoolMessage>, is_min: bool, standby: bool) {
         let runner_id = RunnerId::new();
         let target = self.runners.len() + 1;
         self.emit(PoolEvent::GrowStart {
@@ -89,6 +142,7 @@ impl<B: Backend> PoolState<B> {
                         actor,
                         shared: None,
                         is_min,
+                        standby,
                         idle_exit: false,
                         retiring: false,
                         shutdown_sent: false,

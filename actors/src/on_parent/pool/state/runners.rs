@@ -49,8 +49,24 @@ impl<B: Backend> PoolState<B> {
         let shared = SlotShared::new(runner, conn, myself.clone(), &self.gate, always_tell);
         slot.shared = Some(Arc::clone(&shared));
         let boot_time = slot.boot_started.elapsed();
+        // A runner booted for callers that others served meanwhile (a
+        // standby was admitted) goes on standby itself while fewer than
+        // `standby` are.
+        let idle_growth = !slot.standby && !slot.is_min && self.waiting.iter().all(|w| w.is_closed());
+        if idle_growth && self.config.standby > 0 && self.standby_count() < self.config.standby {
+            if let Some(slot) = self.runners.get_mut(&runner) {
+                slot.standby = true;
+            }
+        }
+        let Some(slot) = self.runners.get(&runner) else {
+            return;
+        };
+        // A runner on standby waits outside the gate while nobody waits.
+        let standby = slot.standby;
         self.booting -= 1;
-        self.gate.insert(&shared);
+        if !standby {
+            self.gate.insert(&shared);
+        }
         self.failures = 0;
         let count = self.runners.len();
         lifecycle!(self.config.log, pool = %self.config.name, %runner, count, "runner up");
@@ -67,6 +83,10 @@ impl<B: Backend> PoolState<B> {
         // Beyond a `max` lowered while it booted: it leaves at once.
         if self.shed_surplus() > 0 && self.runners.get(&runner).is_some_and(|s| s.retiring) {
             self.serve_waiters(None);
+            return self.maybe_grow(myself).await;
+        }
+        if standby {
+            // Admitted at once when callers wait (`maybe_grow`).
             return self.maybe_grow(myself).await;
         }
         // The new runner has room: waiters take it first.
