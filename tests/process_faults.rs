@@ -142,6 +142,39 @@ async fn a_parent_killed_with_sigkill_leaves_no_runner_after_three_seconds() {
     .await;
 }
 
+/// Runners on standby (booted, handed no work) follow the orphan rules as
+/// any runner does: a parent killed with SIGKILL leaves none of them after
+/// three seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_on_standby_of_a_parent_killed_with_sigkill_are_gone_after_three_seconds() {
+    use tokio::io::AsyncBufReadExt;
+    const TAG_VAR: &str = "FLAME_STANDBY_TEST_TAG";
+    let tag = key();
+    support::examples::detector_sees_a_tagged_process(TAG_VAR);
+    let mut parent = tokio::process::Command::new(support::runner_exe())
+        .args(["parent", "standby"])
+        .env(TAG_VAR, &tag)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap();
+    assert_eq!(line.as_deref(), Some("standby 2"));
+    let parent_pid = parent.id().unwrap();
+    let runners: Vec<u32> = support::examples::tagged(TAG_VAR, &tag)
+        .into_iter()
+        .filter(|pid| *pid != parent_pid)
+        .collect();
+    assert_eq!(runners.len(), 2, "{runners:?}");
+    kill(parent_pid, "KILL");
+    let _ = parent.wait().await;
+    eventually("the orphaned standby runners exit", Duration::from_secs(3), || async {
+        runners.iter().all(|pid| !alive(*pid))
+    })
+    .await;
+}
+
 /// A runner whose parent is SIGKILLed mid-work hears of it at the end of
 /// its connection, stops its linked work and exits: no heartbeat timeout
 /// is waited out.

@@ -13,6 +13,8 @@
 //! `pool-first` starts a pool with `min` 2 before `run_if_runner` and prints
 //! `runners <n>` (0 when `FLAME_PARENT` is set). `FLAME_TEST_REGISTRY=other`
 //! makes it serve [`functions::other_registry`].
+//! `parent standby` keeps two runners on standby (none in service), prints
+//! `standby 2` once both are up and waits to be killed.
 //! `parent panic` calls a function that panics on a process runner, with no
 //! tracing subscriber installed, prints `error <error>` and `runner <id>`,
 //! stops the pool and exits.
@@ -159,6 +161,17 @@ async fn main() {
                 .expect("cast");
         }
         println!("runner-pid {}", place.pid);
+        std::future::pending::<()>().await;
+    }
+    if std::env::args().nth(2).as_deref() == Some("standby") {
+        // Two runners on standby and none in service: `standby 2` once
+        // both are up, then waits to be killed.
+        let config = PoolConfig::new(3).standby(2);
+        let pool = Pool::start(config, backend.clone(), &registry).await.expect("pool");
+        while pool.stats().await.expect("stats").standby < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        println!("standby 2");
         std::future::pending::<()>().await;
     }
     let pool = Pool::start(PoolConfig::new(1), backend, &registry).await.expect("pool");
