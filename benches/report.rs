@@ -568,6 +568,18 @@ async fn tls(plan: &Plan, registry: &Registry) {
     tls.stop().await;
 }
 
+/// Casts/s of `n` casts on `pool`, until its runner has run them all
+/// (awaited with one call).
+async fn cast_rate(pool: &Pool, n: u64) -> f64 {
+    let before = pool.call::<CastCount>(()).await.unwrap();
+    let start = Instant::now();
+    for i in 0..n {
+        pool.cast::<CountCast>(i).unwrap();
+    }
+    pool.call::<CastsReach>(before + n).await.unwrap();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Median latencies of `samples` calls with `arg`, in turn: the raw client
 /// sending it rmp-encoded, the blocking std client (if given) sending its
 /// plain bytes, and `pool.call::<Len>`. `[raw, bytes, ours]`; `bytes` is
@@ -647,13 +659,7 @@ async fn throughput_floors(plan: &Plan, registry: &Registry) {
     for _ in 0..3 {
         floor.push(n as f64 / raw.one_way(0, n).await.as_secs_f64());
         handed.push(n as f64 / raw.one_way(mux::HANDED_OFF, n).await.as_secs_f64());
-        let before = pool.call::<CastCount>(()).await.unwrap();
-        let start = Instant::now();
-        for i in 0..n {
-            pool.cast::<CountCast>(i).unwrap();
-        }
-        pool.call::<CastsReach>(before + n).await.unwrap();
-        ours.push(n as f64 / start.elapsed().as_secs_f64());
+        ours.push(cast_rate(&pool, n).await);
     }
     for v in [&mut ours, &mut floor, &mut handed] {
         v.sort_by(f64::total_cmp);

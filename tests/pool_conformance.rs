@@ -19,6 +19,8 @@ mod resize;
 mod retry;
 #[path = "pool_conformance/shutdown.rs"]
 mod shutdown;
+#[path = "pool_conformance/standby.rs"]
+mod standby;
 #[path = "pool_conformance/streams.rs"]
 mod streams;
 
@@ -31,6 +33,7 @@ use pool::*;
 use resize::*;
 use retry::*;
 use shutdown::*;
+use standby::*;
 use streams::*;
 use support::Kind;
 
@@ -123,6 +126,8 @@ conformance!(
     b57_an_error_or_a_panic_mid_stream_ends_it_after_the_items_before,
     b57_the_deadline_covers_the_whole_stream_and_each_item_may_be_bounded,
     b57_large_items_stream_intact,
+    standby_runners_take_growth_without_a_boot,
+    standby_runners_leave_on_idle_and_come_back_with_work,
 );
 
 // Where it applies on containers: everything but what kills runners by
@@ -168,4 +173,6 @@ conformance!(docker:
     b57_dropping_the_stream_cancels_the_work_and_its_slot_returns,
     b57_an_error_or_a_panic_mid_stream_ends_it_after_the_items_before,
     b57_large_items_stream_intact,
+    standby_runners_take_growth_without_a_boot,
+    standby_runners_leave_on_idle_and_come_back_with_work,
 );

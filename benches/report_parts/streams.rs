@@ -8,7 +8,7 @@ use ractor_flame::{
     ByteBuf, FnError, Pool, PoolConfig, ProcessBackend, Registry, RemoteStream, StreamOptions, StreamSender,
 };
 
-use super::{CastCount, CastsReach, CountCast, Make, Plan, emit};
+use super::{Make, Plan, cast_rate, emit};
 
 /// Streams `0..n`.
 pub(super) struct Ticks;
@@ -51,13 +51,7 @@ pub(super) async fn run(plan: &Plan, registry: &Registry) {
     for _ in 0..3 {
         default.push(n as f64 / ticks(&pool, n, StreamOptions::DEFAULT_WINDOW).await);
         wide.push(n as f64 / ticks(&pool, n, 256).await);
-        let before = pool.call::<CastCount>(()).await.unwrap();
-        let start = Instant::now();
-        for i in 0..n {
-            pool.cast::<CountCast>(i).unwrap();
-        }
-        pool.call::<CastsReach>(before + n).await.unwrap();
-        casts.push(n as f64 / start.elapsed().as_secs_f64());
+        casts.push(cast_rate(&pool, n).await);
     }
     for v in [&mut default, &mut wide, &mut casts] {
         v.sort_by(f64::total_cmp);

@@ -638,27 +638,30 @@ impl RemoteStream for Ticks {
     type Args = TicksArgs;
     type Item = u32;
     async fn run(args: TicksArgs, items: StreamSender<u32>) -> Result<(), FnError> {
-        update(&args.key, |c| c.running += 1);
-        let mut running = Running(args.key.clone(), false);
-        for i in 0..args.n {
-            if args.ms > 0 {
-                tokio::time::sleep(Duration::from_millis(args.ms)).await;
-            }
-            tick(&args, i)?;
-            items.send(i).await?;
-            update(&args.key, |c| c.sent += 1);
-        }
-        running.1 = true;
-        Ok(())
+        ticks(args, items, false).await
     }
 }
 
-/// The checks of one tick: the configured error or panic.
-fn tick(args: &TicksArgs, i: u32) -> Result<(), FnError> {
-    if args.fail_at == Some(i) {
-        return Err(FnError::invalid_argument(format!("failed at item {i}")));
+/// The body of [`Ticks`] and [`BlockingTicks`]: before each item, an async
+/// sleep or (`spin`) a CPU spin that never yields; then the configured
+/// error or panic, or the item.
+async fn ticks(args: TicksArgs, items: StreamSender<u32>, spin: bool) -> Result<(), FnError> {
+    update(&args.key, |c| c.running += 1);
+    let mut running = Running(args.key.clone(), false);
+    for i in 0..args.n {
+        if spin {
+            spin_for(args.ms);
+        } else if args.ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.ms)).await;
+        }
+        if args.fail_at == Some(i) {
+            return Err(FnError::invalid_argument(format!("failed at item {i}")));
+        }
+        assert!(args.panic_at != Some(i), "panicked at item {i}");
+        items.send(i).await?;
+        update(&args.key, |c| c.sent += 1);
     }
-    assert!(args.panic_at != Some(i), "panicked at item {i}");
+    running.1 = true;
     Ok(())
 }
 
@@ -672,16 +675,7 @@ impl RemoteStream for BlockingTicks {
     type Args = TicksArgs;
     type Item = u32;
     async fn run(args: TicksArgs, items: StreamSender<u32>) -> Result<(), FnError> {
-        update(&args.key, |c| c.running += 1);
-        let mut running = Running(args.key.clone(), false);
-        for i in 0..args.n {
-            spin_for(args.ms);
-            tick(&args, i)?;
-            items.send(i).await?;
-            update(&args.key, |c| c.sent += 1);
-        }
-        running.1 = true;
-        Ok(())
+        ticks(args, items, true).await
     }
 }
 

@@ -4,15 +4,13 @@
 //! by a boot it waits for) and replaced; reclaimed on idle like any runner,
 //! and not replaced until work comes back. Local, process and Docker.
 
-mod support;
-
 use std::time::Duration;
 
 use ractor_flame::{PoolEvent, PoolStats};
-use support::functions::WhereAmI;
-use support::{Kind, config, eventually, key, pool_with, sleep, sleeping};
 
-const WAIT: Duration = Duration::from_secs(20);
+use super::WAIT;
+use crate::support::functions::WhereAmI;
+use crate::support::{self, Kind, config, eventually, key, pool_with, sleep, sleeping};
 
 async fn stats(pool: &ractor_flame::Pool) -> PoolStats {
     pool.stats().await.unwrap()
@@ -21,7 +19,7 @@ async fn stats(pool: &ractor_flame::Pool) -> PoolStats {
 /// Growth takes the runner on standby: the call that made the pool grow
 /// ran on the runner that booted as standby, and a new one boots in its
 /// place. While the runner in service has room, the standby takes nothing.
-async fn growth_admits_the_standby_runner(kind: Kind) {
+pub(super) async fn standby_runners_take_growth_without_a_boot(kind: Kind) {
     let pool = pool_with(kind, config(3).min(1).max_concurrency(2).standby(1)).await;
     let mut events = pool.events();
     eventually("one runner in service and one on standby", WAIT, || async {
@@ -70,7 +68,7 @@ async fn growth_admits_the_standby_runner(kind: Kind) {
 
 /// A standby runner that idles out leaves, and is not replaced while no
 /// work comes; work that needs the pool brings the standby back.
-async fn idle_standby_runners_leave_and_come_back_with_work(kind: Kind) {
+pub(super) async fn standby_runners_leave_on_idle_and_come_back_with_work(kind: Kind) {
     let pool = pool_with(
         kind,
         config(2).standby(1).idle_shutdown_after(Duration::from_millis(300)),
@@ -87,45 +85,10 @@ async fn idle_standby_runners_leave_and_come_back_with_work(kind: Kind) {
     let s = stats(&pool).await;
     assert_eq!((s.runners, s.standby, s.booting), (0, 0, 0), "{s:?}");
     // Work: served, and a standby boots again beside it.
-    let _ = pool.call::<support::functions::Sleep>(sleep(&key(), 1)).await.unwrap();
+    let _ = pool
+        .call::<crate::support::functions::Sleep>(sleep(&key(), 1))
+        .await
+        .unwrap();
     eventually("a standby again", WAIT, || async { stats(&pool).await.standby == 1 }).await;
     pool.stop().await;
 }
-
-macro_rules! on_backends {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Local).await
-                }
-            )*
-        }
-        mod process {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Process).await
-                }
-            )*
-        }
-        #[cfg(feature = "docker")]
-        mod docker {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if super::support::docker::engine(stringify!($name)).await.is_none() {
-                        return;
-                    }
-                    super::$name(super::Kind::Docker).await
-                }
-            )*
-        }
-    };
-}
-
-on_backends!(
-    growth_admits_the_standby_runner,
-    idle_standby_runners_leave_and_come_back_with_work
-);
