@@ -559,16 +559,7 @@ impl Pool {
         ItemStream::new(
             S::NAME,
             Box::pin(async move {
-                let started = Instant::now();
-                let checkout_budget = opts.timeout.unwrap_or(pool.settings.boot_timeout);
-                let lease = match opts.key {
-                    None => pool.checkout(checkout_budget).await?,
-                    Some(key) => pool.checkout_keyed(checkout_budget, key.get()).await?,
-                };
-                let budget = match opts.timeout {
-                    Some(total) => execution_budget(total, started.elapsed())?,
-                    None => pool.settings.timeout,
-                };
+                let (lease, budget) = pool.checkout_budgeted(opts.timeout, opts.key).await?;
                 Ok(lease.stream(StreamRequest {
                     function: S::NAME,
                     args,
@@ -615,16 +606,7 @@ impl Pool {
         opts: CallOptions,
     ) -> Result<Child<A>, Error> {
         let args = encode(args)?;
-        let started = Instant::now();
-        let checkout_budget = opts.timeout.unwrap_or(self.settings.boot_timeout);
-        let lease = match opts.key {
-            None => self.checkout(checkout_budget).await?,
-            Some(key) => self.checkout_keyed(checkout_budget, key.get()).await?,
-        };
-        let budget = match opts.timeout {
-            Some(total) => execution_budget(total, started.elapsed())?,
-            None => self.settings.timeout,
-        };
+        let (lease, budget) = self.checkout_budgeted(opts.timeout, opts.key).await?;
         let function = format!("{PLACE}{}", A::NAME);
         let req = CallRequest {
             function: &function,
@@ -766,6 +748,31 @@ impl Pool {
     /// The Pool actor, to monitor it or send it [`PoolMessage`]s.
     pub fn actor(&self) -> &ActorRef<PoolMessage> {
         &self.actor
+    }
+
+    /// Checks out a slot (on the home of `key`, if any) within the total
+    /// budget `timeout`, else within `boot_timeout`; with the execution
+    /// budget that leaves (`timeout`'s rest, else the pool's `timeout`).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Pool::checkout`].
+    async fn checkout_budgeted(
+        &self,
+        timeout: Option<Duration>,
+        key: Option<std::num::NonZeroU64>,
+    ) -> Result<(Lease, Duration), Error> {
+        let started = Instant::now();
+        let checkout_budget = timeout.unwrap_or(self.settings.boot_timeout);
+        let lease = match key {
+            None => self.checkout(checkout_budget).await?,
+            Some(key) => self.checkout_keyed(checkout_budget, key.get()).await?,
+        };
+        let budget = match timeout {
+            Some(total) => execution_budget(total, started.elapsed())?,
+            None => self.settings.timeout,
+        };
+        Ok((lease, budget))
     }
 
     /// Checks out a slot within `budget`, on the home of `key` when it has
