@@ -64,7 +64,7 @@ struct Settings {
     /// Subscriptions to the pool's events are made from this one (it does
     /// not keep the channel open: that is the pool actor's sender).
     events: std::sync::Mutex<tokio::sync::broadcast::Receiver<ractor_flame_actors::PoolEvent>>,
-    metrics: CallMetrics,
+    metrics: Arc<CallMetrics>,
 }
 
 impl fmt::Debug for Pool {
@@ -139,7 +139,7 @@ impl Pool {
         let child_cast_bytes = config.get_child_cast_bytes();
         let args = PoolArguments::new(config, backend, registry.clone(), crate::entry::is_runner());
         let settings = Arc::new(Settings {
-            metrics: CallMetrics::new(&name),
+            metrics: Arc::new(CallMetrics::new(&name)),
             name,
             timeout,
             boot_timeout,
@@ -555,6 +555,18 @@ impl Pool {
             Ok(args) => args,
             Err(error) => return ItemStream::failed(S::NAME, error),
         };
+        let span = tracing::debug_span!(target: "ractor_flame::pool", "flame.stream",
+            function = S::NAME, pool = %self.settings.name,
+            runner = Empty, outcome = Empty, queue_wait_us = Empty, items = Empty);
+        let metrics = crate::observe::metered().then(|| Arc::clone(&self.settings.metrics));
+        let watch = (!span.is_disabled() || metrics.is_some()).then(|| {
+            Box::new(crate::stream::Watch {
+                span,
+                metrics,
+                started: Instant::now(),
+                items: 0,
+            })
+        });
         let pool = self.clone();
         ItemStream::new(
             S::NAME,
@@ -568,6 +580,7 @@ impl Pool {
                     item_timeout: opts.item_timeout,
                 }))
             }),
+            watch,
         )
     }
 

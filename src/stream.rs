@@ -7,8 +7,9 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::num::NonZeroU64;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use ractor_flame_actors::{Error, StreamCall};
@@ -162,7 +163,18 @@ pub(crate) type Starting = Pin<Box<dyn Future<Output = Result<StreamCall, Error>
 pub struct ItemStream<T> {
     function: &'static str,
     state: State,
+    /// Where the stream reports its end, when anyone looks.
+    watch: Option<Box<Watch>>,
     _item: PhantomData<fn() -> T>,
+}
+
+/// A watched stream: its `flame.stream` span, and the pool's metrics when a
+/// recorder is installed.
+pub(crate) struct Watch {
+    pub(crate) span: tracing::Span,
+    pub(crate) metrics: Option<Arc<crate::observe::CallMetrics>>,
+    pub(crate) started: Instant,
+    pub(crate) items: u64,
 }
 
 enum State {
@@ -186,17 +198,31 @@ impl<T> fmt::Debug for ItemStream<T> {
 }
 
 impl<T> ItemStream<T> {
-    pub(crate) fn new(function: &'static str, starting: Starting) -> Self {
+    pub(crate) fn new(function: &'static str, starting: Starting, watch: Option<Box<Watch>>) -> Self {
         ItemStream {
             function,
             state: State::Starting(starting),
+            watch,
             _item: PhantomData,
         }
     }
 
     /// A stream that yields `error` and ends.
     pub(crate) fn failed(function: &'static str, error: Error) -> Self {
-        Self::new(function, Box::pin(std::future::ready(Err(error))))
+        Self::new(function, Box::pin(std::future::ready(Err(error))), None)
+    }
+
+    /// The stream has ended with `outcome` (a label of
+    /// `flame_calls_total`): its span and metrics say so, once.
+    fn ended(&mut self, outcome: &'static str) {
+        self.state = State::Done;
+        if let Some(watch) = self.watch.take() {
+            watch.span.record("outcome", outcome);
+            watch.span.record("items", watch.items);
+            if let Some(metrics) = &watch.metrics {
+                metrics.call(self.function, outcome, watch.started.elapsed());
+            }
+        }
     }
 
     /// The next item; `None` once the stream has ended. The same as
@@ -226,13 +252,24 @@ impl<T: DeserializeOwned> Stream for ItemStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        // The call is made, and its trace context taken, in the stream's
+        // span.
+        let span = this.watch.as_ref().map(|watch| watch.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             match &mut this.state {
                 State::Starting(starting) => match starting.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(call)) => this.state = State::Streaming(call),
+                    Poll::Ready(Ok(call)) => {
+                        if let Some(watch) = &this.watch {
+                            watch.span.record("runner", tracing::field::display(call.runner()));
+                            let waited = watch.started.elapsed().as_micros() as u64;
+                            watch.span.record("queue_wait_us", waited);
+                        }
+                        this.state = State::Streaming(call);
+                    }
                     Poll::Ready(Err(error)) => {
-                        this.state = State::Done;
+                        this.ended(ractor_flame_actors::observe::outcome_label::<()>(Err(&error)));
                         return Poll::Ready(Some(Err(error)));
                     }
                 },
@@ -240,19 +277,36 @@ impl<T: DeserializeOwned> Stream for ItemStream<T> {
                     return match Pin::new(call).poll_next(cx) {
                         Poll::Pending => Poll::Pending,
                         Poll::Ready(None) => {
-                            this.state = State::Done;
+                            this.ended("ok");
                             Poll::Ready(None)
                         }
-                        Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(
-                            bytes
-                                .decode()
-                                .map_err(|e| Error::Codec(format!("item of `{}`: {e}", this.function))),
-                        )),
-                        Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+                        Poll::Ready(Some(Ok(bytes))) => {
+                            if let Some(watch) = &mut this.watch {
+                                watch.items += 1;
+                            }
+                            Poll::Ready(Some(
+                                bytes
+                                    .decode()
+                                    .map_err(|e| Error::Codec(format!("item of `{}`: {e}", this.function))),
+                            ))
+                        }
+                        Poll::Ready(Some(Err(error))) => {
+                            this.ended(ractor_flame_actors::observe::outcome_label::<()>(Err(&error)));
+                            Poll::Ready(Some(Err(error)))
+                        }
                     };
                 }
                 State::Done => return Poll::Ready(None),
             }
+        }
+    }
+}
+
+impl<T> Drop for ItemStream<T> {
+    fn drop(&mut self) {
+        // Dropped before its end: the work is cancelled.
+        if self.watch.is_some() {
+            self.ended("cancelled");
         }
     }
 }

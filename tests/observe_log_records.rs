@@ -444,3 +444,38 @@ async fn b64_a_calls_span_carries_the_time_it_ran_on_the_runner() {
         );
     }
 }
+
+/// B57: a stream has a `flame.stream` span of its own, with the runner that
+/// served it, how many items it yielded and how it ended; the runner's own
+/// span of the work joins it.
+#[tokio::test]
+async fn b57_a_stream_has_a_span_with_its_items_and_outcome() {
+    use support::functions::{Ticks, TicksArgs};
+    for kind in [support::Kind::Local, support::Kind::Process] {
+        let pool = support::pool_with(kind, config(1)).await;
+        pool.call::<Echo>("warm".into()).await.unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
+        {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            let mut stream = pool.stream::<Ticks>(TicksArgs::new(&support::key(), 3));
+            let mut n = 0;
+            while let Some(item) = stream.next().await {
+                item.unwrap();
+                n += 1;
+            }
+            assert_eq!(n, 3);
+        }
+        pool.stop().await;
+        let events = events.lock().unwrap().clone();
+        let text: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("span=flame.stream") && t.contains("function=\"test.ticks\"")),
+            "{kind:?}: {text:#?}"
+        );
+        assert!(text.iter().any(|t| t.contains("items=3")), "{kind:?}: {text:#?}");
+        assert!(text.iter().any(|t| t.contains("outcome=\"ok\"")), "{kind:?}: {text:#?}");
+        assert!(text.iter().any(|t| t.starts_with("runner=")), "{kind:?}: {text:#?}");
+    }
+}

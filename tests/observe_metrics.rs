@@ -112,6 +112,13 @@ async fn b64_a_scripted_run_records_the_expected_metrics_and_bills_runner_time()
         .call_with::<Sleep>(support::sleep(&support::key(), 5_000), short)
         .await;
     assert!(matches!(slow, Err(Error::Deadline { .. })), "{slow:?}");
+    // Streams count as calls: one to its end, one dropped after an item.
+    let ticks = |n| support::functions::TicksArgs::new(&support::key(), n);
+    let mut stream = pool.stream::<support::functions::Ticks>(ticks(3));
+    while stream.next().await.transpose().unwrap().is_some() {}
+    let mut stream = pool.stream::<support::functions::Ticks>(ticks(1_000));
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
 
     // The gauges follow the pool (refreshed as it changes, and each second;
     // the runner stays up for its idle time of 2 s).
@@ -152,6 +159,20 @@ async fn b64_a_scripted_run_records_the_expected_metrics_and_bills_runner_time()
                 series(
                     CALLS_TOTAL,
                     &[("pool", p), ("function", "test.sleep"), ("outcome", "deadline")]
+                ),
+                1
+            ),
+            (
+                series(
+                    CALLS_TOTAL,
+                    &[("pool", p), ("function", "test.ticks"), ("outcome", "cancelled")]
+                ),
+                1
+            ),
+            (
+                series(
+                    CALLS_TOTAL,
+                    &[("pool", p), ("function", "test.ticks"), ("outcome", "ok")]
                 ),
                 1
             ),
