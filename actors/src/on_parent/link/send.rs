@@ -245,8 +245,11 @@ impl RunnerConn {
     /// way (an in-process runner, a runner that is going away, arguments
     /// over the frame limit), for the caller to send it the slow way.
     pub(crate) fn cast_held(&self, function: &'static str, args: Args, hold: Lease) -> Result<(), (Args, Lease)> {
-        let Transport::Remote { tx } = &self.inner.transport else {
-            return Err((args, hold));
+        let tx = match &self.inner.transport {
+            Transport::Remote { tx } => tx,
+            Transport::Local { serve, replies, .. } => {
+                return self.cast_in_process(serve, replies, function, args, hold);
+            }
         };
         if !self.is_usable() || !self.fits(function, &args) {
             return Err((args, hold));
@@ -271,6 +274,45 @@ impl RunnerConn {
             drop(hold);
             self.cast_failed(function, &self.down_error());
         }
+        Ok(())
+    }
+
+    /// [`RunnerConn::cast_held`] to an in-process runner: the cast is
+    /// admitted as a remote runner admits one (its first poll in one of the
+    /// runner's helpers, a task only for a body that waits) and its end
+    /// comes back through the runner's replies, batched with others; the
+    /// caller spawns nothing.
+    fn cast_in_process(
+        &self,
+        serve: &Arc<crate::on_runner::Serve>,
+        replies: &crate::wire::outbox::WeakOutbox<crate::wire::frame::ToParent>,
+        function: &'static str,
+        args: Args,
+        hold: Lease,
+    ) -> Result<(), (Args, Lease)> {
+        if !self.is_usable() {
+            return Err((args, hold));
+        }
+        let Some(replies) = replies.upgrade() else {
+            return Err((args, hold));
+        };
+        let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
+        if self.track(id, Pending::Cast(hold, function)).is_err() {
+            self.cast_failed(function, &self.down_error());
+            return Ok(());
+        }
+        let call = CallRef {
+            id,
+            function,
+            args: args.as_bytes(),
+            budget_us: None,
+            want_result: false,
+            linked: false,
+            trace: None,
+            bare: args.is_bare(),
+            idempotency_key: None,
+        };
+        serve.dispatch(call, None, None, replies);
         Ok(())
     }
 
