@@ -409,6 +409,10 @@ async fn remote(plan: &Plan, registry: &Registry) {
         .max_concurrency(100_000)
         .max_frame_size(80 << 20);
     let pool = Pool::start(config, backend, registry).await.unwrap();
+    // A fresh runner: one small call served, then a moment idle.
+    let pid = pool.call::<Pid>(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    emit_rss("runner_rss_fresh", pid);
     let mut raw = RawClient::start().await;
     let warm = plan.samples / 10;
     let mut paired = Paired::new(plan.samples);
@@ -501,7 +505,43 @@ async fn remote(plan: &Plan, registry: &Registry) {
     if let Some(kib) = vm_rss_kib(pid) {
         emit("runner_rss_idle_kib", kib as f64, "KiB");
     }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    emit_rss("runner_rss_after_large", pid);
     pool.stop().await;
+}
+
+/// The resident memory of process `pid`: `<name>_kib`, and its anonymous
+/// and file-backed parts (`_anon_kib`, `_file_kib`: the heap and stacks,
+/// and the pages of the executable and libraries it has touched, which it
+/// shares with every process that maps the same file); then its
+/// proportional set size, each shared page divided among its sharers
+/// (`<name>` with `rss` read as `pss`).
+fn emit_rss(name: &str, pid: u32) {
+    let read = |file: &str, pairs: &[(&str, &str)], name: &str| {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/{file}")) else {
+            return;
+        };
+        for (key, suffix) in pairs {
+            let value = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+            if let Some(kib) = value {
+                emit(&format!("{name}{suffix}_kib"), kib, "KiB");
+            }
+        }
+    };
+    read(
+        "status",
+        &[("VmRSS:", ""), ("RssAnon:", "_anon"), ("RssFile:", "_file")],
+        name,
+    );
+    let pss = name.replace("rss", "pss");
+    read(
+        "smaps_rollup",
+        &[("Pss:", ""), ("Pss_Anon:", "_anon"), ("Pss_File:", "_file")],
+        &pss,
+    );
 }
 
 /// The encrypted link beside the plain one: two pools of one runner each,
