@@ -12,7 +12,7 @@ use super::codec::{Body, FrameError, read_body};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
 use super::outbox::{Queue, Sink, Splice};
 use super::payload::Payload;
-use super::tls::TlsLink;
+use super::tls::TlsStream;
 use crate::error::DownReason;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
@@ -23,14 +23,14 @@ pub(crate) enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP, the handshake done.
-    Tls(Arc<TlsLink>),
+    Tls(TlsStream),
 }
 
 impl Stream {
     fn set_nodelay(&self) {
         let sock = match self {
             Stream::Plain(sock) => sock,
-            Stream::Tls(link) => link.sock(),
+            Stream::Tls(tls) => tls.link().sock(),
         };
         let _ = sock.set_nodelay(true);
     }
@@ -146,7 +146,10 @@ where
             let (read, write) = sock.into_split();
             (Box::new(read), Sink::Plain(Arc::new(write)))
         }
-        Stream::Tls(link) => (Box::new(link.reader()), Sink::Tls(link)),
+        Stream::Tls(tls) => {
+            let (link, reader) = tls.split();
+            (Box::new(reader), Sink::Tls(link))
+        }
     };
     // Both halves run on the link thread, where the stream was opened.
     let writer = crate::wire::thread::spawn(write_loop(sink, queue, opts));

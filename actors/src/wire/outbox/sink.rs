@@ -10,7 +10,7 @@ use crate::wire::payload::Payload;
 use crate::wire::tls::TlsLink;
 
 /// Where a connection's bytes go: a plain socket's write half, or a TLS
-/// session that encrypts them on the way.
+/// link that seals them on the way.
 #[derive(Clone)]
 pub(crate) enum Sink {
     Plain(Arc<OwnedWriteHalf>),
@@ -33,13 +33,7 @@ impl Sink {
                 }
                 Ok(())
             }
-            Sink::Tls(link) => {
-                if link.write_now(buf)? {
-                    Ok(())
-                } else {
-                    link.flush().await
-                }
-            }
+            Sink::Tls(link) => link.write_all(buf).await,
         }
     }
 
@@ -80,24 +74,30 @@ impl Sink {
                 }
             }
             Sink::Tls(link) => {
-                let mut pending = false;
-                for (written, part) in [(0, head), (head.len(), tail)] {
+                let mut clear = true;
+                for (offset, part) in [(0, head), (head.len(), tail)] {
                     if part.is_empty() {
                         continue;
                     }
-                    match link.try_write_now(part) {
-                        Some(Ok(done)) => pending |= !done,
+                    match link.try_write_now(part, usize::MAX) {
+                        Some(Ok(wrote)) => {
+                            clear = wrote.clear;
+                            // Records wait for a full socket, as many as
+                            // may: the writer seals the rest as it drains.
+                            if wrote.taken < part.len() {
+                                return Straight::Partly(offset + wrote.taken);
+                            }
+                        }
                         Some(Err(_)) => return Straight::Broken,
-                        // The reader is decrypting: the writer sends the rest.
-                        None => return Straight::Partly(written),
+                        // Another writer is sealing: the writer sends the rest.
+                        None => return Straight::Partly(offset),
                     }
                 }
-                if pending {
-                    // Encrypted; some of it waits in the session for the
-                    // writer's flush.
-                    Straight::Flush
-                } else {
+                if clear {
                     Straight::Done
+                } else {
+                    // Sealed; some records wait for the writer's flush.
+                    Straight::Flush
                 }
             }
         }
@@ -108,9 +108,10 @@ impl Sink {
 pub(super) enum Straight {
     /// Every byte is on the socket.
     Done,
-    /// The first `n` bytes are on the socket; the rest is left over.
+    /// The first `n` bytes are on the socket (or sealed, over TLS, and
+    /// waiting for it); the rest is left over.
     Partly(usize),
-    /// Every byte is in the TLS session, some not yet on the socket.
+    /// Every byte is sealed, some records not yet on the socket.
     Flush,
     /// The connection is broken: its reader reports the loss.
     Broken,
