@@ -3,20 +3,26 @@
 //!
 //! How the bytes move, and why:
 //!
-//! - A writer copies each piece of plaintext once, into the buffer of
-//!   records on their way to the socket, and seals it there; every
-//!   [`BATCH`] bytes of records go to the socket at once, so the peer opens
-//!   the first records of a large frame while the rest are sealed.
+//! - A writer seals each record straight from the plaintext where it lies
+//!   into the buffer of records on their way to the socket (no copy of the
+//!   plaintext first); every [`BATCH`] bytes go to the socket at once, so
+//!   the peer opens the first records of a large frame while the rest are
+//!   sealed, without a system call per record.
 //! - What the socket cannot take yet waits, up to [`UNSENT_MAX`] bytes of
 //!   records; past that, a writer stops and says how much it took, and the
 //!   rest stays plaintext until the socket drains (a 64 MiB frame is not
 //!   64 MiB of records held at once, in memory that must be faulted in
 //!   anew for every frame).
-//! - The reader reads up to [`READ_AHEAD`] bytes at a time, opens each whole
-//!   record where it lies and copies its content out.
+//! - The reader reads many records at a time and opens each straight into
+//!   the buffer it is read into (for a large frame, the frame's own buffer),
+//!   so its content is not copied after it is opened.
 //! - Sending and receiving share nothing but the socket (and, for a key
 //!   update, the key schedule): the reader never waits for a writer sealing
 //!   a large frame, nor a writer for the reader.
+//!
+//! The buffers a burst of large frames grows are given back a while after
+//! the burst, so that an idle link holds no more than [`KEEP`] bytes each
+//! way.
 
 use std::io;
 use std::ops::Range;
@@ -24,25 +30,35 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::handshake::{Done, Kernel, tls_error};
 use super::record::{
-    ALERT, APPLICATION_DATA, HANDSHAKE, KEY_UPDATE, Keys, MAX_PLAIN, NEW_SESSION_TICKET, invalid, whole_record,
+    ALERT, APPLICATION_DATA, HANDSHAKE, KEY_UPDATE, Keys, MAX_PLAIN, NEW_SESSION_TICKET, inner_len, invalid,
+    record_len, whole_record,
 };
 
 /// How many bytes of records a writer seals before it offers them to the
-/// socket (four full records).
-pub(super) const BATCH: usize = 64 * 1024;
+/// socket (sixteen full records): fewer, larger writes cost less than a
+/// write per record, and the peer still starts on a large frame early.
+pub(super) const BATCH: usize = 256 * 1024;
 
 /// How many bytes of sealed records may wait for the socket; a writer that
 /// finds that many waiting and the socket full stops sealing.
 pub(super) const UNSENT_MAX: usize = 256 * 1024;
 
-/// How many bytes the reader asks the socket for at a time.
-const READ_AHEAD: usize = 64 * 1024;
+/// How many bytes the reader asks the socket for at a time while large
+/// frames arrive (its last read filled all the room it had); [`KEEP`]
+/// otherwise.
+const READ_AHEAD: usize = 256 * 1024;
+
+/// The room for records a link keeps for good, each way; more is given
+/// back [`KEEP_FOR`] after the last write or read that needed it.
+pub(super) const KEEP: usize = 64 * 1024;
+pub(super) const KEEP_FOR: Duration = Duration::from_secs(1);
 
 /// An established TLS connection, shared by its reader and its writers.
 ///
@@ -70,37 +86,70 @@ struct Tx {
     keys: Keys,
     /// The suite's confidentiality limit: how many records a key seals.
     limit: u64,
-    /// Sealed records: `records[sent..]` is not on the socket yet.
-    records: Vec<u8>,
+    /// Sealed records, `buf[sent..end]` not on the socket yet. The buffer
+    /// is reused, zeroed only where it grows: records are sealed into it
+    /// straight from the plaintext.
+    buf: Vec<u8>,
     sent: usize,
+    end: usize,
+    /// When a write last needed more than [`KEEP`] bytes of room.
+    large_at: Option<Instant>,
 }
 
 impl Tx {
     fn unsent(&self) -> usize {
-        self.records.len() - self.sent
+        self.end - self.sent
+    }
+
+    /// Seals one record of `kind` carrying `content` at the end of the
+    /// records.
+    fn push(&mut self, kind: u8, content: &[u8]) -> io::Result<()> {
+        let len = record_len(content.len());
+        if self.buf.len() < self.end + len {
+            self.buf.resize(self.end + len, 0);
+        }
+        self.keys
+            .seal_into(kind, content, &mut self.buf[self.end..self.end + len])?;
+        self.end += len;
+        Ok(())
     }
 
     /// Writes the records that wait, until the socket is full; `true` when
     /// none is left.
     fn send(&mut self, sock: &TcpStream) -> io::Result<bool> {
-        while self.sent < self.records.len() {
-            match sock.try_write(&self.records[self.sent..]) {
+        while self.sent < self.end {
+            match sock.try_write(&self.buf[self.sent..self.end]) {
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
-        self.records.clear();
-        self.sent = 0;
+        (self.sent, self.end) = (0, 0);
         Ok(true)
     }
 
     /// Room for more records: what was sent goes from the front once it is
-    /// most of the buffer.
+    /// as much as what was not.
     fn compact(&mut self) {
-        if self.sent > 0 && self.sent >= self.records.len() / 2 {
-            self.records.drain(..self.sent);
-            self.sent = 0;
+        if self.sent > 0 && self.sent >= self.unsent() {
+            self.buf.copy_within(self.sent..self.end, 0);
+            (self.sent, self.end) = (0, self.unsent());
+        }
+    }
+
+    /// Keeps the room a large write took while large writes keep coming,
+    /// and gives it back a while after the last (an idle link would hold
+    /// it for its life). Heartbeats bring the check round.
+    fn trim(&mut self, sealed: usize) {
+        if self.buf.len() <= KEEP {
+            return;
+        }
+        let now = Instant::now();
+        if sealed > KEEP {
+            self.large_at = Some(now);
+        } else if self.end == 0 && self.large_at.is_none_or(|at| now.duration_since(at) > KEEP_FOR) {
+            self.buf = Vec::new();
+            self.large_at = None;
         }
     }
 }
@@ -135,8 +184,10 @@ impl TlsLink {
             tx: Mutex::new(Tx {
                 keys: Keys::new(tx_seq, tx_secrets, limit)?,
                 limit,
-                records: Vec::new(),
+                buf: Vec::new(),
                 sent: 0,
+                end: 0,
+                large_at: None,
             }),
             kernel: Mutex::new(kernel),
             update_asked: AtomicBool::new(false),
@@ -148,6 +199,7 @@ impl TlsLink {
             content: 0..0,
             records: read_ahead,
             ended: false,
+            burst_at: None,
         };
         Ok(TlsStream { link, reader })
     }
@@ -195,6 +247,7 @@ impl TlsLink {
                 full = !tx.send(&self.sock)?;
             }
         }
+        tx.trim(taken);
         Ok(Wrote {
             taken,
             clear: tx.unsent() == 0,
@@ -207,11 +260,11 @@ impl TlsLink {
         if tx.keys.worn_out() || self.update_asked.load(Ordering::Relaxed) {
             self.update_asked.store(false, Ordering::Relaxed);
             // Sent under the old keys; what follows goes under the new.
-            tx.keys.seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], &mut tx.records)?;
+            tx.push(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0])?;
             let (seq, secrets) = self.kernel.lock().expect("poisoned").update_tx().map_err(tls_error)?;
             tx.keys = Keys::new(seq, secrets, tx.limit)?;
         }
-        tx.keys.seal(kind, content, &mut tx.records)
+        tx.push(kind, content)
     }
 
     /// Writes what the socket takes of the records that wait; `true` when
@@ -282,6 +335,12 @@ impl TlsLink {
     pub(super) fn unsent(&self) -> usize {
         self.tx.lock().expect("poisoned").unsent()
     }
+
+    /// The room the writers hold for records.
+    #[cfg(test)]
+    pub(super) fn write_room(&self) -> usize {
+        self.tx.lock().expect("poisoned").buf.len()
+    }
 }
 
 /// Decrypted bytes of a [`TlsLink`]: the link's one reader.
@@ -292,85 +351,132 @@ pub(crate) struct TlsReader {
     /// last one maybe not all there).
     records: Vec<u8>,
     at: usize,
-    /// The opened content not yet handed out: `records[content]`.
+    /// Content opened in place and not yet handed out: `records[content]`.
     content: Range<usize>,
     /// The peer said goodbye, or the socket ended.
     ended: bool,
+    /// When a read last filled all the room it had.
+    burst_at: Option<Instant>,
 }
 
 impl TlsReader {
-    /// Opens the next whole record, if there is one; `false` when there is
-    /// none (or the stream ended).
-    fn open_next(&mut self) -> io::Result<bool> {
+    /// Opens the next whole record, if there is one, straight into `buf`
+    /// when its content fits there (the usual case: a frame's reader asks
+    /// for all the frame), else where it lies; `false` when there is none
+    /// (or the stream ended).
+    fn open_next(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
         if self.ended {
             return Ok(false);
         }
         let Some(len) = whole_record(&self.records[self.at..])? else {
             return Ok(false);
         };
-        let start = self.at;
+        let record = self.at..self.at + len;
         self.at += len;
-        let record = &mut self.records[start..start + len];
-        let (kind, content) = self.keys.open(record)?;
-        let content = start + content.start..start + content.end;
-        match kind {
-            APPLICATION_DATA => self.content = content,
-            ALERT => match self.records[content] {
-                // close_notify: the end of the stream.
-                [_, 0] => self.ended = true,
-                // user_canceled: a close_notify follows.
-                [_, 90] => {}
-                [_, description] => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        format!("the peer sent TLS alert {description}"),
-                    ));
-                }
-                _ => return Err(invalid("a malformed TLS alert")),
-            },
-            HANDSHAKE => self.handshake(content)?,
-            _ => return Err(invalid("a TLS record of an unexpected type")),
+        let inner = inner_len(&self.records[record.clone()]);
+        if buf.remaining() >= inner {
+            // Opened where it is to be read: no copy. Only the bytes it
+            // fills are initialised (see the B49 test).
+            let out = buf.initialize_unfilled_to(inner);
+            let (kind, n) = self.keys.open_into(&self.records[record], out)?;
+            if kind == APPLICATION_DATA {
+                buf.advance(n);
+            } else {
+                let content = out[..n].to_vec();
+                self.control(kind, &content)?;
+            }
+        } else {
+            let (kind, content) = self.keys.open(&mut self.records[record.clone()])?;
+            let content = record.start + content.start..record.start + content.end;
+            if kind == APPLICATION_DATA {
+                self.content = content;
+            } else {
+                let content = self.records[content].to_vec();
+                self.control(kind, &content)?;
+            }
         }
         Ok(true)
     }
 
-    /// Handshake messages after the handshake: key updates (and session
-    /// tickets, which our servers do not send).
-    fn handshake(&mut self, content: Range<usize>) -> io::Result<()> {
-        let mut messages = &self.records[content];
-        while !messages.is_empty() {
-            let &[kind, a, b, c, ref rest @ ..] = messages else {
-                return Err(invalid("a truncated TLS handshake message"));
-            };
-            let len = u32::from_be_bytes([0, a, b, c]) as usize;
-            if rest.len() < len {
-                return Err(invalid("a TLS handshake message split across records"));
+    /// A record other than application data: an alert, or handshake
+    /// messages after the handshake (key updates; session tickets, which
+    /// our servers do not send).
+    fn control(&mut self, kind: u8, content: &[u8]) -> io::Result<()> {
+        match (kind, content) {
+            // close_notify: the end of the stream.
+            (ALERT, [_, 0]) => self.ended = true,
+            // user_canceled: a close_notify follows.
+            (ALERT, [_, 90]) => {}
+            (ALERT, [_, description]) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the peer sent TLS alert {description}"),
+                ));
             }
-            let (body, rest) = rest.split_at(len);
-            messages = rest;
-            let mut kernel = self.link.kernel.lock().expect("poisoned");
-            match (kind, body) {
-                // The peer's next records are under its new keys.
-                (KEY_UPDATE, [asked @ (0 | 1)]) => {
-                    let (seq, secrets) = kernel.update_rx().map_err(tls_error)?;
-                    self.keys = Keys::new(seq, secrets, u64::MAX)?;
-                    if *asked == 1 {
-                        self.link.ask_update();
+            (HANDSHAKE, mut messages) => {
+                while !messages.is_empty() {
+                    let &[kind, a, b, c, ref rest @ ..] = messages else {
+                        return Err(invalid("a truncated TLS handshake message"));
+                    };
+                    let len = u32::from_be_bytes([0, a, b, c]) as usize;
+                    if rest.len() < len {
+                        return Err(invalid("a TLS handshake message split across records"));
+                    }
+                    let (body, rest) = rest.split_at(len);
+                    messages = rest;
+                    let mut kernel = self.link.kernel.lock().expect("poisoned");
+                    match (kind, body) {
+                        // The peer's next records are under its new keys.
+                        (KEY_UPDATE, [asked @ (0 | 1)]) => {
+                            let (seq, secrets) = kernel.update_rx().map_err(tls_error)?;
+                            self.keys = Keys::new(seq, secrets, u64::MAX)?;
+                            if *asked == 1 {
+                                self.link.ask_update();
+                            }
+                        }
+                        (NEW_SESSION_TICKET, _) => kernel.new_session_ticket(body).map_err(tls_error)?,
+                        _ => return Err(invalid("an unexpected TLS handshake message")),
                     }
                 }
-                (NEW_SESSION_TICKET, _) => kernel.new_session_ticket(body).map_err(tls_error)?,
-                _ => return Err(invalid("an unexpected TLS handshake message")),
             }
+            _ => return Err(invalid("a malformed or unexpected TLS record")),
         }
         Ok(())
     }
 
-    /// Hands out opened content into `buf`; the number of bytes.
+    /// Hands out content opened in place into `buf`; the number of bytes.
     fn hand_out(&mut self, buf: &mut ReadBuf<'_>) -> usize {
         let n = self.content.len().min(buf.remaining());
         buf.put_slice(&self.records[self.content.start..self.content.start + n]);
         self.content.start += n;
         n
+    }
+
+    /// Room to read more: what is left of a record goes to the front, and
+    /// [`READ_AHEAD`] bytes of room while large frames arrive, [`KEEP`]
+    /// otherwise. The room returns to [`KEEP`] a while after the last
+    /// burst. How much room there is to read into.
+    fn make_room(&mut self) -> usize {
+        self.records.drain(..self.at);
+        (self.at, self.content) = (0, 0..0);
+        let burst = self.burst_at.is_some_and(|at| at.elapsed() < KEEP_FOR);
+        if !burst && self.records.capacity() > 2 * KEEP {
+            self.records.shrink_to(KEEP);
+            self.burst_at = None;
+        }
+        let want = if burst { READ_AHEAD } else { KEEP };
+        if self.records.capacity() - self.records.len() < want / 2 {
+            self.records.reserve_exact(want);
+        }
+        self.records.capacity() - self.records.len()
+    }
+}
+
+#[cfg(test)]
+impl TlsReader {
+    /// The room the reader holds for records.
+    pub(super) fn read_room(&self) -> usize {
+        self.records.capacity()
     }
 }
 
@@ -379,29 +485,22 @@ impl AsyncRead for TlsReader {
         let this = &mut *self;
         let before = buf.filled().len();
         loop {
-            // Opened content first, then the records already read.
+            // Content opened in place first, then the records already read.
             while buf.remaining() > 0 {
-                if this.hand_out(buf) == 0 && !this.open_next()? {
+                if this.hand_out(buf) == 0 && !this.open_next(buf)? {
                     break;
                 }
             }
-            // Nothing is copied into `buf` but what it receives: a read
-            // initialises only the bytes it fills (see the B49 test).
             if buf.remaining() == 0 || buf.filled().len() > before || this.ended {
                 return Poll::Ready(Ok(()));
             }
-            // Read more: what is left of a record goes to the front first.
-            if this.at > 0 {
-                this.records.drain(..this.at);
-                this.at = 0;
-            }
-            this.content = 0..0;
-            this.records.reserve(READ_AHEAD);
+            let room = this.make_room();
             ready!(this.link.sock.poll_read_ready(cx))?;
             match this.link.sock.try_read_buf(&mut this.records) {
                 // The end of the stream, with or without a goodbye (a
                 // record cut short is dropped).
                 Ok(0) => this.ended = true,
+                Ok(n) if n == room => this.burst_at = Some(Instant::now()),
                 Ok(_) => {}
                 // Readiness was stale: poll again (and register the waker).
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
