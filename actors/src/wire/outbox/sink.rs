@@ -73,33 +73,18 @@ impl Sink {
                     Straight::Partly(written)
                 }
             }
-            Sink::Tls(link) => {
-                let mut clear = true;
-                for (offset, part) in [(0, head), (head.len(), tail)] {
-                    if part.is_empty() {
-                        continue;
-                    }
-                    match link.try_write_now(part, usize::MAX) {
-                        Some(Ok(wrote)) => {
-                            clear = wrote.clear;
-                            // Records wait for a full socket, as many as
-                            // may: the writer seals the rest as it drains.
-                            if wrote.taken < part.len() {
-                                return Straight::Partly(offset + wrote.taken);
-                            }
-                        }
-                        Some(Err(_)) => return Straight::Broken,
-                        // Another writer is sealing: the writer sends the rest.
-                        None => return Straight::Partly(offset),
-                    }
-                }
-                if clear {
-                    Straight::Done
-                } else {
-                    // Sealed; some records wait for the writer's flush.
-                    Straight::Flush
-                }
-            }
+            // Sealed into the same writes, head and payload.
+            Sink::Tls(link) => match link.try_write_now(&[head, tail], usize::MAX) {
+                // Records wait for a full socket, as many as may: the
+                // writer seals the rest as it drains.
+                Some(Ok(wrote)) if wrote.taken < head.len() + tail.len() => Straight::Partly(wrote.taken),
+                Some(Ok(wrote)) if wrote.clear => Straight::Done,
+                // Sealed; some records wait for the writer's flush.
+                Some(Ok(_)) => Straight::Flush,
+                Some(Err(_)) => Straight::Broken,
+                // Another writer is sealing: the writer sends it all.
+                None => Straight::Partly(0),
+            },
         }
     }
 }

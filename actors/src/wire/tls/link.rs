@@ -213,21 +213,25 @@ impl TlsLink {
     /// a full socket already (see [`UNSENT_MAX`]).
     pub(crate) fn write_now(&self, plain: &[u8], budget: usize) -> io::Result<Wrote> {
         let mut tx = self.tx.lock().expect("poisoned");
-        self.seal_and_send(&mut tx, plain, budget)
+        self.seal_and_send(&mut tx, &[plain], budget)
     }
 
-    /// Like [`TlsLink::write_now`], but gives up at once (`None`) when
-    /// another writer holds the sending side.
-    pub(crate) fn try_write_now(&self, plain: &[u8], budget: usize) -> Option<io::Result<Wrote>> {
+    /// Like [`TlsLink::write_now`] for `parts` one after the other (a
+    /// frame's head and its payload: sealed into the same writes, as plain
+    /// TCP writes them in one), but gives up at once (`None`) when another
+    /// writer holds the sending side.
+    pub(crate) fn try_write_now(&self, parts: &[&[u8]], budget: usize) -> Option<io::Result<Wrote>> {
         let mut tx = self.tx.try_lock().ok()?;
-        Some(self.seal_and_send(&mut tx, plain, budget))
+        Some(self.seal_and_send(&mut tx, parts, budget))
     }
 
-    fn seal_and_send(&self, tx: &mut Tx, plain: &[u8], budget: usize) -> io::Result<Wrote> {
-        let budget = budget.min(plain.len());
+    fn seal_and_send(&self, tx: &mut Tx, parts: &[&[u8]], budget: usize) -> io::Result<Wrote> {
+        let budget = budget.min(parts.iter().map(|part| part.len()).sum());
         // Whether the socket has said it is full during this write: it is
         // not asked again until there is reason to.
         let mut full = tx.unsent() > 0 && !tx.send(&self.sock)?;
+        // Where the next record starts: `parts[part][at..]`.
+        let (mut part, mut at) = (0, 0);
         let mut taken = 0;
         while taken < budget {
             if tx.unsent() >= UNSENT_MAX {
@@ -239,8 +243,14 @@ impl TlsLink {
             tx.compact();
             let until = budget.min(taken + BATCH);
             while taken < until {
-                let piece = &plain[taken..until.min(taken + MAX_PLAIN)];
+                let rest = &parts[part][at..];
+                if rest.is_empty() {
+                    (part, at) = (part + 1, 0);
+                    continue;
+                }
+                let piece = &rest[..rest.len().min(MAX_PLAIN).min(until - taken)];
                 self.seal(tx, APPLICATION_DATA, piece)?;
+                at += piece.len();
                 taken += piece.len();
             }
             if !full {
