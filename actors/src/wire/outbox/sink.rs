@@ -9,6 +9,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use crate::wire::payload::Payload;
 use crate::wire::tls::TlsLink;
 
+/// How much of a frame a sender's straight write seals over TLS, at most
+/// (about a millisecond of sealing and writing here).
+const STRAIGHT_SEAL: usize = 4 << 20;
+
 /// Where a connection's bytes go: a plain socket's write half, or a TLS
 /// link that seals them on the way.
 #[derive(Clone)]
@@ -73,8 +77,10 @@ impl Sink {
                     Straight::Partly(written)
                 }
             }
-            // Sealed into the same writes, head and payload.
-            Sink::Tls(link) => match link.try_write_now(&[head, tail], usize::MAX) {
+            // Sealed into the same writes, head and payload; a very large
+            // payload only in part, so that the queue is not held for long
+            // (the writer seals the rest a bounded piece a turn).
+            Sink::Tls(link) => match link.try_write_now(&[head, tail], STRAIGHT_SEAL) {
                 // Records wait for a full socket, as many as may: the
                 // writer seals the rest as it drains.
                 Some(Ok(wrote)) if wrote.taken < head.len() + tail.len() => Straight::Partly(wrote.taken),

@@ -436,8 +436,9 @@ impl TlsReader {
                     messages = rest;
                     let mut kernel = self.link.kernel.lock().expect("poisoned");
                     match (kind, body) {
-                        // The peer's next records are under its new keys.
-                        (KEY_UPDATE, [asked @ (0 | 1)]) => {
+                        // The peer's next records are under its new keys;
+                        // nothing may follow in this record (RFC 8446, 5.1).
+                        (KEY_UPDATE, [asked @ (0 | 1)]) if messages.is_empty() => {
                             let (seq, secrets) = kernel.update_rx().map_err(tls_error)?;
                             self.keys = Keys::new(seq, secrets, u64::MAX)?;
                             if *asked == 1 {
