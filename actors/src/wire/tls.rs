@@ -458,6 +458,83 @@ mod tests {
         assert!(got == sent, "{} of {} bytes", got.len(), sent.len());
     }
 
+    /// The link's records are TLS 1.3 records as rustls's own record layer
+    /// writes and reads them: our client against a rustls server that
+    /// sends session tickets, asks for a key update mid-stream (which our
+    /// writer answers before its next record) and says goodbye; a rustls
+    /// client against our server, whose keys are replaced every few
+    /// records.
+    #[tokio::test]
+    async fn the_link_speaks_tls_with_rustls_record_layer() {
+        let sent = pattern((1 << 20) + 3);
+        // Our client, rustls's server.
+        let identity = Identity::generate().unwrap();
+        let pin = identity.fingerprint;
+        let mut config = (*identity.config).clone();
+        config.send_tls13_tickets = 2;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let (sock, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(sock).await.unwrap();
+                let mut got = vec![0u8; sent.len()];
+                tls.read_exact(&mut got).await.unwrap();
+                assert!(got == sent);
+                tls.get_mut().1.refresh_traffic_keys().unwrap();
+                tls.write_all(&sent).await.unwrap();
+                tls.flush().await.unwrap();
+                tls.read_exact(&mut got).await.unwrap();
+                assert!(got == sent);
+                tls.shutdown().await.unwrap();
+            })
+        };
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let (link, mut reader) = Connector::new(pin).unwrap().connect(sock).await.unwrap().split();
+        link.write_all(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        reader.read_exact(&mut got).await.unwrap();
+        assert!(got == sent);
+        link.write_all(&sent).await.unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{} bytes after the goodbye", rest.len());
+        server.await.unwrap();
+
+        // rustls's client, our server.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connector = Connector::new(identity.fingerprint).unwrap();
+        let rustls_connector = tokio_rustls::TlsConnector::from(Arc::clone(&connector.config));
+        let client = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let sock = TcpStream::connect(addr).await.unwrap();
+                let name = ServerName::try_from(SERVER_NAME).unwrap();
+                let mut tls = rustls_connector.connect(name, sock).await.unwrap();
+                let mut got = vec![0u8; sent.len()];
+                tls.read_exact(&mut got).await.unwrap();
+                assert!(got == sent);
+                tls.write_all(&sent).await.unwrap();
+                tls.flush().await.unwrap();
+                let mut rest = Vec::new();
+                tls.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty());
+            })
+        };
+        let (sock, _) = listener.accept().await.unwrap();
+        let (link, mut reader) = identity.accept(sock).await.unwrap().split();
+        link.wear_keys_after(7);
+        link.write_all(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        reader.read_exact(&mut got).await.unwrap();
+        assert!(got == sent);
+        link.close().await;
+        client.await.unwrap();
+    }
+
     #[tokio::test]
     async fn another_certificate_is_refused_by_its_fingerprint() {
         let (client, server) = pair(Some(Fingerprint([9; 32]))).await;
