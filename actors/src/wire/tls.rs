@@ -131,6 +131,8 @@ impl Identity {
         // The link seals its own records with the keys rustls hands over.
         config.enable_secret_extraction = true;
         // A runner connects once and never resumes: no tickets to send.
+        // (Nor data before the client's Finished: `send_half_rtt_data`
+        // stays off, so the handshake is done once the link takes over.)
         config.send_tls13_tickets = 0;
         Ok(Identity {
             fingerprint: Fingerprint::of(&cert),
