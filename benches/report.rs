@@ -803,7 +803,16 @@ async fn profile(what: &str, registry: &Registry) {
         return raw.stop().await;
     }
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
-    let config = PoolConfig::new(1).name("bench-profile").max_concurrency(100_000);
+    // `…-tls`: the same over an encrypted link.
+    let (what, tls) = match what.strip_suffix("-tls") {
+        Some(what) => (what, LinkTls::Always),
+        None => (what, LinkTls::Never),
+    };
+    let config = PoolConfig::new(1)
+        .name("bench-profile")
+        .max_concurrency(100_000)
+        .max_frame_size(80 << 20)
+        .link_tls(tls);
     let pool = Pool::start(config, backend, registry).await.unwrap();
     throughput(&pool, 64, Duration::from_millis(300)).await;
     match what {
@@ -824,13 +833,20 @@ async fn profile(what: &str, registry: &Registry) {
                 println!("casts: {:.0}/s", n as f64 / start.elapsed().as_secs_f64());
             }
         }
-        "mib" | "single" => {
-            let mib = ByteBuf::from(vec![0xA5u8; 1 << 20]);
+        "mib" | "64mib" | "single" => {
+            let size = if what == "64mib" { 64 << 20 } else { 1 << 20 };
+            let mib = ByteBuf::from(vec![0xA5u8; size]);
             let mut lat = Vec::new();
-            for i in 0..if what == "mib" { 3_000 } else { 50_000 } {
+            let calls = match what {
+                "mib" => 3_000,
+                "64mib" => 100,
+                _ => 50_000,
+            };
+            for i in 0..calls {
+                let arg = mib.clone();
                 let t = Instant::now();
-                if what == "mib" {
-                    pool.call::<Len>(mib.clone()).await.unwrap();
+                if what != "single" {
+                    pool.call::<Len>(arg).await.unwrap();
                 } else {
                     pool.call::<Noop>(i).await.unwrap();
                 }

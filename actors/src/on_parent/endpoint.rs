@@ -26,7 +26,7 @@ use crate::on_runner::{SystemShutdown, TerminatorLink, spawn_terminator};
 use crate::wire::codec::{FrameError, decode_body, encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{ToParent, ToRunner, Welcome};
-use crate::wire::tls::{Identity, TLS_HANDSHAKE_BYTE, TlsLink};
+use crate::wire::tls::{Identity, TLS_HANDSHAKE_BYTE};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// A runner the endpoint waits for.
@@ -281,14 +281,12 @@ async fn authenticate(stream: TcpStream, shared: &Shared, started: &AtomicBool) 
             // only they could have made us make a certificate.
             let identity = shared.identity.get().ok_or("a TLS handshake, but no runner uses TLS")?;
             let tls = identity
-                .acceptor
                 .accept(stream)
                 .await
                 .map_err(|e| format!("TLS handshake: {e}"))?;
             let (mut tls, proven) = prove(tls, &shared.expected, true).await?;
             tls.flush().await.map_err(|e| e.to_string())?;
-            let (sock, session) = tls.into_inner();
-            up(Stream::Tls(TlsLink::new(sock, session)), proven);
+            up(Stream::Tls(tls), proven);
         } else {
             let (sock, proven) = prove(stream, &shared.expected, false).await?;
             up(Stream::Plain(sock), proven);

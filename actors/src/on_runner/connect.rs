@@ -16,7 +16,7 @@ use crate::ids::BuildId;
 use crate::wire::codec::{FrameError, encode_frame, read_frame};
 use crate::wire::connection::{self, LinkOptions, Stream};
 use crate::wire::frame::{Hello, ToParent, ToRunner, ToRunnerRef, Welcome};
-use crate::wire::tls::{TlsLink, connector, describe};
+use crate::wire::tls::{Connector, describe};
 use crate::wire::{HANDSHAKE_DEADLINE, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// First pause after a round in which no parent address let the runner in.
@@ -115,8 +115,8 @@ async fn join(stream: TcpStream, parent: &Parent, build_id: BuildId, failed: Opt
     let Some(pin) = parent.tls else {
         return Ok(Stream::Plain(handshake(stream, parent, build_id, failed).await?));
     };
-    let (connector, name) = connector(pin).map_err(|e| Failed::Final(format!("TLS: {e}")))?;
-    let tls = tokio::time::timeout(HANDSHAKE_DEADLINE, connector.connect(name, stream))
+    let connector = Connector::new(pin).map_err(|e| Failed::Final(format!("TLS: {e}")))?;
+    let tls = tokio::time::timeout(HANDSHAKE_DEADLINE, connector.connect(stream))
         .await
         .map_err(|_| Failed::Retry("no TLS handshake from the parent in time".to_owned()))?
         .map_err(|e| {
@@ -134,8 +134,7 @@ async fn join(stream: TcpStream, parent: &Parent, build_id: BuildId, failed: Opt
     tls.flush()
         .await
         .map_err(|e| Failed::Retry(format!("handshake: {e}")))?;
-    let (sock, session) = tls.into_inner();
-    Ok(Stream::Tls(TlsLink::new(sock, session)))
+    Ok(Stream::Tls(tls))
 }
 
 /// Proves the runner to the parent. The build id is this runner's own,

@@ -151,6 +151,21 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<Body, FrameError> {
+    read_body_with(reader, buf, limit, false).await
+}
+
+/// [`read_body`], with a split frame's payload read into zeroed memory when
+/// `zeroed`: for a reader that writes only into initialised memory (a TLS
+/// link opens its records straight into the buffer it is handed, which
+/// must otherwise be zeroed a record at a time). The allocator hands a
+/// large buffer over zeroed for nothing (pages the kernel maps zeroed
+/// anyway); a plain socket writes into uninitialised memory as it is.
+pub(crate) async fn read_body_with<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    zeroed: bool,
+) -> Result<Body, FrameError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -174,6 +189,11 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { size, limit });
     }
     read_exactly(reader, buf, head, limit).await?;
+    if zeroed {
+        let mut payload = vec![0; size - head];
+        reader.read_exact(&mut payload).await?;
+        return Ok(Body::Split(payload));
+    }
     let mut payload = Vec::new();
     read_exactly(reader, &mut payload, size - head, limit).await?;
     Ok(Body::Split(payload))
@@ -375,24 +395,32 @@ mod tests {
         wire.extend_from_slice(&args);
         encode_frame(&ToRunner::Ping, 1024, &mut wire).unwrap();
 
-        let mut reader = wire.as_slice();
-        let mut buf = Vec::new();
-        for expected in [call(Vec::new()), traced(Vec::new())] {
-            let body = read_body(&mut reader, &mut buf, args.len() + 200).await.unwrap();
-            assert_eq!(body, Body::Split(args.clone()));
-            assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), expected);
+        // Payloads into uninitialised memory, or zeroed (a TLS reader's).
+        for zeroed in [false, true] {
+            let mut reader = wire.as_slice();
+            let mut buf = Vec::new();
+            for expected in [call(Vec::new()), traced(Vec::new())] {
+                let body = read_body_with(&mut reader, &mut buf, args.len() + 200, zeroed)
+                    .await
+                    .unwrap();
+                assert_eq!(body, Body::Split(args.clone()));
+                assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), expected);
+            }
+            assert_eq!(
+                read_body_with(&mut reader, &mut buf, usize::MAX, zeroed).await.unwrap(),
+                Body::Split(args.clone())
+            );
+            assert_eq!(decode_body::<ToParent>(&buf).unwrap(), empty_reply);
+            assert_eq!(
+                read_body_with(&mut reader, &mut buf, usize::MAX, zeroed).await.unwrap(),
+                Body::Whole
+            );
+            assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), ToRunner::Ping);
+            assert_eq!(
+                read_body_with(&mut reader, &mut buf, usize::MAX, zeroed).await.unwrap(),
+                Body::Closed
+            );
         }
-        assert_eq!(
-            read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(),
-            Body::Split(args.clone())
-        );
-        assert_eq!(decode_body::<ToParent>(&buf).unwrap(), empty_reply);
-        assert_eq!(read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(), Body::Whole);
-        assert_eq!(decode_body::<ToRunner>(&buf).unwrap(), ToRunner::Ping);
-        assert_eq!(
-            read_body(&mut reader, &mut buf, usize::MAX).await.unwrap(),
-            Body::Closed
-        );
     }
 
     /// A payload goes back only where a result's bytes were taken out: a

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::codec::{Body, FrameError, read_body};
+use super::codec::{Body, FrameError, read_body_with};
 use super::frame::{Heartbeat, Outcome, ToParent, ToRunner};
 use super::outbox::{Queue, Sink, Splice};
 use super::payload::Payload;
-use super::tls::TlsLink;
+use super::tls::TlsStream;
 use crate::error::DownReason;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
@@ -23,14 +23,14 @@ pub(crate) enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP, the handshake done.
-    Tls(Arc<TlsLink>),
+    Tls(TlsStream),
 }
 
 impl Stream {
     fn set_nodelay(&self) {
         let sock = match self {
             Stream::Plain(sock) => sock,
-            Stream::Tls(link) => link.sock(),
+            Stream::Tls(tls) => tls.link().sock(),
         };
         let _ = sock.set_nodelay(true);
     }
@@ -141,18 +141,23 @@ where
     Out: OutFrame,
 {
     stream.set_nodelay();
+    // A TLS reader opens records straight into the payload's buffer.
+    let zeroed = matches!(stream, Stream::Tls(_));
     let (read, sink): (Box<dyn AsyncRead + Send + Unpin>, Sink) = match stream {
         Stream::Plain(sock) => {
             let (read, write) = sock.into_split();
             (Box::new(read), Sink::Plain(Arc::new(write)))
         }
-        Stream::Tls(link) => (Box::new(link.reader()), Sink::Tls(link)),
+        Stream::Tls(tls) => {
+            let (link, reader) = tls.split();
+            (Box::new(reader), Sink::Tls(link))
+        }
     };
     // Both halves run on the link thread, where the stream was opened.
     let writer = crate::wire::thread::spawn(write_loop(sink, queue, opts));
     let abort = writer.abort_handle();
     crate::wire::thread::spawn(async move {
-        let reason = read_loop(read, opts, &mut on_body).await;
+        let reason = read_loop(read, opts, zeroed, &mut on_body).await;
         // The reader owns the connection's fate: once it ends, the writer has
         // nobody to talk to.
         abort.abort();
@@ -166,9 +171,12 @@ const KEEP_READ_BUFFER: usize = 4 << 20;
 /// How long more room is kept after the last frame that needed it.
 const KEEP_LARGE_FOR: Duration = Duration::from_secs(1);
 
+/// Reads frames until the connection ends; a split frame's payload goes
+/// into zeroed memory when `zeroed` (see [`read_body_with`]).
 async fn read_loop<R: AsyncRead + Unpin>(
     read: R,
     opts: LinkOptions,
+    zeroed: bool,
     on_body: &mut impl FnMut(&[u8], Option<Vec<u8>>) -> Result<(), FrameError>,
 ) -> DownReason {
     let (read, alive) = Watched::new(read);
@@ -183,7 +191,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut watchdog = std::pin::pin!(watchdog);
     loop {
         let read = {
-            let frame = read_body(&mut reader, &mut buf, opts.max_frame);
+            let frame = read_body_with(&mut reader, &mut buf, opts.max_frame, zeroed);
             let mut frame = std::pin::pin!(frame);
             // Any byte, heartbeat or not, proves the peer alive: a large
             // frame arriving slowly is not silence.
@@ -527,7 +535,7 @@ mod tests {
         let (read, _write) = stream.into_split();
         let mut sizes = Vec::new();
         let started = Instant::now();
-        let reason = read_loop(read, opts, &mut |body: &[u8], _| {
+        let reason = read_loop(read, opts, false, &mut |body: &[u8], _| {
             sizes.push(body.len());
             Ok(())
         })

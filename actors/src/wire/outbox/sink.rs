@@ -9,8 +9,12 @@ use tokio::net::tcp::OwnedWriteHalf;
 use crate::wire::payload::Payload;
 use crate::wire::tls::TlsLink;
 
+/// How much of a frame a sender's straight write seals over TLS, at most
+/// (about a millisecond of sealing and writing here).
+const STRAIGHT_SEAL: usize = 4 << 20;
+
 /// Where a connection's bytes go: a plain socket's write half, or a TLS
-/// session that encrypts them on the way.
+/// link that seals them on the way.
 #[derive(Clone)]
 pub(crate) enum Sink {
     Plain(Arc<OwnedWriteHalf>),
@@ -33,13 +37,7 @@ impl Sink {
                 }
                 Ok(())
             }
-            Sink::Tls(link) => {
-                if link.write_now(buf)? {
-                    Ok(())
-                } else {
-                    link.flush().await
-                }
-            }
+            Sink::Tls(link) => link.write_all(buf).await,
         }
     }
 
@@ -79,27 +77,20 @@ impl Sink {
                     Straight::Partly(written)
                 }
             }
-            Sink::Tls(link) => {
-                let mut pending = false;
-                for (written, part) in [(0, head), (head.len(), tail)] {
-                    if part.is_empty() {
-                        continue;
-                    }
-                    match link.try_write_now(part) {
-                        Some(Ok(done)) => pending |= !done,
-                        Some(Err(_)) => return Straight::Broken,
-                        // The reader is decrypting: the writer sends the rest.
-                        None => return Straight::Partly(written),
-                    }
-                }
-                if pending {
-                    // Encrypted; some of it waits in the session for the
-                    // writer's flush.
-                    Straight::Flush
-                } else {
-                    Straight::Done
-                }
-            }
+            // Sealed into the same writes, head and payload; a very large
+            // payload only in part, so that the queue is not held for long
+            // (the writer seals the rest a bounded piece a turn).
+            Sink::Tls(link) => match link.try_write_now(&[head, tail], STRAIGHT_SEAL) {
+                // Records wait for a full socket, as many as may: the
+                // writer seals the rest as it drains.
+                Some(Ok(wrote)) if wrote.taken < head.len() + tail.len() => Straight::Partly(wrote.taken),
+                Some(Ok(wrote)) if wrote.clear => Straight::Done,
+                // Sealed; some records wait for the writer's flush.
+                Some(Ok(_)) => Straight::Flush,
+                Some(Err(_)) => Straight::Broken,
+                // Another writer is sealing: the writer sends it all.
+                None => Straight::Partly(0),
+            },
         }
     }
 }
@@ -108,9 +99,10 @@ impl Sink {
 pub(super) enum Straight {
     /// Every byte is on the socket.
     Done,
-    /// The first `n` bytes are on the socket; the rest is left over.
+    /// The first `n` bytes are on the socket (or sealed, over TLS, and
+    /// waiting for it); the rest is left over.
     Partly(usize),
-    /// Every byte is in the TLS session, some not yet on the socket.
+    /// Every byte is sealed, some records not yet on the socket.
     Flush,
     /// The connection is broken: its reader reports the loss.
     Broken,
