@@ -68,7 +68,7 @@ impl StreamOptions {
     /// A total budget for the whole stream, its checkout included: what the
     /// wait for a slot leaves is the deadline the runner enforces on the
     /// body. A stream still running then ends with
-    /// [`Error::Deadline`](crate::Error::Deadline) after the items it sent.
+    /// [`Error::Deadline`] after the items it sent.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -86,7 +86,7 @@ impl StreamOptions {
     }
 
     /// The longest wait for the next item (and for the first): past it the
-    /// stream ends with [`Error::Deadline`](crate::Error::Deadline) naming
+    /// stream ends with [`Error::Deadline`] naming
     /// this timeout, and the work is cancelled.
     pub fn item_timeout(mut self, timeout: Duration) -> Self {
         self.item_timeout = Some(timeout);

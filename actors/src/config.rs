@@ -467,7 +467,7 @@ impl PoolConfig {
     /// How many bytes of casts to one placed child may be on their way to
     /// it at once (default 8 MiB): sent by its handle and not yet handed to
     /// the child's actor on its runner. Past it `Child::cast` fails with
-    /// [`Error::ChildBusy`](crate::Error::ChildBusy) and `Child::cast_wait`
+    /// [`Error::ChildBusy`] and `Child::cast_wait`
     /// waits, so a child that falls behind (its runner frozen, its link
     /// slow) cannot grow the parent's memory without bound. One cast larger
     /// than the bound still goes when nothing else is on its way. The

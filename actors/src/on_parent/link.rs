@@ -2,7 +2,7 @@
 //! its own reply, without passing through the Pool or Runner mailboxes.
 //!
 //! One seam, two transports: the local backend hands calls straight to the
-//! in-process [`Serve`](crate::on_runner::Serve) core; remote backends queue
+//! in-process [`Serve`] core; remote backends queue
 //! frames on the runner's TCP connection and match replies by call id.
 //!
 //! # One call, in order

@@ -18,7 +18,7 @@ use crate::on_parent::pool::PoolMessage;
 use crate::wire::frame::ToRunner;
 
 /// A change to a running pool's limits, sent as
-/// [`PoolMessage::Resize`](crate::PoolMessage::Resize) (the facade's
+/// [`PoolMessage::Resize`] (the facade's
 /// `Pool::resize` and `Pool::set_max_concurrency` send it for you).
 ///
 /// The rules are those of the pool's options: `max` at least 1, `min` at
