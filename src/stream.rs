@@ -120,7 +120,7 @@ impl StreamOptions {
 pub(crate) type Starting = Pin<Box<dyn Future<Output = Result<StreamCall, Error>> + Send>>;
 
 /// The items of a streaming call, as they come: a
-/// [`Stream`](futures_util::Stream) of `Result<T, Error>`.
+/// [`Stream`] of `Result<T, Error>`.
 ///
 /// Each item the runner's body sent comes as `Ok`, in order. A stream
 /// whose body returned `Ok(())` then ends; one that failed (the body's
