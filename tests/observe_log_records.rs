@@ -409,18 +409,10 @@ async fn a_burst_of_casts_gives_back_every_slot_and_logs_its_failure() {
 async fn b64_a_calls_span_carries_the_time_it_ran_on_the_runner() {
     const SPIN_MS: u64 = 30;
     for kind in [support::Kind::Local, support::Kind::Process] {
-        let pool = support::pool_with(kind, config(1)).await;
-        // Booted before the subscriber looks: only the call's spans count.
-        pool.call::<Echo>("warm".into()).await.unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
-        {
-            let _guard = tracing::subscriber::set_default(subscriber);
+        let events = captured_on(kind, async |pool| {
             pool.call::<Spin>(SPIN_MS).await.unwrap();
-        }
-        pool.stop().await;
-
-        let events = events.lock().unwrap().clone();
+        })
+        .await;
         let field = |name: &str| -> Vec<u64> {
             events
                 .iter()
@@ -445,19 +437,28 @@ async fn b64_a_calls_span_carries_the_time_it_ran_on_the_runner() {
     }
 }
 
+/// What a subscriber of its own sees while `work` runs on a pool of `kind`
+/// whose runner has booted before it looks (only the work's spans count).
+async fn captured_on(kind: support::Kind, work: impl AsyncFnOnce(&Pool)) -> Vec<Captured> {
+    let pool = support::pool_with(kind, config(1)).await;
+    pool.call::<Echo>("warm".into()).await.unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        work(&pool).await;
+    }
+    pool.stop().await;
+    events.lock().unwrap().clone()
+}
+
 /// B57: a stream has a `flame.stream` span of its own, with the runner that
-/// served it, how many items it yielded and how it ended; the runner's own
-/// span of the work joins it.
+/// served it, how many items it yielded and how it ended.
 #[tokio::test]
 async fn b57_a_stream_has_a_span_with_its_items_and_outcome() {
     use support::functions::{Ticks, TicksArgs};
     for kind in [support::Kind::Local, support::Kind::Process] {
-        let pool = support::pool_with(kind, config(1)).await;
-        pool.call::<Echo>("warm".into()).await.unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
-        {
-            let _guard = tracing::subscriber::set_default(subscriber);
+        let events = captured_on(kind, async |pool| {
             let mut stream = pool.stream::<Ticks>(TicksArgs::new(&support::key(), 3));
             let mut n = 0;
             while let Some(item) = stream.next().await {
@@ -465,9 +466,8 @@ async fn b57_a_stream_has_a_span_with_its_items_and_outcome() {
                 n += 1;
             }
             assert_eq!(n, 3);
-        }
-        pool.stop().await;
-        let events = events.lock().unwrap().clone();
+        })
+        .await;
         let text: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
         assert!(
             text.iter()

@@ -135,8 +135,7 @@ impl RunnerConn {
         if tx.send(ToRunner::Call(CallFrame::one_way(id, CHILD_CAST, envelope))) {
             Ok(())
         } else {
-            let entry = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
-            drop(entry);
+            drop(self.untrack(id));
             Err(self.down_error())
         }
     }

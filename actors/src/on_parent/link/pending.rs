@@ -153,10 +153,16 @@ impl RunnerConn {
     /// or its parked slot is released. Unknown ids (casts to placed
     /// children) are ignored.
     pub(crate) fn deliver(&self, id: u64, outcome: Outcome, runner_us: u64) {
-        let entry = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
-        if let Some(entry) = entry {
+        if let Some(entry) = self.untrack(id) {
             self.settle(entry, outcome, runner_us);
         }
+    }
+
+    /// Takes call `id` out of the table (answered, or never sent); what
+    /// its entry holds is the caller's, to drop outside the lock (a lease's
+    /// drop may message the pool).
+    pub(super) fn untrack(&self, id: u64) -> Option<Pending> {
+        self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id)
     }
 
     /// Routes an outcome that comes before the call's work has ended.

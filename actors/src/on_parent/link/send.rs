@@ -197,7 +197,7 @@ impl RunnerConn {
             return Err(self.down_error());
         };
         if !send(alone) {
-            self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
+            drop(self.untrack(id));
             return Err(self.down_error());
         }
         if let Some(at) = give_up {
@@ -270,8 +270,7 @@ impl RunnerConn {
         if !tx.send_alone(ToRunner::Call(frame), alone) {
             // The connection closed meanwhile: the runner is going, and the
             // cast with it (as a cast sent a moment earlier would be).
-            let hold = self.inner.calls.pending.lock().expect("poisoned").entries.remove(&id);
-            drop(hold);
+            drop(self.untrack(id));
             self.cast_failed(function, &self.down_error());
         }
         Ok(())

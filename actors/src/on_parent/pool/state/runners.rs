@@ -49,20 +49,18 @@ impl<B: Backend> PoolState<B> {
         let shared = SlotShared::new(runner, conn, myself.clone(), &self.gate, always_tell);
         slot.shared = Some(Arc::clone(&shared));
         let boot_time = slot.boot_started.elapsed();
+        let (booted_standby, is_min) = (slot.standby, slot.is_min);
         // A runner booted for callers that others served meanwhile (a
         // standby was admitted) goes on standby itself while fewer than
-        // `standby` are.
-        let idle_growth = !slot.standby && !slot.is_min && self.waiting.iter().all(|w| w.is_closed());
-        if idle_growth && self.config.standby > 0 && self.standby_count() < self.config.standby {
-            if let Some(slot) = self.runners.get_mut(&runner) {
-                slot.standby = true;
-            }
+        // `standby` are. A runner on standby waits outside the gate.
+        let standby = booted_standby
+            || (!is_min
+                && self.config.standby > 0
+                && self.waiting.iter().all(|w| w.is_closed())
+                && self.standby_count() < self.config.standby);
+        if let Some(slot) = self.runners.get_mut(&runner) {
+            slot.standby = standby;
         }
-        let Some(slot) = self.runners.get(&runner) else {
-            return;
-        };
-        // A runner on standby waits outside the gate while nobody waits.
-        let standby = slot.standby;
         self.booting -= 1;
         if !standby {
             self.gate.insert(&shared);
