@@ -6,6 +6,7 @@
 //! | `process` | a child process of this executable |
 //! | `docker` (+ `docker/`) | a container of an image made from this executable, on one or more engines |
 //! | `fly` (+ `fly/`) | a Fly.io Machine |
+//! | `kubernetes` (+ `kubernetes/`) | a Kubernetes pod |
 //! | `any` | one of the above, chosen at run time by name |
 //!
 //! Each uses only the public surface of the actors crate ([`Backend`],
@@ -23,5 +24,8 @@ pub mod docker;
 #[cfg(feature = "fly")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
 pub mod fly;
+#[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+pub mod kubernetes;
 pub(crate) mod local;
 pub(crate) mod process;

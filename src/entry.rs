@@ -55,6 +55,8 @@ pub async fn run_if_runner(registry: &Registry) -> Result<(), ParentError> {
         "docker" => serve_as_runner_with(registry, parent, crate::DockerBackend::new()).await,
         #[cfg(feature = "fly")]
         "fly" => serve_as_runner_with(registry, parent, crate::FlyBackend::new()).await,
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => serve_as_runner_with(registry, parent, crate::KubernetesBackend::new()).await,
         _ => serve_as_runner(registry, parent).await,
     };
     std::process::exit(code)

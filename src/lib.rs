@@ -26,12 +26,18 @@ pub use backends::docker;
 #[cfg(feature = "fly")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
 pub use backends::fly;
+#[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+pub use backends::kubernetes;
 #[cfg(feature = "docker")]
 #[doc(no_inline)]
 pub use docker::DockerBackend;
 #[cfg(feature = "fly")]
 #[doc(no_inline)]
 pub use fly::FlyBackend;
+#[cfg(feature = "kubernetes")]
+#[doc(no_inline)]
+pub use kubernetes::KubernetesBackend;
 
 #[doc(inline)]
 pub use ractor_flame_actors::{
