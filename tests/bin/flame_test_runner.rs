@@ -20,6 +20,13 @@
 //! stops the pool and exits.
 //! `prepare <exe>` imports the runner image of `<exe>`, prints
 //! `image <tag>` and lives until stdin reaches its end.
+//! `env` prints its environment, one sorted `NAME=value` a line, and exits
+//! (the Kubernetes stand-in's env tests). `wait` waits to be killed (no
+//! SIGTERM handler, as PID 1 it ignores SIGTERM). `alloc` touches a MiB more memory
+//! every millisecond until killed (its OOM test). With the `kubernetes`
+//! feature, `kube-self-delete` loads the in-cluster config, prints
+//! `self <podIP>` for the pod named by `POD_NAME`, deletes that pod and
+//! waits to be stopped.
 
 #[path = "../support/functions.rs"]
 mod functions;
@@ -59,6 +66,45 @@ async fn main() {
     if let Err(e) = ractor_flame::run_if_runner(&registry).await {
         eprintln!("{e}");
         std::process::exit(2);
+    }
+    match std::env::args().nth(1).as_deref() {
+        Some("env") => {
+            let mut vars: Vec<(String, String)> = std::env::vars().collect();
+            vars.sort();
+            for (k, v) in vars {
+                println!("{k}={v}");
+            }
+            return;
+        }
+        Some("wait") => std::future::pending::<()>().await,
+        Some("alloc") => {
+            let mut held = Vec::new();
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                for i in (0..block.len()).step_by(4096) {
+                    block[i] = 1;
+                }
+                held.push(block);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        #[cfg(feature = "kubernetes")]
+        Some("kube-self-delete") => {
+            use k8s_openapi::api::core::v1::Pod;
+            let config = kube::Config::incluster().expect("in-cluster config");
+            let client = kube::Client::try_from(config).expect("kube client");
+            let ns =
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").expect("namespace");
+            let name = std::env::var("POD_NAME").expect("POD_NAME");
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, &ns);
+            let me = pods.get(&name).await.expect("get own pod");
+            let ip = me.status.and_then(|s| s.pod_ip).unwrap_or_default();
+            println!("self {ip}");
+            pods.delete(&name, &Default::default()).await.expect("delete own pod");
+            println!("deleted");
+            std::future::pending::<()>().await;
+        }
+        _ => {}
     }
     #[cfg(feature = "docker")]
     if std::env::args().nth(1).as_deref() == Some("prepare") {

@@ -10,6 +10,8 @@ pub mod daemons;
 pub mod docker;
 pub mod examples;
 pub mod functions;
+#[cfg(feature = "kubernetes")]
+pub mod kube_standin;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
