@@ -138,8 +138,22 @@ async fn kubectl_lists_and_deletes_a_pod_kube_created() {
     assert_eq!(items[0]["status"]["containerStatuses"][0]["ready"], true);
     let (ok, out, err) = kubectl(&standin, &["get", "po", "-l", "app=flame-runner,!other"]).await;
     assert!(ok && out.contains("web-1") && out.contains("Running"), "{out} {err}");
+    assert!(out.contains("1/1"), "{out}");
     let (ok, out, err) = kubectl(&standin, &["get", "po", "-l", "app notin (flame-runner)"]).await;
     assert!(ok && !out.contains("web-1"), "{out} {err}");
+    let (ok, out, err) = kubectl(&standin, &["get", "po", "web-1", "-o", "wide"]).await;
+    assert!(ok && out.contains(&ip) && out.contains("standin-node"), "{out} {err}");
+    let (ok, out, err) = kubectl(
+        &standin,
+        &["get", "events", "--field-selector", "involvedObject.name=web-1"],
+    )
+    .await;
+    assert!(
+        ok && out.contains("Started") && out.contains("pod/web-1"),
+        "{out} {err}"
+    );
+    // (`kubectl auth can-i` posts protobuf, which the stand-in refuses with
+    // 415: access reviews are checked through kube's client instead.)
     assert_eq!(standin.containers_of("default", "web-1").await.len(), 1);
 
     let (ok, out, err) = kubectl(&standin, &["delete", "pod", "web-1", "--timeout=20s"]).await;

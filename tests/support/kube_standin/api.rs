@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -114,6 +114,24 @@ async fn throttle(State(inner): State<Shared>, request: Request, next: Next) -> 
     }
 }
 
+/// 415 for a body that is not JSON (kubectl may try protobuf first; the
+/// stand-in speaks JSON only, and client-go falls back to it).
+fn json_only(request: &Request) -> Option<Response> {
+    let has_body = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if has_body && !content_type.starts_with("application/json") {
+        let message = format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; received {content_type}"
+        );
+        return Some(ApiError::new(415, "UnsupportedMediaType", message).into_response());
+    }
+    None
+}
+
 async fn authenticate(State(inner): State<Shared>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
@@ -124,6 +142,9 @@ async fn authenticate(State(inner): State<Shared>, mut request: Request, next: N
     let identity = token.and_then(|t| inner.tokens.lock().unwrap().get(t).cloned());
     match identity {
         Some(identity) => {
+            if let Some(refused) = json_only(&request) {
+                return refused;
+            }
             request.extensions_mut().insert(identity);
             next.run(request).await
         }
@@ -286,10 +307,10 @@ async fn access_review(
 // ------------------------------------------------------------------ read
 
 fn selector(res: Res, query: &HashMap<String, String>) -> Result<Selector, ApiError> {
-    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(e))?;
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(res, query.get("fieldSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(e))?;
+        .map_err(ApiError::bad_request)?;
     Ok(Selector { labels, fields })
 }
 
@@ -320,6 +341,7 @@ async fn list_all(
     axum::Extension(identity): axum::Extension<Identity>,
     Path(resource_): Path<String>,
     Query(query): Query_,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let res = resource(&resource_)?;
     let verb = if is_watch(&query) { "watch" } else { "list" };
@@ -328,7 +350,12 @@ async fn list_all(
     if is_watch(&query) {
         return watch(inner, res, None, selector, &query);
     }
-    Ok(json_body(&list_json(&inner, res, None, &selector)).into_response())
+    let list = list_json(&inner, res, None, &selector);
+    if wants_table(&headers) {
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        return Ok(json_body(&table(res, &items, &list["metadata"]["resourceVersion"])).into_response());
+    }
+    Ok(json_body(&list).into_response())
 }
 
 fn is_watch(query: &HashMap<String, String>) -> bool {
@@ -340,6 +367,7 @@ async fn list_or_watch(
     axum::Extension(identity): axum::Extension<Identity>,
     Path((ns, resource_)): Path<(String, String)>,
     Query(query): Query_,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let res = resource(&resource_)?;
     let verb = if is_watch(&query) { "watch" } else { "list" };
@@ -348,18 +376,28 @@ async fn list_or_watch(
     if is_watch(&query) {
         return watch(inner, res, Some(ns), selector, &query);
     }
-    Ok(json_body(&list_json(&inner, res, Some(&ns), &selector)).into_response())
+    let list = list_json(&inner, res, Some(&ns), &selector);
+    if wants_table(&headers) {
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        return Ok(json_body(&table(res, &items, &list["metadata"]["resourceVersion"])).into_response());
+    }
+    Ok(json_body(&list).into_response())
 }
 
 async fn get_one(
     State(inner): State<Shared>,
     axum::Extension(identity): axum::Extension<Identity>,
     Path((ns, resource_, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let res = resource(&resource_)?;
     authorize(&identity, "get", res, Some(&ns), Some(&name))?;
     let object = inner.store.lock().unwrap().get(res, &ns, &name).cloned();
     let object = object.ok_or_else(|| ApiError::not_found(res, &name))?;
+    if wants_table(&headers) {
+        let rv = object["metadata"]["resourceVersion"].clone();
+        return Ok(json_body(&table(res, &[object], &rv)).into_response());
+    }
     Ok(json_body(&object).into_response())
 }
 
@@ -809,7 +847,14 @@ async fn delete_one(
             let removed = inner.store.lock().unwrap().remove(res, &ns, &name, None);
             let removed = removed.ok_or_else(|| ApiError::not_found(res, &name))?;
             super::removed_object(&inner, &removed, orphan);
-            removed
+            // Objects without graceful deletion answer a Success Status.
+            json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": res.plural(), "uid": store::uid(&removed)},
+            })
         }
     };
     Ok(json_body(&object).into_response())
@@ -847,4 +892,181 @@ async fn pod_log(
         kubelet::logs(&inner, id).await,
     )
         .into_response())
+}
+
+// ----------------------------------------------------------------- table
+
+/// Whether the client asks for the server-side printing (`kubectl get`
+/// without `-o`).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("as=Table")))
+}
+
+/// How long ago `time` (RFC 3339) was, as kubectl prints ages.
+fn age(time: &Value) -> String {
+    let Some(t) = time
+        .as_str()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+    else {
+        return "<unknown>".into();
+    };
+    let secs = (k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// The status kubectl shows for a pod.
+fn pod_status(pod: &Value) -> String {
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        return "Terminating".into();
+    }
+    if let Some(reason) = pod["status"]["reason"].as_str() {
+        return reason.into();
+    }
+    let state = &pod["status"]["containerStatuses"][0]["state"];
+    if let Some(reason) = state["waiting"]["reason"].as_str() {
+        return reason.into();
+    }
+    if let Some(reason) = state["terminated"]["reason"].as_str() {
+        return reason.into();
+    }
+    pod["status"]["phase"].as_str().unwrap_or("Unknown").into()
+}
+
+fn column(name: &str, format: &str, priority: u8, description: &str) -> Value {
+    json!({"name": name, "type": "string", "format": format, "description": description, "priority": priority})
+}
+
+/// A `meta.k8s.io/v1` Table of `items`, with the columns the apiserver
+/// prints for `res`.
+fn table(res: Res, items: &[Value], rv: &Value) -> Value {
+    let name = column("Name", "name", 0, "Name must be unique within a namespace.");
+    let age_column = column(
+        "Age",
+        "",
+        0,
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
+    let columns = match res {
+        Res::Pods => vec![
+            name,
+            column(
+                "Ready",
+                "",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            column("Status", "", 0, "The aggregate status of the containers in this pod."),
+            column(
+                "Restarts",
+                "",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+            age_column,
+            column(
+                "IP",
+                "",
+                1,
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            ),
+            column(
+                "Node",
+                "",
+                1,
+                "NodeName is a request to schedule this pod onto a specific node.",
+            ),
+            column(
+                "Nominated Node",
+                "",
+                1,
+                "nominatedNodeName is set when this pod preempts other pods on the node.",
+            ),
+            column(
+                "Readiness Gates",
+                "",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
+        ],
+        Res::Secrets => vec![
+            name,
+            column(
+                "Type",
+                "",
+                0,
+                "Used to facilitate programmatic handling of secret data.",
+            ),
+            column("Data", "", 0, "Data contains the secret data."),
+            age_column,
+        ],
+        Res::Events => vec![
+            column("Last Seen", "", 0, "Time of the last occurrence."),
+            column("Type", "", 0, "Type of this event."),
+            column("Reason", "", 0, "Why the action was taken."),
+            column("Object", "", 0, "The object this event is about."),
+            column("Message", "", 0, "A human-readable description."),
+        ],
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let cells = match res {
+                Res::Pods => {
+                    let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+                    let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+                    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+                    let ip = o["status"]["podIP"].as_str().unwrap_or("<none>");
+                    let node = o["spec"]["nodeName"].as_str().unwrap_or("<none>");
+                    json!([
+                        store::name(o),
+                        format!("{ready}/{total}"),
+                        pod_status(o),
+                        "0",
+                        age(&o["metadata"]["creationTimestamp"]),
+                        ip,
+                        node,
+                        "<none>",
+                        "<none>"
+                    ])
+                }
+                Res::Secrets => json!([
+                    store::name(o),
+                    o["type"].as_str().unwrap_or("Opaque"),
+                    o["data"].as_object().map_or(0, |d| d.len()),
+                    age(&o["metadata"]["creationTimestamp"])
+                ]),
+                Res::Events => json!([
+                    age(&o["lastTimestamp"]),
+                    o["type"],
+                    o["reason"],
+                    format!(
+                        "{}/{}",
+                        o["involvedObject"]["kind"].as_str().unwrap_or("").to_lowercase(),
+                        o["involvedObject"]["name"].as_str().unwrap_or("")
+                    ),
+                    o["message"]
+                ]),
+            };
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
 }
