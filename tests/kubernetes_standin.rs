@@ -303,11 +303,15 @@ async fn a_stale_watch_gets_410_and_a_relist_resumes() {
     api.create(&PostParams::default(), &runner_pod("b", "absent:1", &[]))
         .await
         .unwrap();
-    // Before compaction the history replays from `old`.
+    // Before compaction the history replays from `old` (pod a's status
+    // changes may come first).
     let mut watch = api.watch(&WatchParams::default(), &old).await.unwrap().boxed();
-    match watch.try_next().await.unwrap() {
-        Some(WatchEvent::Added(p)) => assert_eq!(p.metadata.name.as_deref(), Some("b")),
-        other => panic!("{other:?}"),
+    loop {
+        match watch.try_next().await.unwrap() {
+            Some(WatchEvent::Added(p)) => break assert_eq!(p.metadata.name.as_deref(), Some("b")),
+            Some(WatchEvent::Modified(p)) => assert_eq!(p.metadata.name.as_deref(), Some("a")),
+            other => panic!("{other:?}"),
+        }
     }
     standin.compact();
     let mut watch = api.watch(&WatchParams::default(), &old).await.unwrap().boxed();
@@ -569,4 +573,28 @@ async fn unschedulable_pods_wait_and_evicted_pods_fail() {
     })
     .await;
     standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_standin_leaves_nothing_behind() {
+    let Some((standin, image)) = standin("dropping_the_standin_leaves_nothing_behind").await else {
+        return;
+    };
+    let docker = support::docker::engine("dropping_the_standin_leaves_nothing_behind")
+        .await
+        .unwrap();
+    pods(&standin)
+        .create(&PostParams::default(), &runner_pod("left", &image, &["wait"]))
+        .await
+        .unwrap();
+    phase_is(&standin, "left", "Running").await;
+    let containers = standin.containers().await;
+    assert_eq!(containers.len(), 1);
+    let network = standin.network();
+    let kubeconfig = standin.kubeconfig(&standin.admin_token());
+    // What a failing test does: no shutdown, just drop.
+    drop(standin);
+    assert!(docker.inspect_container(&containers[0], None).await.is_err());
+    assert!(docker.inspect_network(&network, None).await.is_err());
+    assert!(!kubeconfig.exists());
 }
