@@ -695,8 +695,8 @@ impl KubernetesBackend {
             .map_err(|e| KubernetesError::from_kube(e, "create runner pod", "runner pod", ("create", "pods", ns)))?;
         state.pod = Some(names.pod.clone());
         tracing::info!(target: "ractor_flame::kubernetes", runner = %ctx.runner_id, pod = %names.pod, "runner pod created");
-        let version = created.metadata.resource_version.unwrap_or_default();
-        let (ip, version) = watch::until_running(&pods, &names.pod, version, ns, deadline, started).await?;
+        let version = created.metadata.resource_version.clone().unwrap_or_default();
+        let (ip, version) = watch::until_running(&pods, &created, version, ns, deadline, started).await?;
         tracing::debug!(target: "ractor_flame::kubernetes", pod = %names.pod, %ip, elapsed = ?started.elapsed(), "runner pod running");
         state.pod_ip = Some(ip);
         state.watch = Some(watch::watch(pods, names.pod, version, ctx.notifier()));

@@ -129,8 +129,10 @@ pub(super) async fn b62_single_use_runners_count_against_min_as_chosen(kind: Kin
         assert_eq!(pool.call::<WhereAmI>(()).await.unwrap().runner, floor.runner);
     }
     let k = key();
+    // Long enough that a runner booted meanwhile (a pod: a second or
+    // so) serves the burst while the min runner is still busy.
     let held = {
-        let (pool, args) = (pool.pool.clone(), sleep(&k, 300));
+        let (pool, args) = (pool.pool.clone(), sleep(&k, 2_000));
         tokio::spawn(async move { pool.call::<SleepWhere>(args).await })
     };
     support::busy(&pool, 1).await;
@@ -171,6 +173,7 @@ pub(super) async fn b24_stopping_a_pool_drains_then_stops_every_runner(kind: Kin
             }
         }
         Kind::Docker => docker_containers_gone(pool.name()).await,
+        Kind::Kubernetes => runner_pods_gone(&pool).await,
     }
 }
 
@@ -193,6 +196,32 @@ async fn docker_containers_gone(name: &str) {
 #[cfg(not(feature = "docker"))]
 async fn docker_containers_gone(_: &str) {
     unreachable!("the docker feature is off")
+}
+
+/// No runner pod, secret or container of the pool's cluster is left soon
+/// after `stop` returned.
+#[cfg(feature = "kubernetes")]
+async fn runner_pods_gone(pool: &support::TestPool) {
+    let cluster = pool
+        .keep
+        .as_ref()
+        .and_then(|keep| keep.downcast_ref::<support::kube::Cluster>())
+        .expect("a Kubernetes pool keeps its cluster");
+    eventually(
+        "no runner pod, secret or container is left",
+        Duration::from_secs(5),
+        || async {
+            cluster.runner_pods().is_empty()
+                && cluster.standin.secrets().is_empty()
+                && cluster.standin.containers().await.is_empty()
+        },
+    )
+    .await;
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn runner_pods_gone(_: &support::TestPool) {
+    unreachable!("the kubernetes feature is off")
 }
 
 pub(super) async fn b29_idle_shutdown_never_interrupts_work(kind: Kind) {

@@ -11,6 +11,8 @@ pub mod docker;
 pub mod examples;
 pub mod functions;
 #[cfg(feature = "kubernetes")]
+pub mod kube;
+#[cfg(feature = "kubernetes")]
 pub mod kube_standin;
 
 use std::future::Future;
@@ -25,6 +27,8 @@ pub enum Kind {
     Local,
     Process,
     Docker,
+    /// Pods of the stand-in of the Kubernetes API, run on Docker.
+    Kubernetes,
 }
 
 /// The path of the test runner binary.
@@ -36,6 +40,8 @@ pub fn runner_exe() -> &'static str {
 pub struct TestPool {
     pub pool: Pool,
     pub local: Option<LocalBackend>,
+    /// What the pool's backend needs kept alive (the Kubernetes stand-in).
+    pub keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::ops::Deref for TestPool {
@@ -67,19 +73,42 @@ pub async fn try_pool_with(kind: Kind, config: PoolConfig) -> Result<TestPool, r
             Ok(TestPool {
                 pool,
                 local: Some(backend),
+                keep: None,
             })
         }
         Kind::Process => {
             let pool = Pool::start(config, ProcessBackend::new(runner_exe()), &registry).await?;
-            Ok(TestPool { pool, local: None })
+            Ok(TestPool {
+                pool,
+                local: None,
+                keep: None,
+            })
         }
         #[cfg(feature = "docker")]
         Kind::Docker => {
             let pool = Pool::start(config, docker::backend(), &registry).await?;
-            Ok(TestPool { pool, local: None })
+            Ok(TestPool {
+                pool,
+                local: None,
+                keep: None,
+            })
         }
         #[cfg(not(feature = "docker"))]
         Kind::Docker => unreachable!("the docker feature is off"),
+        #[cfg(feature = "kubernetes")]
+        Kind::Kubernetes => {
+            let cluster = kube::cluster("a Kubernetes pool")
+                .await
+                .expect("the conformance suite skips before it asks for a pool");
+            let pool = Pool::start(config, cluster.backend(), &registry).await?;
+            Ok(TestPool {
+                pool,
+                local: None,
+                keep: Some(Box::new(cluster)),
+            })
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        Kind::Kubernetes => unreachable!("the kubernetes feature is off"),
     }
 }
 

@@ -70,6 +70,51 @@ impl KubernetesState {
     /// Deletes the pod (with the stop grace) and the secret; what is
     /// already gone is fine.
     pub(super) async fn delete(&mut self) {
+        let left = Leftover {
+            runner: self.runner,
+            pods: self.pods.take(),
+            secrets: self.secrets.take(),
+            pod: self.pod.take(),
+            secret: self.secret.take(),
+            stop_grace: self.stop_grace,
+        };
+        left.delete().await;
+    }
+}
+
+impl Drop for KubernetesState {
+    fn drop(&mut self) {
+        if self.pod.is_none() && self.secret.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let left = Leftover {
+            runner: self.runner,
+            pods: self.pods.take(),
+            secrets: self.secrets.take(),
+            pod: self.pod.take(),
+            secret: self.secret.take(),
+            stop_grace: self.stop_grace,
+        };
+        // A runtime shutting down drops the task unrun: nothing more then.
+        runtime.spawn(left.delete());
+    }
+}
+
+/// What a dropped state still has to delete.
+struct Leftover {
+    runner: RunnerId,
+    pods: Option<Api<Pod>>,
+    secrets: Option<Api<Secret>>,
+    pod: Option<String>,
+    secret: Option<String>,
+    stop_grace: Duration,
+}
+
+impl Leftover {
+    async fn delete(mut self) {
         let grace = u32::try_from(self.stop_grace.as_secs()).unwrap_or(u32::MAX);
         if let (Some(pods), Some(pod)) = (self.pods.take(), self.pod.take()) {
             let params = DeleteParams {
@@ -95,27 +140,5 @@ impl KubernetesState {
                 }
             }
         }
-    }
-}
-
-impl Drop for KubernetesState {
-    fn drop(&mut self) {
-        if self.pod.is_none() && self.secret.is_none() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut rest = KubernetesState {
-            runner: self.runner,
-            pods: self.pods.take(),
-            secrets: self.secrets.take(),
-            pod: self.pod.take(),
-            secret: self.secret.take(),
-            pod_ip: None,
-            watch: None,
-            stop_grace: self.stop_grace,
-        };
-        runtime.spawn(async move { rest.delete().await });
     }
 }

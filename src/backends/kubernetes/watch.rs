@@ -158,7 +158,16 @@ async fn follow<T>(
         .fields(&format!("metadata.name={name}"))
         .timeout(WATCH_SECONDS);
     loop {
-        let mut events = api.watch(&params, &version).await?.boxed();
+        let mut events = match api.watch(&params, &version).await {
+            Ok(events) => events.boxed(),
+            Err(kube::Error::Api(status)) if status.code == 410 => {
+                if let Some(done) = resync(api, name, &mut version, &mut on).await? {
+                    return Ok(done);
+                }
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         while let Some(event) = events.next().await {
             match event? {
                 WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
@@ -176,20 +185,8 @@ async fn follow<T>(
                 }
                 WatchEvent::Bookmark(mark) => version = mark.metadata.resource_version,
                 WatchEvent::Error(status) if status.code == 410 => {
-                    // Too old: what happened meanwhile is in the pod now.
-                    match api.get_opt(name).await? {
-                        Some(pod) => {
-                            version = pod.metadata.resource_version.clone().unwrap_or_default();
-                            if let Some(done) = on(seen(&pod)) {
-                                return Ok(done);
-                            }
-                        }
-                        None => {
-                            if let Some(done) = on(Seen::Ended(PodEnd::Deleted)) {
-                                return Ok(done);
-                            }
-                            version.clear();
-                        }
+                    if let Some(done) = resync(api, name, &mut version, &mut on).await? {
+                        return Ok(done);
                     }
                     break;
                 }
@@ -199,16 +196,48 @@ async fn follow<T>(
     }
 }
 
-/// Waits until pod `name` (created at `version`) runs, or `deadline`.
-pub(super) async fn until_running(
+/// After a 410 (the version is too old): what happened meanwhile is in the
+/// pod now; read it and go on from its version.
+async fn resync<T>(
     api: &Api<Pod>,
     name: &str,
+    version: &mut String,
+    on: &mut impl FnMut(Seen) -> Option<T>,
+) -> Result<Option<T>, kube::Error> {
+    tracing::debug!(target: "ractor_flame::kubernetes", pod = %name, "watch version too old; reading the pod afresh");
+    match api.get_opt(name).await? {
+        Some(pod) => {
+            *version = pod.metadata.resource_version.clone().unwrap_or_default();
+            Ok(on(seen(&pod)))
+        }
+        None => {
+            version.clear();
+            Ok(on(Seen::Ended(PodEnd::Deleted)))
+        }
+    }
+}
+
+/// Waits until the `created` pod (at `version`) runs, or `deadline`.
+pub(super) async fn until_running(
+    api: &Api<Pod>,
+    created: &Pod,
     version: String,
     namespace: &str,
     deadline: Instant,
     started: Instant,
 ) -> Result<(IpAddr, String), KubernetesError> {
-    let mut last: Option<Waiting> = None;
+    let name = created.metadata.name.as_deref().unwrap_or_default();
+    // The created pod may already say why it waits (or that it runs).
+    let mut last = match seen(created) {
+        Seen::Running(ip) => return Ok((ip, version)),
+        Seen::Ended(end) => {
+            return Err(KubernetesError::PodEnded {
+                pod: name.to_owned(),
+                message: end.message(),
+            });
+        }
+        Seen::Pending(why) => why,
+    };
     let mut at = version.clone();
     let wait = follow(api, name, version, |seen| match seen {
         Seen::Running(ip) => Some(Ok(ip)),
