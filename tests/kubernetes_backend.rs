@@ -303,6 +303,53 @@ async fn b56_an_unschedulable_pod_fails_its_boot_with_the_schedulers_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b56_a_boot_whose_watch_goes_stale_resumes_from_a_fresh_read() {
+    let Some(cluster) = cluster("b56_a_boot_whose_watch_goes_stale_resumes_from_a_fresh_read").await else {
+        return;
+    };
+    cluster.standin.set_unschedulable(Some("0/1 nodes are available: 1 Insufficient cpu."));
+    let pool = start(config(1), cluster.backend()).await;
+    let call = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.call::<Env>("POD_NAME".to_owned()).await })
+    };
+    let watching = || {
+        cluster
+            .standin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("watch") && r.path.contains("-flame-"))
+            .count()
+    };
+    eventually("the boot watches its pod", WAIT, || async { watching() == 1 }).await;
+    // Something else changes (the pod's watch does not see it), the API
+    // compacts its history, and the watch ends: the version the boot holds
+    // is now too old.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.standin.client(&cluster.standin.admin_token()), NAMESPACE);
+    let other = serde_json::from_value(serde_json::json!({"metadata": {"name": "unrelated"}})).unwrap();
+    secrets.create(&Default::default(), &other).await.unwrap();
+    cluster.standin.compact();
+    cluster.standin.end_watches();
+    eventually("the boot reads its pod afresh and watches again", WAIT, || async {
+        let fresh_read = cluster
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains("-flame-") && !r.path.contains("watch"));
+        fresh_read && watching() >= 2
+    })
+    .await;
+    cluster.standin.set_unschedulable(None);
+    let pod = tokio::time::timeout(WAIT, call).await.expect("the call ends").unwrap().unwrap();
+    assert!(pod.is_some_and(|p| p.contains("-flame-")));
+    pool.stop().await;
+    secrets.delete("unrelated", &DeleteParams::default()).await.unwrap();
+    all_gone(&cluster).await;
+    cluster.standin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b56_a_missing_permission_is_a_clear_error_at_start() {
     let Some(cluster) = cluster("b56_a_missing_permission_is_a_clear_error_at_start").await else {
         return;

@@ -55,7 +55,7 @@ macro_rules! conformance {
         }
     };
     (kubernetes: $($kname:ident),* $(,)?) => {
-        #[cfg(feature = "kubernetes")]
+        #[cfg(all(feature = "kubernetes", feature = "docker"))]
         mod kubernetes {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

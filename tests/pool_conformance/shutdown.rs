@@ -200,7 +200,7 @@ async fn docker_containers_gone(_: &str) {
 
 /// No runner pod, secret or container of the pool's cluster is left soon
 /// after `stop` returned.
-#[cfg(feature = "kubernetes")]
+#[cfg(all(feature = "kubernetes", feature = "docker"))]
 async fn runner_pods_gone(pool: &support::TestPool) {
     let cluster = pool
         .keep
@@ -219,9 +219,9 @@ async fn runner_pods_gone(pool: &support::TestPool) {
     .await;
 }
 
-#[cfg(not(feature = "kubernetes"))]
+#[cfg(not(all(feature = "kubernetes", feature = "docker")))]
 async fn runner_pods_gone(_: &support::TestPool) {
-    unreachable!("the kubernetes feature is off")
+    unreachable!("the kubernetes or docker feature is off")
 }
 
 pub(super) async fn b29_idle_shutdown_never_interrupts_work(kind: Kind) {

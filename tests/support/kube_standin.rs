@@ -182,6 +182,8 @@ pub struct Inner {
     /// The kubelet's line to each pod it runs, by uid.
     pub kubelet: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
     pub tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The open watches' tasks ([`StandIn::end_watches`] ends them).
+    pub watches: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 pub type Shared = Arc<Inner>;
@@ -252,6 +254,7 @@ impl StandIn {
             external: Mutex::new(HashSet::new()),
             kubelet: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            watches: Mutex::new(Vec::new()),
         });
         for tcp in [loopback, inside] {
             let listener = tls::TlsListener::new(tcp, pki.acceptor.clone());
@@ -393,6 +396,15 @@ impl StandIn {
         let mut store = self.inner.store.lock().unwrap();
         store.compacted = store.rv;
         store.history.clear();
+    }
+
+    /// Ends every open watch, as an API server does at its own request
+    /// timeout or when it restarts: clients watch again from the last
+    /// version they saw (a 410 after [`StandIn::compact`]).
+    pub fn end_watches(&self) {
+        for watch in self.inner.watches.lock().unwrap().drain(..) {
+            watch.abort();
+        }
     }
 
     /// Answers the next `n` requests 429 with `Retry-After: retry_after_secs`.

@@ -10,9 +10,9 @@ pub mod daemons;
 pub mod docker;
 pub mod examples;
 pub mod functions;
-#[cfg(feature = "kubernetes")]
+#[cfg(all(feature = "kubernetes", feature = "docker"))]
 pub mod kube;
-#[cfg(feature = "kubernetes")]
+#[cfg(all(feature = "kubernetes", feature = "docker"))]
 pub mod kube_standin;
 
 use std::future::Future;
@@ -95,7 +95,7 @@ pub async fn try_pool_with(kind: Kind, config: PoolConfig) -> Result<TestPool, r
         }
         #[cfg(not(feature = "docker"))]
         Kind::Docker => unreachable!("the docker feature is off"),
-        #[cfg(feature = "kubernetes")]
+        #[cfg(all(feature = "kubernetes", feature = "docker"))]
         Kind::Kubernetes => {
             let cluster = kube::cluster("a Kubernetes pool")
                 .await
@@ -107,8 +107,8 @@ pub async fn try_pool_with(kind: Kind, config: PoolConfig) -> Result<TestPool, r
                 keep: Some(Box::new(cluster)),
             })
         }
-        #[cfg(not(feature = "kubernetes"))]
-        Kind::Kubernetes => unreachable!("the kubernetes feature is off"),
+        #[cfg(not(all(feature = "kubernetes", feature = "docker")))]
+        Kind::Kubernetes => unreachable!("the kubernetes or docker feature is off"),
     }
 }
 

@@ -505,6 +505,7 @@ fn watch(
         }
     });
     inner.tasks.lock().unwrap().push(task.abort_handle());
+    inner.watches.lock().unwrap().push(task.abort_handle());
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
     });
