@@ -307,7 +307,9 @@ async fn b56_a_boot_whose_watch_goes_stale_resumes_from_a_fresh_read() {
     let Some(cluster) = cluster("b56_a_boot_whose_watch_goes_stale_resumes_from_a_fresh_read").await else {
         return;
     };
-    cluster.standin.set_unschedulable(Some("0/1 nodes are available: 1 Insufficient cpu."));
+    cluster
+        .standin
+        .set_unschedulable(Some("0/1 nodes are available: 1 Insufficient cpu."));
     let pool = start(config(1), cluster.backend()).await;
     let call = {
         let pool = pool.clone();
@@ -341,7 +343,11 @@ async fn b56_a_boot_whose_watch_goes_stale_resumes_from_a_fresh_read() {
     })
     .await;
     cluster.standin.set_unschedulable(None);
-    let pod = tokio::time::timeout(WAIT, call).await.expect("the call ends").unwrap().unwrap();
+    let pod = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .unwrap();
     assert!(pod.is_some_and(|p| p.contains("-flame-")));
     pool.stop().await;
     secrets.delete("unrelated", &DeleteParams::default()).await.unwrap();
