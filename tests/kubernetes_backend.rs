@@ -428,8 +428,22 @@ async fn b56_a_runner_that_idles_out_deletes_its_pod() {
         cluster.backend(),
     )
     .await;
-    assert!(env(&pool, "POD_NAME").await.is_some());
+    let pod = env(&pool, "POD_NAME").await.expect("a runner pod");
     all_gone(&cluster).await;
+    // The runner itself asked, with its pod's service account token (the
+    // parent's client is the admin).
+    let by_runner = cluster.standin.requests().into_iter().any(|r| {
+        r.method == "DELETE"
+            && r.path.contains(&format!("/pods/{pod}"))
+            && r.user
+                .as_deref()
+                .is_some_and(|u| u.starts_with("system:serviceaccount:"))
+    });
+    assert!(
+        by_runner,
+        "the runner deleted its own pod: {:?}",
+        cluster.standin.requests()
+    );
     pool.stop().await;
     cluster.standin.shutdown().await;
 }

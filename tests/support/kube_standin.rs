@@ -108,12 +108,14 @@ impl Identity {
     }
 }
 
-/// A request as served: method, path with query, status.
+/// A request as served: method, path with query, status, and the user of
+/// its token (none when it had no valid one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     pub path: String,
     pub status: u16,
+    pub user: Option<String>,
 }
 
 /// A refused request: method, path with query, and why.

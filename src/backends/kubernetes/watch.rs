@@ -145,15 +145,16 @@ pub(super) fn seen(pod: &Pod) -> Seen {
 const WATCH_SECONDS: u32 = 290;
 
 /// Follows pod `name` from resource version `version` and hands each state
-/// it reaches to `on`, until `on` returns a value. Restarts the watch where
-/// it stopped; after a 410 it reads the pod afresh. A pod deleted from the
-/// API is `Seen::Ended(PodEnd::Deleted)`.
+/// it reaches to `on`, until `on` returns a value (returned with the version
+/// it was seen at). Restarts the watch where it stopped; after a 410 it
+/// reads the pod afresh. A pod deleted from the API is
+/// `Seen::Ended(PodEnd::Deleted)`.
 async fn follow<T>(
     api: &Api<Pod>,
     name: &str,
     mut version: String,
     mut on: impl FnMut(Seen) -> Option<T>,
-) -> Result<T, kube::Error> {
+) -> Result<(T, String), kube::Error> {
     let params = WatchParams::default()
         .fields(&format!("metadata.name={name}"))
         .timeout(WATCH_SECONDS);
@@ -162,7 +163,7 @@ async fn follow<T>(
             Ok(events) => events.boxed(),
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 if let Some(done) = resync(api, name, &mut version, &mut on).await? {
-                    return Ok(done);
+                    return Ok((done, version));
                 }
                 continue;
             }
@@ -175,18 +176,18 @@ async fn follow<T>(
                         version.clone_from(v);
                     }
                     if let Some(done) = on(seen(&pod)) {
-                        return Ok(done);
+                        return Ok((done, version));
                     }
                 }
                 WatchEvent::Deleted(_) => {
                     if let Some(done) = on(Seen::Ended(PodEnd::Deleted)) {
-                        return Ok(done);
+                        return Ok((done, version));
                     }
                 }
                 WatchEvent::Bookmark(mark) => version = mark.metadata.resource_version,
                 WatchEvent::Error(status) if status.code == 410 => {
                     if let Some(done) = resync(api, name, &mut version, &mut on).await? {
-                        return Ok(done);
+                        return Ok((done, version));
                     }
                     break;
                 }
@@ -238,7 +239,6 @@ pub(super) async fn until_running(
         }
         Seen::Pending(why) => why,
     };
-    let mut at = version.clone();
     let wait = follow(api, name, version, |seen| match seen {
         Seen::Running(ip) => Some(Ok(ip)),
         Seen::Ended(end) => Some(Err(end)),
@@ -252,13 +252,8 @@ pub(super) async fn until_running(
     let outcome = tokio::time::timeout_at(deadline, wait).await;
     let waited = started.elapsed();
     match outcome {
-        Ok(Ok(Ok(ip))) => {
-            if let Ok(Some(pod)) = api.get_opt(name).await {
-                at = pod.metadata.resource_version.unwrap_or(at);
-            }
-            Ok((ip, at))
-        }
-        Ok(Ok(Err(end))) => Err(KubernetesError::PodEnded {
+        Ok(Ok((Ok(ip), at))) => Ok((ip, at)),
+        Ok(Ok((Err(end), _))) => Err(KubernetesError::PodEnded {
             pod: name.to_owned(),
             message: end.message(),
         }),
@@ -320,7 +315,7 @@ pub(super) fn watch(api: Api<Pod>, pod: String, mut version: String, runner: Run
             })
             .await;
             match ended {
-                Ok(end) => {
+                Ok((end, _)) => {
                     runner.notify(PodDown { pod, end });
                     return;
                 }

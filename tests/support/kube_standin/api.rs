@@ -63,6 +63,14 @@ fn path_of(request: &Request) -> String {
 
 async fn log(State(inner): State<Shared>, request: Request, next: Next) -> Response {
     let (method, path) = (request.method().to_string(), path_of(&request));
+    // Who asked (the token's user), for tests that tell the parent's
+    // requests from a runner's.
+    let user = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| inner.tokens.lock().unwrap().get(t.trim()).map(|i| i.user.clone()));
     let response = next.run(request).await;
     let status = response.status().as_u16();
     if status == 400 || status == 405 {
@@ -78,18 +86,20 @@ async fn log(State(inner): State<Shared>, request: Request, next: Next) -> Respo
             path: path.clone(),
             why,
         });
-        inner
-            .requests
-            .lock()
-            .unwrap()
-            .push(super::Request { method, path, status });
+        inner.requests.lock().unwrap().push(super::Request {
+            method,
+            path,
+            status,
+            user,
+        });
         return Response::from_parts(parts, Body::from(bytes));
     }
-    inner
-        .requests
-        .lock()
-        .unwrap()
-        .push(super::Request { method, path, status });
+    inner.requests.lock().unwrap().push(super::Request {
+        method,
+        path,
+        status,
+        user,
+    });
     response
 }
 
