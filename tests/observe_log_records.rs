@@ -182,6 +182,8 @@ async fn runner_tokens_never_appear(kind: support::Kind) {
     let name = cfg.get_name().to_owned();
     let registry = support::functions::registry();
     let mut printed = Vec::new();
+    #[cfg(all(feature = "kubernetes", feature = "docker"))]
+    let mut cluster = None;
     let pool = match kind {
         support::Kind::Process => {
             let backend =
@@ -197,6 +199,18 @@ async fn runner_tokens_never_appear(kind: support::Kind) {
             printed.push(format!("{backend:?}"));
             let pool = Pool::start(cfg, backend.clone(), &registry).await.unwrap();
             printed.push(format!("{backend:?}"));
+            pool
+        }
+        #[cfg(all(feature = "kubernetes", feature = "docker"))]
+        support::Kind::Kubernetes => {
+            let made = support::kube::cluster("runner_tokens_never_appear")
+                .await
+                .expect("an engine");
+            let backend = made.backend().secret_env("FLAME_USER_SECRET", &user_secret);
+            printed.push(format!("{backend:?}"));
+            let pool = Pool::start(cfg, backend.clone(), &registry).await.unwrap();
+            printed.push(format!("{backend:?}"));
+            cluster = Some(made);
             pool
         }
         _ => unreachable!("remote backends only: the local one has no token"),
@@ -238,6 +252,21 @@ async fn runner_tokens_never_appear(kind: support::Kind) {
             for call in calls {
                 call.await.unwrap().unwrap();
             }
+        }
+        #[cfg(all(feature = "kubernetes", feature = "docker"))]
+        support::Kind::Kubernetes => {
+            // Only the runners' secrets hold them.
+            let cluster = cluster.as_ref().unwrap();
+            for secret in cluster.standin.secrets() {
+                let value = &secret.data.unwrap()["FLAME_PARENT"].0;
+                flame_parents.push(String::from_utf8(value.clone()).unwrap());
+            }
+            for call in calls {
+                call.await.unwrap().unwrap();
+            }
+            // What the cluster shows: pod specs and events.
+            printed.push(serde_json::to_string(&cluster.standin.pods()).unwrap());
+            printed.push(serde_json::to_string(&cluster.standin.events()).unwrap());
         }
         _ => unreachable!(),
     }
@@ -308,6 +337,18 @@ async fn b35_docker_runner_tokens_never_appear_in_events_or_debug_output() {
         return;
     }
     runner_tokens_never_appear(support::Kind::Docker).await;
+}
+
+#[cfg(all(feature = "kubernetes", feature = "docker"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b56_kubernetes_runner_tokens_never_appear_in_events_pod_specs_or_debug_output() {
+    if support::docker::engine("b56_kubernetes_runner_tokens_never_appear_in_events_pod_specs_or_debug_output")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    runner_tokens_never_appear(support::Kind::Kubernetes).await;
 }
 
 /// A cast sent straight from the caller (a free slot on a remote runner)
