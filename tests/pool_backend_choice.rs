@@ -40,8 +40,8 @@ async fn a_backend_chosen_by_name_or_wrapped_serves_calls() {
 
 #[test]
 fn an_unknown_backend_name_lists_every_backend() {
-    let err = "kubernetes".parse::<AnyBackend>().unwrap_err().to_string();
-    assert!(err.contains("unknown backend `kubernetes`"), "{err}");
+    let err = "nomad".parse::<AnyBackend>().unwrap_err().to_string();
+    assert!(err.contains("unknown backend `nomad`"), "{err}");
     for name in AnyBackend::NAMES {
         assert!(err.contains(name), "{err} names {name}");
     }

@@ -14,10 +14,11 @@ use crate::backends::process::{ProcessBackend, ProcessState};
 /// one `Pool::start` whatever the choice.
 ///
 /// Parse it from a name with [`str::parse`] (`"local"`, `"process"`,
-/// `"docker"`, `"fly"`; see [`AnyBackend::NAMES`]), or wrap a configured
-/// backend with `From`. `"docker"` needs the `docker` feature and `"fly"`
-/// the `fly` feature; `"fly"` takes its settings from Fly's environment
-/// variables (see `FlyBackend::new`).
+/// `"docker"`, `"fly"`, `"kubernetes"`; see [`AnyBackend::NAMES`]), or wrap
+/// a configured backend with `From`. `"docker"`, `"fly"` and `"kubernetes"`
+/// need the features of the same names; `"fly"` takes its settings from
+/// Fly's environment variables (see `FlyBackend::new`), `"kubernetes"` from
+/// the pod's (see `KubernetesBackend::new`).
 ///
 /// # Errors
 ///
@@ -39,7 +40,7 @@ use crate::backends::process::{ProcessBackend, ProcessState};
 /// // A configured backend converts too.
 /// let configured = AnyBackend::from(LocalBackend::new());
 /// assert_eq!(configured.name(), "local");
-/// assert!("kubernetes".parse::<AnyBackend>().unwrap_err().to_string().contains("local, process"));
+/// assert!("nomad".parse::<AnyBackend>().unwrap_err().to_string().contains("local, process"));
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -58,21 +59,51 @@ pub enum AnyBackend {
     #[cfg(feature = "fly")]
     #[cfg_attr(docsrs, doc(cfg(feature = "fly")))]
     Fly(Box<crate::backends::fly::FlyBackend>),
+    /// Runners as Kubernetes pods (boxed: its options are many).
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    Kubernetes(Box<crate::backends::kubernetes::KubernetesBackend>),
 }
 
+/// Every shipped backend's name, with whether this build has it.
+const SHIPPED: [(&str, bool); 5] = [
+    ("local", true),
+    ("process", true),
+    ("docker", cfg!(feature = "docker")),
+    ("fly", cfg!(feature = "fly")),
+    ("kubernetes", cfg!(feature = "kubernetes")),
+];
+
+/// How many of [`SHIPPED`] this build has.
+const BUILT: usize = {
+    let (mut i, mut n) = (0, 0);
+    while i < SHIPPED.len() {
+        if SHIPPED[i].1 {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+/// The names of the backends this build has, in [`SHIPPED`] order.
+const BUILT_NAMES: [&str; BUILT] = {
+    let mut names = [""; BUILT];
+    let (mut i, mut n) = (0, 0);
+    while i < SHIPPED.len() {
+        if SHIPPED[i].1 {
+            names[n] = SHIPPED[i].0;
+            n += 1;
+        }
+        i += 1;
+    }
+    names
+};
+
 impl AnyBackend {
-    /// The names [`str::parse`] accepts.
-    #[cfg(all(feature = "docker", feature = "fly"))]
-    pub const NAMES: &'static [&'static str] = &["local", "process", "docker", "fly"];
-    /// The names [`str::parse`] accepts.
-    #[cfg(all(feature = "docker", not(feature = "fly")))]
-    pub const NAMES: &'static [&'static str] = &["local", "process", "docker"];
-    /// The names [`str::parse`] accepts.
-    #[cfg(all(not(feature = "docker"), feature = "fly"))]
-    pub const NAMES: &'static [&'static str] = &["local", "process", "fly"];
-    /// The names [`str::parse`] accepts.
-    #[cfg(not(any(feature = "docker", feature = "fly")))]
-    pub const NAMES: &'static [&'static str] = &["local", "process"];
+    /// The names [`str::parse`] accepts: `"local"` and `"process"`, and
+    /// `"docker"`, `"fly"` and `"kubernetes"` when their features are on.
+    pub const NAMES: &'static [&'static str] = &BUILT_NAMES;
 
     /// The chosen backend's name.
     pub fn name(&self) -> &'static str {
@@ -83,6 +114,8 @@ impl AnyBackend {
             AnyBackend::Docker(b) => b.name(),
             #[cfg(feature = "fly")]
             AnyBackend::Fly(b) => b.name(),
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes(b) => b.name(),
         }
     }
 }
@@ -105,8 +138,8 @@ impl FromStr for AnyBackend {
 
     /// `"local"`, `"process"` (runners re-run the current executable with
     /// its arguments), `"docker"` (an image made from the current
-    /// executable) or `"fly"` (settings from Fly's environment), each with
-    /// its defaults.
+    /// executable), `"fly"` (settings from Fly's environment) or
+    /// `"kubernetes"` (settings from the pod's), each with its defaults.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "local" => Ok(AnyBackend::Local(LocalBackend::new())),
@@ -117,6 +150,8 @@ impl FromStr for AnyBackend {
             "docker" => Ok(AnyBackend::Docker(Box::default())),
             #[cfg(feature = "fly")]
             "fly" => Ok(AnyBackend::Fly(Box::default())),
+            #[cfg(feature = "kubernetes")]
+            "kubernetes" => Ok(AnyBackend::Kubernetes(Box::default())),
             other => Err(UnknownBackend(format!(
                 "unknown backend `{other}` (one of: {})",
                 AnyBackend::NAMES.join(", ")
@@ -151,6 +186,13 @@ impl From<crate::backends::fly::FlyBackend> for AnyBackend {
     }
 }
 
+#[cfg(feature = "kubernetes")]
+impl From<crate::backends::kubernetes::KubernetesBackend> for AnyBackend {
+    fn from(b: crate::backends::kubernetes::KubernetesBackend) -> Self {
+        AnyBackend::Kubernetes(Box::new(b))
+    }
+}
+
 /// The state of one runner of an [`AnyBackend`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -165,6 +207,9 @@ pub enum AnyState {
     /// Of a Fly machine runner (boxed: it is the largest by far).
     #[cfg(feature = "fly")]
     Fly(Box<crate::backends::fly::FlyState>),
+    /// Of a Kubernetes pod runner (boxed, as the Fly one).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(Box<crate::backends::kubernetes::KubernetesState>),
 }
 
 /// The state does not belong to the backend (cannot happen: the pool keeps
@@ -189,6 +234,8 @@ impl Backend for AnyBackend {
             #[cfg(feature = "fly")]
             // Fully qualified: `FlyBackend::init` is also its `init` option.
             AnyBackend::Fly(b) => AnyState::Fly(Box::new(Backend::init(&**b, ctx).await?)),
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes(b) => AnyState::Kubernetes(Box::new(b.init(ctx).await?)),
         })
     }
 
@@ -200,6 +247,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.remote_boot(s, ctx).await,
             #[cfg(feature = "fly")]
             (AnyBackend::Fly(b), AnyState::Fly(s)) => b.remote_boot(s, ctx).await,
+            #[cfg(feature = "kubernetes")]
+            (AnyBackend::Kubernetes(b), AnyState::Kubernetes(s)) => b.remote_boot(s, ctx).await,
             #[allow(unreachable_patterns)]
             _ => Err(mismatch()),
         }
@@ -213,6 +262,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.handle_info(s, info).await,
             #[cfg(feature = "fly")]
             (AnyBackend::Fly(b), AnyState::Fly(s)) => b.handle_info(s, info).await,
+            #[cfg(feature = "kubernetes")]
+            (AnyBackend::Kubernetes(b), AnyState::Kubernetes(s)) => b.handle_info(s, info).await,
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -226,6 +277,8 @@ impl Backend for AnyBackend {
             AnyBackend::Docker(b) => b.boot_limit(),
             #[cfg(feature = "fly")]
             AnyBackend::Fly(b) => b.boot_limit(),
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes(b) => b.boot_limit(),
         }
     }
 
@@ -237,6 +290,8 @@ impl Backend for AnyBackend {
             AnyBackend::Docker(b) => b.down_grace(),
             #[cfg(feature = "fly")]
             AnyBackend::Fly(b) => b.down_grace(),
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes(b) => b.down_grace(),
         }
     }
 
@@ -248,6 +303,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Docker(b), AnyState::Docker(s)) => b.terminate(s).await,
             #[cfg(feature = "fly")]
             (AnyBackend::Fly(b), AnyState::Fly(s)) => b.terminate(s).await,
+            #[cfg(feature = "kubernetes")]
+            (AnyBackend::Kubernetes(b), AnyState::Kubernetes(s)) => b.terminate(s).await,
             #[allow(unreachable_patterns)]
             _ => {}
         }
@@ -261,6 +318,8 @@ impl Backend for AnyBackend {
             AnyBackend::Docker(b) => b.system_shutdown().await,
             #[cfg(feature = "fly")]
             AnyBackend::Fly(b) => b.system_shutdown().await,
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes(b) => b.system_shutdown().await,
         }
     }
 }
