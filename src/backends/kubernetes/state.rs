@@ -70,15 +70,19 @@ impl KubernetesState {
     /// Deletes the pod (with the stop grace) and the secret; what is
     /// already gone is fine.
     pub(super) async fn delete(&mut self) {
-        let left = Leftover {
+        self.leftover().delete().await;
+    }
+
+    /// What is still to delete, taken out of the state.
+    fn leftover(&mut self) -> Leftover {
+        Leftover {
             runner: self.runner,
             pods: self.pods.take(),
             secrets: self.secrets.take(),
             pod: self.pod.take(),
             secret: self.secret.take(),
             stop_grace: self.stop_grace,
-        };
-        left.delete().await;
+        }
     }
 }
 
@@ -90,16 +94,8 @@ impl Drop for KubernetesState {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let left = Leftover {
-            runner: self.runner,
-            pods: self.pods.take(),
-            secrets: self.secrets.take(),
-            pod: self.pod.take(),
-            secret: self.secret.take(),
-            stop_grace: self.stop_grace,
-        };
         // A runtime shutting down drops the task unrun: nothing more then.
-        runtime.spawn(left.delete());
+        runtime.spawn(self.leftover().delete());
     }
 }
 
