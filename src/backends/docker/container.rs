@@ -218,7 +218,7 @@ pub(super) fn is_missing_image(error: &bollard::errors::Error) -> bool {
     matches!(
         error,
         bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
-            if message.contains("No such image")
+            if message.to_ascii_lowercase().contains("no such image")
     )
 }
 
