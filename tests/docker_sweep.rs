@@ -166,15 +166,7 @@ async fn labelled(docker: &Docker, image: &str, pool: &str, process: Option<&str
 
 /// Ids of the containers (any state) of pool `name`.
 async fn ids(docker: &Docker, pool: &str) -> Vec<String> {
-    let filters = HashMap::from([(
-        "label",
-        vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_POOL}={pool}")],
-    )]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let list = docker.list_containers(Some(options)).await.unwrap();
+    let list = support::docker::all_labelled(docker, pool).await;
     list.into_iter().filter_map(|c| c.id).collect()
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use ractor_flame::docker::{DockerBackend, Image, LABEL_MANAGED, LABEL_POOL};
 
@@ -42,30 +43,54 @@ pub fn backend() -> DockerBackend {
 
 /// Containers (any state) labelled with pool `name`.
 pub async fn containers(docker: &Docker, pool: &str) -> usize {
-    let filters = HashMap::from([(
+    all_labelled(docker, pool).await.len()
+}
+
+/// Containers (any state) labelled with pool `name`.
+pub async fn all_labelled(docker: &Docker, pool: &str) -> Vec<ContainerSummary> {
+    list(docker, pool, None).await
+}
+
+/// The states Podman 4.3 both reports and filters on, but `stopped`.
+const PODMAN_READABLE_STATES: [&str; 5] = ["created", "running", "paused", "exited", "removing"];
+
+/// Containers labelled with pool `name`, of `state` or any. Podman 4.3
+/// lists a container that exited and awaits its cleanup as `stopped`,
+/// which bollard cannot read (the whole listing fails), even under a
+/// `status` filter naming another state while the container changes
+/// state: such a listing is made again, 50 ms later and (for any state)
+/// for the states Podman both reports and filters on.
+async fn list(docker: &Docker, pool: &str, state: Option<&str>) -> Vec<ContainerSummary> {
+    let mut filters = HashMap::from([(
         "label",
         vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_POOL}={pool}")],
     )]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .expect("list containers")
-        .len()
+    if let Some(state) = state {
+        filters.insert("status", vec![state.to_owned()]);
+    }
+    for _ in 0..5 {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        match docker.list_containers(Some(options)).await {
+            Ok(list) => return list,
+            Err(bollard::errors::Error::JsonDataError { .. }) => {
+                if state.is_none() {
+                    filters.insert("status", PODMAN_READABLE_STATES.map(str::to_owned).to_vec());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("list containers: {e}"),
+        }
+    }
+    panic!("list containers: a container state the client cannot read, five times")
 }
 
 /// Ids of running containers of pool `name`.
 pub async fn running(docker: &Docker, pool: &str) -> Vec<String> {
-    let filters = HashMap::from([
-        (
-            "label",
-            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_POOL}={pool}")],
-        ),
-        ("status", vec!["running".to_owned()]),
-    ]);
-    let options = ListContainersOptionsBuilder::new().filters(&filters).build();
-    let list = docker.list_containers(Some(options)).await.expect("list containers");
-    list.into_iter().filter_map(|c| c.id).collect()
+    list(docker, pool, Some("running"))
+        .await
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
 }
 
 /// A parent process: the test runner binary in one of its parent modes.

@@ -120,7 +120,16 @@ impl DockerState {
                 if self.oom {
                     return Some(DownReason::OutOfMemory);
                 }
-                if exit_code == 137 || exit_code == 143 {
+                if exit_code == 137 {
+                    // Podman sends no `oom` event; where it notices an OOM
+                    // kill, the container's state says so.
+                    return Some(if self.oom_killed().await {
+                        DownReason::OutOfMemory
+                    } else {
+                        DownReason::Killed
+                    });
+                }
+                if exit_code == 143 {
                     return Some(DownReason::Killed);
                 }
                 // Let the log follower catch the last lines before quoting them.
@@ -138,6 +147,17 @@ impl DockerState {
                 }
             }
         }
+    }
+
+    /// Whether the engine's inspect says the kernel killed the container
+    /// for memory (`State.OOMKilled`). False when the engine does not
+    /// answer within a second or the container is already gone.
+    async fn oom_killed(&self) -> bool {
+        let (Some(docker), Some(id)) = (self.engine.as_ref(), self.container.as_deref()) else {
+            return false;
+        };
+        let inspect = tokio::time::timeout(Duration::from_secs(1), docker.inspect_container(id, None)).await;
+        matches!(inspect, Ok(Ok(c)) if c.state.as_ref().and_then(|s| s.oom_killed) == Some(true))
     }
 
     /// Stops (bounded by `stop_timeout`) and force-removes the container;
@@ -198,7 +218,7 @@ pub(super) fn is_missing_image(error: &bollard::errors::Error) -> bool {
     matches!(
         error,
         bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
-            if message.contains("No such image")
+            if message.to_ascii_lowercase().contains("no such image")
     )
 }
 

@@ -135,7 +135,9 @@ enum Ended {
 async fn follow(docker: &Docker, instance: &str, since: Option<i64>, routes: &Routes, check_every: Duration) -> Ended {
     let filters = HashMap::from([
         ("type", vec!["container".to_owned()]),
-        ("event", vec!["die".to_owned(), "oom".to_owned()]),
+        // Podman 4.3 matches the filter against its own name for a death,
+        // `died`, and reports it as `die`; Docker ignores the extra value.
+        ("event", vec!["die".to_owned(), "died".to_owned(), "oom".to_owned()]),
         ("label", vec![format!("{LABEL_PARENT}={instance}")]),
     ]);
     let mut options = EventsOptionsBuilder::new().filters(&filters);

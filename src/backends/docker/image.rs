@@ -189,18 +189,82 @@ async fn make(docker: &Docker, exe: Exe) -> Result<String, BackendError> {
         .await
         .map_err(|e| BackendError::new(format!("root fs: {e}")))?
         .map_err(|e| BackendError::new(format!("root fs for {}: {e}", path.display())))?;
+    // Imported untagged, then tagged by the id the engine reports: Podman
+    // 4.3 ignores the import's `tag` parameter (it would tag `:latest`),
+    // and Docker takes the explicit tag the same way.
     let options = CreateImageOptionsBuilder::new()
         .from_src("-")
-        .repo(REPO)
-        .tag(&hash)
         .changes(vec![entrypoint, format!("LABEL {LABEL_EXE}={label}")])
         .build();
-    let mut progress = docker.create_image(Some(options), Some(bollard::body_full(root_fs.into())), None);
+    let importer = docker.clone().with_request_modifier(one_change_per_parameter);
+    let mut progress = importer.create_image(Some(options), Some(bollard::body_full(root_fs.into())), None);
+    let mut id = None;
     while let Some(step) = progress.next().await {
-        step.map_err(|e| BackendError::new(format!("image import failed: {e}")))?;
+        let step = step.map_err(|e| BackendError::new(format!("image import failed: {e}")))?;
+        if let Some(found) = imported_id(&step) {
+            id = Some(found);
+        }
     }
+    let id = id.ok_or_else(|| BackendError::new("image import failed: the engine named no image id"))?;
+    let options = TagImageOptionsBuilder::new().repo(REPO).tag(&hash).build();
+    docker
+        .tag_image(&id, Some(options))
+        .await
+        .map_err(|e| BackendError::new(format!("cannot tag the imported image {id} as {tag}: {e}")))?;
     tracing::info!(target: "ractor_flame::docker", image = %tag, exe = %path.display(), "runner image imported");
     Ok(tag)
+}
+
+/// The image id in an import's progress: Docker reports it as the status
+/// (`sha256:...`), Podman as the status and the id.
+fn imported_id(step: &bollard::models::CreateImageInfo) -> Option<String> {
+    [step.id.as_deref(), step.status.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|s| s.starts_with("sha256:"))
+        .map(str::to_owned)
+}
+
+/// Rewrites an import's `changes` query parameter, which bollard sends as
+/// one value with the changes joined by newlines, into one parameter per
+/// change. Docker reads either form (it joins the values with newlines
+/// again); Podman 4.3 takes each value as a single instruction, so the
+/// joined form would make the `LABEL` part of a shell-form `ENTRYPOINT`.
+fn one_change_per_parameter(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
+    let Some(query) = request.uri().query() else {
+        return request;
+    };
+    if !request.uri().path().ends_with("/images/create") {
+        return request;
+    }
+    let split = split_changes(query);
+    if split == query {
+        return request;
+    }
+    let uri = request.uri();
+    let origin = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => String::new(),
+    };
+    let uri = format!("{origin}{}?{split}", uri.path());
+    match uri.parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(e) => tracing::debug!(target: "ractor_flame::docker", error = %e, "import query kept as it was"),
+    }
+    request
+}
+
+/// `changes=A%0AB` (URL-encoded, a newline between changes) as
+/// `changes=A&changes=B`; every other parameter as it is.
+fn split_changes(query: &str) -> String {
+    query
+        .split('&')
+        .flat_map(|param| match param.strip_prefix("changes=") {
+            Some(value) => value.split("%0A").map(|c| format!("changes={c}")).collect(),
+            None => vec![param.to_owned()],
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn exe_label(exe: &Path) -> String {
@@ -237,11 +301,11 @@ async fn prune(docker: &Docker, label: &str, current: &str) {
     };
     for image in images {
         // The current image is kept whoever claims it.
-        let mut kept = image.repo_tags.iter().any(|t| t == current);
+        let mut kept = image.repo_tags.iter().any(|t| short_name(t) == current);
         let mut untag = Vec::new();
         let mut plain = Vec::new();
         for tag in &image.repo_tags {
-            match tag.split_once(CLAIM).map(|(_, key)| ProcessKey::parse(key)) {
+            match short_name(tag).split_once(CLAIM).map(|(_, key)| ProcessKey::parse(key)) {
                 None => plain.push(tag),
                 Some(Some(key)) if key.liveness() == Liveness::Dead => untag.push(tag),
                 // A live claimant, or one that cannot be checked from here.
@@ -259,6 +323,16 @@ async fn prune(docker: &Docker, label: &str, current: &str) {
             }
         }
     }
+}
+
+/// An image name without the registry part an engine adds to a local
+/// name: Podman lists `ractor-flame-runner:<hash>` as
+/// `localhost/ractor-flame-runner:<hash>` (or under `docker.io/library/`).
+pub(crate) fn short_name(name: &str) -> &str {
+    ["localhost/", "docker.io/library/"]
+        .into_iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .unwrap_or(name)
 }
 
 /// Whether an ELF executable names an interpreter (is dynamically linked).

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use ractor_flame_actors::BackendError;
 
@@ -44,6 +45,37 @@ pub(crate) struct Seen<'a> {
     pub(crate) parent: Liveness,
 }
 
+/// The states Podman 4.3 both reports and accepts in a `status` filter,
+/// but `stopped`.
+const PODMAN_READABLE_STATES: [&str; 5] = ["created", "running", "paused", "exited", "removing"];
+
+/// Containers (any state) with all of `labels`. Podman 4.3 lists a
+/// container that exited and awaits its cleanup as `stopped`, a state the
+/// API client cannot read (the whole listing fails), and may do so even
+/// under a `status` filter that names other states while the container
+/// changes state. Such a listing is made again (up to four more times, 50 ms
+/// apart) for the states Podman both reports and filters on: a `stopped`
+/// container is `exited`, or gone, moments later. Docker's listings never
+/// need the second try.
+pub(crate) async fn list_labelled(
+    docker: &Docker,
+    labels: Vec<String>,
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+    let mut filters = HashMap::from([("label", labels)]);
+    let mut tries = 0;
+    loop {
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        match docker.list_containers(Some(options)).await {
+            Err(bollard::errors::Error::JsonDataError { .. }) if tries < 4 => {
+                tries += 1;
+                filters.insert("status", PODMAN_READABLE_STATES.map(str::to_owned).to_vec());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            listed => return listed,
+        }
+    }
+}
+
 /// Whether a container of another parent instance may be removed.
 pub(crate) fn removable(seen: Seen<'_>) -> bool {
     match seen.parent {
@@ -63,12 +95,7 @@ pub(crate) fn removable(seen: Seen<'_>) -> bool {
 pub(crate) async fn sweep(docker: &Docker, labels: &[(&str, &str)], keep: Option<&str>) -> Result<usize, BackendError> {
     let mut filter = vec![format!("{LABEL_MANAGED}=true")];
     filter.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&HashMap::from([("label", filter)]))
-        .build();
-    let found = docker
-        .list_containers(Some(options))
+    let found = list_labelled(docker, filter)
         .await
         .map_err(|e| BackendError::new(format!("cannot list containers: {e}")))?;
     let now = SystemTime::now()

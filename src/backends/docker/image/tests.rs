@@ -93,3 +93,48 @@ fn library_paths_through_dot_dot_land_in_real_directories() {
         PathBuf::from("opt/app/lib/libfoo.so")
     );
 }
+
+#[test]
+fn import_changes_go_one_per_parameter() {
+    let joined = "fromSrc=-&changes=ENTRYPOINT+%5B%22%2Fx%22%5D%0ALABEL+ractor-flame.exe%3D1f&platform=";
+    assert_eq!(
+        split_changes(joined),
+        "fromSrc=-&changes=ENTRYPOINT+%5B%22%2Fx%22%5D&changes=LABEL+ractor-flame.exe%3D1f&platform="
+    );
+    assert_eq!(
+        split_changes("fromSrc=-&changes=ENV+A%3D1"),
+        "fromSrc=-&changes=ENV+A%3D1"
+    );
+    assert_eq!(split_changes("all=true"), "all=true");
+}
+
+#[test]
+fn the_imported_image_id_is_read_from_either_field() {
+    let docker = bollard::models::CreateImageInfo {
+        status: Some("sha256:8d8d".into()),
+        ..Default::default()
+    };
+    assert_eq!(imported_id(&docker).as_deref(), Some("sha256:8d8d"));
+    let podman = bollard::models::CreateImageInfo {
+        id: Some("sha256:47c5".into()),
+        status: Some("sha256:47c5".into()),
+        ..Default::default()
+    };
+    assert_eq!(imported_id(&podman).as_deref(), Some("sha256:47c5"));
+    let progress = bollard::models::CreateImageInfo {
+        status: Some("Importing".into()),
+        ..Default::default()
+    };
+    assert_eq!(imported_id(&progress), None);
+}
+
+#[test]
+fn local_names_lose_the_registry_an_engine_adds() {
+    assert_eq!(short_name("localhost/ractor-flame-runner:ab"), "ractor-flame-runner:ab");
+    assert_eq!(
+        short_name("docker.io/library/ractor-flame-runner:ab"),
+        "ractor-flame-runner:ab"
+    );
+    assert_eq!(short_name("ractor-flame-runner:ab"), "ractor-flame-runner:ab");
+    assert_eq!(short_name("registry.example/x:1"), "registry.example/x:1");
+}
