@@ -575,6 +575,12 @@ impl KubernetesBackend {
     /// # Ok(()) }
     /// ```
     pub async fn check(&self) -> Result<(), KubernetesError> {
+        self.ready().await.map(|_| ())
+    }
+
+    /// What [`check`](Self::check) checks, once; the parent pod and the
+    /// client it found.
+    async fn ready(&self) -> Result<(&ParentPod, &Client), KubernetesError> {
         if let Some(invalid) = &self.invalid {
             return Err(KubernetesError::Invalid(invalid.clone()));
         }
@@ -584,7 +590,7 @@ impl KubernetesBackend {
             .checked
             .get_or_try_init(|| review(client.clone(), parent.namespace.clone()))
             .await?;
-        Ok(())
+        Ok((parent, client))
     }
 
     async fn kube_client(&self) -> Result<&Client, KubernetesError> {
@@ -669,9 +675,8 @@ impl KubernetesBackend {
         let deadline = Instant::from_std(ctx.boot_deadline())
             .checked_sub(Duration::from_millis(5))
             .unwrap_or(started);
-        self.check().await?;
-        let parent = self.parent().await?;
-        let client = self.kube_client().await?.clone();
+        let (parent, client) = self.ready().await?;
+        let client = client.clone();
         let endpoint = self.endpoint(parent).await?;
         let names = Names::new(&parent.name, &ctx.pool, ctx.runner_id);
         let pod = template::runner_pod(&self.template, parent, &names)?;
@@ -679,7 +684,6 @@ impl KubernetesBackend {
         // only in the secret.
         let flame_parent = endpoint.expect(ctx, vec![endpoint.addr()], self.name()).encode();
         let secret = template::runner_secret(&self.template, parent, &names, &flame_parent);
-        drop(flame_parent);
         let ns = parent.namespace.as_str();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let pods: Api<Pod> = Api::namespaced(client, ns);
@@ -695,8 +699,7 @@ impl KubernetesBackend {
             .map_err(|e| KubernetesError::from_kube(e, "create runner pod", "runner pod", ("create", "pods", ns)))?;
         state.pod = Some(names.pod.clone());
         tracing::info!(target: "ractor_flame::kubernetes", runner = %ctx.runner_id, pod = %names.pod, "runner pod created");
-        let version = created.metadata.resource_version.clone().unwrap_or_default();
-        let (ip, version) = watch::until_running(&pods, &created, version, ns, deadline, started).await?;
+        let (ip, version) = watch::until_running(&pods, &created, ns, deadline, started).await?;
         tracing::debug!(target: "ractor_flame::kubernetes", pod = %names.pod, %ip, elapsed = ?started.elapsed(), "runner pod running");
         state.pod_ip = Some(ip);
         state.watch = Some(watch::watch(pods, names.pod, version, ctx.notifier()));

@@ -197,15 +197,15 @@ async fn follow<T>(
     }
 }
 
-/// After a 410 (the version is too old): what happened meanwhile is in the
-/// pod now; read it and go on from its version.
+/// After a 410 (the version is too old) or a failed watch: what happened
+/// meanwhile is in the pod now; read it and go on from its version.
 async fn resync<T>(
     api: &Api<Pod>,
     name: &str,
     version: &mut String,
     on: &mut impl FnMut(Seen) -> Option<T>,
 ) -> Result<Option<T>, kube::Error> {
-    tracing::debug!(target: "ractor_flame::kubernetes", pod = %name, "watch version too old; reading the pod afresh");
+    tracing::debug!(target: "ractor_flame::kubernetes", pod = %name, "reading the pod afresh");
     match api.get_opt(name).await? {
         Some(pod) => {
             *version = pod.metadata.resource_version.clone().unwrap_or_default();
@@ -218,16 +218,16 @@ async fn resync<T>(
     }
 }
 
-/// Waits until the `created` pod (at `version`) runs, or `deadline`.
+/// Waits until the `created` pod runs, or `deadline`.
 pub(super) async fn until_running(
     api: &Api<Pod>,
     created: &Pod,
-    version: String,
     namespace: &str,
     deadline: Instant,
     started: Instant,
 ) -> Result<(IpAddr, String), KubernetesError> {
     let name = created.metadata.name.as_deref().unwrap_or_default();
+    let version = created.metadata.resource_version.clone().unwrap_or_default();
     // The created pod may already say why it waits (or that it runs).
     let mut last = match seen(created) {
         Seen::Running(ip) => return Ok((ip, version)),
@@ -308,13 +308,12 @@ impl Drop for Watch {
 /// cover the runner meanwhile).
 pub(super) fn watch(api: Api<Pod>, pod: String, mut version: String, runner: RunnerNotifier) -> Watch {
     let task = tokio::spawn(async move {
+        let mut ended = |seen| match seen {
+            Seen::Ended(end) => Some(end),
+            _ => None,
+        };
         loop {
-            let ended = follow(&api, &pod, version.clone(), |seen| match seen {
-                Seen::Ended(end) => Some(end),
-                _ => None,
-            })
-            .await;
-            match ended {
+            match follow(&api, &pod, version.clone(), &mut ended).await {
                 Ok((end, _)) => {
                     runner.notify(PodDown { pod, end });
                     return;
@@ -322,16 +321,10 @@ pub(super) fn watch(api: Api<Pod>, pod: String, mut version: String, runner: Run
                 Err(error) => {
                     tracing::debug!(target: "ractor_flame::kubernetes", %pod, %error, "watch of the runner's pod failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    match api.get_opt(&pod).await {
-                        Ok(Some(now)) => version = now.metadata.resource_version.unwrap_or_default(),
-                        Ok(None) => {
-                            runner.notify(PodDown {
-                                pod,
-                                end: PodEnd::Deleted,
-                            });
-                            return;
-                        }
-                        Err(_) => {}
+                    // What happened while the watch failed is in the pod.
+                    if let Ok(Some(end)) = resync(&api, &pod, &mut version, &mut ended).await {
+                        runner.notify(PodDown { pod, end });
+                        return;
                     }
                 }
             }
