@@ -90,8 +90,7 @@ pub async fn remove_all(docker: &Docker, id: &str) {
     let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
     for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
         if let Some(id) = c.id {
-            let force = RemoveContainerOptionsBuilder::new().force(true).build();
-            let _ = docker.remove_container(&id, Some(force)).await;
+            remove_container(docker, &id).await;
         }
     }
     let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
@@ -99,6 +98,35 @@ pub async fn remove_all(docker: &Docker, id: &str) {
         if let Some(id) = n.id {
             let _ = docker.remove_network(&id).await;
         }
+    }
+}
+
+/// Removes container `id` and returns once the engine no longer knows it.
+///
+/// A removal can be in progress already (the kubelet's own, aborted when
+/// the stand-in shut down; the engine finishes it alone), and Docker 20.10
+/// can leave a container marked "Removal In Progress" after a removal that
+/// raced another: asked again, it goes. Gives up after 20 s, saying so.
+pub async fn remove_container(docker: &Docker, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let force = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = docker.remove_container(id, Some(force)).await;
+        match docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            // Gone.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return,
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { .. }) => {}
+            // An engine that no longer answers: nothing to wait for.
+            Err(_) => return,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("kube stand-in: container {id} is still there 20 s after its removal began");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -475,8 +503,7 @@ async fn wait_for_delete(rx: &mut mpsc::UnboundedReceiver<Cmd>) {
 /// Removes what the kubelet made for `pod` and the pod itself.
 async fn finish(inner: &Shared, pod: &PodRef, made: Made) {
     if let Some(id) = &made.container {
-        let force = RemoveContainerOptionsBuilder::new().force(true).build();
-        let _ = inner.docker.remove_container(id, Some(force)).await;
+        remove_container(&inner.docker, id).await;
     }
     if let Some(ip) = made.ip {
         inner.net.lock().unwrap().free.push(ip);
