@@ -409,10 +409,22 @@ async fn remote(plan: &Plan, registry: &Registry) {
         .max_concurrency(100_000)
         .max_frame_size(80 << 20);
     let pool = Pool::start(config, backend, registry).await.unwrap();
-    // A fresh runner: one small call served, then a moment idle.
+    // A fresh runner: one small call served, then a second idle (it gives
+    // memory back after half a second of quiet).
     let pid = pool.call::<Pid>(()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     emit_rss("runner_rss_fresh", pid);
+    // What that costs the next call (the code it runs maps again): the
+    // median of three calls, each after 700 ms of quiet.
+    let mut after_quiet = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        after_quiet.push(timed(async { pool.call::<Noop>(1).await.unwrap() }).await);
+    }
+    after_quiet.sort();
+    emit("remote_call_after_quiet_us", us(after_quiet[1]), "us");
     let mut raw = RawClient::start().await;
     let warm = plan.samples / 10;
     let mut paired = Paired::new(plan.samples);
@@ -542,6 +554,38 @@ fn emit_rss(name: &str, pid: u32) {
         &[("Pss:", ""), ("Pss_Anon:", "_anon"), ("Pss_File:", "_file")],
         &pss,
     );
+    if std::env::var_os("FLAME_BENCH_SMAPS").is_some() {
+        print_largest_mappings(name, pid);
+    }
+}
+
+/// Prints the ten mappings of process `pid` with the most resident memory,
+/// on stderr (with `FLAME_BENCH_SMAPS` set): where a runner's memory is.
+fn print_largest_mappings(name: &str, pid: u32) {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return;
+    };
+    let mut rows: Vec<(u64, u64, String)> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if !first.ends_with(':') {
+            let perms = words.next().unwrap_or("");
+            let path = words.nth(3).unwrap_or("[anonymous]");
+            rows.push((0, 0, format!("{perms} {path}")));
+        } else if let Some(row) = rows.last_mut() {
+            let kib = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match first {
+                "Rss:" => row.0 = kib,
+                "Anonymous:" => row.1 = kib,
+                _ => {}
+            }
+        }
+    }
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+    for (rss, anon, what) in rows.iter().take(10) {
+        eprintln!("{name}: {rss:>6} KiB resident ({anon} anonymous) {what}");
+    }
 }
 
 /// The encrypted link beside the plain one: two pools of one runner each,

@@ -99,6 +99,14 @@ pub struct RunnerSettings {
     pub shutdown_timeout: Duration,
     /// Largest frame in bytes.
     pub max_frame_size: usize,
+    /// Quiet time after which the runner gives memory back: `None` for
+    /// never (absent from a parent of an earlier release: the default).
+    #[serde(default = "default_release_memory_after")]
+    pub release_memory_after: Option<Duration>,
+}
+
+fn default_release_memory_after() -> Option<Duration> {
+    Some(crate::config::DEFAULT_RELEASE_MEMORY_AFTER)
 }
 
 impl Default for RunnerSettings {
@@ -111,6 +119,7 @@ impl Default for RunnerSettings {
             idle_predicate: None,
             shutdown_timeout: crate::config::DEFAULT_TIMEOUT,
             max_frame_size: crate::wire::DEFAULT_MAX_FRAME,
+            release_memory_after: default_release_memory_after(),
         }
     }
 }

@@ -121,8 +121,8 @@ pub mod wire;
 
 pub use config::{
     BootRetry, DEFAULT_CHILD_CAST_BYTES, DEFAULT_FAILSAFE, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_IDLE_SHUTDOWN, DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, IdleShutdown, LinkTls,
-    PoolConfig,
+    DEFAULT_IDLE_SHUTDOWN, DEFAULT_KEY_CAPACITY, DEFAULT_MAX_CONCURRENCY, DEFAULT_RELEASE_MEMORY_AFTER,
+    DEFAULT_TIMEOUT, IdleShutdown, LinkTls, PoolConfig,
 };
 pub use error::{BackendError, CodecError, DownReason, Error, FnError, FnErrorKind};
 pub use events::{EVENTS_CAPACITY, Hook, PoolEvent};

@@ -8,11 +8,13 @@
 //! | `connect.rs` | dialing the parent, the handshake, the frames in and out |
 //! | `serve.rs` (+ `serve/`) | the call engine: `admit.rs`, `helpers.rs`, `start.rs`, `run.rs`, `end.rs`, `stop.rs` |
 //! | `children.rs` | placed children: start, messages, watches |
+//! | `tidy.rs` | an idle runner gives memory back |
 
 mod children;
 mod connect;
 mod serve;
 mod terminator;
+mod tidy;
 
 pub use serve::Serve;
 pub use terminator::{

@@ -91,6 +91,11 @@ pub struct Serve {
     last_activity_us: AtomicU64,
     /// Woken whenever `active` drops to zero.
     quiet: Notify,
+    /// A thread waiting for `active` to drop to zero (the one that gives
+    /// memory back, `tidy.rs`), unparked when it does.
+    quiet_thread: Mutex<Option<std::thread::Thread>>,
+    /// Whether `quiet_thread` waits now (checked without the lock).
+    quiet_waiting: AtomicBool,
     /// Placed children.
     children: Children,
     /// Why this runner could not serve (refused by its parent), if so.
@@ -172,6 +177,8 @@ impl Serve {
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
+            quiet_thread: Mutex::new(None),
+            quiet_waiting: AtomicBool::new(false),
             children: Children::default(),
             failure: Mutex::new(None),
         })
@@ -220,7 +227,7 @@ impl Serve {
     pub(crate) fn child_stopped(&self) {
         self.touch();
         if self.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.quiet.notify_waiters();
+            self.went_quiet();
         }
     }
 
@@ -243,6 +250,52 @@ impl Serve {
     fn touch(&self) {
         let now = self.born.elapsed().as_micros() as u64;
         self.last_activity_us.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Blocks this (non-runtime) thread until the runner has been quiet
+    /// for `quiet` (no call running, none ended for that long) after
+    /// activity newer than `seen`, the activity time a previous wait
+    /// returned (`None` counts the start as activity). Parks while calls
+    /// run or nothing happens (the end of the last running call wakes it),
+    /// and sleeps out the rest of `quiet` otherwise. Returns `false` once
+    /// `stop` is set (and the thread unparked).
+    pub(crate) fn settled_blocking(&self, seen: &mut Option<u64>, quiet: Duration, stop: &AtomicBool) -> bool {
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return false;
+            }
+            // Registered before the look, so no end of the last call is
+            // missed (an unpark before the park is kept).
+            *self.quiet_thread.lock().expect("poisoned") = Some(std::thread::current());
+            self.quiet_waiting.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let last = self.last_activity_us.load(Ordering::Acquire);
+            if self.active() > 0 || *seen == Some(last) {
+                std::thread::park();
+                continue;
+            }
+            self.quiet_waiting.store(false, Ordering::SeqCst);
+            let idle = self.idle_for();
+            if idle < quiet {
+                std::thread::park_timeout(quiet - idle);
+                continue;
+            }
+            *seen = Some(last);
+            return true;
+        }
+    }
+
+    /// The last running call ended: wakes what waits for the quiet.
+    pub(crate) fn went_quiet(&self) {
+        self.quiet.notify_waiters();
+        // Read after the count dropped (the waiter sets the flag, then
+        // reads the count): one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.quiet_waiting.swap(false, Ordering::SeqCst)
+            && let Some(thread) = &*self.quiet_thread.lock().expect("poisoned")
+        {
+            thread.unpark();
+        }
     }
 
     /// Stops taking new calls (drain).

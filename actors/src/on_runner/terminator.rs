@@ -112,6 +112,8 @@ pub struct TerminatorState {
     awaiting_verdict: bool,
     system_shutdown: Option<SystemShutdown>,
     parent: Option<Box<Parent>>,
+    /// A remote runner gives memory back when quiet (see `tidy.rs`).
+    tidy: Option<super::tidy::Tidy>,
 }
 
 impl fmt::Debug for TerminatorState {
@@ -262,6 +264,7 @@ impl Actor for Terminator {
             awaiting_verdict: false,
             system_shutdown: args.system_shutdown,
             parent,
+            tidy: None,
         };
         if let Some(idle) = state.settings.idle_after
             && phase == Phase::Serving
@@ -274,6 +277,11 @@ impl Actor for Terminator {
     async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         if let Some(parent) = state.parent.take() {
             super::connect::spawn(myself, *parent, Arc::clone(&state.serve));
+            // A runner process (not an in-process runner, whose memory is
+            // its parent's) gives memory back when quiet.
+            if let Some(quiet) = state.settings.release_memory_after {
+                state.tidy = super::tidy::spawn(Arc::clone(&state.serve), quiet);
+            }
         }
         Ok(())
     }
@@ -351,6 +359,8 @@ impl Actor for Terminator {
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // Its thread ends.
+        state.tidy = None;
         state.serve.fail_all();
         // Dropping our sender lets the writer flush the last replies and close.
         state.to_parent = None;

@@ -163,7 +163,7 @@ impl Finish {
             if !last {
                 self.serve.touch();
             }
-            self.serve.quiet.notify_waiters();
+            self.serve.went_quiet();
         }
         alone
     }

@@ -170,6 +170,7 @@ impl<B: Backend> PoolState<B> {
             idle_predicate: idle.predicate().map(str::to_owned),
             shutdown_timeout: self.config.shutdown_timeout,
             max_frame_size: self.config.max_frame_size,
+            release_memory_after: self.config.release_memory_after,
         }
     }
 
