@@ -836,7 +836,8 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 /// Runs one workload of ours alone for a few seconds, for `perf record`:
 /// `calls64` / `calls512` (concurrent callers), `raw512` (the raw
 /// multiplexed floor's 512 callers), `casts` (bursts of 90 000),
-/// `mib` (1 MiB arguments one at a time) or `single` (one call at a time).
+/// `mib` (1 MiB arguments one at a time), `single` (one call at a time)
+/// or `local` (one call at a time to an in-process runner).
 async fn profile(what: &str, registry: &Registry) {
     if what == "raw512" {
         // The raw floor's 512 callers, for its CPU per call beside ours.
@@ -845,6 +846,20 @@ async fn profile(what: &str, registry: &Registry) {
         let rate = mux::mux_throughput(&raw, 512, Duration::from_secs(5)).await;
         println!("raw512: {rate:.0} calls/s");
         return raw.stop().await;
+    }
+    if what == "local" {
+        // One local call at a time, beside nothing.
+        let config = PoolConfig::new(1).name("bench-profile-local");
+        let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(5) {
+            for _ in 0..10_000 {
+                n = pool.call::<Noop>(n).await.unwrap() + 1;
+            }
+        }
+        println!("local: {:.0} calls/s", n as f64 / start.elapsed().as_secs_f64());
+        return pool.stop().await;
     }
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());
     // `…-tls`: the same over an encrypted link.

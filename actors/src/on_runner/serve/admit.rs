@@ -196,11 +196,10 @@ impl Serve {
     /// Counts an admitted call as running.
     fn count_in(&self) {
         // The idle clock counts from when the runner last had nothing to
-        // do: it is read only when a busy spell starts or ends, not on
-        // every call.
-        if self.calls.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.touch();
-        }
+        // do: it is read only when a busy spell ends (`Finish`), not on
+        // every call. Nothing reads it while calls run (idle checks look
+        // at the count first).
+        self.calls.active.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Runs a call in the caller's own task (the local backend: the runner
