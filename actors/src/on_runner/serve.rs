@@ -47,7 +47,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -91,10 +91,10 @@ pub struct Serve {
     last_activity_us: AtomicU64,
     /// Woken whenever `active` drops to zero.
     quiet: Notify,
-    /// A thread waiting for `active` to drop to zero (the one that gives
-    /// memory back, `tidy.rs`), unparked when it does.
-    quiet_thread: Mutex<Option<std::thread::Thread>>,
-    /// Whether `quiet_thread` waits now (checked without the lock).
+    /// The thread that waits for `active` to drop to zero, if any (the one
+    /// that gives memory back, `tidy.rs`), unparked when it does.
+    quiet_thread: OnceLock<std::thread::Thread>,
+    /// Whether `quiet_thread` waits now.
     quiet_waiting: AtomicBool,
     /// Placed children.
     children: Children,
@@ -177,7 +177,7 @@ impl Serve {
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
-            quiet_thread: Mutex::new(None),
+            quiet_thread: OnceLock::new(),
             quiet_waiting: AtomicBool::new(false),
             children: Children::default(),
             failure: Mutex::new(None),
@@ -226,7 +226,8 @@ impl Serve {
 
     pub(crate) fn child_stopped(&self) {
         self.touch();
-        if self.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst: see `went_quiet`.
+        if self.calls.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.went_quiet();
         }
     }
@@ -266,11 +267,12 @@ impl Serve {
             }
             // Registered before the look, so no end of the last call is
             // missed (an unpark before the park is kept).
-            *self.quiet_thread.lock().expect("poisoned") = Some(std::thread::current());
+            self.quiet_thread.get_or_init(std::thread::current);
             self.quiet_waiting.store(true, Ordering::SeqCst);
-            std::sync::atomic::fence(Ordering::SeqCst);
+            let active = self.calls.active.load(Ordering::SeqCst);
+            // After the count: the end that dropped it had noted its time.
             let last = self.last_activity_us.load(Ordering::Acquire);
-            if self.active() > 0 || *seen == Some(last) {
+            if active > 0 || *seen == Some(last) {
                 std::thread::park();
                 continue;
             }
@@ -286,13 +288,14 @@ impl Serve {
     }
 
     /// The last running call ended: wakes what waits for the quiet.
+    /// The count dropped with a `SeqCst` operation and the waiter sets its
+    /// flag, then reads the count, with `SeqCst` too: one of the two sees
+    /// the other. A runner with no such thread (in-process) pays one load.
     pub(crate) fn went_quiet(&self) {
         self.quiet.notify_waiters();
-        // Read after the count dropped (the waiter sets the flag, then
-        // reads the count): one of the two sees the other.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.quiet_waiting.swap(false, Ordering::SeqCst)
-            && let Some(thread) = &*self.quiet_thread.lock().expect("poisoned")
+        if self.quiet_waiting.load(Ordering::SeqCst)
+            && self.quiet_waiting.swap(false, Ordering::SeqCst)
+            && let Some(thread) = self.quiet_thread.get()
         {
             thread.unpark();
         }

@@ -6,15 +6,15 @@
 //!
 //! - the heap the C library keeps after freeing (glibc's `malloc_trim`:
 //!   after a burst of megabyte arguments, megabytes stay in its arenas);
-//! - the pages of code it has mapped (a fault maps the 16 pages around
-//!   the one it needs, so a runner maps most of its executable's code
-//!   while it boots). Those pages belong to the page cache, shared with
+//! - the pages of code and read-only data it has mapped (a fault maps
+//!   the 16 pages around the one it needs, so a runner maps most of its
+//!   executable's code while it boots). Those pages belong to the page cache, shared with
 //!   the parent that runs the same file; the runner maps the ones a later
 //!   call runs again, at a minor fault per 16 pages.
 //!
 //! What is left resident is what the runner holds: its heap, stacks and
-//! the code its idle loop runs. Only code mappings that are private,
-//! read-only and unmodified are dropped (a debugger's breakpoint is a
+//! the code its idle loop runs. Only mappings of the executable and its
+//! libraries that are private, read-only and unmodified are dropped (a debugger's breakpoint is a
 //! modified page: such a mapping is left alone), so nothing is lost: every
 //! page reads back from the file.
 //!
@@ -68,17 +68,9 @@ pub(super) fn spawn(serve: Arc<Serve>, quiet: Duration) -> Option<Tidy> {
     })
 }
 
-/// What one round gave back.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GivenBack {
-    /// Bytes of code mappings whose pages were dropped.
-    pub(crate) code_bytes: usize,
-    /// Whether the C library's heap was trimmed.
-    pub(crate) heap_trimmed: bool,
-}
-
-/// Gives back freed heap and mapped code pages now.
-pub(crate) fn give_back() -> GivenBack {
+/// Gives back freed heap and mapped code pages now; returns the bytes of
+/// the mappings whose pages were dropped.
+pub(crate) fn give_back() -> usize {
     let code_bytes = std::fs::read_to_string("/proc/self/smaps")
         .map(|smaps| {
             code_mappings(&smaps)
@@ -88,26 +80,20 @@ pub(crate) fn give_back() -> GivenBack {
         })
         .unwrap_or(0);
     // Last: the list just read is freed by now.
-    let heap_trimmed = trim_heap();
-    GivenBack {
-        code_bytes,
-        heap_trimmed,
-    }
+    trim_heap();
+    code_bytes
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() -> bool {
+fn trim_heap() {
     // SAFETY: `malloc_trim` only returns free memory of glibc's arenas to
     // the kernel; it takes the arenas' locks itself and touches no live
     // allocation.
     unsafe { libc::malloc_trim(0) };
-    true
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() -> bool {
-    false
-}
+fn trim_heap() {}
 
 #[cfg(target_os = "linux")]
 fn unmap_pages(start: usize, len: usize) -> usize {
@@ -252,8 +238,7 @@ Anonymous:             0 kB
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         let mappings = code_mappings(&smaps);
         assert!(!mappings.is_empty(), "no code mapping found in this test's own smaps");
-        let given = give_back();
-        assert!(given.code_bytes > 0);
+        assert!(give_back() > 0);
         // The code runs on: every page maps again from the file.
         let sum: u64 = (0..1000u64).map(|i| i.wrapping_mul(31)).sum();
         assert_eq!(sum, 15_484_500);

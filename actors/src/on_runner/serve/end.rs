@@ -159,7 +159,8 @@ impl Finish {
         if last {
             self.serve.touch();
         }
-        if self.serve.calls.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst: see `Serve::went_quiet`.
+        if self.serve.calls.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             if !last {
                 self.serve.touch();
             }
