@@ -836,8 +836,9 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 /// Runs one workload of ours alone for a few seconds, for `perf record`:
 /// `calls64` / `calls512` (concurrent callers), `raw512` (the raw
 /// multiplexed floor's 512 callers), `casts` (bursts of 90 000),
-/// `mib` (1 MiB arguments one at a time), `single` (one call at a time)
-/// or `local` (one call at a time to an in-process runner).
+/// `mib` (1 MiB arguments one at a time), `single` (one call at a time),
+/// `local` (one call at a time to an in-process runner) or `local-casts`
+/// (bursts of casts to one).
 async fn profile(what: &str, registry: &Registry) {
     if what == "raw512" {
         // The raw floor's 512 callers, for its CPU per call beside ours.
@@ -859,6 +860,24 @@ async fn profile(what: &str, registry: &Registry) {
             }
         }
         println!("local: {:.0} calls/s", n as f64 / start.elapsed().as_secs_f64());
+        return pool.stop().await;
+    }
+    if what == "local-casts" {
+        // Bursts of casts to an in-process runner, as the report sends them.
+        let config = PoolConfig::new(1).name("bench-profile-local").max_concurrency(100_000);
+        let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
+        for _ in 0..20 {
+            let n = 200_000u64;
+            CASTS.store(0, Ordering::Relaxed);
+            let start = Instant::now();
+            for i in 0..n {
+                pool.cast::<CountCast>(i).unwrap();
+            }
+            while CASTS.load(Ordering::Relaxed) < n {
+                tokio::task::yield_now().await;
+            }
+            println!("local casts: {:.0}/s", n as f64 / start.elapsed().as_secs_f64());
+        }
         return pool.stop().await;
     }
     let backend = ProcessBackend::current_exe().unwrap().args(Vec::<String>::new());

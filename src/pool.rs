@@ -236,10 +236,13 @@ impl Pool {
         }
         let started = Instant::now();
         let watch = Watch { span: &span, metered };
-        let result = self
-            .call_observed::<F>(args, opts, Some(started), Some(&watch))
-            .instrument(span.clone())
-            .await;
+        // Boxed: an observed call's future (its span, its timings) stays
+        // out of every unobserved call's, which is moved on the hot path.
+        let result = Box::pin(
+            self.call_observed::<F>(args, opts, Some(started), Some(&watch))
+                .instrument(span.clone()),
+        )
+        .await;
         let outcome = ractor_flame_actors::observe::outcome_label(result.as_ref());
         span.record("outcome", outcome);
         if metered {
@@ -341,12 +344,12 @@ impl Pool {
             (Some(watch), route) => {
                 let checkout =
                     tracing::trace_span!(target: "ractor_flame::pool", "flame.checkout", pool = %self.settings.name);
+                // Boxed: a watched checkout's span stays out of the future
+                // of every call.
                 let lease = match route {
-                    None => self.checkout(checkout_budget).instrument(checkout).await?,
+                    None => Box::pin(self.checkout(checkout_budget).instrument(checkout)).await?,
                     Some(route) => {
-                        self.checkout_keyed(checkout_budget, route.get())
-                            .instrument(checkout)
-                            .await?
+                        Box::pin(self.checkout_keyed(checkout_budget, route.get()).instrument(checkout)).await?
                     }
                 };
                 let waited = since_started();
@@ -801,7 +804,7 @@ impl Pool {
         // The gate has just tried the runners as `checkout` would (every
         // one, or a sample in a large pool): asking it again only repeats
         // that. The Pool decides.
-        let lease = self.checkout_from_pool(budget).await?;
+        let lease = Box::pin(self.checkout_from_pool(budget)).await?;
         self.gate.remember(key, &lease);
         Ok(lease)
     }
@@ -818,7 +821,9 @@ impl Pool {
         if let Some(lease) = self.gate.try_checkout(&self.actor) {
             return Ok(lease);
         }
-        self.checkout_from_pool(budget).await
+        // Boxed: the wait for the Pool stays out of the future of a call
+        // that found a free slot.
+        Box::pin(self.checkout_from_pool(budget)).await
     }
 
     /// Asks the Pool for a slot, waiting up to `budget` in its queue.

@@ -16,6 +16,7 @@ mod serve;
 mod terminator;
 mod tidy;
 
+pub(crate) use serve::Release;
 pub use serve::Serve;
 pub use terminator::{
     SystemShutdown, Terminator, TerminatorArguments, TerminatorLink, TerminatorMessage, TerminatorState, spawn_on_link,

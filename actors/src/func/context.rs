@@ -201,6 +201,20 @@ impl CurrentCall {
         self.inner.cancelled.load(Ordering::SeqCst)
     }
 
+    /// Completes once the call is stopped ([`CurrentCall::cancel`]; its
+    /// deadline aside): what a call running in its caller's task selects
+    /// on.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            // Registered before the look: a `cancel` in between wakes it.
+            let notified = self.inner.notify.notified();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Marks the call cancelled and wakes whoever waits for it.
     pub(crate) fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);

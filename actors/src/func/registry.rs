@@ -51,13 +51,26 @@ pub struct Registry {
     app_version: Option<String>,
 }
 
+/// A registered function: how it starts, and how it runs.
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     signature: String,
     handler: Handler,
     blocking: bool,
     /// A [`RemoteStream`]: its calls get a sink for their items.
     stream: bool,
+}
+
+impl Entry {
+    /// Whether the function runs on the blocking pool.
+    pub(crate) fn blocking(&self) -> bool {
+        self.blocking
+    }
+
+    /// Starts the function on encoded arguments.
+    pub(crate) fn start(&self, args: ArgBytes<'_>, call: CurrentCall) -> BoxFuture {
+        (self.handler)(args, call)
+    }
 }
 
 impl fmt::Debug for Registry {
@@ -402,9 +415,10 @@ impl Registry {
         self.functions.get(name).map(|e| ((e.handler)(args, call), e.blocking))
     }
 
-    /// Whether the named function runs on the blocking pool.
-    pub(crate) fn is_blocking(&self, name: &str) -> bool {
-        self.functions.get(name).is_some_and(|e| e.blocking)
+    /// The named function, if registered: one lookup for a caller that
+    /// asks how it runs and then starts it.
+    pub(crate) fn function(&self, name: &str) -> Option<&Entry> {
+        self.functions.get(name)
     }
 
     /// Starts placing the named actor type; `None` if unknown.

@@ -27,7 +27,9 @@ use crate::func::args::Args;
 use crate::func::registry::Registry;
 use crate::ids::RunnerId;
 use crate::on_parent::backend::Backend;
-use crate::on_parent::link::RunnerConn;
+use crate::on_parent::link::{RunnerConn, outcome_into_result};
+use crate::on_runner::Release;
+use crate::wire::frame::Outcome;
 
 pub use gate::Gate;
 use gate::SlotShared;
@@ -214,17 +216,44 @@ impl Drop for Lease {
         if self.handed_on.load(Ordering::Relaxed) {
             return;
         }
-        // The slot is free the moment the count drops. The pool hears of it
-        // only when it has a use for the news (a waiter, a single-use
-        // runner): one message and one wake-up less per call. The pool sets
-        // `has_waiters` before it re-checks the counts, and we read it after
-        // the decrement (both SeqCst): one of the two always sees the other.
-        self.slot.load.fetch_sub(1, Ordering::SeqCst);
-        Gate::checked_in(&self.slot);
-        if self.slot.always_tell.load(Ordering::SeqCst) || self.slot.has_waiters.load(Ordering::SeqCst) {
-            // A cast never blocks; if the pool is gone nobody needs the news.
-            let _ = self.slot.pool.cast(InternalMsg::Checkin(self.slot.runner).into());
+        check_in(&self.slot);
+    }
+}
+
+impl Lease {
+    /// The checkout as an in-process runner holds it for a call nobody
+    /// waits for (a local cast): released, exactly once, when the call's
+    /// work has ended. This lease is spent.
+    pub(crate) fn into_release(self) -> Arc<dyn Release> {
+        self.handed_on.store(true, Ordering::Relaxed);
+        Arc::clone(&self.slot) as Arc<dyn Release>
+    }
+}
+
+/// A local cast's slot, released by the runner when the cast's work has
+/// ended: checked in, and a failure logged at `warn`.
+impl Release for SlotShared {
+    fn release(&self, function: &'static str, outcome: Outcome) {
+        // Checked in first: the log line may take a while.
+        check_in(self);
+        if let Err(error) = outcome_into_result(outcome, function, std::time::Duration::MAX) {
+            self.conn.cast_failed(function, &error);
         }
+    }
+}
+
+/// Checks one checkout of `slot` in.
+fn check_in(slot: &SlotShared) {
+    // The slot is free the moment the count drops. The pool hears of it
+    // only when it has a use for the news (a waiter, a single-use
+    // runner): one message and one wake-up less per call. The pool sets
+    // `has_waiters` before it re-checks the counts, and we read it after
+    // the decrement (both SeqCst): one of the two always sees the other.
+    slot.load.fetch_sub(1, Ordering::SeqCst);
+    Gate::checked_in(slot);
+    if slot.always_tell.load(Ordering::SeqCst) || slot.has_waiters.load(Ordering::SeqCst) {
+        // A cast never blocks; if the pool is gone nobody needs the news.
+        let _ = slot.pool.cast(InternalMsg::Checkin(slot.runner).into());
     }
 }
 

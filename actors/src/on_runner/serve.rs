@@ -59,6 +59,7 @@ use crate::func::registry::Registry;
 use crate::func::states::States;
 use crate::ids::IdMap;
 use crate::ids::RunnerId;
+pub(crate) use end::Release;
 use helpers::{HelperGuard, Lane, StartQueue, Starts, helper};
 
 mod admit;
@@ -89,8 +90,14 @@ pub struct Serve {
     born: Instant,
     /// Microseconds after `born` when the last call ended (or started).
     last_activity_us: AtomicU64,
-    /// Woken whenever `active` drops to zero.
+    /// Woken when `active` drops to zero while `quiet_watchers` is not 0.
     quiet: Notify,
+    /// Waits for the quiet (drains) under way.
+    quiet_watchers: AtomicUsize,
+    /// Every call was stopped (`fail_all`).
+    failed: AtomicBool,
+    /// Every linked call was stopped (`abort_linked`).
+    parent_lost: AtomicBool,
     /// The thread that waits for `active` to drop to zero, if any (the one
     /// that gives memory back, `tidy.rs`), unparked when it does.
     quiet_thread: OnceLock<std::thread::Thread>,
@@ -118,9 +125,9 @@ struct Calls {
 #[derive(Debug)]
 struct Running {
     call: CurrentCall,
-    /// Set for a call running in its caller's task (it selects on this);
-    /// a call of its own task is aborted through its `call`.
-    inline: Option<Arc<Notify>>,
+    /// A call running in its caller's task, which selects on its call's
+    /// stop; a call of its own task is aborted through its `call`.
+    inline: bool,
     linked: bool,
     /// A blocking body cannot be aborted: it is told, and its slot stays
     /// taken until it returns.
@@ -131,10 +138,9 @@ impl Running {
     fn stop(&self) {
         if self.blocking {
             self.call.cancel();
-        } else if let Some(abort) = &self.inline {
+        } else if self.inline {
+            // The caller's task selects on this: its future ends `None`.
             self.call.cancel();
-            // `notify_one` keeps a permit if the call is not waiting yet.
-            abort.notify_one();
         } else {
             self.call.abort();
         }
@@ -177,6 +183,9 @@ impl Serve {
             born: Instant::now(),
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
+            quiet_watchers: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            parent_lost: AtomicBool::new(false),
             quiet_thread: OnceLock::new(),
             quiet_waiting: AtomicBool::new(false),
             children: Children::default(),
@@ -230,11 +239,6 @@ impl Serve {
         if self.calls.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.went_quiet();
         }
-    }
-
-    /// Whether calls of `function` run on the blocking pool.
-    pub(crate) fn is_blocking(&self, function: &str) -> bool {
-        self.registry.is_blocking(function)
     }
 
     /// Calls running now.
@@ -292,7 +296,11 @@ impl Serve {
     /// flag, then reads the count, with `SeqCst` too: one of the two sees
     /// the other. A runner with no such thread (in-process) pays one load.
     pub(crate) fn went_quiet(&self) {
-        self.quiet.notify_waiters();
+        // A drain counts itself as watching before it looks at the count
+        // (SeqCst both, as the count's drop): one of the two sees the other.
+        if self.quiet_watchers.load(Ordering::SeqCst) > 0 {
+            self.quiet.notify_waiters();
+        }
         if self.quiet_waiting.load(Ordering::SeqCst)
             && self.quiet_waiting.swap(false, Ordering::SeqCst)
             && let Some(thread) = self.quiet_thread.get()

@@ -107,32 +107,40 @@ impl RunnerConn {
                     bare: req.args.is_bare(),
                     idempotency_key: req.idempotency_key,
                 };
-                if window.is_some() || serve.is_blocking(req.function) {
-                    // A blocking body outlives a caller that gives up: it
-                    // runs as a task and reports its end like a remote one.
-                    // So does a stream, whose items come as frames.
-                    let Some(replies) = replies.upgrade() else {
-                        return Err(self.down_error());
-                    };
-                    let (linked, deadline) = (req.linked, req.deadline);
-                    let sent = |_alone| {
-                        serve.dispatch(call, None, deadline, replies);
-                        if let Some(items) = window {
-                            serve.credit(id, items);
+                // The body runs in this task (dropping the future ends it),
+                // unless it blocks or streams.
+                let call = match window {
+                    Some(_) => call,
+                    None => match serve.run_inline(call, req.deadline) {
+                        Ok(run) => {
+                            // Timed only where the call's span (at debug)
+                            // can be on: two clock reads are a tenth of a
+                            // local call.
+                            let timed = tracing::level_enabled!(tracing::Level::DEBUG).then(Instant::now);
+                            let outcome = run.await;
+                            if let Some(at) = timed {
+                                tracing::Span::current().record("runner_us", at.elapsed().as_micros() as u64);
+                            }
+                            return outcome.ok_or_else(|| self.down_error());
                         }
-                        true
-                    };
-                    return self.send_and_wait(id, linked, deadline, hold, sent).await;
-                }
-                // The body runs in this task: dropping the future ends it.
-                // Timed only where the call's span (at debug) can be on: two
-                // clock reads are a tenth of a local call.
-                let timed = tracing::level_enabled!(tracing::Level::DEBUG).then(Instant::now);
-                let outcome = serve.run_inline(call, req.deadline).await;
-                if let Some(at) = timed {
-                    tracing::Span::current().record("runner_us", at.elapsed().as_micros() as u64);
-                }
-                outcome.ok_or_else(|| self.down_error())
+                        Err(call) => call,
+                    },
+                };
+                // A blocking body outlives a caller that gives up: it runs
+                // as a task and reports its end like a remote one. So does
+                // a stream, whose items come as frames.
+                let Some(replies) = replies.upgrade() else {
+                    return Err(self.down_error());
+                };
+                let (linked, deadline) = (req.linked, req.deadline);
+                let sent = |_alone| {
+                    serve.dispatch(call, None, deadline, replies);
+                    if let Some(items) = window {
+                        serve.credit(id, items);
+                    }
+                    true
+                };
+                self.send_and_wait(id, linked, deadline, hold, sent).await
             }
             Transport::Remote { tx } => {
                 // A too-large argument fails this call only, never the
@@ -249,8 +257,8 @@ impl RunnerConn {
     pub(crate) fn cast_held(&self, function: &'static str, args: Args, hold: Lease) -> Result<(), (Args, Lease)> {
         let tx = match &self.inner.transport {
             Transport::Remote { tx } => tx,
-            Transport::Local { serve, replies, .. } => {
-                return self.cast_in_process(serve, replies, function, args, hold);
+            Transport::Local { serve, .. } => {
+                return self.cast_in_process(serve, function, args, hold);
             }
         };
         if !self.is_usable() || !self.fits(function, &args) {
@@ -280,13 +288,12 @@ impl RunnerConn {
 
     /// [`RunnerConn::cast_held`] to an in-process runner: the cast is
     /// admitted as a remote runner admits one (its first poll in one of the
-    /// runner's helpers, a task only for a body that waits) and its end
-    /// comes back through the runner's replies, batched with others; the
-    /// caller spawns nothing.
+    /// runner's helpers, a task only for a body that waits), and the runner
+    /// itself checks its slot in when the work has ended: no entry among
+    /// the calls in flight, no reply to route, nothing spawned.
     fn cast_in_process(
         &self,
         serve: &Arc<crate::on_runner::Serve>,
-        replies: &crate::wire::outbox::WeakOutbox<crate::wire::frame::ToParent>,
         function: &'static str,
         args: Args,
         hold: Lease,
@@ -294,14 +301,7 @@ impl RunnerConn {
         if !self.is_usable() {
             return Err((args, hold));
         }
-        let Some(replies) = replies.upgrade() else {
-            return Err((args, hold));
-        };
         let id = self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed);
-        if self.track(id, Pending::Cast(hold, function)).is_err() {
-            self.cast_failed(function, &self.down_error());
-            return Ok(());
-        }
         let call = CallRef {
             id,
             function,
@@ -313,7 +313,7 @@ impl RunnerConn {
             bare: args.is_bare(),
             idempotency_key: None,
         };
-        serve.dispatch(call, None, None, replies);
+        serve.dispatch_held(function, call, hold.into_release());
         Ok(())
     }
 
@@ -351,7 +351,7 @@ impl RunnerConn {
 
     /// Logs a cast sent by [`RunnerConn::cast_held`] that failed: nobody
     /// else hears of it.
-    pub(super) fn cast_failed(&self, function: &str, error: &Error) {
+    pub(crate) fn cast_failed(&self, function: &str, error: &Error) {
         tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
     }
 

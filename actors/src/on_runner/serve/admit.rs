@@ -17,21 +17,19 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Instant;
 
-use futures_util::FutureExt as _;
-use tokio::sync::Notify;
-
-use super::end::{Finish, outcome, settle};
+use super::end::{Finish, Release, ReplyTo, outcome, settle};
 use super::run::run_until;
 use super::start::{HeldArgs, Start, Traced, Work, child_op};
 use super::{Running, Serve};
 use crate::func::args::ArgBytes;
 use crate::func::context::CurrentCall;
-use crate::func::erased::BoxFuture;
 use crate::func::stream::StreamSink;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, PLACE, ToParent, is_child_operation};
 use crate::wire::outbox::Outbox;
+use futures_util::FutureExt as _;
 
 impl Serve {
     /// Admits a call and hands it to a helper task on the work runtime; its
@@ -46,14 +44,45 @@ impl Serve {
         deadline: Option<Instant>,
         reply: Outbox<ToParent>,
     ) {
+        self.queue(call, payload, deadline, ReplyTo::Parent(reply));
+    }
+
+    /// Admits a call made in this process that nobody waits for (a local
+    /// cast), like [`Serve::dispatch`]: when its work has ended, `hold`
+    /// (the caller's slot) is released with its outcome, here, with no
+    /// reply to route.
+    pub(crate) fn dispatch_held(self: &Arc<Self>, function: &'static str, call: CallRef<'_>, hold: Arc<dyn Release>) {
+        self.queue(call, None, None, ReplyTo::Held { hold, function });
+    }
+
+    /// Admits a call and queues it for a helper; its end goes to `reply`.
+    fn queue(self: &Arc<Self>, call: CallRef<'_>, payload: Option<Vec<u8>>, deadline: Option<Instant>, reply: ReplyTo) {
         // Nothing of the call is built here: its work is built (its
         // arguments decoded, a child's message decoded and enqueued, a
         // traced call's span made) by the helper that starts it, off the
         // thread that reads the connection.
+        // A call nobody can stop by its id (a local cast: its caller does
+        // not wait, and it is not linked) gets its entry among the running
+        // calls, and its context, only if it waits past its first poll
+        // (`start.rs`): its helper makes its context (allocated and freed
+        // on one thread), and until it has an entry a stop of every call
+        // reaches it through `stopping_all`. Any other call's entry exists
+        // before its task does (its `Finish` removes it); the task's abort
+        // handle joins the call once it is spawned.
+        let listed = !matches!(reply, ReplyTo::Held { .. });
         let held = self.held(&call, payload).and_then(|held| {
+            if !listed {
+                return match self.accepting.load(Ordering::Acquire) {
+                    true => Ok((None, held)),
+                    false => Err(Outcome::Refused),
+                };
+            }
             // A streaming call's items go where its reply goes.
-            let sink = held.stream.then(|| StreamSink::new(call.id, reply.clone()));
-            Ok((self.admit(&call, deadline, sink)?, held))
+            let sink = match &reply {
+                ReplyTo::Parent(reply) if held.stream => Some(StreamSink::new(call.id, reply.clone())),
+                _ => None,
+            };
+            Ok((Some(self.admit(&call, deadline, sink)?), held))
         });
         let (
             current,
@@ -65,26 +94,26 @@ impl Serve {
             },
         ) = match held {
             Ok(held) => held,
-            Err(outcome) => return send(&reply, call.id, outcome),
+            Err(outcome) => return reply.refuse(call.id, outcome),
         };
         self.count_in();
         let id = call.id;
-        // The entry exists before the task does (its `Finish` removes it);
-        // the task's abort handle joins the call once it is spawned.
-        self.calls.tasks.lock().expect("poisoned").insert(
-            id,
-            Running {
-                call: current.clone(),
-                inline: None,
-                linked: call.linked,
-                blocking,
-            },
-        );
+        if let Some(current) = &current {
+            self.calls.tasks.lock().expect("poisoned").insert(
+                id,
+                Running {
+                    call: current.clone(),
+                    inline: false,
+                    linked: call.linked,
+                    blocking,
+                },
+            );
+        }
         // The call's end is armed now: a call that never gets to run (its
         // task aborted before a first poll, or never spawned because the
         // runtime is going) still counts out and replies `Aborted`.
         let start = Start {
-            finish: Finish::new(Arc::clone(self), id, Some(reply)),
+            finish: Finish::new(Arc::clone(self), id, reply, listed),
             work,
             current,
             deadline,
@@ -148,21 +177,6 @@ impl Serve {
         })
     }
 
-    /// Admits a call: its work, counted as running, whether it blocks, and
-    /// its context; the outcome to answer at once when it cannot start
-    /// (draining, unknown).
-    fn begin(
-        self: &Arc<Self>,
-        call: &CallRef<'_>,
-        payload: Option<Vec<u8>>,
-        deadline: Option<Instant>,
-    ) -> Result<(BoxFuture, bool, CurrentCall), Outcome> {
-        let current = self.admit(call, deadline, None)?;
-        let (work, blocking) = self.build_work(call, payload, &current)?;
-        self.count_in();
-        Ok((work, blocking, current))
-    }
-
     /// A call's context (with a streaming call's `sink`), unless the runner
     /// takes no more calls (drain).
     fn admit(
@@ -205,35 +219,86 @@ impl Serve {
     /// Runs a call in the caller's own task (the local backend: the runner
     /// is this process, so the extra task and its wake-ups buy nothing).
     /// Accounting, deadline, panics and aborts are as for [`Serve::dispatch`];
-    /// dropping the future cancels the call. `None` when the runner aborted
-    /// it (the runner is going away). Blocking functions go through
-    /// `dispatch` instead: their body outlives a dropped caller.
-    pub(crate) async fn run_inline(self: &Arc<Self>, call: CallRef<'_>, deadline: Option<Instant>) -> Option<Outcome> {
-        let (work, _, current) = match self.begin(&call, None, deadline) {
-            Ok(begun) => begun,
-            Err(outcome) => return Some(outcome),
+    /// dropping the future cancels the call. The future gives `None` when
+    /// the runner aborted the call (the runner is going away).
+    ///
+    /// Gives the call back (`Err`) when its function blocks: a blocking body
+    /// outlives a dropped caller, so it goes through `dispatch`. The
+    /// function is looked up once, here, for both.
+    pub(crate) fn run_inline<'a>(
+        self: &'a Arc<Self>,
+        call: CallRef<'a>,
+        deadline: Option<Instant>,
+    ) -> Result<impl Future<Output = Option<Outcome>> + Send + 'a, CallRef<'a>> {
+        let function = match is_child_operation(call.function) {
+            true => None,
+            false => self.registry.function(call.function),
         };
-        let abort = Arc::new(Notify::new());
-        let running = Running {
-            call: current,
-            inline: Some(Arc::clone(&abort)),
-            linked: call.linked,
-            blocking: false,
-        };
-        self.calls.tasks.lock().expect("poisoned").insert(call.id, running);
-        let _finish = Finish::new(Arc::clone(self), call.id, None);
-        let run = AssertUnwindSafe(work).catch_unwind();
-        let result = tokio::select! {
-            biased;
-            _ = abort.notified() => return None,
-            result = run_until(deadline, run) => result,
-        };
-        // Asked only of a failure: whether the call was stopped.
-        let stopped = || {
-            let tasks = self.calls.tasks.lock().expect("poisoned");
-            tasks.get(&call.id).is_some_and(|running| running.call.is_stopped())
-        };
-        Some(settle(outcome(result, call.want_result), deadline, stopped))
+        if function.is_some_and(|f| f.blocking()) {
+            return Err(call);
+        }
+        // Admitted and built now, before the caller's first poll (which
+        // comes at once: the caller awaits this).
+        let begun = self.admit(&call, deadline, None).and_then(|current| {
+            let work = match function {
+                Some(function) => function.start(ArgBytes::new(call.args, call.bare), current.clone()),
+                // An operation on placed children, or an unknown name.
+                None => self.build_work(&call, None, &current)?.0,
+            };
+            Ok((work, current))
+        });
+        Ok(async move {
+            let (work, current) = match begun {
+                Ok(begun) => begun,
+                Err(outcome) => return Some(outcome),
+            };
+            self.count_in();
+            // Counted out however this future ends: done, aborted, dropped.
+            let mut end = InlineEnd {
+                serve: self,
+                id: call.id,
+                listed: false,
+            };
+            let mut run = std::pin::pin!(AssertUnwindSafe(work).catch_unwind());
+            // The first poll, as a helper's: a body done in it (most short
+            // ones) needs no entry among the running calls, no waiter for
+            // a stop and no timer. Nothing can stop a call in the middle of
+            // a poll anyway.
+            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+            let result = match first {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => {
+                    let running = Running {
+                        call: current.clone(),
+                        inline: true,
+                        linked: call.linked,
+                        blocking: false,
+                    };
+                    self.calls.tasks.lock().expect("poisoned").insert(call.id, running);
+                    end.listed = true;
+                    // A stop of every call (or of every linked one) that
+                    // looked at the table before the entry was in: it set
+                    // its flag first.
+                    if self.stopping_all(call.linked) {
+                        return None;
+                    }
+                    // Boxed: the wait for a stop and the timer would
+                    // otherwise make every local call's future larger, and
+                    // futures are moved on the hot path.
+                    Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            () = current.stopped() => None,
+                            result = run_until(deadline, run) => Some(result),
+                        }
+                    })
+                    .await?
+                }
+            };
+            Some(settle(outcome(result, call.want_result), deadline, || {
+                current.is_stopped()
+            }))
+        })
     }
 
     /// Creates the work of `call` now and returns a future that runs it to
@@ -245,7 +310,7 @@ impl Serve {
         async move {
             if let Ok((work, _)) = work {
                 this.calls.active.fetch_add(1, Ordering::AcqRel);
-                let _finish = Finish::new(Arc::clone(&this), call.id, None);
+                let _finish = Finish::new(Arc::clone(&this), call.id, ReplyTo::Caller, true);
                 let _ = work.await;
             }
         }
@@ -264,11 +329,17 @@ struct Held {
     stream: bool,
 }
 
-/// Sends a call's outcome to the parent.
-fn send(reply: &Outbox<ToParent>, id: u64, outcome: Outcome) {
-    let _ = reply.send(ToParent::Reply {
-        id,
-        outcome,
-        runner_us: 0,
-    });
+/// The end of a call run in its caller's task: counts it out when the
+/// caller's future ends, however it ends.
+struct InlineEnd<'a> {
+    serve: &'a Serve,
+    id: u64,
+    /// It has an entry among the running calls (it waited).
+    listed: bool,
+}
+
+impl Drop for InlineEnd<'_> {
+    fn drop(&mut self) {
+        self.serve.count_out(self.listed.then_some(self.id));
+    }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Serve;
 use super::run::Caught;
+use super::{Running, Serve};
 use crate::error::{FnErrorKind, panic_message};
 use crate::func::context::CurrentCall;
 use crate::func::erased::RunFailure;
@@ -80,31 +80,112 @@ pub(super) fn outcome(result: Option<Caught>, want_result: bool) -> Outcome {
     }
 }
 
+/// What a caller in this process holds for a call it does not wait for (a
+/// local cast: its slot), released once, when the call's work has ended,
+/// with its outcome.
+pub(crate) trait Release: Send + Sync + 'static {
+    /// The call of `function` has ended with `outcome`.
+    fn release(&self, function: &'static str, outcome: Outcome);
+}
+
+/// Where a call's end goes.
+pub(crate) enum ReplyTo {
+    /// Nowhere: the caller awaits the work in its own task.
+    Caller,
+    /// The parent connection, as a reply frame.
+    Parent(Outbox<ToParent>),
+    /// A caller's hold in this process, released with the outcome.
+    Held {
+        hold: Arc<dyn Release>,
+        function: &'static str,
+    },
+}
+
+impl ReplyTo {
+    /// The call's outcome, before its work began (refused, unknown).
+    pub(super) fn refuse(self, id: u64, outcome: Outcome) {
+        match self {
+            ReplyTo::Caller => {}
+            ReplyTo::Parent(reply) => {
+                let _ = reply.send(ToParent::Reply {
+                    id,
+                    outcome,
+                    runner_us: 0,
+                });
+            }
+            ReplyTo::Held { hold, function } => hold.release(function, outcome),
+        }
+    }
+}
+
 /// Runs when a call's work ends, however it ends (completion, abort,
 /// panic): frees the runner's count and sends the call's one final reply
 /// (`Aborted` when the work was dropped before it had an outcome).
 pub(super) struct Finish {
     pub(super) serve: Arc<Serve>,
     id: u64,
-    /// The parent connection; `None` for calls whose caller awaits them in
-    /// its own task.
-    reply: Option<Outbox<ToParent>>,
+    /// Where the call's end goes; [`ReplyTo::Caller`] once it went.
+    reply: ReplyTo,
     /// When the call was admitted (read only for calls that reply to the
     /// parent, whose reply carries the time the work took).
     admitted: Option<Instant>,
     /// Counted out and replied to already.
     ended: bool,
+    /// The call has its entry among the running calls.
+    listed: bool,
 }
 
 impl Finish {
-    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: Option<Outbox<ToParent>>) -> Self {
+    /// The end of call `id`, which has its entry among the running calls
+    /// if `listed`.
+    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: ReplyTo, listed: bool) -> Self {
         Finish {
             serve,
             id,
-            admitted: reply.as_ref().map(|_| Instant::now()),
+            admitted: matches!(reply, ReplyTo::Parent(_)).then(Instant::now),
             reply,
             ended: false,
+            listed,
         }
+    }
+
+    /// Gives a call admitted without an entry among the running calls its
+    /// entry, as it goes on waiting; `false` when every call was stopped
+    /// meanwhile (it must not start then).
+    pub(super) fn list(&mut self, current: &CurrentCall, blocking: bool) -> bool {
+        if !self.listed {
+            let running = Running {
+                call: current.clone(),
+                inline: false,
+                linked: false,
+                blocking,
+            };
+            self.serve
+                .calls
+                .tasks
+                .lock()
+                .expect("poisoned")
+                .insert(self.id, running);
+            self.listed = true;
+        }
+        // A stop of every call that looked at the entries before this one
+        // was in set its flag first. A blocking body is told, as the stop
+        // would have told it, and starts all the same.
+        if !self.serve.stopping_all(false) {
+            return true;
+        }
+        current.cancel();
+        blocking
+    }
+
+    /// The call's id.
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the call has its entry among the running calls.
+    pub(super) fn is_listed(&self) -> bool {
+        self.listed
     }
 
     /// The call's end, with its outcome.
@@ -116,28 +197,32 @@ impl Finish {
         // Counted out first: when the parent hears of it, the slot is free
         // here too.
         let alone = self.done();
-        if let Some(reply) = self.reply.take() {
+        match std::mem::replace(&mut self.reply, ReplyTo::Caller) {
+            ReplyTo::Caller => {}
             // The last call running replies straight from its thread;
             // replies of calls running together are batched, and the ends
             // of casts among them share one frame.
-            let _ = match outcome {
-                Outcome::Done if !alone => reply.send_ended(self.id),
-                outcome => {
-                    let runner_us = self.admitted.map_or(0, |at| at.elapsed().as_micros() as u64);
-                    let frame = ToParent::Reply {
-                        id: self.id,
-                        outcome,
-                        runner_us,
-                    };
-                    reply.send_alone(frame, alone)
-                }
-            };
+            ReplyTo::Parent(reply) => {
+                let _ = match outcome {
+                    Outcome::Done if !alone => reply.send_ended(self.id),
+                    outcome => {
+                        let runner_us = self.admitted.map_or(0, |at| at.elapsed().as_micros() as u64);
+                        let frame = ToParent::Reply {
+                            id: self.id,
+                            outcome,
+                            runner_us,
+                        };
+                        reply.send_alone(frame, alone)
+                    }
+                };
+            }
+            ReplyTo::Held { hold, function } => hold.release(function, outcome),
         }
     }
 
     /// The caller's outcome before the work has ended.
     pub(super) fn early(&self, outcome: Outcome) {
-        if let Some(reply) = &self.reply {
+        if let ReplyTo::Parent(reply) = &self.reply {
             let _ = reply.send(ToParent::Early { id: self.id, outcome });
         }
     }
@@ -145,26 +230,35 @@ impl Finish {
     /// The runner-side accounting of a call's end; returns whether no other
     /// call runs now.
     fn done(&self) -> bool {
-        let alone = {
-            let mut tasks = self.serve.calls.tasks.lock().expect("poisoned");
-            if let Some(sink) = tasks.remove(&self.id).as_ref().and_then(|r| r.call.stream()) {
+        self.serve.count_out(self.listed.then_some(self.id))
+    }
+}
+
+impl Serve {
+    /// Counts a call out: removes its entry among the running calls (`id`,
+    /// `None` for a call that has none) and drops the count; returns
+    /// whether no other call runs now (as far as the entries tell).
+    pub(super) fn count_out(&self, id: Option<u64>) -> bool {
+        let alone = id.is_none_or(|id| {
+            let mut tasks = self.calls.tasks.lock().expect("poisoned");
+            if let Some(sink) = tasks.remove(&id).as_ref().and_then(|r| r.call.stream()) {
                 // A sender the body handed on sends nothing after the end.
                 sink.close();
             }
             tasks.is_empty()
-        };
+        });
         // Noted before the count drops when this is likely the last call,
         // so an idle check never sees no work and an older time.
-        let last = self.serve.calls.active.load(Ordering::Acquire) == 1;
+        let last = self.calls.active.load(Ordering::Acquire) == 1;
         if last {
-            self.serve.touch();
+            self.touch();
         }
         // SeqCst: see `Serve::went_quiet`.
-        if self.serve.calls.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.calls.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             if !last {
-                self.serve.touch();
+                self.touch();
             }
-            self.serve.went_quiet();
+            self.went_quiet();
         }
         alone
     }

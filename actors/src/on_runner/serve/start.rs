@@ -97,7 +97,9 @@ pub(super) struct Start {
     /// The call's end, armed at admission.
     pub(super) finish: Finish,
     pub(super) work: Work,
-    pub(super) current: CurrentCall,
+    /// The call's context; `None` for a call admitted without an entry
+    /// among the running calls, whose helper makes it.
+    pub(super) current: Option<CurrentCall>,
     pub(super) deadline: Option<Instant>,
     pub(super) blocking: bool,
     pub(super) want_result: bool,
@@ -112,7 +114,12 @@ impl Start {
     /// own; blocking bodies get their task at once. A call stopped before
     /// it started ends here (`Aborted`), its work never built.
     pub(super) fn run(self) {
-        if !self.blocking && self.current.is_stopped() {
+        if !self.blocking && self.current.as_ref().is_some_and(CurrentCall::is_stopped) {
+            return;
+        }
+        // A call with no entry yet is not stopped through one; a stop of
+        // every call reaches it here.
+        if !self.blocking && !self.finish.is_listed() && self.finish.serve.stopping_all(false) {
             return;
         }
         let Start {
@@ -124,6 +131,10 @@ impl Start {
             want_result,
             trace,
         } = self;
+        let current = current.unwrap_or_else(|| {
+            let serve = &finish.serve;
+            CurrentCall::new(serve.runner, Arc::clone(&serve.states), finish.id(), deadline)
+        });
         // The application's code (its types' decoders, a child's message
         // decoder): a panic there ends the call, not the helper.
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| finish.serve.build(work, &current)));
@@ -145,6 +156,10 @@ impl Start {
                 Ok(Poll::Ready(result)) => return end(&mut finish, Some(Ok(result)), want_result, &current),
                 Err(panic) => return end(&mut finish, Some(Err(panic)), want_result, &current),
             }
+        }
+        // It waits: from now on it is stopped through its entry.
+        if !finish.list(&current, blocking) {
+            return;
         }
         spawn(finish, work, current, deadline, blocking, want_result);
     }

@@ -4,6 +4,7 @@
 //! written at admission (`admit.rs`); a stopped call still ends through
 //! `end.rs`, which replies for it.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Serve;
@@ -21,6 +22,8 @@ impl Serve {
     /// is gone. Unlinked calls and children are left to finish within the
     /// drain's budget.
     pub(crate) fn abort_linked(&self) {
+        // Before the look at the entries: a call entered after it sees this.
+        self.parent_lost.store(true, Ordering::SeqCst);
         self.children.kill_linked();
         for running in self.calls.tasks.lock().expect("poisoned").values() {
             if running.linked {
@@ -46,10 +49,19 @@ impl Serve {
     /// Stops every call and every child.
     pub(crate) fn fail_all(&self) {
         self.stop_accepting();
+        // Before the look at the entries: a call entered after it sees this.
+        self.failed.store(true, Ordering::SeqCst);
         self.children.stop_all(false, "runner stopped");
         for running in self.calls.tasks.lock().expect("poisoned").values() {
             running.stop();
         }
+    }
+
+    /// Whether every call (or, for a `linked` one, every linked call) was
+    /// stopped: a call that enters the running calls late reads this
+    /// after its entry is in.
+    pub(super) fn stopping_all(&self, linked: bool) -> bool {
+        self.failed.load(Ordering::SeqCst) || (linked && self.parent_lost.load(Ordering::SeqCst))
     }
 
     /// Waits until no call runs, at most `budget`; then stops what is left.
@@ -59,6 +71,8 @@ impl Serve {
     /// runner goes at once unless unlinked work may still finish.
     /// Returns whether the drain finished in time.
     pub(crate) async fn drain(&self, budget: Duration, parent_gone: bool) -> bool {
+        // The end of the last call wakes `quiet` only while someone waits.
+        let _watch = QuietWatch::new(self);
         let waited = tokio::time::timeout(budget, async {
             loop {
                 let quiet = self.quiet.notified();
@@ -82,5 +96,23 @@ impl Serve {
             self.fail_all();
         }
         waited.is_ok()
+    }
+}
+
+/// A wait for the quiet (`drain`): while one lasts, the end of the last
+/// running call wakes `Serve::quiet`.
+struct QuietWatch<'a>(&'a Serve);
+
+impl<'a> QuietWatch<'a> {
+    fn new(serve: &'a Serve) -> Self {
+        // SeqCst, before the waiter looks at the count: see `went_quiet`.
+        serve.quiet_watchers.fetch_add(1, Ordering::SeqCst);
+        QuietWatch(serve)
+    }
+}
+
+impl Drop for QuietWatch<'_> {
+    fn drop(&mut self) {
+        self.0.quiet_watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }
