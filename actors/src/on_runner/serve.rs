@@ -33,9 +33,9 @@
 //! 5. `serve/end.rs`: the result becomes the call's `Outcome`; `Finish`
 //!    counts the call out, removes its entry and sends its one reply:
 //!    straight away when no other call runs, else batched (the ends of
-//!    casts share one frame). Work
-//!    dropped before that (aborted, or never started) replies `Aborted`
-//!    from `Finish`'s drop.
+//!    casts share one frame); a local cast's end releases its caller's
+//!    hold instead. Work dropped before that (aborted, or never started)
+//!    replies `Aborted` from `Finish`'s drop.
 //!
 //! Off that path: `serve/stop.rs` stops calls from outside (the parent's
 //! cancel, the parent lost, the runner's stop, drain), and `serve/admit.rs`

@@ -10,8 +10,11 @@
 //! call's span is made there too, not here.
 //!
 //! The local backend's entries live here too: [`Serve::run_inline`] runs a
-//! call to its end in the caller's own task, and [`Serve::start_now`]
-//! starts a one-way call at once.
+//! call to its end in the caller's own task (an entry among the running
+//! calls, a waiter for a stop and a timer only for a body that waits past
+//! its first poll), [`Serve::dispatch_held`] admits a local cast whose end
+//! releases its caller's hold (its slot) instead of replying, and
+//! [`Serve::start_now`] starts a one-way call at once.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
