@@ -203,8 +203,8 @@ impl Lease {
     /// # Errors
     ///
     /// Gives the arguments and the lease back when the cast cannot be sent
-    /// this way (an in-process runner, a runner going away, arguments over
-    /// the frame limit): send it with [`Lease::call`] instead.
+    /// this way (a runner going away, arguments over the frame limit): send
+    /// it with [`Lease::call`] instead.
     pub fn cast(self, function: &'static str, args: Args) -> Result<(), (Args, Lease)> {
         let conn = self.slot.conn.clone();
         conn.cast_held(function, args, self)

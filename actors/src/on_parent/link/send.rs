@@ -251,9 +251,10 @@ impl RunnerConn {
     /// checked in when the runner reports the cast's end. No task, no
     /// channel: what a cast costs on the parent is its frame.
     ///
-    /// Gives the arguments and the hold back when the cast cannot go this
-    /// way (an in-process runner, a runner that is going away, arguments
-    /// over the frame limit), for the caller to send it the slow way.
+    /// An in-process runner is handed the cast directly (see
+    /// `cast_in_process`). Gives the arguments and the hold back when the
+    /// cast cannot go this way (a runner that is going away, arguments over
+    /// the frame limit), for the caller to send it the slow way.
     pub(crate) fn cast_held(&self, function: &'static str, args: Args, hold: Lease) -> Result<(), (Args, Lease)> {
         let tx = match &self.inner.transport {
             Transport::Remote { tx } => tx,
