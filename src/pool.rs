@@ -804,7 +804,7 @@ impl Pool {
         // The gate has just tried the runners as `checkout` would (every
         // one, or a sample in a large pool): asking it again only repeats
         // that. The Pool decides.
-        let lease = Box::pin(self.checkout_from_pool(budget)).await?;
+        let lease = self.checkout_from_pool(budget).await?;
         self.gate.remember(key, &lease);
         Ok(lease)
     }
@@ -821,9 +821,7 @@ impl Pool {
         if let Some(lease) = self.gate.try_checkout(&self.actor) {
             return Ok(lease);
         }
-        // Boxed: the wait for the Pool stays out of the future of a call
-        // that found a free slot.
-        Box::pin(self.checkout_from_pool(budget)).await
+        self.checkout_from_pool(budget).await
     }
 
     /// Asks the Pool for a slot, waiting up to `budget` in its queue.
@@ -832,7 +830,9 @@ impl Pool {
     ///
     /// As [`Pool::checkout`].
     async fn checkout_from_pool(&self, budget: Duration) -> Result<Lease, Error> {
-        match self.actor.call(PoolMessage::Checkout, Some(budget)).await {
+        // Boxed: the wait for the Pool (a timer among it) stays out of the
+        // future of every call, most of which find a free slot.
+        match Box::pin(self.actor.call(PoolMessage::Checkout, Some(budget))).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(Error::CheckoutTimeout { waited: budget }),
             Ok(CallResult::SenderError) | Err(_) => Err(Error::PoolNotRunning),

@@ -27,7 +27,7 @@ use crate::func::args::Args;
 use crate::func::registry::Registry;
 use crate::ids::RunnerId;
 use crate::on_parent::backend::Backend;
-use crate::on_parent::link::{RunnerConn, outcome_into_result};
+use crate::on_parent::link::RunnerConn;
 use crate::on_runner::Release;
 use crate::wire::frame::Outcome;
 
@@ -236,9 +236,7 @@ impl Release for SlotShared {
     fn release(&self, function: &'static str, outcome: Outcome) {
         // Checked in first: the log line may take a while.
         check_in(self);
-        if let Err(error) = outcome_into_result(outcome, function, std::time::Duration::MAX) {
-            self.conn.cast_failed(function, &error);
-        }
+        self.conn.cast_ended(function, outcome);
     }
 }
 

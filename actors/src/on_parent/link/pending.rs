@@ -16,13 +16,12 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::RunnerConn;
 use super::children::Queued;
-use super::outcome::outcome_into_result;
 use crate::ids::IdMap;
 use crate::on_parent::pool::Lease;
 use crate::wire::frame::Outcome;
@@ -201,9 +200,7 @@ impl RunnerConn {
             Pending::Cast(hold, function) => {
                 // Checked in first: the log line may take a while.
                 drop(hold);
-                if let Err(error) = outcome_into_result(outcome, function, Duration::MAX) {
-                    self.cast_failed(function, &error);
-                }
+                self.cast_ended(function, outcome);
             }
             // The child has its cast: its bytes leave the budget.
             Pending::ChildCast(queued) => drop(queued),

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::deadlines::DEADLINE_GRACE;
+use super::outcome::outcome_into_result;
 use super::pending::{Delivered, Pending};
 use super::records::TracedCall;
 use super::{CallRequest, RunnerConn, Transport};
@@ -350,9 +351,18 @@ impl RunnerConn {
         }
     }
 
+    /// A cast sent by [`RunnerConn::cast_held`] ended with `outcome`: a
+    /// failure is logged (nobody else hears of it). Its slot is checked in
+    /// before this.
+    pub(crate) fn cast_ended(&self, function: &str, outcome: Outcome) {
+        if let Err(error) = outcome_into_result(outcome, function, std::time::Duration::MAX) {
+            self.cast_failed(function, &error);
+        }
+    }
+
     /// Logs a cast sent by [`RunnerConn::cast_held`] that failed: nobody
     /// else hears of it.
-    pub(crate) fn cast_failed(&self, function: &str, error: &Error) {
+    pub(super) fn cast_failed(&self, function: &str, error: &Error) {
         tracing::warn!(target: "ractor_flame::pool", runner = %self.inner.runner, function, %error, "cast failed");
     }
 

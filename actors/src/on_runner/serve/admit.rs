@@ -64,6 +64,7 @@ impl Serve {
         // arguments decoded, a child's message decoded and enqueued, a
         // traced call's span made) by the helper that starts it, off the
         // thread that reads the connection.
+        //
         // A call nobody can stop by its id (a local cast: its caller does
         // not wait, and it is not linked) gets its entry among the running
         // calls, and its context, only if it waits past its first poll
@@ -75,10 +76,8 @@ impl Serve {
         let listed = !matches!(reply, ReplyTo::Held { .. });
         let held = self.held(&call, payload).and_then(|held| {
             if !listed {
-                return match self.accepting.load(Ordering::Acquire) {
-                    true => Ok((None, held)),
-                    false => Err(Outcome::Refused),
-                };
+                self.accepts()?;
+                return Ok((None, held));
             }
             // A streaming call's items go where its reply goes.
             let sink = match &reply {
@@ -188,9 +187,7 @@ impl Serve {
         deadline: Option<Instant>,
         sink: Option<Arc<StreamSink>>,
     ) -> Result<CurrentCall, Outcome> {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(Outcome::Refused);
-        }
+        self.accepts()?;
         Ok(CurrentCall::with_key(
             self.runner,
             Arc::clone(&self.states),
@@ -199,6 +196,14 @@ impl Serve {
             call.idempotency_key,
             sink,
         ))
+    }
+
+    /// `Refused` while the runner takes no more calls (drain).
+    fn accepts(&self) -> Result<(), Outcome> {
+        match self.accepting.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(Outcome::Refused),
+        }
     }
 
     /// The caller of streaming call `id` has room for `items` more of its
@@ -277,12 +282,8 @@ impl Serve {
                         linked: call.linked,
                         blocking: false,
                     };
-                    self.calls.tasks.lock().expect("poisoned").insert(call.id, running);
                     end.listed = true;
-                    // A stop of every call (or of every linked one) that
-                    // looked at the table before the entry was in: it set
-                    // its flag first.
-                    if self.stopping_all(call.linked) {
+                    if !self.enter_late(call.id, running) {
                         return None;
                     }
                     // Boxed: the wait for a stop and the timer would

@@ -153,27 +153,21 @@ impl Finish {
     /// entry, as it goes on waiting; `false` when every call was stopped
     /// meanwhile (it must not start then).
     pub(super) fn list(&mut self, current: &CurrentCall, blocking: bool) -> bool {
-        if !self.listed {
-            let running = Running {
-                call: current.clone(),
-                inline: false,
-                linked: false,
-                blocking,
-            };
-            self.serve
-                .calls
-                .tasks
-                .lock()
-                .expect("poisoned")
-                .insert(self.id, running);
-            self.listed = true;
-        }
-        // A stop of every call that looked at the entries before this one
-        // was in set its flag first. A blocking body is told, as the stop
-        // would have told it, and starts all the same.
-        if !self.serve.stopping_all(false) {
+        if self.listed {
             return true;
         }
+        self.listed = true;
+        let running = Running {
+            call: current.clone(),
+            inline: false,
+            linked: false,
+            blocking,
+        };
+        if self.serve.enter_late(self.id, running) {
+            return true;
+        }
+        // A blocking body is told, as the stop would have told it, and
+        // starts all the same.
         current.cancel();
         blocking
     }
@@ -181,11 +175,6 @@ impl Finish {
     /// The call's id.
     pub(super) fn id(&self) -> u64 {
         self.id
-    }
-
-    /// Whether the call has its entry among the running calls.
-    pub(super) fn is_listed(&self) -> bool {
-        self.listed
     }
 
     /// The call's end, with its outcome.

@@ -114,12 +114,13 @@ impl Start {
     /// own; blocking bodies get their task at once. A call stopped before
     /// it started ends here (`Aborted`), its work never built.
     pub(super) fn run(self) {
-        if !self.blocking && self.current.as_ref().is_some_and(CurrentCall::is_stopped) {
-            return;
-        }
-        // A call with no entry yet is not stopped through one; a stop of
-        // every call reaches it here.
-        if !self.blocking && !self.finish.is_listed() && self.finish.serve.stopping_all(false) {
+        // A call with no context yet has no entry among the running calls
+        // either: only a stop of every call reaches it.
+        let stopped = match &self.current {
+            Some(current) => current.is_stopped(),
+            None => self.finish.serve.stopping_all(false),
+        };
+        if !self.blocking && stopped {
             return;
         }
         let Start {

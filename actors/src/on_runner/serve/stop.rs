@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Serve;
+use super::{Running, Serve};
 
 impl Serve {
     /// Cancels a call: an async body is aborted, a blocking one is told.
@@ -58,10 +58,20 @@ impl Serve {
     }
 
     /// Whether every call (or, for a `linked` one, every linked call) was
-    /// stopped: a call that enters the running calls late reads this
-    /// after its entry is in.
+    /// stopped: for a call that has no entry among the running calls yet.
     pub(super) fn stopping_all(&self, linked: bool) -> bool {
         self.failed.load(Ordering::SeqCst) || (linked && self.parent_lost.load(Ordering::SeqCst))
+    }
+
+    /// Enters call `id`, admitted without an entry among the running calls,
+    /// there, as it goes on waiting past its first poll. `false` when a stop
+    /// of every call (or every linked one, for a linked call) looked at the
+    /// entries before this one was in: that stop set its flag first, and
+    /// the call must stop now.
+    pub(super) fn enter_late(&self, id: u64, running: Running) -> bool {
+        let linked = running.linked;
+        self.calls.tasks.lock().expect("poisoned").insert(id, running);
+        !self.stopping_all(linked)
     }
 
     /// Waits until no call runs, at most `budget`; then stops what is left.
