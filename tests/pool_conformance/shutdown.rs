@@ -17,13 +17,16 @@ pub(super) async fn b22_idle_runners_stop_and_min_runners_follow_their_own_setti
         .max_concurrency(1)
         .idle_shutdown_after(Duration::from_millis(100));
     let pool = pool_with(kind, cfg).await;
-    // Two concurrent calls: the min runner and one more.
+    // Two concurrent calls: the min runner and one more. Both at work at
+    // once means two runners (one slot each); the count is read while they
+    // work, since the extra runner may idle down soon after its call.
     let k = key();
-    let calls: Vec<_> = (0..2).map(|_| support::sleeping(&pool, &k, 200)).collect();
+    let calls: Vec<_> = (0..2).map(|_| support::sleeping(&pool, &k, 1_000)).collect();
+    support::busy(&pool, 2).await;
+    assert_eq!(pool.stats().await.unwrap().runners, 2);
     for c in calls {
         c.await.unwrap().unwrap();
     }
-    assert_eq!(pool.stats().await.unwrap().runners, 2);
     eventually("the extra runner idles down", WAIT, || async {
         let s = pool.stats().await.unwrap();
         s.runners == 1 && s.booting == 0
