@@ -848,13 +848,29 @@ async fn profile(what: &str, registry: &Registry) {
         println!("raw512: {rate:.0} calls/s");
         return raw.stop().await;
     }
+    if what == "direct" {
+        // The local floor (`direct_noop`), counted like `local` below.
+        let calls: u64 = std::env::var("FLAME_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        let mut n = 0u64;
+        while n < calls {
+            n = direct_noop(n).await + 1;
+        }
+        return println!("direct: {n} calls");
+    }
     if what == "local" {
         // One local call at a time, beside nothing.
         let config = PoolConfig::new(1).name("bench-profile-local");
         let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
         let start = Instant::now();
         let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(5) {
+        // `FLAME_BENCH_CALLS`: that many calls instead of 5 s of them (for
+        // counting instructions under a simulator: two counts give the
+        // instructions of one call).
+        let calls: Option<u64> = std::env::var("FLAME_BENCH_CALLS").ok().and_then(|n| n.parse().ok());
+        while calls.map_or(start.elapsed() < Duration::from_secs(5), |calls| n < calls) {
             for _ in 0..10_000 {
                 n = pool.call::<Noop>(n).await.unwrap() + 1;
             }
