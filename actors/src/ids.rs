@@ -165,6 +165,19 @@ impl Fnv {
     }
 }
 
+/// As a [`Hasher`](std::hash::Hasher): maps keyed by short names (the
+/// registry's functions, looked up on every call) pay a few instructions a
+/// byte instead of SipHash's setup.
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        Fnv::write(self, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        Fnv::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,7 +203,11 @@ impl<'de> Deserializer<'de> for OwnedBytes {
 
 /// Encodes a value the way every call does (rmp-serde, named fields).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec_named(value)
+    // Room for most small values at once: an empty buffer grows by steps
+    // from 8 bytes, each step a reallocation.
+    let mut bytes = Vec::with_capacity(64);
+    value.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

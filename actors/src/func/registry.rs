@@ -4,9 +4,10 @@
 //! names and types so a runner from another build is refused.
 
 use std::any::{Any, TypeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use crate::error::panic_message;
@@ -42,7 +43,8 @@ use crate::ids::{BuildId, Fnv};
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    functions: BTreeMap<&'static str, Entry>,
+    /// Looked up by name on every call: hashed (FNV), not searched.
+    functions: HashMap<&'static str, Entry, BuildHasherDefault<Fnv>>,
     /// State constructors, by the state type's signature (a stable order for
     /// the build id).
     states: BTreeMap<String, (TypeId, StateBuilder)>,
@@ -76,7 +78,7 @@ impl Entry {
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("functions", &self.function_names())
             .field("actors", &self.actors.keys().collect::<Vec<_>>())
             .field("predicates", &self.predicates.keys().collect::<Vec<_>>())
             .field("states", &self.states.keys().collect::<Vec<_>>())
@@ -385,8 +387,8 @@ impl Registry {
         if let Some(v) = &self.app_version {
             h.write(v.as_bytes());
         }
-        for entry in self.functions.values() {
-            h.write(entry.signature.as_bytes());
+        for name in self.function_names() {
+            h.write(self.functions[name].signature.as_bytes());
             h.write(&[0]);
         }
         for (signature, _) in self.actors.values() {
@@ -399,6 +401,13 @@ impl Registry {
             h.write(&[0]);
         }
         BuildId(h.finish())
+    }
+
+    /// The functions' names, in order (a stable order for the build id).
+    fn function_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.functions.keys().copied().collect();
+        names.sort_unstable();
+        names
     }
 
     /// The registry's own copy of a function's name, whether it runs on the
@@ -484,5 +493,50 @@ mod tests {
         assert_eq!(type_sig::<Vec<a::Args>>(), "Vec<Args>/24/8");
         assert_ne!(type_sig::<u32>(), type_sig::<u64>());
         let _ = (a::Args(1).0, b::Args(1).0, c::Args(1, 2).0, c::Args(1, 2).1);
+    }
+
+    /// Twenty functions whose signatures differ (the arguments' arity), so
+    /// that their order shows in the build id.
+    macro_rules! functions {
+        ($($name:ident $args:ty),*) => {
+            $(
+                struct $name;
+                impl crate::RemoteFn for $name {
+                    const NAME: &'static str = stringify!($name);
+                    type Args = $args;
+                    type Output = ();
+                    async fn run(_: $args) -> Result<(), crate::FnError> {
+                        Ok(())
+                    }
+                }
+            )*
+            fn forwards() -> super::Registry {
+                super::Registry::new()$(.register::<$name>())*
+            }
+            fn backwards() -> super::Registry {
+                let mut registry = super::Registry::new();
+                let mut each: Vec<fn(super::Registry) -> super::Registry> =
+                    vec![$(|r| r.register::<$name>()),*];
+                each.reverse();
+                for register in each {
+                    registry = register(registry);
+                }
+                registry
+            }
+        };
+    }
+
+    functions!(
+        F01 (u8,), F02 (u8, u8), F03 (u8, u8, u8), F04 u16, F05 (u16, u16), F06 u32, F07 (u32, u32),
+        F08 u64, F09 (u64, u64), F10 i8, F11 i16, F12 i32, F13 i64, F14 String, F15 (String, u8),
+        F16 Vec<u8>, F17 Vec<u16>, F18 bool, F19 (bool, bool), F20 char
+    );
+
+    #[test]
+    fn the_build_id_does_not_depend_on_the_order_of_registration() {
+        let (forwards, backwards) = (forwards(), backwards());
+        assert_eq!(forwards.build_id(), backwards.build_id());
+        assert_ne!(forwards.build_id(), super::Registry::new().register::<F01>().build_id());
+        assert!(forwards.function("F20").is_some() && forwards.function("F21").is_none());
     }
 }
