@@ -446,7 +446,9 @@ impl PoolConfig {
         log: tracing::Level
     );
 
-    /// Idle shutdown of runners (default: after 30 s without work).
+    /// Idle shutdown of runners (default: after 30 s without work). A
+    /// runner's idle time is counted on a coarse clock (on Linux, the
+    /// kernel's tick of 1 to 4 ms): it stops within a tick of the timeout.
     pub fn idle_shutdown_after(mut self, after: impl Into<IdleShutdown>) -> Self {
         self.idle_shutdown_after = after.into();
         self

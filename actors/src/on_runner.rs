@@ -9,9 +9,11 @@
 //! | `serve.rs` (+ `serve/`) | the call engine: `admit.rs`, `helpers.rs`, `start.rs`, `run.rs`, `end.rs`, `stop.rs` |
 //! | `children.rs` | placed children: start, messages, watches |
 //! | `tidy.rs` | an idle runner gives memory back |
+//! | `idle_clock.rs` | the clock of idle time (a leaf) |
 
 mod children;
 mod connect;
+mod idle_clock;
 mod serve;
 mod terminator;
 mod tidy;

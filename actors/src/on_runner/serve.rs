@@ -48,12 +48,13 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use super::children::Children;
+use super::idle_clock;
 use crate::func::context::CurrentCall;
 use crate::func::registry::Registry;
 use crate::func::states::States;
@@ -87,8 +88,9 @@ pub struct Serve {
     /// The work runtime, where the registry's idle predicates are asked.
     work: Handle,
     accepting: AtomicBool,
-    born: Instant,
-    /// Microseconds after `born` when the last call ended (or started).
+    /// The idle clock's reading when the runner began (see `idle_clock.rs`).
+    born_us: u64,
+    /// Microseconds after `born_us` when the last call ended (or started).
     last_activity_us: AtomicU64,
     /// Woken when `active` drops to zero while `quiet_watchers` is not 0.
     quiet: Notify,
@@ -180,7 +182,7 @@ impl Serve {
             starts,
             work,
             accepting: AtomicBool::new(true),
-            born: Instant::now(),
+            born_us: idle_clock::now_us(),
             last_activity_us: AtomicU64::new(0),
             quiet: Notify::new(),
             quiet_watchers: AtomicUsize::new(0),
@@ -249,11 +251,11 @@ impl Serve {
     /// How long since the last call started or ended.
     pub(crate) fn idle_for(&self) -> Duration {
         let last = Duration::from_micros(self.last_activity_us.load(Ordering::Acquire));
-        self.born.elapsed().saturating_sub(last)
+        Duration::from_micros(idle_clock::now_us().saturating_sub(self.born_us)).saturating_sub(last)
     }
 
     fn touch(&self) {
-        let now = self.born.elapsed().as_micros() as u64;
+        let now = idle_clock::now_us().saturating_sub(self.born_us);
         self.last_activity_us.fetch_max(now, Ordering::AcqRel);
     }
 

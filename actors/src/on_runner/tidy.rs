@@ -18,7 +18,8 @@
 //! modified page: such a mapping is left alone), so nothing is lost: every
 //! page reads back from the file.
 //!
-//! This is the one module with `unsafe` code: two calls into the C library.
+//! With `idle_clock.rs`, the only module with `unsafe` code: two calls into
+//! the C library.
 #![allow(unsafe_code)]
 
 use std::sync::Arc;
