@@ -882,12 +882,6 @@ async fn run(
         want_result: true,
         idempotency_key: key.as_deref(),
     };
-    // An in-process runner runs the body right here; the lease is held
-    // until it ends (dropping this future ends it).
-    if let Some(inline) = lease.call_inline(&req) {
-        let outcome = inline.await?;
-        return outcome_into_result(outcome, function, budget);
-    }
     // The lease goes with the call: its slot returns when the work has
     // ended on the runner, which may be after a deadline or cancel.
     let outcome = lease.call(req).await?;

@@ -195,27 +195,6 @@ impl Lease {
         self.slot.conn.call_lent(req, Some(&self)).await
     }
 
-    /// Runs the call in the caller's task when this slot's runner is
-    /// in-process and the function neither blocks nor streams: no frame,
-    /// no table of calls in flight, and the body ends when the future is
-    /// dropped. `None` when the call must go the usual way
-    /// ([`Lease::call`]). Hold the lease until the future ends.
-    ///
-    /// # Errors
-    ///
-    /// The future's, as [`RunnerConn::call`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future ends the call's body; the slot is free once the
-    /// lease is dropped.
-    pub fn call_inline<'a>(
-        &'a self,
-        req: &'a crate::on_parent::link::CallRequest<'a>,
-    ) -> Option<impl Future<Output = Result<crate::wire::Outcome, Error>> + Send + 'a> {
-        self.slot.conn.call_inline(req)
-    }
-
     /// Sends a cast of `function` on this slot's runner without waiting:
     /// the frame is on its way when this returns, and the slot is checked
     /// in when the runner reports that the cast's work has ended. A failure

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
 use super::deadlines::DEADLINE_GRACE;
@@ -23,7 +22,7 @@ use super::{CallRequest, RunnerConn, Transport};
 use crate::error::Error;
 use crate::func::args::Args;
 use crate::on_parent::pool::Lease;
-use crate::on_runner::{Serve, TerminatorMessage};
+use crate::on_runner::TerminatorMessage;
 use crate::wire::clock::budget_micros;
 use crate::wire::frame::{CallFrame, CallRef, Outcome, ToRunner};
 
@@ -78,50 +77,6 @@ impl RunnerConn {
         self.call_as(self.next_call_id(), req, hold, None)
     }
 
-    /// The call run in the caller's task, when the runner is in-process and
-    /// the function neither blocks nor streams (a local call's short way,
-    /// with no layer between): `None` sends it the usual way.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future ends the call's body; nothing of it outlives the
-    /// future.
-    pub(crate) fn call_inline<'a>(
-        &'a self,
-        req: &'a CallRequest<'a>,
-    ) -> Option<impl Future<Output = Result<Outcome, Error>> + Send + 'a> {
-        let Transport::Local { serve, .. } = &self.inner.transport else {
-            return None;
-        };
-        if self.is_down() {
-            return None;
-        }
-        self.run_inline(serve, local_view(self.next_call_id(), req), req.deadline)
-            .ok()
-    }
-
-    /// `call` run in this task on in-process runner `serve`; gives the call
-    /// back when its function blocks.
-    fn run_inline<'a>(
-        &'a self,
-        serve: &'a Arc<Serve>,
-        call: CallRef<'a>,
-        deadline: Option<Instant>,
-    ) -> Result<impl Future<Output = Result<Outcome, Error>> + Send + 'a, CallRef<'a>> {
-        let run = serve.run_inline(call, deadline)?;
-        // Timed only where the call's span (at debug) can be on: two clock
-        // reads are a tenth of a local call.
-        let timed = tracing::level_enabled!(tracing::Level::DEBUG).then(Instant::now);
-        // Mapped, not awaited in an async block: that would hold the body's
-        // future twice over (as captured and as awaited).
-        Ok(run.map(move |outcome| {
-            if let Some(at) = timed {
-                tracing::Span::current().record("runner_us", at.elapsed().as_micros() as u64);
-            }
-            outcome.ok_or_else(|| self.down_error())
-        }))
-    }
-
     /// The next call id of this connection.
     pub(super) fn next_call_id(&self) -> u64 {
         self.inner.calls.next_id.fetch_add(1, Ordering::Relaxed)
@@ -142,13 +97,33 @@ impl RunnerConn {
         match &self.inner.transport {
             Transport::Local { serve, replies, .. } => {
                 // In-process: a borrowed view, no frame to build.
-                let call = local_view(id, &req);
+                let call = CallRef {
+                    id,
+                    function: req.function,
+                    args: req.args.as_bytes(),
+                    budget_us: None,
+                    want_result: req.want_result,
+                    linked: req.linked,
+                    trace: None,
+                    bare: req.args.is_bare(),
+                    idempotency_key: req.idempotency_key,
+                };
                 // The body runs in this task (dropping the future ends it),
                 // unless it blocks or streams.
                 let call = match window {
                     Some(_) => call,
-                    None => match self.run_inline(serve, call, req.deadline) {
-                        Ok(run) => return run.await,
+                    None => match serve.run_inline(call, req.deadline) {
+                        Ok(run) => {
+                            // Timed only where the call's span (at debug)
+                            // can be on: two clock reads are a tenth of a
+                            // local call.
+                            let timed = tracing::level_enabled!(tracing::Level::DEBUG).then(Instant::now);
+                            let outcome = run.await;
+                            if let Some(at) = timed {
+                                tracing::Span::current().record("runner_us", at.elapsed().as_micros() as u64);
+                            }
+                            return outcome.ok_or_else(|| self.down_error());
+                        }
                         Err(call) => call,
                     },
                 };
@@ -320,7 +295,7 @@ impl RunnerConn {
     /// the calls in flight, no reply to route, nothing spawned.
     fn cast_in_process(
         &self,
-        serve: &Arc<Serve>,
+        serve: &Arc<crate::on_runner::Serve>,
         function: &'static str,
         args: Args,
         hold: Lease,
@@ -449,21 +424,5 @@ impl Drop for CallGuard<'_> {
         if self.conn.park(self.id, self.hold.take().map(Lease::hand_on)) && self.linked {
             self.conn.cancel(self.id);
         }
-    }
-}
-
-/// Call `id` of `req` as an in-process runner reads it: a borrowed view, no
-/// frame to build.
-fn local_view<'a>(id: u64, req: &'a CallRequest<'a>) -> CallRef<'a> {
-    CallRef {
-        id,
-        function: req.function,
-        args: req.args.as_bytes(),
-        budget_us: None,
-        want_result: req.want_result,
-        linked: req.linked,
-        trace: None,
-        bare: req.args.is_bare(),
-        idempotency_key: req.idempotency_key,
     }
 }
