@@ -165,7 +165,7 @@ impl Fnv {
     }
 }
 
-/// As a [`Hasher`](std::hash::Hasher): maps keyed by short names (the
+/// As a [`std::hash::Hasher`]: maps keyed by short names (the
 /// registry's functions, looked up on every call) pay a few instructions a
 /// byte instead of SipHash's setup.
 impl std::hash::Hasher for Fnv {
