@@ -379,6 +379,13 @@ async fn local(plan: &Plan, registry: &Registry) {
     pool.stop().await;
 }
 
+/// `FLAME_BENCH_CALLS` of the `local` and `direct` profiles: that many calls
+/// instead of their default (for counting instructions under a simulator:
+/// two counts give the instructions of one call).
+fn bench_calls() -> Option<u64> {
+    std::env::var("FLAME_BENCH_CALLS").ok().and_then(|n| n.parse().ok())
+}
+
 /// `Noop` called directly, its argument and result through the codec.
 async fn direct_noop(n: u64) -> u64 {
     let arg: u64 = rmp_serde::from_slice(&rmp_serde::to_vec(&n).unwrap()).unwrap();
@@ -850,10 +857,7 @@ async fn profile(what: &str, registry: &Registry) {
     }
     if what == "direct" {
         // The local floor (`direct_noop`), counted like `local` below.
-        let calls: u64 = std::env::var("FLAME_BENCH_CALLS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1_000_000);
+        let calls = bench_calls().unwrap_or(1_000_000);
         let mut n = 0u64;
         while n < calls {
             n = direct_noop(n).await + 1;
@@ -866,10 +870,7 @@ async fn profile(what: &str, registry: &Registry) {
         let pool = Pool::start(config, LocalBackend::new(), registry).await.unwrap();
         let start = Instant::now();
         let mut n = 0u64;
-        // `FLAME_BENCH_CALLS`: that many calls instead of 5 s of them (for
-        // counting instructions under a simulator: two counts give the
-        // instructions of one call).
-        let calls: Option<u64> = std::env::var("FLAME_BENCH_CALLS").ok().and_then(|n| n.parse().ok());
+        let calls = bench_calls();
         while calls.map_or(start.elapsed() < Duration::from_secs(5), |calls| n < calls) {
             for _ in 0..10_000 {
                 n = pool.call::<Noop>(n).await.unwrap() + 1;

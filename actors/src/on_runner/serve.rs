@@ -88,9 +88,8 @@ pub struct Serve {
     /// The work runtime, where the registry's idle predicates are asked.
     work: Handle,
     accepting: AtomicBool,
-    /// The idle clock's reading when the runner began (see `idle_clock.rs`).
-    born_us: u64,
-    /// Microseconds after `born_us` when the last call ended (or started).
+    /// The idle clock's reading (see `idle_clock.rs`) when the last call
+    /// ended (or started), or when the runner began.
     last_activity_us: AtomicU64,
     /// Woken when `active` drops to zero while `quiet_watchers` is not 0.
     quiet: Notify,
@@ -182,8 +181,7 @@ impl Serve {
             starts,
             work,
             accepting: AtomicBool::new(true),
-            born_us: idle_clock::now_us(),
-            last_activity_us: AtomicU64::new(0),
+            last_activity_us: AtomicU64::new(idle_clock::now_us()),
             quiet: Notify::new(),
             quiet_watchers: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -250,13 +248,12 @@ impl Serve {
 
     /// How long since the last call started or ended.
     pub(crate) fn idle_for(&self) -> Duration {
-        let last = Duration::from_micros(self.last_activity_us.load(Ordering::Acquire));
-        Duration::from_micros(idle_clock::now_us().saturating_sub(self.born_us)).saturating_sub(last)
+        let last = self.last_activity_us.load(Ordering::Acquire);
+        Duration::from_micros(idle_clock::now_us().saturating_sub(last))
     }
 
     fn touch(&self) {
-        let now = idle_clock::now_us().saturating_sub(self.born_us);
-        self.last_activity_us.fetch_max(now, Ordering::AcqRel);
+        self.last_activity_us.fetch_max(idle_clock::now_us(), Ordering::AcqRel);
     }
 
     /// Blocks this (non-runtime) thread until the runner has been quiet
