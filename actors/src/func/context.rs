@@ -55,18 +55,42 @@ pub struct CurrentCall {
     inner: Arc<Inner>,
 }
 
+/// The runner a call runs on, shared by all of its calls: its id and the
+/// states its functions read.
+#[derive(Debug, Default)]
+pub(crate) struct RunnerScope {
+    pub(crate) runner: RunnerId,
+    pub(crate) states: States,
+}
+
+impl RunnerScope {
+    pub(crate) fn new(runner: RunnerId, states: States) -> Arc<Self> {
+        Arc::new(RunnerScope { runner, states })
+    }
+}
+
+/// A call's context. Kept within 104 bytes (see the test below): a remote
+/// call's context is allocated on the thread that reads the connection and
+/// freed on a helper, and glibc frees a block of up to 120 bytes to its
+/// fast bins without taking the allocating thread's arena lock. One over
+/// that, every free contends with the reader's next allocation.
 struct Inner {
-    runner: RunnerId,
-    states: Arc<States>,
+    scope: Arc<RunnerScope>,
     id: u64,
     deadline: Option<Instant>,
-    /// Set by the caller for a call that may be retried.
-    idempotency_key: Option<Box<str>>,
     cancelled: AtomicBool,
     notify: Notify,
     /// The task running the call, once it is spawned (calls a runner runs
     /// as tasks of their own).
     task: std::sync::OnceLock<AbortHandle>,
+    /// What only some calls have, allocated only for them.
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a call's context that only some calls have.
+struct Extra {
+    /// Set by the caller for a call that may be retried.
+    idempotency_key: Option<Box<str>>,
     /// A streaming call's items and credit.
     stream: Option<Arc<StreamSink>>,
 }
@@ -74,7 +98,7 @@ struct Inner {
 impl fmt::Debug for CurrentCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CurrentCall")
-            .field("runner", &self.inner.runner)
+            .field("runner", &self.inner.scope.runner)
             .field("id", &self.inner.id)
             .field("deadline", &self.inner.deadline)
             .field("cancelled", &self.is_cancelled())
@@ -83,38 +107,41 @@ impl fmt::Debug for CurrentCall {
 }
 
 impl CurrentCall {
-    pub(crate) fn new(runner: RunnerId, states: Arc<States>, id: u64, deadline: Option<Instant>) -> Self {
-        Self::with_key(runner, states, id, deadline, None, None)
+    pub(crate) fn new(scope: &Arc<RunnerScope>, id: u64, deadline: Option<Instant>) -> Self {
+        Self::with_key(scope, id, deadline, None, None)
     }
 
     /// A call's context with its idempotency key, if its caller sent one,
     /// and a streaming call's sink.
     pub(crate) fn with_key(
-        runner: RunnerId,
-        states: Arc<States>,
+        scope: &Arc<RunnerScope>,
         id: u64,
         deadline: Option<Instant>,
         idempotency_key: Option<&str>,
         stream: Option<Arc<StreamSink>>,
     ) -> Self {
+        let extra = (idempotency_key.is_some() || stream.is_some()).then(|| {
+            Box::new(Extra {
+                idempotency_key: idempotency_key.map(Into::into),
+                stream,
+            })
+        });
         CurrentCall {
             inner: Arc::new(Inner {
-                runner,
-                states,
+                scope: Arc::clone(scope),
                 id,
                 deadline,
-                idempotency_key: idempotency_key.map(Into::into),
                 cancelled: AtomicBool::new(false),
                 notify: Notify::new(),
                 task: std::sync::OnceLock::new(),
-                stream,
+                extra,
             }),
         }
     }
 
     /// A streaming call's sink; `None` for any other call.
     pub(crate) fn stream(&self) -> Option<&Arc<StreamSink>> {
-        self.inner.stream.as_ref()
+        self.inner.extra.as_ref()?.stream.as_ref()
     }
 
     /// The call's id on its runner's connection.
@@ -124,14 +151,14 @@ impl CurrentCall {
 
     /// The runner serving the call.
     pub fn runner(&self) -> RunnerId {
-        self.inner.runner
+        self.inner.scope.runner
     }
 
     /// The runner's state of type `S` (see
     /// [`Registry::with_state`](crate::Registry::with_state)); `None` when no
     /// such state is registered.
     pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
-        self.inner.states.get::<S>()
+        self.inner.scope.states.get::<S>()
     }
 
     /// The key that names this call across its attempts, when its caller
@@ -158,7 +185,7 @@ impl CurrentCall {
     /// }
     /// ```
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.inner.idempotency_key.as_deref()
+        self.inner.extra.as_ref()?.idempotency_key.as_deref()
     }
 
     /// When the call's execution budget ends; `None` for none (casts).
@@ -269,4 +296,29 @@ pub fn current_call() -> Option<CurrentCall> {
 /// ```
 pub fn current_runner() -> Option<RunnerId> {
     CURRENT_CALL.try_with(CurrentCall::runner).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_context_stays_in_glibcs_fast_bins() {
+        // The `Arc`'s block: two counts and the context; glibc's fast bins
+        // take blocks of up to 120 bytes.
+        let block = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Inner>();
+        assert!(block <= 120, "a call's context takes a {block}-byte block");
+    }
+
+    #[test]
+    fn only_a_call_with_a_key_or_a_stream_allocates_its_extras() {
+        let scope = Arc::new(RunnerScope::default());
+        let plain = CurrentCall::new(&scope, 7, None);
+        assert!(plain.inner.extra.is_none());
+        assert_eq!((plain.id(), plain.idempotency_key()), (7, None));
+        let keyed = CurrentCall::with_key(&scope, 8, None, Some("k-1"), None);
+        assert_eq!(keyed.idempotency_key(), Some("k-1"));
+        assert!(keyed.stream().is_none());
+        assert_eq!(keyed.runner(), scope.runner);
+    }
 }

@@ -55,7 +55,7 @@ use tokio::sync::Notify;
 
 use super::children::Children;
 use super::idle_clock;
-use crate::func::context::CurrentCall;
+use crate::func::context::{CurrentCall, RunnerScope};
 use crate::func::registry::Registry;
 use crate::func::states::States;
 use crate::ids::IdMap;
@@ -79,8 +79,9 @@ pub struct Serve {
     /// The pool this runner serves (its parent's name for it), for spans.
     pool: String,
     registry: Registry,
-    /// The runner's states, built once at its start.
-    states: Arc<States>,
+    /// The runner's id and states (built once at its start), shared with
+    /// every call's context.
+    scope: Arc<RunnerScope>,
     /// Where admitted calls wait for a [`helper`], a task of the work
     /// runtime (the application's, never the link thread): function bodies
     /// run there.
@@ -173,7 +174,7 @@ impl Serve {
             runner,
             pool,
             registry,
-            states: Arc::new(states),
+            scope: RunnerScope::new(runner, states),
             calls: Calls {
                 tasks: Mutex::new(IdMap::default()),
                 active: AtomicUsize::new(0),

@@ -189,8 +189,7 @@ impl Serve {
     ) -> Result<CurrentCall, Outcome> {
         self.accepts()?;
         Ok(CurrentCall::with_key(
-            self.runner,
-            Arc::clone(&self.states),
+            &self.scope,
             call.id,
             deadline,
             call.idempotency_key,
@@ -308,7 +307,7 @@ impl Serve {
     /// Creates the work of `call` now and returns a future that runs it to
     /// the end, accounted like any call, its outcome dropped.
     pub(crate) fn start_now(self: &Arc<Self>, call: CallFrame) -> impl Future<Output = ()> + Send + 'static {
-        let current = CurrentCall::new(self.runner, Arc::clone(&self.states), call.id, None);
+        let current = CurrentCall::new(&self.scope, call.id, None);
         let work = self.build_work(&call.view(), None, &current);
         let this = Arc::clone(self);
         async move {

@@ -268,7 +268,6 @@ mod tests {
     use super::settle as settle_with;
     use crate::error::FnErrorKind;
     use crate::func::context::CurrentCall;
-    use crate::ids::RunnerId;
     use crate::wire::frame::Outcome;
 
     fn settle(outcome: Outcome, call: &CurrentCall) -> Outcome {
@@ -276,7 +275,7 @@ mod tests {
     }
 
     fn call(deadline: Option<Instant>) -> CurrentCall {
-        CurrentCall::new(RunnerId::new(), Arc::default(), 1, deadline)
+        CurrentCall::new(&Arc::default(), 1, deadline)
     }
 
     fn returned(kind: FnErrorKind) -> Outcome {

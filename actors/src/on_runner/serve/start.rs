@@ -134,7 +134,7 @@ impl Start {
         } = self;
         let current = current.unwrap_or_else(|| {
             let serve = &finish.serve;
-            CurrentCall::new(serve.runner, Arc::clone(&serve.states), finish.id(), deadline)
+            CurrentCall::new(&serve.scope, finish.id(), deadline)
         });
         // The application's code (its types' decoders, a child's message
         // decoder): a panic there ends the call, not the helper.
