@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::outbox::Outbox;
 use ractor::{ActorRef, ActorStatus};
@@ -210,8 +210,11 @@ fn start(myself: ActorRef<TerminatorMessage>, parent: &Parent, serve: Arc<Serve>
         match frame {
             ToRunnerRef::Call(call) => {
                 if let Some(tx) = weak.upgrade() {
-                    let deadline = call.deadline();
-                    serve.dispatch(call, payload, deadline, tx);
+                    // One clock read: the deadline's start and the start
+                    // of the time the reply reports.
+                    let arrived = Instant::now();
+                    let deadline = call.deadline_from(arrived);
+                    serve.dispatch(call, payload, deadline, arrived, tx);
                 }
             }
             ToRunnerRef::Cancel { id } => serve.cancel(id),

@@ -19,11 +19,11 @@ pub(crate) fn budget_micros(deadline: Instant) -> u64 {
     u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The local deadline of a call whose frame, received now, carries a budget
-/// of `us` microseconds; `None` for a budget too large for this clock (no
-/// deadline in practice).
-pub(crate) fn deadline_from_budget(us: u64) -> Option<Instant> {
-    Instant::now().checked_add(Duration::from_micros(us))
+/// The local deadline of a call whose frame, received at `arrived`,
+/// carries a budget of `us` microseconds; `None` for a budget too large for
+/// this clock (no deadline in practice).
+pub(crate) fn deadline_from_budget(arrived: Instant, us: u64) -> Option<Instant> {
+    arrived.checked_add(Duration::from_micros(us))
 }
 
 #[cfg(test)]
@@ -36,14 +36,14 @@ mod tests {
         let in_a_second = Instant::now() + Duration::from_secs(1);
         let us = budget_micros(in_a_second);
         assert!((990_000..=1_000_000).contains(&us), "{us} us left");
-        let back = deadline_from_budget(us).unwrap();
+        let back = deadline_from_budget(Instant::now(), us).unwrap();
         let drift = apart(back, in_a_second);
         assert!(drift <= Duration::from_millis(10), "{drift:?}");
         // A deadline already past leaves no budget, and no budget is a
         // deadline already here.
         assert_eq!(budget_micros(Instant::now() - Duration::from_millis(5)), 0);
-        assert!(deadline_from_budget(0).unwrap() <= Instant::now());
+        assert!(deadline_from_budget(Instant::now(), 0).unwrap() <= Instant::now());
         // The largest budget is no panic.
-        let _ = deadline_from_budget(u64::MAX);
+        let _ = deadline_from_budget(Instant::now(), u64::MAX);
     }
 }

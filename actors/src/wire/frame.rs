@@ -204,10 +204,11 @@ pub(crate) struct CallRef<'a> {
 
 impl CallRef<'_> {
     /// The call's deadline on this process's monotonic clock: its budget
-    /// counted from now, when its frame has just arrived (one clock read);
-    /// `None` for no deadline.
-    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
-        self.budget_us.and_then(super::clock::deadline_from_budget)
+    /// counted from `arrived`, when its frame arrived; `None` for no
+    /// deadline.
+    pub(crate) fn deadline_from(&self, arrived: std::time::Instant) -> Option<std::time::Instant> {
+        self.budget_us
+            .and_then(|us| super::clock::deadline_from_budget(arrived, us))
     }
 }
 

@@ -135,7 +135,7 @@ impl RunnerConn {
                 };
                 let (linked, deadline) = (req.linked, req.deadline);
                 let sent = |_alone| {
-                    serve.dispatch(call, None, deadline, replies);
+                    serve.dispatch(call, None, deadline, Instant::now(), replies);
                     if let Some(items) = window {
                         serve.credit(id, items);
                     }

@@ -45,9 +45,10 @@ impl Serve {
         call: CallRef<'_>,
         payload: Option<Vec<u8>>,
         deadline: Option<Instant>,
+        arrived: Instant,
         reply: Outbox<ToParent>,
     ) {
-        self.queue(call, payload, deadline, ReplyTo::Parent(reply));
+        self.queue(call, payload, deadline, Some(arrived), ReplyTo::Parent(reply));
     }
 
     /// Admits a call made in this process that nobody waits for (a local
@@ -55,11 +56,19 @@ impl Serve {
     /// (the caller's slot) is released with its outcome, here, with no
     /// reply to route.
     pub(crate) fn dispatch_held(self: &Arc<Self>, function: &'static str, call: CallRef<'_>, hold: Arc<dyn Release>) {
-        self.queue(call, None, None, ReplyTo::Held { hold, function });
+        self.queue(call, None, None, None, ReplyTo::Held { hold, function });
     }
 
-    /// Admits a call and queues it for a helper; its end goes to `reply`.
-    fn queue(self: &Arc<Self>, call: CallRef<'_>, payload: Option<Vec<u8>>, deadline: Option<Instant>, reply: ReplyTo) {
+    /// Admits a call and queues it for a helper; its end goes to `reply`
+    /// (with the time since `arrived`, for a reply to the parent).
+    fn queue(
+        self: &Arc<Self>,
+        call: CallRef<'_>,
+        payload: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+        arrived: Option<Instant>,
+        reply: ReplyTo,
+    ) {
         // Nothing of the call is built here: its work is built (its
         // arguments decoded, a child's message decoded and enqueued, a
         // traced call's span made) by the helper that starts it, off the
@@ -115,7 +124,7 @@ impl Serve {
         // task aborted before a first poll, or never spawned because the
         // runtime is going) still counts out and replies `Aborted`.
         let start = Start {
-            finish: Finish::new(Arc::clone(self), id, reply, listed),
+            finish: Finish::new(Arc::clone(self), id, reply, listed, arrived),
             work,
             current,
             deadline,
@@ -313,7 +322,7 @@ impl Serve {
         async move {
             if let Ok((work, _)) = work {
                 this.calls.active.fetch_add(1, Ordering::AcqRel);
-                let _finish = Finish::new(Arc::clone(&this), call.id, ReplyTo::Caller, true);
+                let _finish = Finish::new(Arc::clone(&this), call.id, ReplyTo::Caller, true, None);
                 let _ = work.await;
             }
         }

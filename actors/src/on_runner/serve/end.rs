@@ -126,8 +126,8 @@ pub(super) struct Finish {
     id: u64,
     /// Where the call's end goes; [`ReplyTo::Caller`] once it went.
     reply: ReplyTo,
-    /// When the call was admitted (read only for calls that reply to the
-    /// parent, whose reply carries the time the work took).
+    /// When the call arrived (for calls that reply to the parent, whose
+    /// reply carries the time the work took).
     admitted: Option<Instant>,
     /// Counted out and replied to already.
     ended: bool,
@@ -137,12 +137,13 @@ pub(super) struct Finish {
 
 impl Finish {
     /// The end of call `id`, which has its entry among the running calls
-    /// if `listed`.
-    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: ReplyTo, listed: bool) -> Self {
+    /// if `listed`, and arrived at `admitted` (read for a call that replies
+    /// to the parent).
+    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: ReplyTo, listed: bool, admitted: Option<Instant>) -> Self {
         Finish {
             serve,
             id,
-            admitted: matches!(reply, ReplyTo::Parent(_)).then(Instant::now),
+            admitted,
             reply,
             ended: false,
             listed,
