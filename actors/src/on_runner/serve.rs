@@ -75,7 +75,6 @@ mod stop;
 pub struct Serve {
     /// What every call writes as it starts and ends.
     calls: Calls,
-    runner: RunnerId,
     /// The pool this runner serves (its parent's name for it), for spans.
     pool: String,
     registry: Registry,
@@ -171,7 +170,6 @@ impl Serve {
             work.spawn(helper(HelperGuard(Arc::clone(&starts))));
         }
         Arc::new(Serve {
-            runner,
             pool,
             registry,
             scope: RunnerScope::new(runner, states),

@@ -128,7 +128,7 @@ pub(super) struct Finish {
     reply: ReplyTo,
     /// When the call arrived (for calls that reply to the parent, whose
     /// reply carries the time the work took).
-    admitted: Option<Instant>,
+    arrived: Option<Instant>,
     /// Counted out and replied to already.
     ended: bool,
     /// The call has its entry among the running calls.
@@ -137,13 +137,13 @@ pub(super) struct Finish {
 
 impl Finish {
     /// The end of call `id`, which has its entry among the running calls
-    /// if `listed`, and arrived at `admitted` (read for a call that replies
+    /// if `listed`, and came in at `arrived` (set for a call that replies
     /// to the parent).
-    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: ReplyTo, listed: bool, admitted: Option<Instant>) -> Self {
+    pub(super) fn new(serve: Arc<Serve>, id: u64, reply: ReplyTo, listed: bool, arrived: Option<Instant>) -> Self {
         Finish {
             serve,
             id,
-            admitted,
+            arrived,
             reply,
             ended: false,
             listed,
@@ -196,7 +196,7 @@ impl Finish {
                 let _ = match outcome {
                     Outcome::Done if !alone => reply.send_ended(self.id),
                     outcome => {
-                        let runner_us = self.admitted.map_or(0, |at| at.elapsed().as_micros() as u64);
+                        let runner_us = self.arrived.map_or(0, |at| at.elapsed().as_micros() as u64);
                         let frame = ToParent::Reply {
                             id: self.id,
                             outcome,

@@ -196,7 +196,7 @@ impl Serve {
         let span = crate::observe::runner_call_span(
             &trace.function,
             call,
-            &self.runner.to_string(),
+            &self.scope.runner.to_string(),
             &self.pool,
             trace.traceparent.as_deref(),
         );
